@@ -1,0 +1,30 @@
+# keras_ln: every target bootstraps .venv itself, from nothing but python3 (and Java for H2O).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export TF_CPP_MIN_LOG_LEVEL := 3
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bench install clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -c constraints.txt -e '.[h2o,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/layer_norm_in_a_model.py
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_layer_norm.py
+
+clean:
+	rm -rf $(VENV) reports build *.egg-info .pytest_cache
