@@ -2,8 +2,9 @@
 
 `layer_norm(x, gamma, beta, axis, epsilon)` is the one entry point. It computes
 the statistics in float32 (or float64 for float64 inputs) whatever the input
-dtype, with a two-pass variance (the mean is subtracted before squaring, so
-inputs offset by 1e4 still normalize correctly), and returns the result in the
+dtype, with a corrected two-pass variance (the mean is subtracted before
+squaring and refined by the mean of the deviations, so inputs offset by 1e4
+still normalize correctly), and returns the result in the
 dtype of `x`.
 
 On the TensorFlow backend a fused fast path is used: an XLA-compiled forward
@@ -74,10 +75,14 @@ def layer_norm_reference(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     ndim = len(x.shape)
     axes = normalize_axes(axis, ndim)
     xs = ops.cast(x, stats_dtype(out_dtype))
-    mean = ops.mean(xs, axis=axes, keepdims=True)
-    centered = xs - mean
-    variance = ops.mean(ops.square(centered), axis=axes, keepdims=True)
-    y = centered * ops.rsqrt(variance + epsilon)
+    # Corrected two-pass moments: a first mean is refined by the mean of the
+    # (small) deviations, so inputs with a large offset keep their precision.
+    m1 = ops.mean(xs, axis=axes, keepdims=True)
+    d = xs - m1
+    dm = ops.mean(d, axis=axes, keepdims=True)
+    variance = ops.mean(ops.square(d), axis=axes, keepdims=True)
+    variance = ops.maximum(variance - ops.square(dm), 0.0)
+    y = (d - dm) * ops.rsqrt(variance + epsilon)
     shape = ops.shape(xs)
     if gamma is not None:
         y = y * ops.cast(_broadcast_param(gamma, axes, ndim, shape), y.dtype)

@@ -1,0 +1,127 @@
+"""Speed of keras_ln.LayerNormalization against keras' layer and the affine floor.
+
+One run, TensorFlow backend on CPU. For each float32 shape it times, inside
+`tf.function` (as in `model.fit`), the forward pass and the forward+backward
+pass (gradients w.r.t. the input, gamma and beta) of
+
+- keras_ln.LayerNormalization (TensorFlow fast path),
+- keras_ln.LayerNormalization on its pure keras.ops path (fast path off),
+- keras.layers.LayerNormalization,
+- a plain elementwise affine pass `x * gamma + beta` (the memory-traffic floor),
+
+interleaving the candidates round by round so machine noise hits all alike,
+and prints medians and ratios.
+
+    python benchmarks/bench_layer_norm.py [--repeats 30] [--shapes 4096x1024,...]
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras  # noqa: E402
+import keras_ln  # noqa: E402
+from keras_ln.layers import _ops  # noqa: E402
+
+DEFAULT_SHAPES = "4096x1024,64x128x512,256x64"
+
+
+def _make_candidates(shape):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    dy = tf.constant(rng.normal(size=shape).astype("float32"))
+    ours = keras_ln.LayerNormalization()
+    theirs = keras.layers.LayerNormalization()
+    for layer in (ours, theirs):
+        layer.build(shape)
+    gamma = tf.Variable(rng.normal(size=shape[-1:]).astype("float32"))
+    beta = tf.Variable(rng.normal(size=shape[-1:]).astype("float32"))
+
+    def affine(t):
+        return t * gamma + beta
+
+    def ours_ops(t):
+        previous = _ops.set_fast_path(False)
+        try:
+            return ours(t)
+        finally:
+            _ops.set_fast_path(previous)
+
+    fns = {
+        "keras_ln": (ours, [ours.gamma, ours.beta]),
+        "keras_ln (keras.ops path)": (ours_ops, [ours.gamma, ours.beta]),
+        "keras": (theirs, [theirs.gamma, theirs.beta]),
+        "affine x*g+b": (affine, [gamma, beta]),
+    }
+    forward, backward = {}, {}
+    for name, (fn, weights) in fns.items():
+        forward[name] = tf.function(lambda fn=fn: fn(x))
+
+        def fwd_bwd(fn=fn, weights=weights):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x)
+            return tape.gradient(y, [x, *weights], output_gradients=dy)
+
+        backward[name] = tf.function(fwd_bwd)
+    return forward, backward
+
+
+def _time(fns, repeats):
+    for fn in fns.values():  # trace, compile, warm up
+        fn()
+        fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: float(np.median(s)) * 1e3 for name, s in samples.items()}
+
+
+def _report(title, medians, anchor):
+    print(f"  {title}")
+    base = medians[anchor]
+    for name, ms in medians.items():
+        print(f"    {name:<28s} {ms:9.3f} ms   {ms / base:6.2f}x {anchor}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES)
+    args = parser.parse_args(argv)
+    shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
+    print(
+        f"keras {keras.__version__}, tensorflow {tf.__version__}, "
+        f"backend {keras.backend.backend()}, float32, median of {args.repeats}"
+    )
+    summary = []
+    for shape in shapes:
+        forward, backward = _make_candidates(shape)
+        print(f"\nshape {shape}")
+        fwd = _time(forward, args.repeats)
+        _report("forward", fwd, "affine x*g+b")
+        bwd = _time(backward, args.repeats)
+        _report("forward+backward", bwd, "keras")
+        summary.append(
+            (shape, bwd["keras"] / bwd["keras_ln"], fwd["keras_ln"] / fwd["affine x*g+b"])
+        )
+    print("\nsummary (targets: fwd+bwd speed-up >= 1.3x on the large shapes; "
+          "forward <= 1.5x affine)")
+    for shape, speedup, floor in summary:
+        print(
+            f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup:5.2f}x   "
+            f"forward: keras_ln / affine = {floor:5.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
