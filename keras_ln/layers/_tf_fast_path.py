@@ -57,7 +57,7 @@ def _kernels(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
         return tf.cast(t, in_dtype)
 
     def row_mean(t2):
-        return tf.matmul(t2, tf.fill([features, 1], tf.cast(1 / features, sdtype)))
+        return tf.matmul(t2, tf.fill([features, 1], tf.constant(1 / features, sdtype)))
 
     def col_sum(t2):
         rows = tf.shape(t2)[0]

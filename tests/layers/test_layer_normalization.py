@@ -1,0 +1,337 @@
+"""keras_ln.LayerNormalization against keras' layer, float64 NumPy and finite differences."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+import keras_ln
+from keras_ln.layers import _ops
+
+# (input shape, axis): 2-D..4-D inputs, single, positive, negative and multiple axes.
+CASES = [
+    ((6, 16), -1),
+    ((6, 16), 1),
+    ((4, 5, 8), -1),
+    ((4, 5, 8), 1),
+    ((4, 5, 8), [1, 2]),
+    ((4, 5, 8), [-1, -2]),
+    ((3, 4, 5, 6), -1),
+    ((3, 4, 5, 6), [1, 2]),
+    ((3, 4, 5, 6), [-1, -3]),
+    ((3, 4, 5, 6), [1, 2, 3]),
+]
+
+
+@contextlib.contextmanager
+def fast_path(enabled):
+    previous = _ops.set_fast_path(enabled)
+    try:
+        yield
+    finally:
+        _ops.set_fast_path(previous)
+
+
+def numpy_layer_norm(x, gamma, beta, axis, epsilon):
+    """Float64 reference; gamma/beta span the sorted normalized axes."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = sorted(a % x.ndim for a in ([axis] if isinstance(axis, int) else axis))
+    bshape = [x.shape[d] if d in axes else 1 for d in range(x.ndim)]
+    mean = x.mean(axis=tuple(axes), keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=tuple(axes), keepdims=True)
+    y = (x - mean) / np.sqrt(var + epsilon)
+    return y * np.reshape(gamma, bshape) + np.reshape(beta, bshape)
+
+
+def random_pair(shape, axis, seed=0, **kwargs):
+    """A keras_ln layer and a keras layer with the same random gamma/beta."""
+    ours = keras_ln.LayerNormalization(axis=axis, **kwargs)
+    theirs = keras.layers.LayerNormalization(axis=axis, **kwargs)
+    ours.build(shape)
+    theirs.build(shape)
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in ours.weights]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    return ours, theirs
+
+
+def to_np(t):
+    return keras.ops.convert_to_numpy(t)
+
+
+@pytest.mark.parametrize("use_fast_path", [True, False], ids=["fast", "ops"])
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_forward_matches_keras_and_float64(shape, axis, use_fast_path):
+    x = np.random.default_rng(1).normal(size=shape).astype("float32") * 2 + 0.5
+    ours, theirs = random_pair(shape, axis)
+    with fast_path(use_fast_path):
+        y = to_np(ours(x))
+    np.testing.assert_allclose(y, to_np(theirs(x)), atol=1e-5, rtol=1e-5)
+    ref = numpy_layer_norm(x, to_np(ours.gamma), to_np(ours.beta), axis, 1e-3)
+    np.testing.assert_allclose(y, ref, atol=1e-5, rtol=1e-5)
+    assert y.dtype == np.float32
+
+
+@pytest.mark.parametrize("use_fast_path", [True, False], ids=["fast", "ops"])
+@pytest.mark.parametrize("shape,axis", [CASES[0], CASES[3], CASES[4], CASES[8]])
+def test_gradients_match_keras(shape, axis, use_fast_path):
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    dy = tf.constant(rng.normal(size=shape).astype("float32"))
+    ours, theirs = random_pair(shape, axis)
+
+    def grads(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        g = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], output_gradients=dy)
+        return [to_np(t) for t in g]
+
+    with fast_path(use_fast_path):
+        ours_grads = grads(ours)
+    for got, want, name in zip(ours_grads, grads(theirs), ["x", "gamma", "beta"]):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("use_fast_path", [True, False], ids=["fast", "ops"])
+@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((2, 3, 4), [1, 2]), ((2, 3, 4), 1)])
+def test_gradients_match_finite_differences(shape, axis, use_fast_path):
+    """Central differences in float64 of a random linear functional of the output."""
+    rng = np.random.default_rng(3)
+    x0 = rng.normal(size=shape)
+    w = rng.normal(size=shape)
+    layer = keras_ln.LayerNormalization(axis=axis, epsilon=1e-2, dtype="float64")
+    layer.build(shape)
+    layer.set_weights([rng.normal(size=v.shape) for v in layer.weights])
+    gamma0, beta0 = [to_np(v) for v in layer.weights]
+
+    def loss(x, gamma, beta):
+        return float(np.sum(numpy_layer_norm(x, gamma, beta, axis, 1e-2) * w))
+
+    xt = tf.constant(x0)
+    with fast_path(use_fast_path):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            out = tf.reduce_sum(layer(xt) * w)
+        got = tape.gradient(out, [xt, layer.gamma.value, layer.beta.value])
+        # The layer's float64 forward agrees with the reference to round-off.
+        np.testing.assert_allclose(float(out), loss(x0, gamma0, beta0), rtol=1e-12)
+    h = 1e-6
+    for got_g, base, which in zip(got, [x0, gamma0, beta0], range(3)):
+        numeric = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            args_p = [x0.copy(), gamma0.copy(), beta0.copy()]
+            args_m = [x0.copy(), gamma0.copy(), beta0.copy()]
+            args_p[which][idx] += h
+            args_m[which][idx] -= h
+            numeric[idx] = (loss(*args_p) - loss(*args_m)) / (2 * h)
+        np.testing.assert_allclose(to_np(got_g), numeric, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape,axis", CASES)
+def test_fast_path_equals_ops_path(shape, axis):
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=shape).astype("float32") * 5 + 3)
+    dy = tf.constant(rng.normal(size=shape).astype("float32"))
+    layer, _ = random_pair(shape, axis)
+    results = []
+    for enabled in (True, False):
+        with fast_path(enabled), tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        g = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], output_gradients=dy)
+        results.append([to_np(y)] + [to_np(t) for t in g])
+    for fast, slow in zip(*results):
+        np.testing.assert_allclose(fast, slow, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_fast_path", [True, False], ids=["fast", "ops"])
+def test_large_offset_near_constant_and_constant_rows(use_fast_path):
+    rng = np.random.default_rng(5)
+    offset = (rng.normal(size=(4, 64)) + 1e4).astype("float32")
+    near_constant = (3.0 + 1e-6 * rng.normal(size=(4, 64))).astype("float32")
+    constant = np.full((4, 64), 7.5, dtype="float32")
+    x = np.concatenate([offset, near_constant, constant])
+    layer, _ = random_pair(x.shape, -1)
+    with fast_path(use_fast_path):
+        y = to_np(layer(x))
+    assert np.all(np.isfinite(y))
+    ref = numpy_layer_norm(x, to_np(layer.gamma), to_np(layer.beta), -1, 1e-3)
+    # The float32 statistics are as good as float64 ones on offset inputs.
+    np.testing.assert_allclose(y, ref, atol=2e-6, rtol=1e-5)
+    # All-equal rows normalize to exactly beta.
+    np.testing.assert_array_equal(y[8:], np.broadcast_to(to_np(layer.beta), (4, 64)))
+
+
+@pytest.mark.parametrize("use_fast_path", [True, False], ids=["fast", "ops"])
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy, use_fast_path):
+    keras.config.set_dtype_policy(policy)
+    rng = np.random.default_rng(6)
+    # Values spread over float16's whole range: squares overflow float16.
+    x = (rng.uniform(-6e4, 6e4, size=(8, 32))).astype("float32")
+    x[0] = 6.5e4
+    x[1, ::2], x[1, 1::2] = -6.5e4, 6.5e4
+    layer = keras_ln.LayerNormalization()
+    inputs = keras.ops.cast(x, layer.compute_dtype)
+    with fast_path(use_fast_path), tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = layer(inputs)
+        loss = keras.ops.sum(keras.ops.cast(y, "float32"))
+    grad = tape.gradient(loss, [inputs, layer.gamma.value])
+    compute_dtype = policy.split("_")[1]
+    assert layer.gamma.dtype == "float32"
+    assert keras.backend.standardize_dtype(y.dtype) == compute_dtype
+    y32 = to_np(keras.ops.cast(y, "float32"))
+    assert np.all(np.isfinite(y32))
+    assert all(np.all(np.isfinite(to_np(keras.ops.cast(g, "float32")))) for g in grad)
+    ref = numpy_layer_norm(to_np(keras.ops.cast(inputs, "float32")), np.ones(32), np.zeros(32), -1, 1e-3)
+    tol = 1e-2 if compute_dtype == "float16" else 5e-2
+    np.testing.assert_allclose(y32, ref, atol=tol, rtol=tol)
+
+
+def test_configs_build_each_other():
+    ours = keras_ln.LayerNormalization(
+        axis=[1, 2], epsilon=1e-5, center=False,
+        gamma_initializer="glorot_uniform", gamma_regularizer="l2",
+        beta_constraint="non_neg", name="ln",
+    )
+    config = ours.get_config()
+    theirs = keras.layers.LayerNormalization.from_config(config)
+    assert theirs.get_config() == config
+    back = keras_ln.LayerNormalization.from_config(keras.layers.LayerNormalization(axis=-1).get_config())
+    assert back.axis == -1 and back.epsilon == 1e-3
+    assert set(config) >= set(keras.layers.LayerNormalization().get_config())
+    assert keras.saving.get_registered_name(keras_ln.LayerNormalization) == "keras_ln>LayerNormalization"
+
+
+def test_weights_load_from_keras_layer_in_a_model():
+    shape = (4, 5, 8)
+    ours, theirs = random_pair(shape, [1, 2])
+    assert [w.path.split("/")[-1] for w in ours.weights] == ["gamma", "beta"]
+    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+
+
+def _models():
+    def sequential():
+        return keras.Sequential([
+            keras.Input((5, 8)), keras.layers.Dense(8), keras_ln.LayerNormalization(axis=[1, 2]),
+            keras.layers.Flatten(), keras.layers.Dense(1),
+        ])
+
+    def functional():
+        inp = keras.Input((5, 8))
+        h = keras_ln.LayerNormalization()(keras.layers.Dense(8)(inp))
+        return keras.Model(inp, keras.layers.Dense(1)(keras.layers.Flatten()(h)))
+
+    class Subclassed(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(8)
+            self.norm = keras_ln.LayerNormalization()
+            self.flat = keras.layers.Flatten()
+            self.out = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.out(self.flat(self.norm(self.dense(x))))
+
+    return {"sequential": sequential, "functional": functional, "subclassed": Subclassed}
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_models_train_and_save(kind, tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(64, 5, 8)).astype("float32")
+    y = (x.sum(axis=(1, 2)) > 0).astype("float32")[:, None]
+    model = _models()[kind]()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    if kind == "subclassed":
+        return  # a subclassed model without get_config is not .keras-serializable
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert any(isinstance(layer, keras_ln.LayerNormalization) for layer in loaded.layers)
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
+
+
+def test_trains_inside_an_xla_compiled_step():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(64, 12)).astype("float32")
+    y = x @ rng.normal(size=(12, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16), keras_ln.LayerNormalization(), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", jit_compile=True)
+    history = model.fit(x, y, epochs=5, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_time_distributed_and_mask_passthrough():
+    tokens = np.array([[3, 4, 0, 0], [5, 0, 0, 0]])
+    inp = keras.Input((4,), dtype="int32")
+    emb = keras.layers.Embedding(10, 6, mask_zero=True)(inp)
+    normed = keras_ln.LayerNormalization()(emb)
+    distributed = keras.layers.TimeDistributed(keras_ln.LayerNormalization())(normed)
+    pooled = keras.layers.GlobalAveragePooling1D()(distributed)  # uses the mask
+    model = keras.Model(inp, [distributed, pooled])
+    seq, mean = [to_np(t) for t in model(tokens)]
+    # The mask reached the pooling: padded steps are left out of the average.
+    np.testing.assert_allclose(mean[0], seq[0, :2].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(mean[1], seq[1, 0], atol=1e-6)
+    layer = keras_ln.LayerNormalization()
+    mask = keras.ops.convert_to_tensor([[True, False]])
+    assert layer.compute_mask(np.zeros((1, 2, 3)), mask) is mask
+    np.testing.assert_allclose(seq.mean(-1), 0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis", CASES[:6])
+def test_compute_output_shape(shape, axis):
+    layer = keras_ln.LayerNormalization(axis=axis)
+    assert layer.compute_output_shape((None,) + shape[1:]) == (None,) + shape[1:]
+    out = layer(keras.Input(shape[1:]))
+    assert tuple(out.shape) == (None,) + shape[1:]
+
+
+@pytest.mark.parametrize(
+    "kwargs,shape,error,match",
+    [
+        ({"axis": 3}, (2, 3, 4), ValueError, r"axis.*Received: axis=3"),
+        ({"axis": [-4]}, (2, 3, 4), ValueError, r"axis.*Received: axis=\[-4\]"),
+        ({"axis": [1, -2]}, (2, 3, 4), ValueError, r"distinct.*Received: axis=\[1, -2\]"),
+    ],
+)
+def test_bad_axis(kwargs, shape, error, match):
+    layer = keras_ln.LayerNormalization(**kwargs)
+    with pytest.raises(error, match=match):
+        layer(np.zeros(shape, "float32"))
+    with pytest.raises(error, match=match):
+        keras_ln.LayerNormalization(**kwargs).compute_output_shape(shape)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"epsilon": 0.0}, ValueError, r"`epsilon` to be > 0. Received: epsilon=0.0"),
+        ({"epsilon": -1e-3}, ValueError, r"epsilon=-0.001"),
+        ({"epsilon": "small"}, TypeError, r"epsilon='small'"),
+        ({"axis": 1.5}, TypeError, r"`axis`.*Received: axis=1.5"),
+        ({"axis": [1, "2"]}, TypeError, r"axis=\[1, '2'\]"),
+        ({"rms_scaling": True}, ValueError, r"rms_scaling"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        keras_ln.LayerNormalization(**kwargs)
+
+
+def test_integer_input_is_rejected():
+    with pytest.raises(TypeError, match=r"floating-point.*Received: inputs.dtype=int32"):
+        keras_ln.LayerNormalization()(np.arange(12, dtype="int32").reshape(3, 4))
+
+
+def test_unknown_normalized_dimension_is_rejected():
+    with pytest.raises(ValueError, match="known size"):
+        keras_ln.LayerNormalization(axis=1)(keras.Input((None, 4)))
