@@ -1,0 +1,207 @@
+"""Plumbing shared by the recurrent layers of keras_ln.
+
+Every fused layer (`LayerNormLSTM`, `LayerNormGRU`, `BatchNormLSTM`) is a
+`keras.layers.RNN` holding its cell: the cell owns the weights (so
+`set_weights` moves them between `RNN(cell)` and the fused layer), keras' RNN
+machinery provides masks, `go_backwards`, `stateful`, `unroll`,
+`initial_state` and the return modes, and the fused layer only replaces
+`inner_loop` so that the input projection (and its normalization) is computed
+for all time steps in one batched operation before the recurrent loop.
+"""
+
+import keras
+from keras import ops
+from keras.src import backend as _src_backend
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # noqa: F401
+
+from keras_ln.layers._ops import layer_norm_reference
+
+# keras' backend-specific time loop (tf.while_loop / lax.scan / python loop).
+backend_rnn = _src_backend.rnn
+
+# Config keys every keras Layer writes; the rest of a cell's config holds the
+# cell arguments the fused layer repeats in its own config.
+_BASE_LAYER_KEYS = ("name", "trainable", "dtype")
+
+
+def check_units(units):
+    """Raise ValueError unless `units` is a positive integer."""
+    if (
+        isinstance(units, bool)
+        or not isinstance(units, int)
+        and not (hasattr(units, "__index__") and not hasattr(units, "shape"))
+        or int(units) <= 0
+    ):
+        raise ValueError(
+            "Expected `units` to be a positive integer. "
+            f"Received: units={units!r}"
+        )
+    return int(units)
+
+
+def check_rate(name, value):
+    """Raise ValueError unless the dropout rate `value` lies in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"Expected `{name}` to be a float in [0, 1). "
+            f"Received: {name}={value!r}"
+        )
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"Expected `{name}` to be a float in [0, 1). "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_positive_float(name, value):
+    """Raise ValueError unless `value` is a positive number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(
+            f"Expected `{name}` to be a positive float. "
+            f"Received: {name}={value!r}"
+        )
+    if not value > 0:
+        raise ValueError(
+            f"Expected `{name}` to be a positive float. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_sequence_shape(shape, layer_name):
+    """Raise ValueError unless `shape` is (batch, timesteps, features)."""
+    shape = tuple(shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"Expected the input of {layer_name} to be a 3-D tensor of shape "
+            "(batch, timesteps, features). Received: "
+            f"inputs.shape={shape}"
+        )
+    if shape[-1] is None:
+        raise ValueError(
+            f"Expected the last (feature) axis of the input of {layer_name} "
+            f"to have a known size. Received: inputs.shape={shape}"
+        )
+
+
+def check_step_shape(shape, layer_name):
+    """Raise ValueError unless a cell's step input is (batch, features)."""
+    shape = tuple(shape)
+    if len(shape) != 2 or shape[-1] is None:
+        raise ValueError(
+            f"Expected the step input of {layer_name} to be a 2-D tensor of "
+            "shape (batch, features) with a known feature size (use the cell "
+            "inside `keras.layers.RNN`). Received: "
+            f"inputs.shape={shape}"
+        )
+
+
+def ln(x, gamma, beta, epsilon):
+    """Layer normalization over the last axis (float32 statistics).
+
+    The pure `keras.ops` formulation: inside the recurrent loop it lets the
+    backend fuse the few small ops with the gates (measured in
+    `benchmarks/bench_recurrent.py`).
+    """
+    return layer_norm_reference(x, gamma, beta, -1, epsilon)
+
+
+def unit_forget_bias_initializer(cell, n_blocks):
+    """Bias initializer setting the forget-gate block (block 1) to ones."""
+
+    def bias_initializer(_, *args, **kwargs):
+        units = cell.units
+        return ops.concatenate(
+            [
+                cell.bias_initializer((units,), *args, **kwargs),
+                keras.initializers.get("ones")((units,), *args, **kwargs),
+                cell.bias_initializer(
+                    ((n_blocks - 2) * units,), *args, **kwargs
+                ),
+            ]
+        )
+
+    return bias_initializer
+
+
+def dropout_inputs(cell, sequences, training):
+    """Apply the cell's (per-sample, time-constant) input dropout mask."""
+    if training and 0.0 < cell.dropout < 1.0:
+        mask = cell.get_dropout_mask(sequences[:, 0, :])
+        return sequences * ops.expand_dims(mask, 1)
+    return sequences
+
+
+def dropout_state(cell, h, training):
+    """Apply the cell's recurrent dropout mask to the carried output."""
+    if training and 0.0 < cell.recurrent_dropout < 1.0:
+        return h * cell.get_recurrent_dropout_mask(h)
+    return h
+
+
+class FusedRNN(keras.layers.RNN):
+    """Base of the fused layers: a keras RNN whose config is its cell's.
+
+    Subclasses set `cell_class` and override `inner_loop`. Constructor
+    arguments of the cell are read back as attributes (`layer.units`, ...).
+    """
+
+    cell_class = None
+
+    def _check_input_shape(self, shape):
+        check_sequence_shape(shape, type(self).__name__)
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        self._check_input_shape(sequences_shape)
+        super().build(sequences_shape, initial_state_shape)
+
+    def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+        self._check_input_shape(sequences_shape)
+        return super().compute_output_shape(
+            sequences_shape, initial_state_shape
+        )
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        self._check_input_shape(sequences.shape)
+        return super().call(
+            sequences,
+            mask=mask,
+            training=training,
+            initial_state=initial_state,
+        )
+
+    def get_config(self):
+        base_config = super().get_config()
+        del base_config["cell"]
+        cell_config = self.cell.get_config()
+        for key in _BASE_LAYER_KEYS:
+            cell_config.pop(key, None)
+        config = {
+            **base_config,
+            **cell_config,
+            "activity_regularizer": keras.regularizers.serialize(
+                self.activity_regularizer
+            ),
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def expose_cell_arguments(cls):
+    """Class decorator: read-only properties forwarding cell arguments."""
+    import inspect
+
+    params = inspect.signature(cls.cell_class.__init__).parameters
+    for name in params:
+        if name in ("self", "kwargs") or hasattr(cls, name):
+            continue
+        setattr(
+            cls,
+            name,
+            property(lambda self, _n=name: getattr(self.cell, _n)),
+        )
+    return cls
