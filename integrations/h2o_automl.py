@@ -458,8 +458,9 @@ def load_data(args):
         raise CLIError(f"{flag}: {exc}") from None
 
 
-def run(args, out=sys.stdout):
+def run(args, out=None):
     """The whole comparison; returns the report folder."""
+    out = out or sys.stdout
     name, X, y, task = load_data(args)
     try:
         resolve_sort_metric(task, args.sort_metric)

@@ -19,6 +19,7 @@ Example
 >>> aml.leader.predict(X[:5])       # doctest: +SKIP
 """
 
+import itertools
 import math
 import sys
 import time
@@ -27,7 +28,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.model_selection import KFold, ParameterSampler, PredefinedSplit, StratifiedKFold
+from sklearn.model_selection import KFold, ParameterGrid, PredefinedSplit, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -62,6 +63,7 @@ _AUTO_SORT = {"binary": "auc", "multiclass": "mean_per_class_error", "regression
 _DESCENDING = {"auc", "aucpr"}
 
 _LOGLOSS_EPS = 1e-15  # H2O clips probabilities at 1e-15 in its logloss
+_clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
 
 
 # ---------------------------------------------------------------------------
@@ -447,10 +449,10 @@ class AutoML:
         """Yield (model_id, family, params) in search order, without end."""
         space = MLP_SPACE if family == "mlp" else RNN_SPACE
         default = {k: v[0] for k, v in space.items()}
-        n_grid = int(np.prod([len(v) for v in space.values()]))
-        sampled = ParameterSampler(space, n_iter=n_grid, random_state=self.seed)
+        grid = ParameterGrid(space)  # a random walk through the whole declared space
+        sampled = (grid[int(i)] for i in np.random.default_rng(self.seed).permutation(len(grid)))
         seen, k = set(), 0
-        for params in [default, *sampled]:
+        for params in itertools.chain([default], sampled):
             key = tuple(sorted((n, repr(v)) for n, v in params.items()))
             if key in seen:
                 continue
@@ -529,7 +531,7 @@ class AutoML:
         budget = self.max_runtime_secs
         if budget is None and self.max_models is None:
             budget = 3600
-        start = time.monotonic()
+        start = _clock()
         rows, fold_rows = [], []
         self.cv_predictions_, self.params_, self.models_, self.stopped_by_ = {}, {}, {}, None
         bar = _ProgressBar(self.max_models or 0) if self.verbose else None
@@ -538,7 +540,7 @@ class AutoML:
             if self.max_models is not None and len(rows) >= self.max_models:
                 self.stopped_by_ = "max_models"
                 break
-            if budget is not None and time.monotonic() - start >= budget:
+            if budget is not None and _clock() - start >= budget:
                 self.stopped_by_ = "max_runtime_secs"
                 break
             if bar:
@@ -593,7 +595,7 @@ class AutoML:
         columns = LEADERBOARD_COLUMNS[self.task_] + EXTRA_COLUMNS
         self.leaderboard = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
         self.fold_scores_ = pd.DataFrame(fold_rows, columns=["model_id", "normalization", "fold", sort_col])
-        self.runtime_secs_ = time.monotonic() - start
+        self.runtime_secs_ = _clock() - start
         if not rows:
             self.leader = None
             return self
