@@ -1,0 +1,338 @@
+"""Model factories: the only place keras_ln networks are assembled.
+
+`build_mlp(...)` returns a multilayer perceptron whose hidden blocks are
+`Dense -> normalization -> activation -> Dropout`; `build_recurrent(...)`
+returns a stack of (optionally bidirectional) recurrent layers followed by a
+`Dense` head. In both, `normalization` selects the variant being compared:
+
+- `"layer"`: `keras_ln.LayerNormalization` after each hidden `Dense`, or the
+  layer-normalized recurrent layers `keras_ln.LayerNormLSTM` /
+  `keras_ln.LayerNormGRU`;
+- `"batch"`: `keras.layers.BatchNormalization`, or `keras_ln.BatchNormLSTM`;
+- `None`: neither (`keras.layers.LSTM` / `keras.layers.GRU` for sequences).
+
+Every layer gets an explicit, stable name (`dense_0`, `norm_0`, `rnn_0`,
+`logits`, `output`, ...), so models built in one process never depend on
+Keras' global name counters, and `keras.backend.clear_session()` cannot
+change them. With `seed` set, two calls build identical weights and dropout
+streams; Python's global `random` state, which Keras draws default seeds
+from, is restored afterwards.
+
+Sequence models take float input of shape `(batch, steps, features)`; time
+steps whose features are all NaN are padding: `NaNPaddingMask` replaces them
+by zeros and masks them, so genuine zeros in the data are never mistaken for
+padding.
+"""
+
+import contextlib
+import random
+
+import keras
+from keras import ops
+
+NORMALIZATIONS = ("layer", "batch", None)
+CELLS = ("lstm", "gru")
+
+_RECURRENT_LAYERS = {
+    ("lstm", "layer"): "LayerNormLSTM",
+    ("gru", "layer"): "LayerNormGRU",
+    ("lstm", "batch"): "BatchNormLSTM",
+}
+
+
+@keras.saving.register_keras_serializable(package="keras_ln")
+class NaNPaddingMask(keras.layers.Layer):
+    """Masks the time steps whose features are all NaN and zeroes them.
+
+    Ragged sequences are padded with NaN (a value that never occurs in
+    validated data), so a genuine all-zero time step is kept, unlike
+    `keras.layers.Masking(mask_value=0.0)`.
+
+    Call arguments:
+        inputs: Float tensor of shape `(batch, steps, features)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[[1.0], [0.0], [np.nan]]], dtype="float32")
+    >>> layer = NaNPaddingMask()
+    >>> keras.ops.convert_to_numpy(layer.compute_mask(x)).tolist()
+    [[True, True, False]]
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return ops.where(ops.isnan(inputs), ops.zeros_like(inputs), inputs)
+
+    def compute_mask(self, inputs, mask=None):
+        padded = ops.all(ops.isnan(inputs), axis=-1)
+        keep = ops.logical_not(padded)
+        if mask is not None:
+            keep = ops.logical_and(keep, mask)
+        return keep
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+
+@contextlib.contextmanager
+def _seeded(seed):
+    """Seed Python's `random` (Keras' default-seed source), then restore it."""
+    if seed is None:
+        yield
+        return
+    state = random.getstate()
+    random.seed(int(seed))
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def _check_sizes(sizes, name):
+    if isinstance(sizes, (int,)) and not isinstance(sizes, bool):
+        sizes = (sizes,)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise TypeError(
+            f"Expected `{name}` to be an int or a sequence of ints. "
+            f"Received: {name}={sizes!r}"
+        ) from None
+    for s in sizes:
+        if isinstance(s, bool) or not float(s).is_integer() or s <= 0:
+            raise ValueError(
+                f"Expected `{name}` to hold positive integers. "
+                f"Received: {name}={sizes!r}"
+            )
+    return tuple(int(s) for s in sizes)
+
+
+def _check_normalization(normalization):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(
+            "Expected `normalization` to be one of 'layer', 'batch' or None. "
+            f"Received: normalization={normalization!r}"
+        )
+
+
+def _activation(name):
+    """sklearn's activation names map to Keras' ones."""
+    return {"identity": "linear", "logistic": "sigmoid"}.get(name, name)
+
+
+def _head(h, n_outputs, output_activation, dtype):
+    """Dense head: `output` (linear) or `logits` followed by `output`."""
+    if output_activation in (None, "linear", "identity"):
+        return keras.layers.Dense(n_outputs, dtype=dtype, name="output")(h)
+    logits = keras.layers.Dense(n_outputs, dtype=dtype, name="logits")(h)
+    return keras.layers.Activation(
+        _activation(output_activation), dtype=dtype, name="output"
+    )(logits)
+
+
+def build_mlp(
+    n_features,
+    n_outputs,
+    hidden_layer_sizes=(100,),
+    activation="relu",
+    normalization="layer",
+    dropout=0.0,
+    output_activation=None,
+    dtype="float32",
+    seed=None,
+    name="mlp",
+):
+    """Build a multilayer perceptron with a chosen normalization.
+
+    Each hidden block is `Dense(units)` (without bias when a normalization
+    layer follows, whose `beta` plays that role), the normalization layer,
+    the activation and, when `dropout > 0`, `Dropout(dropout)`.
+
+    Args:
+        n_features: Number of input features.
+        n_outputs: Number of output units.
+        hidden_layer_sizes: Sequence of hidden layer widths (may be empty).
+        activation: Hidden activation, a Keras name or one of sklearn's
+            (`"identity"`, `"logistic"`, `"tanh"`, `"relu"`).
+        normalization: `"layer"`, `"batch"` or `None`.
+        dropout: Dropout rate after each hidden activation, in `[0, 1)`.
+        output_activation: `None` (linear output layer named `output`) or an
+            activation name: then the last `Dense` is named `logits` and an
+            `Activation` layer named `output` follows it.
+        dtype: Dtype of every layer (`"float32"` or `"float64"`).
+        seed: Optional int; the same seed gives the same initial weights.
+        name: Name of the model.
+
+    Returns:
+        An uncompiled `keras.Model`.
+
+    Example:
+
+    >>> model = build_mlp(4, 3, hidden_layer_sizes=(8,),
+    ...                   output_activation="softmax", seed=0)
+    >>> [layer.name for layer in model.layers][1:]
+    ['dense_0', 'norm_0', 'act_0', 'logits', 'output']
+    """
+    sizes = _check_sizes(hidden_layer_sizes, "hidden_layer_sizes")
+    _check_normalization(normalization)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"Expected `dropout` to be in [0, 1). Received: dropout={dropout}"
+        )
+    with _seeded(seed):
+        inputs = keras.Input((int(n_features),), dtype=dtype, name="features")
+        h = inputs
+        for i, units in enumerate(sizes):
+            h = keras.layers.Dense(
+                units,
+                use_bias=normalization is None,
+                dtype=dtype,
+                name=f"dense_{i}",
+            )(h)
+            if normalization == "layer":
+                from keras_ln.layers import LayerNormalization
+
+                h = LayerNormalization(dtype=dtype, name=f"norm_{i}")(h)
+            elif normalization == "batch":
+                h = keras.layers.BatchNormalization(
+                    dtype=dtype, name=f"norm_{i}"
+                )(h)
+            h = keras.layers.Activation(
+                _activation(activation), dtype=dtype, name=f"act_{i}"
+            )(h)
+            if dropout:
+                h = keras.layers.Dropout(
+                    dropout, seed=random.randint(1, 10**9), dtype=dtype,
+                    name=f"dropout_{i}",
+                )(h)
+        outputs = _head(h, int(n_outputs), output_activation, dtype)
+        return keras.Model(inputs, outputs, name=name)
+
+
+def recurrent_layer_class(cell="lstm", normalization="layer"):
+    """The recurrent layer class for a cell family and a normalization.
+
+    Args:
+        cell: `"lstm"` or `"gru"`.
+        normalization: `"layer"`, `"batch"` or `None`.
+
+    Returns:
+        `keras_ln.LayerNormLSTM`, `keras_ln.LayerNormGRU`,
+        `keras_ln.BatchNormLSTM`, `keras.layers.LSTM` or `keras.layers.GRU`.
+
+    Raises:
+        ValueError: for an unknown value, or for `normalization="batch"` with
+            `cell="gru"` (keras_ln has no batch-normalized GRU).
+    """
+    if cell not in CELLS:
+        raise ValueError(
+            f"Expected `cell` to be 'lstm' or 'gru'. Received: cell={cell!r}"
+        )
+    _check_normalization(normalization)
+    if normalization is None:
+        return keras.layers.LSTM if cell == "lstm" else keras.layers.GRU
+    if (cell, normalization) not in _RECURRENT_LAYERS:
+        raise ValueError(
+            "`normalization='batch'` is only available with `cell='lstm'` "
+            "(keras_ln has a batch-normalized LSTM but no batch-normalized "
+            "GRU). Use cell='lstm', or normalization='layer' or None. "
+            f"Received: cell={cell!r}, normalization={normalization!r}"
+        )
+    import keras_ln
+
+    class_name = _RECURRENT_LAYERS[(cell, normalization)]
+    layer_class = getattr(keras_ln, class_name, None)
+    if layer_class is None:
+        raise ImportError(
+            f"`cell={cell!r}, normalization={normalization!r}` needs "
+            f"`keras_ln.{class_name}`, which this installation of keras_ln "
+            "does not provide."
+        )
+    return layer_class
+
+
+def build_recurrent(
+    n_features,
+    n_outputs,
+    units=(64,),
+    cell="lstm",
+    normalization="layer",
+    bidirectional=False,
+    activation="tanh",
+    dropout=0.0,
+    output_activation=None,
+    dtype="float32",
+    seed=None,
+    name="recurrent",
+):
+    """Build a recurrent network with a chosen cell and normalization.
+
+    The input, of shape `(batch, steps, n_features)`, goes through
+    `NaNPaddingMask` (NaN time steps are padding and masked), then one
+    recurrent layer per entry of `units` (all but the last return
+    sequences), each wrapped in `keras.layers.Bidirectional` when
+    `bidirectional`, then a `Dense` head on the last state.
+
+    Args:
+        n_features: Number of features per time step.
+        n_outputs: Number of output units.
+        units: Sequence of recurrent layer widths (at least one).
+        cell: `"lstm"` or `"gru"`.
+        normalization: `"layer"` (LN-LSTM / LN-GRU), `"batch"` (BN-LSTM;
+            not available with `cell="gru"`) or `None` (Keras' LSTM / GRU).
+        bidirectional: Wrap each recurrent layer in `Bidirectional`.
+        activation: Activation of the recurrent layers (Keras or sklearn
+            name).
+        dropout: Input dropout rate of each recurrent layer, in `[0, 1)`.
+        output_activation: As in `build_mlp`.
+        dtype: Dtype of every layer.
+        seed: Optional int; the same seed gives the same initial weights and
+            dropout masks.
+        name: Name of the model.
+
+    Returns:
+        An uncompiled `keras.Model`.
+
+    Example:
+
+    >>> model = build_recurrent(3, 1, units=(4,), normalization=None, seed=0)
+    >>> [layer.name for layer in model.layers][1:]
+    ['padding_mask', 'rnn_0', 'output']
+    """
+    sizes = _check_sizes(units, "units")
+    if not sizes:
+        raise ValueError(
+            "Expected `units` to hold at least one layer width. "
+            f"Received: units={units!r}"
+        )
+    layer_class = recurrent_layer_class(cell, normalization)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(
+            f"Expected `dropout` to be in [0, 1). Received: dropout={dropout}"
+        )
+    with _seeded(seed):
+        inputs = keras.Input((None, int(n_features)), dtype=dtype, name="sequences")
+        h = NaNPaddingMask(dtype=dtype, name="padding_mask")(inputs)
+        for i, width in enumerate(sizes):
+            kwargs = dict(
+                activation=_activation(activation),
+                return_sequences=i < len(sizes) - 1,
+                dtype=dtype,
+            )
+            if dropout:
+                kwargs.update(dropout=dropout, seed=random.randint(1, 10**9))
+            if bidirectional:
+                layer = keras.layers.Bidirectional(
+                    layer_class(width, name=f"rnn_{i}_cell", **kwargs),
+                    dtype=dtype,
+                    name=f"rnn_{i}",
+                )
+            else:
+                layer = layer_class(width, name=f"rnn_{i}", **kwargs)
+            h = layer(h)
+        outputs = _head(h, int(n_outputs), output_activation, dtype)
+        return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,702 @@
+"""Shared fit/predict plumbing of the keras_ln estimators.
+
+`_KerasEstimator` owns everything that does not depend on the input kind
+(tables or sequences) or the task (classification or regression): parameter
+constraints of the training loop, seeding, the minibatch Adam loop with
+sklearn's stopping rules and early stopping, prediction, pickling.
+`_ClassifierOutputs` and `_RegressorOutputs` add the task-specific target
+handling, losses and predict methods; `tabular.py` and `sequence.py` add the
+input validation and the network (through `keras_ln.models`).
+
+The loop follows `sklearn.neural_network.MLPClassifier(solver="adam")`:
+per epoch, shuffled minibatches (`batch_size="auto"` is `min(200,
+n_samples)`); the loss of a batch is the sample-weighted mean of the data
+loss (log-loss, or half the squared error averaged over outputs) plus
+`0.5 * alpha * ||W||^2` over every weight matrix, divided by the batch's
+total sample weight; `loss_curve_` holds the per-epoch mean of the batch
+losses; training stops when the training loss (or, with `early_stopping`,
+the validation score) has not improved by `tol` for `n_iter_no_change`
+epochs, and early stopping restores the best weights.
+
+Execution: a training step is a `tf.GradientTape` pass plus one fused
+`ResourceApplyAdam` per variable. Short fits (few steps in all) run the step
+eagerly, which avoids the fixed cost of tracing a graph; longer fits trace
+it once as a `tf.function` with a free batch dimension (no retracing for the
+last, smaller batch). Nothing compiled outlives `fit`, so repeated fits do
+not accumulate traces. The model is float64 unless `X` is float32 (like
+sklearn's MLP, which preserves float32).
+
+Reproducibility: `random_state` seeds the initial weights and dropout (via
+`keras_ln.models`, which restores Python's `random` state afterwards), the
+per-epoch shuffling (a NumPy `Generator`) and the validation split; no
+global seed (NumPy, TensorFlow, Keras) is set or changed, and
+`keras.backend.clear_session()` is never called (it would also reset the
+user's dtype policy and global seed).
+"""
+
+import math
+import os
+import tempfile
+import warnings
+from numbers import Integral
+from numbers import Real
+
+import keras
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.base import _fit_context
+from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight
+from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import column_or_1d
+
+# A fit with at most this many minibatch steps in all runs eagerly; a longer
+# one traces its step once (measured: an eager step of a small MLP costs
+# ~10-30 ms, a trace ~0.3-0.5 s, a traced step ~1-2 ms; the layer-norm
+# fast path, XLA-compiled, is slower still eagerly).
+EAGER_MAX_STEPS = 12
+
+# Rows per forward pass at predict time.
+PREDICT_CHUNK = 8192
+
+ACTIVATIONS = {"identity", "logistic", "tanh", "relu"}
+
+# Fitted attributes removed when a fresh fit starts or a fit fails.
+_FITTED = (
+    "model_",
+    "n_features_in_",
+    "feature_names_in_",
+    "n_iter_",
+    "loss_",
+    "loss_curve_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+    "classes_",
+    "n_outputs_",
+    "_architecture",
+    "_dtype",
+    "_y_ndim",
+    "_input_layout",
+    "_n_step_features",
+)
+
+
+def _tf():
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "keras_ln.sklearn estimators train with the TensorFlow backend. "
+            f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
+        )
+    import tensorflow as tf
+
+    return tf
+
+
+class _Adam:
+    """Adam (Kingma & Ba) with sklearn's defaults, one fused op per variable.
+
+    `step(idx, n_valid)` trains on the rows `idx[:n_valid]` of the data
+    captured at construction (the rest of `idx` is zero-weight padding) and
+    returns the batch loss (penalty included).
+    """
+
+    def __init__(self, net, loss_fn, data, learning_rate, alpha, compiled):
+        tf = _tf()
+        self.tf = tf
+        self.net = net
+        self.loss_fn = loss_fn
+        self.x, self.y, self.w = data
+        self.variables = list(net.trainable_variables)
+        dtype = self.x.dtype
+        self.dtype = dtype
+        self.handles = [_variable_handle(v) for v in self.variables]
+        self.slots = [
+            (
+                tf.Variable(tf.zeros(v.shape, dtype), trainable=False),
+                tf.Variable(tf.zeros(v.shape, dtype), trainable=False),
+            )
+            for v in self.variables
+        ]
+        self.penalized = [v for v in self.variables if len(v.shape) >= 2]
+        self.t = tf.Variable(0.0, dtype=dtype, trainable=False)
+        self.lr = tf.constant(learning_rate, dtype)
+        self.half_alpha = float(alpha) * 0.5
+        self.beta_1 = tf.constant(0.9, dtype)
+        self.beta_2 = tf.constant(0.999, dtype)
+        self.epsilon = tf.constant(1e-8, dtype)
+        self.step = self._step
+        if compiled:
+            self.step = tf.function(
+                self._step,
+                input_signature=[
+                    tf.TensorSpec([None], tf.int32),
+                    tf.TensorSpec([], tf.int32),
+                ],
+                jit_compile=False,
+                reduce_retracing=True,
+            )
+
+    def _step(self, idx, n_valid):
+        # Rows past `n_valid` are padding (see `_padded_size`): weight 0.
+        tf = self.tf
+        x = tf.gather(self.x, idx)
+        y = tf.gather(self.y, idx)
+        valid = tf.sequence_mask(n_valid, tf.shape(idx)[0], dtype=self.dtype)
+        w = tf.gather(self.w, idx) * valid
+        with tf.GradientTape() as tape:
+            out = self.net(x, training=True)
+            total_weight = tf.reduce_sum(w)
+            loss = tf.math.divide_no_nan(
+                tf.reduce_sum(self.loss_fn(y, out) * w), total_weight
+            )
+            if self.half_alpha and self.penalized:
+                penalty = tf.add_n(
+                    [tf.reduce_sum(tf.square(v.value)) for v in self.penalized]
+                )
+                loss += tf.math.divide_no_nan(
+                    self.half_alpha * penalty, total_weight
+                )
+        grads = tape.gradient(loss, self.variables)
+        t = self.t.assign_add(1.0)
+        beta_1_power = tf.pow(self.beta_1, t)
+        beta_2_power = tf.pow(self.beta_2, t)
+        for handle, (m, v), g in zip(self.handles, self.slots, grads):
+            if g is None:
+                continue
+            tf.raw_ops.ResourceApplyAdam(
+                var=handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=beta_1_power,
+                beta2_power=beta_2_power,
+                lr=self.lr,
+                beta1=self.beta_1,
+                beta2=self.beta_2,
+                epsilon=self.epsilon,
+                grad=tf.convert_to_tensor(g),
+            )
+        return loss
+
+
+def _bucket(n):
+    """Padded row count: the next power of two, at least 16."""
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(np.asarray(value).tolist())
+    return value
+
+
+def check_sizes(value, name):
+    """A positive int or a sequence of them, as a tuple of ints."""
+    sizes = [value] if np.ndim(value) == 0 else list(np.asarray(value).ravel())
+    if not all(
+        isinstance(s, (Integral, np.integer)) and not isinstance(s, bool) and s > 0
+        for s in sizes
+    ):
+        raise ValueError(f"{name} must hold integers > 0, got {value!r}.")
+    return tuple(int(s) for s in sizes)
+
+
+def _variable_handle(variable):
+    value = getattr(variable, "_value", None)
+    if value is None or not hasattr(value, "handle"):
+        value = variable.value
+    return value.handle
+
+
+def _model_to_bytes(model):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        keras.saving.save_model(model, path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _model_from_bytes(data):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return keras.saving.load_model(path, compile=False)
+
+
+class _SavedModel:
+    """A fitted `model_` in pickles: the bytes of its `.keras` archive."""
+
+    def __init__(self, data):
+        self.data = data
+
+
+class _KerasEstimator(BaseEstimator):
+    """Base class: training loop, prediction and pickling (see module doc)."""
+
+    _parameter_constraints: dict = {
+        "normalization": [StrOptions({"layer", "batch"}), None],
+        "activation": [StrOptions(ACTIVATIONS)],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    # Parameters that define the network; a warm start needs them unchanged.
+    _architecture_params = ()
+
+    # --- hooks for subclasses -------------------------------------------
+    def _check_architecture(self):
+        """Raise ValueError for invalid architecture parameters."""
+
+    def _validate_fit_data(self, X, y, reset):
+        """Return `(X, y)` as arrays; `X` float, y as given (validated)."""
+        raise NotImplementedError
+
+    def _validate_predict_data(self, X):
+        raise NotImplementedError
+
+    def _build_model(self, n_inputs, n_outputs, output_activation, dtype, seed):
+        raise NotImplementedError
+
+    # --- fit ------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the network to data.
+
+        Parameters
+        ----------
+        X : array-like
+            Training data (see the class docstring for the accepted shapes).
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values (class labels for classifiers).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights; None gives every sample weight 1.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, sample_weight)
+
+    def _fit(self, X, y, sample_weight):
+        tf = _tf()
+        self._check_architecture()
+        continuing = self.warm_start and hasattr(self, "model_")
+        if continuing:
+            return self._fit_checked(X, y, sample_weight, continuing, tf)
+        self._forget_fitted()
+        try:
+            return self._fit_checked(X, y, sample_weight, continuing, tf)
+        except BaseException:
+            self._forget_fitted()
+            raise
+
+    def _forget_fitted(self):
+        for name in _FITTED:
+            self.__dict__.pop(name, None)
+
+    def _fit_checked(self, X, y, sample_weight, continuing, tf):
+        architecture = {
+            p: _hashable(getattr(self, p)) for p in self._architecture_params
+        }
+        if continuing and architecture != self._architecture:
+            changed = sorted(
+                p for p in architecture if architecture[p] != self._architecture[p]
+            )
+            raise ValueError(
+                "warm_start=True continues training the fitted network, so "
+                "the parameters that define it must not change; "
+                f"{', '.join(changed)} changed since the last fit. Set "
+                "warm_start=False to fit a new network. Received: "
+                + ", ".join(f"{p}={architecture[p]!r}" for p in changed)
+            )
+        X, y = self._validate_fit_data(X, y, reset=not continuing)
+        dtype = self._dtype if continuing else (
+            "float32" if X.dtype == np.float32 else "float64"
+        )
+        X = X.astype(dtype, copy=False)
+        n_samples = X.shape[0]
+        sample_weight = _check_sample_weight(
+            sample_weight, np.empty((n_samples, 0)), dtype=np.float64,
+            ensure_non_negative=True,
+        )
+        targets, n_outputs = self._encode_targets(y, reset=not continuing)
+
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(1, np.iinfo(np.int32).max))
+        shuffle_rng = np.random.default_rng(seed)
+
+        # Early stopping: split off a validation set, like sklearn.
+        train_idx = np.arange(n_samples)
+        val_idx = None
+        if self.early_stopping:
+            stratify = targets if is_classifier(self) else None
+            train_idx, val_idx = train_test_split(
+                train_idx,
+                random_state=seed,
+                test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            if len(val_idx) < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase "
+                    "'validation_fraction' or the size of your dataset. "
+                    f"Received: validation_fraction={self.validation_fraction}"
+                    f" with n_samples={n_samples}"
+                )
+        n_train = len(train_idx)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_train)
+        else:
+            if self.batch_size > n_train:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. "
+                    "It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_train))
+
+        if continuing:
+            model = self.model_
+        else:
+            model = self._build_model(
+                self._n_network_inputs(X), n_outputs,
+                self._output_activation(), dtype, seed,
+            )
+        net = self._training_view(model)
+        data = (
+            tf.constant(X[train_idx]),
+            tf.constant(targets[train_idx]),
+            tf.constant(sample_weight[train_idx].astype(dtype)),
+        )
+        n_batches = math.ceil(n_train / batch_size)
+        # Batches are padded (zero weight) to a few sizes, so that compiled
+        # kernels keyed by shape (the layer-norm fast path is XLA-compiled)
+        # are reused across batches and fits; not with batch statistics.
+        pad = self.normalization != "batch"
+        compiled = self.max_iter * n_batches > EAGER_MAX_STEPS
+        adam = _Adam(
+            net, self._loss_fn(tf), data, self.learning_rate_init,
+            self.alpha, compiled,
+        )
+
+        if continuing:
+            loss_curve = list(self.loss_curve_)
+            best_loss = self.best_loss_
+            val_scores = list(self.validation_scores_ or [])
+            best_val = self.best_validation_score_
+        else:
+            loss_curve, best_loss, val_scores, best_val = [], np.inf, [], None
+        if self.early_stopping:
+            best_loss = None
+            best_val = -np.inf if best_val is None else best_val
+            best_weights = model.get_weights()
+            X_val = X[val_idx]
+            y_val = targets[val_idx]
+            w_val = sample_weight[val_idx]
+        else:
+            best_val = None
+            val_scores = None
+            best_loss = np.inf if best_loss is None else best_loss
+
+        no_improvement = 0
+        n_iter = 0
+        converged = False
+        for _ in range(self.max_iter):
+            if self.shuffle and n_batches > 1:
+                order = shuffle_rng.permutation(n_train).astype(np.int32)
+            else:
+                order = np.arange(n_train, dtype=np.int32)
+            batch_losses = []
+            for start in range(0, n_train, batch_size):
+                idx = order[start:start + batch_size]
+                n = len(idx)
+                size = n if not pad or (n == batch_size < n_train) else _bucket(n)
+                if size > n:
+                    idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
+                loss = adam.step(tf.constant(idx), tf.constant(n, tf.int32))
+                batch_losses.append((loss, n))
+            epoch_loss = sum(float(loss) * n for loss, n in batch_losses) / n_train
+            n_iter += 1
+            loss_curve.append(epoch_loss)
+            if not np.isfinite(epoch_loss):
+                raise ValueError(
+                    f"The training loss became {epoch_loss} at iteration "
+                    f"{n_iter}: the optimization diverged. Try a smaller "
+                    "learning_rate_init or scaling the input (e.g. "
+                    "StandardScaler)."
+                )
+            if self.verbose:
+                print(f"Iteration {n_iter}, loss = {epoch_loss:.8f}")
+            if self.early_stopping:
+                score = self._score_outputs(
+                    self._forward(X_val, model), y_val, w_val
+                )
+                val_scores.append(score)
+                if self.verbose:
+                    print(f"Validation score: {score:f}")
+                if score < best_val + self.tol:
+                    no_improvement += 1
+                else:
+                    no_improvement = 0
+                if score > best_val:
+                    best_val = score
+                    best_weights = model.get_weights()
+            else:
+                if epoch_loss > best_loss - self.tol:
+                    no_improvement += 1
+                else:
+                    no_improvement = 0
+                best_loss = min(best_loss, epoch_loss)
+            if no_improvement > self.n_iter_no_change:
+                what = (
+                    "Validation score" if self.early_stopping else "Training loss"
+                )
+                if self.verbose:
+                    print(
+                        f"{what} did not improve more than tol={self.tol:f} "
+                        f"for {self.n_iter_no_change} consecutive epochs. "
+                        "Stopping."
+                    )
+                converged = True
+                break
+        if self.early_stopping:
+            model.set_weights(best_weights)
+        if not converged:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                "reached and the optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
+
+        self.model_ = model
+        self._dtype = dtype
+        self._architecture = architecture
+        self.n_iter_ = n_iter
+        self.loss_ = loss_curve[-1]
+        self.loss_curve_ = loss_curve
+        self.best_loss_ = best_loss
+        self.validation_scores_ = val_scores
+        self.best_validation_score_ = best_val
+        return self
+
+    def _training_view(self, model):
+        """The model up to the pre-activation output the loss needs."""
+        if "logits" in {layer.name for layer in model.layers}:
+            return keras.Model(
+                model.inputs, model.get_layer("logits").output,
+                name=model.name + "_logits",
+            )
+        return model
+
+    def _n_network_inputs(self, X):
+        return X.shape[-1]
+
+    # --- predict --------------------------------------------------------
+    def _forward(self, X, model=None):
+        """Outputs of the network (inference mode) as float64."""
+        tf = _tf()
+        model = self.model_ if model is None else model
+        outs = []
+        for i in range(0, X.shape[0], PREDICT_CHUNK):
+            chunk = X[i:i + PREDICT_CHUNK]
+            n = chunk.shape[0]
+            size = _bucket(n)
+            if size > n:  # rows are independent at inference: pad, then cut
+                chunk = np.concatenate(
+                    [chunk, np.zeros((size - n,) + chunk.shape[1:], chunk.dtype)]
+                )
+            out = model(tf.constant(chunk), training=False)
+            outs.append(np.asarray(out)[:n])
+        return np.concatenate(outs, axis=0).astype(np.float64, copy=False)
+
+    def _predict_outputs(self, X):
+        check_is_fitted(self)
+        X = self._validate_predict_data(X)
+        return self._forward(X.astype(self._dtype, copy=False))
+
+    # --- pickling ---------------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        model = state.get("model_")
+        if model is not None:
+            state["model_"] = _SavedModel(_model_to_bytes(model))
+        return state
+
+    def __setstate__(self, state):
+        model = state.get("model_")
+        if isinstance(model, _SavedModel):
+            state = dict(state, model_=_model_from_bytes(model.data))
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+class _ClassifierOutputs:
+    """Classification: labels <-> class indices, log-loss, predict_proba."""
+
+    def _output_activation(self):
+        return "softmax"
+
+    def _encode_targets(self, y, reset):
+        check_classification_targets(y)
+        y = column_or_1d(y, warn=True)
+        if reset:
+            classes = np.unique(y)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} requires at least 2 classes in the "
+                    "data, but the data contains only one class: "
+                    f"{classes[0]!r}"
+                )
+            self.classes_ = classes
+        else:
+            unseen = np.setdiff1d(np.unique(y), self.classes_)
+            if len(unseen):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same "
+                    f"classes as in the previous call to fit. Previously got "
+                    f"{self.classes_}, `y` has {np.unique(y)}"
+                )
+        return np.searchsorted(self.classes_, y).astype(np.int32), len(self.classes_)
+
+    def _loss_fn(self, tf):
+        def log_loss(y, logits):
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=logits
+            )
+
+        return log_loss
+
+    def _score_outputs(self, proba, y, sample_weight):
+        return accuracy_score(y, proba.argmax(axis=1), sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : array-like
+            Input data (see the class docstring for the accepted shapes).
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+            The predicted classes.
+        """
+        proba = self._predict_outputs(X)
+        return self.classes_[proba.argmax(axis=1)]
+
+    def predict_proba(self, X):
+        """Probability estimates.
+
+        Parameters
+        ----------
+        X : array-like
+            Input data.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Class probabilities, columns in the order of `classes_`.
+        """
+        return self._predict_outputs(X)
+
+    def predict_log_proba(self, X):
+        """Logarithm of the probability estimates.
+
+        Parameters
+        ----------
+        X : array-like
+            Input data.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            `np.log(predict_proba(X))`.
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+
+class _RegressorOutputs:
+    """Regression: one or several outputs, half squared error."""
+
+    def _output_activation(self):
+        return None
+
+    def _encode_targets(self, y, reset):
+        y = np.asarray(y)
+        if y.ndim not in (1, 2):
+            raise ValueError(
+                "Expected y of shape (n_samples,) or (n_samples, n_outputs). "
+                f"Received: y.shape={y.shape}"
+            )
+        targets = y.reshape(len(y), -1)
+        if reset:
+            self._y_ndim = y.ndim
+            self.n_outputs_ = targets.shape[1]
+        elif targets.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {targets.shape[1]} outputs, but {type(self).__name__} "
+                f"was fitted with {self.n_outputs_} outputs."
+            )
+        dtype = getattr(self, "_dtype", None) or np.float64
+        return targets.astype(dtype), targets.shape[1]
+
+    def _loss_fn(self, tf):
+        def half_squared_error(y, pred):
+            y = tf.cast(y, pred.dtype)
+            return 0.5 * tf.reduce_mean(tf.square(y - pred), axis=-1)
+
+        return half_squared_error
+
+    def _score_outputs(self, pred, y, sample_weight):
+        return r2_score(y, pred, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predict using the network.
+
+        Parameters
+        ----------
+        X : array-like
+            Input data (see the class docstring for the accepted shapes).
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted values (float64).
+        """
+        pred = self._predict_outputs(X)
+        return pred.ravel() if self._y_ndim == 1 else pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags

@@ -1,0 +1,234 @@
+"""`MLPClassifier` and `MLPRegressor`: tabular estimators with tunable normalization."""
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.base import RegressorMixin
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import validate_data
+
+from keras_ln.models import build_mlp
+from keras_ln.sklearn._base import _ClassifierOutputs
+from keras_ln.sklearn._base import _KerasEstimator
+from keras_ln.sklearn._base import _RegressorOutputs
+from keras_ln.sklearn._base import check_sizes
+
+
+class _MLP(_KerasEstimator):
+    """Multilayer perceptron on 2-D input (shared by both tasks)."""
+
+    _parameter_constraints: dict = {
+        **_KerasEstimator._parameter_constraints,
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+    }
+    _architecture_params = (
+        "hidden_layer_sizes",
+        "activation",
+        "normalization",
+        "dropout",
+    )
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        normalization="layer",
+        dropout=0.0,
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=0,
+        warm_start=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.normalization = normalization
+        self.dropout = dropout
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+
+    def _check_architecture(self):
+        check_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
+
+    def _validate_fit_data(self, X, y, reset):
+        regression = not isinstance(self, ClassifierMixin)
+        return validate_data(
+            self,
+            X,
+            y,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            multi_output=regression,
+            y_numeric=regression,
+        )
+
+    def _validate_predict_data(self, X):
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def _build_model(self, n_inputs, n_outputs, output_activation, dtype, seed):
+        return build_mlp(
+            n_inputs,
+            n_outputs,
+            hidden_layer_sizes=check_sizes(
+                self.hidden_layer_sizes, "hidden_layer_sizes"
+            ),
+            activation=self.activation,
+            normalization=self.normalization,
+            dropout=self.dropout,
+            output_activation=output_activation,
+            dtype=dtype,
+            seed=seed,
+            name=type(self).__name__.lower(),
+        )
+
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers,), default=(100,)
+        Width of each hidden layer (an int for one layer; empty for none).
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Hidden activation, as in sklearn's MLP.
+    normalization : {"layer", "batch"} or None, default="layer"
+        What follows each hidden Dense layer: `keras_ln.LayerNormalization`
+        ("layer"), `keras.layers.BatchNormalization` ("batch") or nothing.
+    dropout : float in [0, 1), default=0.0
+        Dropout rate after each hidden activation.
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weight matrices, added as
+        `0.5 * alpha * ||W||^2` divided by the batch's total sample weight
+        (as in sklearn).
+    batch_size : int or "auto", default="auto"
+        Minibatch size; "auto" is `min(200, n_samples)`.
+    learning_rate_init : float, default=0.001
+        Adam's step size.
+    max_iter : int, default=200
+        Maximum number of epochs (per call to `fit`).
+    shuffle : bool, default=True
+        Shuffle the samples every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, dropout, shuffling and the validation
+        split: two fits with the same int give identical predictions.
+    tol : float, default=1e-4
+        Improvement needed in the loss (or validation score) to count as
+        progress.
+    verbose : int, default=0
+        0 prints nothing; >0 prints one line per epoch.
+    warm_start : bool, default=False
+        Continue training the fitted network (same architecture parameters).
+    early_stopping : bool, default=False
+        Hold out `validation_fraction` of the data, stop when its score stops
+        improving, and restore the best weights.
+    validation_fraction : float in (0, 1), default=0.1
+        Held-out fraction for early stopping.
+    n_iter_no_change : int, default=10
+        Epochs without improvement by `tol` before stopping.
+"""
+
+_ATTRIBUTES_DOC = """
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when X has string column names.
+    n_iter_ : int
+        Epochs run by the last call to `fit`.
+    loss_ : float
+        Training loss of the last epoch.
+    loss_curve_ : list of float
+        Training loss of every epoch (continued by warm starts).
+    best_loss_ : float or None
+        Smallest training loss (None with early stopping).
+    validation_scores_ : list of float or None
+        Validation score of every epoch, with early stopping (else None).
+    best_validation_score_ : float or None
+        Best validation score, with early stopping (else None).
+    model_ : keras.Model
+        The fitted network.
+"""
+
+
+class MLPClassifier(ClassifierMixin, _ClassifierOutputs, _MLP):
+    __doc__ = (
+        """Multilayer perceptron classifier with tunable normalization.
+
+    A Keras network trained like `sklearn.neural_network.MLPClassifier`
+    (Adam, log-loss): binary and multiclass targets, any label type.
+"""
+        + _PARAMETERS_DOC
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels."""
+        + _ATTRIBUTES_DOC
+        + """
+    See Also
+    --------
+    MLPRegressor : The regressor.
+    keras_ln.sklearn.LSTMClassifier : The same for sequences.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from keras_ln.sklearn import MLPClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = MLPClassifier((16,), max_iter=50, learning_rate_init=0.01,
+    ...                     random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 3)
+    """
+    )
+
+
+class MLPRegressor(RegressorMixin, _RegressorOutputs, _MLP):
+    __doc__ = (
+        """Multilayer perceptron regressor with tunable normalization.
+
+    A Keras network trained like `sklearn.neural_network.MLPRegressor`
+    (Adam, half squared error); one or several outputs.
+"""
+        + _PARAMETERS_DOC
+        + """
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of outputs."""
+        + _ATTRIBUTES_DOC
+        + """
+    See Also
+    --------
+    MLPClassifier : The classifier.
+    keras_ln.sklearn.LSTMRegressor : The same for sequences.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from keras_ln.sklearn import MLPRegressor
+    >>> X = np.random.default_rng(0).normal(size=(64, 3))
+    >>> reg = MLPRegressor((8,), max_iter=20, random_state=0)
+    >>> reg.fit(X, X.sum(axis=1)).predict(X[:2]).shape
+    (2,)
+    """
+    )
