@@ -9,11 +9,14 @@ machinery provides masks, `go_backwards`, `stateful`, `unroll`,
 for all time steps in one batched operation before the recurrent loop.
 """
 
+import functools
+
 import keras
 from keras import ops
 from keras.src import backend as _src_backend
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # noqa: F401
 
+from keras_ln.layers._ops import layer_norm
 from keras_ln.layers._ops import layer_norm_reference
 
 # keras' backend-specific time loop (tf.while_loop / lax.scan / python loop).
@@ -97,14 +100,62 @@ def check_step_shape(shape, layer_name):
         )
 
 
-def ln(x, gamma, beta, epsilon):
-    """Layer normalization over the last axis (float32 statistics).
+@functools.lru_cache(maxsize=None)
+def _standardizer(epsilon):
+    """`x -> (x - mean) / sqrt(var + epsilon)` over the last axis.
 
-    The pure `keras.ops` formulation: inside the recurrent loop it lets the
-    backend fuse the few small ops with the gates (measured in
-    `benchmarks/bench_recurrent.py`).
+    Two-pass statistics, with the closed-form gradient
+    `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`: inside a recurrent
+    loop this saves the backward pass most of the small ops (and the
+    per-step intermediates) that automatic differentiation of the mean and
+    variance would create.
     """
-    return layer_norm_reference(x, gamma, beta, -1, epsilon)
+
+    @ops.custom_gradient
+    def standardize(x):
+        mean = ops.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        variance = ops.mean(ops.square(centered), axis=-1, keepdims=True)
+        rstd = ops.rsqrt(variance + epsilon)
+        xhat = centered * rstd
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            proj = ops.mean(upstream * xhat, axis=-1, keepdims=True)
+            return rstd * (
+                upstream
+                - ops.mean(upstream, axis=-1, keepdims=True)
+                - xhat * proj
+            )
+
+        return xhat, grad
+
+    return standardize
+
+
+def ln(x, gamma, beta, epsilon):
+    """Layer normalization over the last axis, for use inside the loop.
+
+    Statistics in float32 (float64 for float64 inputs); output in x's dtype.
+    """
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    sdtype = "float64" if dtype == "float64" else "float32"
+    xs = ops.cast(x, sdtype) if dtype != sdtype else x
+    y = _standardizer(float(epsilon))(xs)
+    if gamma is not None:
+        y = y * ops.cast(gamma, sdtype)
+    if beta is not None:
+        y = y + ops.cast(beta, sdtype)
+    return ops.cast(y, dtype) if dtype != sdtype else y
+
+
+def ln_sequence(x, gamma, beta, epsilon):
+    """Layer normalization of a whole projected sequence (last axis).
+
+    Goes through `layer_norm`, i.e. the backend fast path where there is one.
+    """
+    return layer_norm(x, gamma, beta, -1, epsilon)
 
 
 def unit_forget_bias_initializer(cell, n_blocks):

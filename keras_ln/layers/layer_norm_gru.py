@@ -180,7 +180,7 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
 
     def input_projection(self, inputs):
         """LN(inputs @ kernel) + input_bias, for a step or a sequence."""
-        x = ln(
+        x = _recurrent.ln_sequence(
             ops.matmul(inputs, self.kernel),
             self.kernel_norm_gamma,
             self.kernel_norm_beta,

@@ -197,7 +197,7 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
 
     def input_projection(self, inputs):
         """LN(inputs @ kernel) + bias, for one step or a whole sequence."""
-        z = ln(
+        z = _recurrent.ln_sequence(
             ops.matmul(inputs, self.kernel),
             self.kernel_norm_gamma,
             self.kernel_norm_beta,

@@ -1,0 +1,143 @@
+"""Speed of the recurrent layers against keras' LSTM/GRU and RNN(cell).
+
+One run, TensorFlow backend on CPU: batch 64, 100 steps, 32 features, 128
+units. For each layer it times a training step (a `tf.function`-compiled
+forward + backward + Adam update of `layer -> Dense(1)` on an MSE loss) and
+inference (a `tf.function`-compiled forward), interleaving the contenders
+round by round so that a noisy, shared machine slows them alike, and prints
+the medians and the ratios against the anchors measured in the same run:
+
+- `LayerNormLSTM` vs `keras.layers.LSTM` and vs `RNN(LayerNormLSTMCell)`
+  (the cell-per-step design of tensorflow-addons);
+- `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
+- `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`.
+
+Usage: `python benchmarks/bench_recurrent.py [--rounds 15] [--xla]`
+(`--xla` compiles the steps with `jit_compile=True` instead).
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_ln  # noqa: E402
+
+BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
+
+
+def contenders():
+    return {
+        "keras LSTM": lambda: keras.layers.LSTM(UNITS),
+        "LayerNormLSTM": lambda: keras_ln.LayerNormLSTM(UNITS),
+        "RNN(LayerNormLSTMCell)": lambda: keras.layers.RNN(
+            keras_ln.LayerNormLSTMCell(UNITS)
+        ),
+        "keras GRU": lambda: keras.layers.GRU(UNITS),
+        "LayerNormGRU": lambda: keras_ln.LayerNormGRU(UNITS),
+        "RNN(LayerNormGRUCell)": lambda: keras.layers.RNN(
+            keras_ln.LayerNormGRUCell(UNITS)
+        ),
+        "BatchNormLSTM": lambda: keras_ln.BatchNormLSTM(UNITS),
+        "RNN(BatchNormLSTMCell)": lambda: keras.layers.RNN(
+            keras_ln.BatchNormLSTMCell(UNITS, max_steps=STEPS)
+        ),
+    }
+
+
+def make_steps(make_layer, x, y, jit_compile):
+    model = keras.Sequential(
+        [keras.Input((STEPS, FEATURES)), make_layer(), keras.layers.Dense(1)]
+    )
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True) - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    @tf.function(jit_compile=jit_compile)
+    def predict_step(x):
+        return model(x, training=False)
+
+    def train():
+        train_step(x, y).numpy()
+
+    def infer():
+        predict_step(x).numpy()
+
+    return train, infer
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--xla", action="store_true")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((BATCH, STEPS, FEATURES)), "float32")
+    y = tf.constant(rng.standard_normal((BATCH, 1)), "float32")
+    runners = {}
+    for name, make_layer in contenders().items():
+        keras.utils.set_random_seed(0)
+        train, infer = make_steps(make_layer, x, y, args.xla)
+        for _ in range(2):  # trace, compile, warm up
+            train()
+            infer()
+        runners[name] = (train, infer)
+
+    times = {name: ([], []) for name in runners}
+    for _ in range(args.rounds):
+        for name, (train, infer) in runners.items():
+            times[name][0].append(timed(train))
+            times[name][1].append(timed(infer))
+    med = {
+        name: (statistics.median(t), statistics.median(i))
+        for name, (t, i) in times.items()
+    }
+
+    print(
+        f"batch {BATCH}, {STEPS} steps, {FEATURES} features, {UNITS} units; "
+        f"TensorFlow {tf.__version__}, keras {keras.__version__}, CPU; "
+        f"{'XLA' if args.xla else 'tf.function'}; median of {args.rounds} "
+        "interleaved rounds"
+    )
+    print(f"{'layer':<24}{'train ms':>10}{'infer ms':>10}")
+    for name, (t, i) in med.items():
+        print(f"{name:<24}{1e3 * t:>10.1f}{1e3 * i:>10.1f}")
+    print()
+    print(f"{'ratio (lower is faster)':<46}{'train':>8}{'infer':>8}")
+    pairs = [
+        ("LayerNormLSTM", "keras LSTM", "target train <= 1.3"),
+        ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5"),
+        ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
+        ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
+        ("BatchNormLSTM", "keras LSTM", ""),
+        ("BatchNormLSTM", "RNN(BatchNormLSTMCell)", ""),
+    ]
+    for a, b, note in pairs:
+        rt = med[a][0] / med[b][0]
+        ri = med[a][1] / med[b][1]
+        print(f"{a + ' / ' + b:<46}{rt:>8.2f}{ri:>8.2f}  {note}")
+
+
+if __name__ == "__main__":
+    main()
