@@ -17,8 +17,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# keras_ln AutoML vs H2O AutoML on a tabular and a sequence set: < 10 minutes on 2 cores.
 demo: $(STAMP)
-	$(PY) examples/layer_norm_in_a_model.py
+	$(PY) -m integrations.h2o_automl --dataset breast_cancer --max-models 6 --max-runtime-secs 60 --nfolds 5 --max-iter 30
+	$(PY) -m integrations.h2o_automl --dataset sequential_digits --max-models 6 --max-runtime-secs 100 --nfolds 3 --max-iter 8
+	@echo "Reports: reports/breast_cancer/report.md and reports/sequential_digits/report.md"
 
 test: $(STAMP)
 	$(PY) -m pytest tests

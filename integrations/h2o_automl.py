@@ -283,8 +283,15 @@ def run_keras(X_train, y_train, X_test, y_test, folds, *, task, classes, args):
                  seed=args.seed, sort_metric=args.sort_metric, max_iter=args.max_iter, refit="all",
                  verbose=1)
     t0 = time.monotonic()
-    aml.fit(X_train, y_train, folds=folds, task=task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # failures are printed once below
+        aml.fit(X_train, y_train, folds=folds, task=task)
     runtime = time.monotonic() - t0
+    for model_id, error in aml.failed_.items():
+        print(f"keras_ln AutoML: {model_id} failed and was skipped: {error}", file=sys.stderr)
+    if aml.leader is None:
+        raise CLIError(f"keras_ln AutoML finished no model within --max-runtime-secs {args.max_runtime_secs:g}"
+                       + (f"; failures: {aml.failed_}" if aml.failed_ else ""))
     rows = []
     for _, r in aml.leaderboard.iterrows():
         est = aml.models_[r["model_id"]]
@@ -335,6 +342,8 @@ def _markdown(ctx, board, fold_scores, sort_col):
         f"- Wall time: keras_ln {ctx['keras_secs']:.0f} s ({ctx['n_keras']} models, stopped by "
         f"{ctx['stopped_by']}); H2O {ctx['h2o_secs']}.",
         f"- H2O: {ctx['h2o']}.",
+        *([f"- keras_ln models that failed and were skipped: "
+           + "; ".join(f"`{k}` ({v[:200]})" for k, v in ctx["failed"].items())] if ctx["failed"] else []),
         "",
         f"## Leaderboard (sorted by cross-validated `{sort_col}`, like H2O's)",
         "",
@@ -506,7 +515,7 @@ def run(args, out=None):
                n_test=len(y_test), test_size=args.test_size, seed=args.seed, nfolds=args.nfolds,
                fold_check=fold_check, max_models=args.max_models, max_runtime_secs=args.max_runtime_secs,
                max_iter=args.max_iter, keras_secs=keras_secs, n_keras=len(keras_board),
-               stopped_by=aml.stopped_by_, h2o_secs=f"{h2o_secs:.0f} s ({len(h2o_board)} models)"
+               stopped_by=aml.stopped_by_, failed=aml.failed_, h2o_secs=f"{h2o_secs:.0f} s ({len(h2o_board)} models)"
                if h2o_secs is not None else "not run (--no-h2o)", h2o=h2o_desc)
     folder = write_report(args.out, name, board, fold_scores, _learning_curves(aml), task=task,
                           sort_metric=args.sort_metric, markdown=_markdown(ctx, board, fold_scores, sort_col))

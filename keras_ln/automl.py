@@ -390,6 +390,13 @@ class AutoML:
     params_ : dict
         model_id -> the estimator's parameters.
     classes_ : ndarray (classification)
+    failed_ : dict
+        model_id -> error of the models whose training failed; like H2O
+        AutoML, a failing model is skipped (with a RuntimeWarning).
+    stopped_by_ : str
+        "max_models", "max_runtime_secs" or "search space exhausted".
+    runtime_secs_ : float
+        Wall time of the search (without the leader's refit).
     """
 
     def __init__(
@@ -534,6 +541,7 @@ class AutoML:
         start = _clock()
         rows, fold_rows = [], []
         self.cv_predictions_, self.params_, self.models_, self.stopped_by_ = {}, {}, {}, None
+        self.failed_ = {}
         bar = _ProgressBar(self.max_models or 0) if self.verbose else None
         seed = self.seed if self.seed is not None else 0
         for model_id, params in self._candidates(family, norms):
@@ -545,47 +553,20 @@ class AutoML:
                 break
             if bar:
                 bar.update(len(rows), f"training {model_id}")
-            est = self._make(family, classification, params, seed)
-            n_out = len(self.classes_) if classification else 1
-            cv_pred = np.zeros((len(y), n_out)) if classification else np.zeros(len(y))
-            fit_s = pred_s = 0.0
-            for k, (train, test) in enumerate(splits):
-                fold_est = clone(est)
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    fold_est.fit(X[train], y[train])
-                t1 = time.perf_counter()
-                if classification:
-                    proba = fold_est.predict_proba(X[test])
-                    cols = np.searchsorted(self.classes_, fold_est.classes_)
-                    part = np.zeros((len(test), n_out))
-                    part[:, cols] = proba
-                    cv_pred[test] = part
-                else:
-                    cv_pred[test] = np.asarray(fold_est.predict(X[test]), dtype=float).ravel()
-                pred_s += time.perf_counter() - t1
-                fit_s += t1 - t0
-                fold_rows.append(
-                    {"model_id": model_id, "normalization": params["normalization"] or "none",
-                     "fold": k, sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)}
-                )
-            row = {"model_id": model_id}
-            row.update(h2o_metrics(self.task_, y, cv_pred, self.classes_ if classification else None))
-            row["normalization"] = params["normalization"] or "none"
-            row["training_time_ms"] = 1000.0 * fit_s / len(splits)
-            row["predict_time_per_row_ms"] = 1000.0 * pred_s / len(y)
-            if self.refit == "all":
-                full = clone(est)
-                t0 = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    full.fit(X, y)
-                row["training_time_ms"] = 1000.0 * (time.perf_counter() - t0)
-                self.models_[model_id] = full
+            try:
+                row, model_folds, cv_pred, full = self._train_one(
+                    X, y, splits, family, classification, model_id, params, seed, sort_col)
+            except Exception as exc:  # noqa: BLE001 - like H2O AutoML: a failing model is skipped
+                self.failed_[model_id] = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"AutoML: {model_id} failed and is skipped: {self.failed_[model_id]}",
+                              RuntimeWarning, stacklevel=2)
+                continue
             rows.append(row)
+            fold_rows.extend(model_folds)
             self.cv_predictions_[model_id] = cv_pred
             self.params_[model_id] = params
+            if full is not None:
+                self.models_[model_id] = full
         if bar:
             bar.update(len(rows), "done")
             bar.close()
@@ -608,6 +589,48 @@ class AutoML:
             self.models_[leader_id] = full
         self.leader = self.models_[leader_id]
         return self
+
+    def _train_one(self, X, y, splits, family, classification, model_id, params, seed, sort_col):
+        """Cross-validate one model (and refit it on all rows when refit="all")."""
+        est = self._make(family, classification, params, seed)
+        n_out = len(self.classes_) if classification else 1
+        cv_pred = np.zeros((len(y), n_out)) if classification else np.zeros(len(y))
+        fit_s = pred_s = 0.0
+        fold_rows = []
+        for k, (train, test) in enumerate(splits):
+            fold_est = clone(est)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fold_est.fit(X[train], y[train])
+            t1 = time.perf_counter()
+            if classification:
+                proba = fold_est.predict_proba(X[test])
+                part = np.zeros((len(test), n_out))
+                part[:, np.searchsorted(self.classes_, fold_est.classes_)] = proba
+                cv_pred[test] = part
+            else:
+                cv_pred[test] = np.asarray(fold_est.predict(X[test]), dtype=float).ravel()
+            pred_s += time.perf_counter() - t1
+            fit_s += t1 - t0
+            fold_rows.append({"model_id": model_id, "normalization": params["normalization"] or "none",
+                              "fold": k, sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)})
+        if not np.all(np.isfinite(cv_pred)):
+            raise ValueError("non-finite cross-validated predictions (the training diverged)")
+        row = {"model_id": model_id}
+        row.update(h2o_metrics(self.task_, y, cv_pred, self.classes_ if classification else None))
+        row["normalization"] = params["normalization"] or "none"
+        row["training_time_ms"] = 1000.0 * fit_s / len(splits)
+        row["predict_time_per_row_ms"] = 1000.0 * pred_s / len(y)
+        full = None
+        if self.refit == "all":
+            full = clone(est)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                full.fit(X, y)
+            row["training_time_ms"] = 1000.0 * (time.perf_counter() - t0)
+        return row, fold_rows, cv_pred, full
 
     def _fold_metric(self, y, pred, col):
         if self.task_ == "binary" and len(np.unique(y)) < 2:

@@ -1,0 +1,209 @@
+"""integrations.h2o_automl against a real local H2O cluster (small budgets).
+
+One cluster is started for the module and shut down at its end (the teardown
+asserts it is gone). H2O's own leaderboards are the reference for the
+leaderboard columns and for the metric definitions.
+"""
+
+import os
+import socket
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+
+h2o = pytest.importorskip("h2o")  # the h2o extra; the test extra installs it in `make test`
+
+from h2o.automl import H2OAutoML  # noqa: E402
+
+from integrations import h2o_automl as cli  # noqa: E402
+from integrations.h2o_automl import H2OSession, h2o_fold_assignment, main, to_h2o_frame  # noqa: E402
+from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds  # noqa: E402
+from keras_ln.datasets import load_breast_cancer, load_diabetes, load_wine  # noqa: E402
+
+pytestmark = pytest.mark.h2o
+
+
+def _answers(url):
+    try:
+        urllib.request.urlopen(url + "/3/Cloud", timeout=3).read()
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    session = H2OSession(nthreads=2, max_mem_size=1 << 30)
+    with session:
+        h2o.no_progress()
+        assert session.started and session.is_running and _answers(session.url)
+        yield session
+    assert not session.started
+    assert not session.is_running, "the H2O cluster started by the tests is still running"
+    assert not _answers(session.url)
+
+
+def _tiny(task):
+    rng = np.random.default_rng(0)
+    if task == "binary":
+        X, y, _ = load_breast_cancer()
+        X, y = X[:, :6], y
+    elif task == "multiclass":
+        X, y, _ = load_wine()
+        X = X[:, :3] + rng.normal(scale=X[:, :3].std(0), size=(len(X), 3))  # noisy: errors are not 0
+    else:
+        X, y, _ = load_diabetes()
+    idx = rng.permutation(len(y))[:150]
+    return X[idx], y[idx]
+
+
+@pytest.fixture(scope="module", params=["binary", "multiclass", "regression"])
+def h2o_run(request, cluster):
+    """A GLM-only H2OAutoML with keras_ln's fold assignment as fold column."""
+    task = request.param
+    X, y = _tiny(task)
+    classes = np.unique(y) if task != "regression" else None
+    folds = make_folds(y, task, nfolds=3, seed=7)
+    frame = to_h2o_frame(X, y, task=task, classes=classes, folds=folds)
+    aml = H2OAutoML(max_models=1, include_algos=["GLM"], seed=1, keep_cross_validation_predictions=True,
+                    verbosity=None)
+    aml.train(x=[c for c in frame.columns if c not in ("y", "fold")], y="y", training_frame=frame,
+              fold_column="fold")
+    return task, X, y, classes, folds, frame, aml
+
+
+def test_leaderboard_columns_equal_h2os(h2o_run):
+    task, X, y, classes, folds, _, aml = h2o_run
+    h2o_columns = list(aml.leaderboard.columns)
+    assert h2o_columns == LEADERBOARD_COLUMNS[task]
+    ours = AutoML(max_models=1, seed=0, max_iter=2, normalizations=("layer",)).fit(X, y, folds=folds, task=task)
+    assert list(ours.leaderboard.columns)[: len(h2o_columns)] == h2o_columns
+
+
+def test_metric_functions_reproduce_h2os_cv_metrics(h2o_run):
+    task, X, y, classes, folds, frame, aml = h2o_run
+    model = aml.leader
+    holdout = cli._as_df(model.cross_validation_holdout_predictions())
+    if task == "regression":
+        pred = holdout["predict"].to_numpy()
+    else:
+        domain = frame["y"].levels()[0]
+        pred = cli._h2o_pred_to_array(holdout, task, domain, cli._class_labels(len(classes)))
+    ours = h2o_metrics(task, y, pred, classes)
+    theirs = cli._as_df(aml.leaderboard).iloc[0]
+    if task == "multiclass":
+        assert theirs["mean_per_class_error"] > 0  # a case where the definition matters
+    for name, value in ours.items():
+        assert value == pytest.approx(theirs[name], rel=1e-6, abs=1e-9), name
+
+
+def test_h2o_uses_the_same_fold_assignment(h2o_run):
+    task, X, y, classes, folds, frame, aml = h2o_run
+    assigned = h2o_fold_assignment(aml.leader, len(y))
+    np.testing.assert_array_equal(assigned, folds)
+    ours = AutoML(nfolds=3, seed=7)
+    np.testing.assert_array_equal(make_folds(y, task, ours.nfolds, ours.seed), assigned)
+
+
+def _tiny_csv(tmp_path):
+    X, y, _ = load_breast_cancer()
+    idx = np.random.default_rng(1).permutation(len(y))[:80]
+    df = pd.DataFrame(X[idx][:, :5], columns=[f"f{i}" for i in range(5)])
+    df["kind"] = np.where(X[idx][:, 5] > np.median(X[:, 5]), "wide", "narrow")
+    df["diagnosis"] = np.where(y[idx] == 1, "benign", "malignant")
+    path = tmp_path / "tiny.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_cli_against_a_connected_cluster_leaves_it_running(cluster, tmp_path, capsys):
+    path = _tiny_csv(tmp_path)
+    out = tmp_path / "reports"
+    code = main(["--csv", str(path), "--target", "diagnosis", "--h2o-url", cluster.url, "--max-models", "2",
+                 "--max-runtime-secs", "60", "--nfolds", "2", "--max-iter", "2", "--seed", "3",
+                 "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert cluster.is_running and _answers(cluster.url)  # connected, so never shut down
+    board = pd.read_csv(out / "tiny" / "leaderboard.csv")
+    assert set(board["source"]) == {"keras_ln", "h2o"}
+    assert list(board.columns[2:8]) == LEADERBOARD_COLUMNS["binary"][1:]
+    assert {"normalization", "test_auc", "test_logloss"} <= set(board.columns)
+    assert board["auc"].is_monotonic_decreasing and board["test_auc"].between(0, 1).all()
+    report = (out / "tiny" / "report.md").read_text()
+    assert "identical to keras_ln's: **yes**" in report
+    for png in ("metric_by_model.png", "normalization_folds.png", "learning_curves.png"):
+        assert (out / "tiny" / png).stat().st_size > 5000
+    assert "Leaderboard for tiny" in printed and "h2o" in printed
+
+
+def test_no_h2o_end_to_end(tmp_path, capsys):
+    path = _tiny_csv(tmp_path)
+    out = tmp_path / "reports"
+    code = main(["--csv", str(path), "--target", "diagnosis", "--no-h2o", "--max-models", "2", "--nfolds", "2",
+                 "--max-iter", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    board = pd.read_csv(out / "tiny" / "leaderboard.csv")
+    assert set(board["source"]) == {"keras_ln"} and len(board) == 2
+    assert set(board["normalization"]) == {"layer", "batch"}
+    assert sorted(os.listdir(out)) == ["tiny"]  # no partial folders left behind
+    assert sorted(os.listdir(out / "tiny")) == ["leaderboard.csv", "learning_curves.png", "metric_by_model.png",
+                                                "normalization_folds.png", "report.md"]
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_url_exits_2_with_one_message(tmp_path, capsys):
+    port = _closed_port()
+    code = main(["--dataset", "wine", "--h2o-url", f"http://127.0.0.1:{port}", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: Cannot reach the H2O cluster at --h2o-url") and err.count("\n") == 1
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content, target, message",
+    [
+        ("a,b\n1,2\n3,4\n", "label", "`target='label'` not found"),
+        ("a,y\n1,0\n2,1\nx?,0\n4,1\n5,0\n", "y", "unparseable"),
+    ],
+)
+def test_bad_csv_exits_2_with_a_clear_message(tmp_path, capsys, content, target, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    code = main(["--csv", str(path), "--target", target, "--no-h2o", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --csv: ") and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_java_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no java on it
+    for var in ("JAVA_HOME", "H2O_JAVA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    code = main(["--dataset", "wine", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Java" in err and "--no-h2o" in err
+
+
+def test_started_cluster_is_shut_down_on_ctrl_c(cluster):
+    session = H2OSession(nthreads=1, max_mem_size=1 << 30)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with session:
+                url = session.url
+                assert session.is_running and url != cluster.url
+                raise KeyboardInterrupt
+        assert not session.is_running and not _answers(url)
+        assert cluster.is_running  # only the cluster this session started went down
+    finally:
+        h2o.connect(url=cluster.url, verbose=False)  # the module's tests go on with theirs

@@ -1,0 +1,291 @@
+"""keras_ln.automl: H2O's metric definitions, H2O's sorting, folds, and the search itself.
+
+The metric functions are checked here against independent computations
+(scikit-learn, brute force); tests/integrations/test_h2o_automl.py checks them
+against H2O's own numbers.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from keras_ln import automl
+from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds, sort_leaderboard
+from keras_ln.datasets import load_breast_cancer, load_diabetes, load_sequential_digits
+
+
+# ---------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def binary_preds(rng):
+    y = rng.integers(0, 2, size=300)
+    p1 = np.clip(0.35 * y + rng.uniform(0, 0.65, size=300), 0, 1).round(3)  # with ties
+    return y, np.column_stack([1 - p1, p1])
+
+
+def _brute_force_binary_mpce(y, p1):
+    """Mean per-class error at the threshold maximizing F1, trying every threshold from high to low."""
+    best_f1, best = -1.0, None
+    for t in np.sort(np.unique(p1))[::-1]:
+        pred = p1 >= t
+        tp = np.sum(pred & (y == 1))
+        fp = np.sum(pred & (y == 0))
+        f1 = 2 * tp / (2 * tp + fp + np.sum(~pred & (y == 1)))
+        if f1 > best_f1:
+            best_f1 = f1
+            best = 0.5 * (fp / np.sum(y == 0) + np.sum(~pred & (y == 1)) / np.sum(y == 1))
+    return best
+
+
+def _interpolated_pr_area(y, p1, steps=20000):
+    """Numerical area under the PR curve with H2O's/XGBoost's interpolation between thresholds.
+
+    Between consecutive thresholds TP and FP grow linearly together; precision
+    is evaluated along that line and integrated over recall with many small steps.
+    """
+    order = np.argsort(-p1, kind="mergesort")
+    ps, ys = p1[order], y[order]
+    cut = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]
+    tps = np.r_[0.0, np.cumsum(ys)[cut]]
+    fps = np.r_[0.0, np.cumsum(1 - ys)[cut]]
+    P = tps[-1]
+    area = 0.0
+    for i in range(1, len(tps)):
+        if tps[i] == tps[i - 1]:
+            continue
+        s = np.linspace(0, 1, steps + 1)[1:] - 0.5 / steps  # midpoints
+        tp = tps[i - 1] + s * (tps[i] - tps[i - 1])
+        fp = fps[i - 1] + s * (fps[i] - fps[i - 1])
+        area += np.mean(tp / (tp + fp)) * (tps[i] - tps[i - 1]) / P
+    return area
+
+
+def test_binary_metrics_match_independent_computations(binary_preds):
+    y, proba = binary_preds
+    m = h2o_metrics("binary", y, proba)
+    assert list(m) == LEADERBOARD_COLUMNS["binary"][1:]
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, proba[:, 1]), abs=1e-12)
+    assert m["logloss"] == pytest.approx(skm.log_loss(y, proba), rel=1e-9)
+    assert m["mse"] == pytest.approx(skm.brier_score_loss(y, proba[:, 1]), rel=1e-12)
+    assert m["rmse"] == pytest.approx(math.sqrt(m["mse"]))
+    assert m["mean_per_class_error"] == pytest.approx(_brute_force_binary_mpce(y, proba[:, 1]))
+    assert m["aucpr"] == pytest.approx(_interpolated_pr_area(y, proba[:, 1]), abs=1e-6)
+    # H2O's interpolated AUC-PR is not scikit-learn's step-wise average precision
+    assert m["aucpr"] != pytest.approx(skm.average_precision_score(y, proba[:, 1]), abs=1e-6)
+
+
+def test_binary_metrics_on_a_perfect_ranking():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    p1 = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.7])
+    m = h2o_metrics("binary", y, np.column_stack([1 - p1, p1]))
+    assert m["auc"] == 1.0 and m["aucpr"] == pytest.approx(1.0) and m["mean_per_class_error"] == 0.0
+
+
+def test_logloss_clips_like_h2o():
+    y = np.array([0, 1])
+    proba = np.array([[1.0, 0.0], [1.0, 0.0]])  # the second row gives its true class p = 0
+    m = h2o_metrics("binary", y, proba)
+    assert m["logloss"] == pytest.approx(-math.log(1e-15) / 2)
+    assert m["mse"] == pytest.approx(0.5)
+
+
+def test_multiclass_metrics(rng):
+    y = rng.integers(0, 4, size=200)
+    proba = rng.dirichlet(np.ones(4), size=200)
+    proba[np.arange(200), y] += 0.5
+    proba /= proba.sum(axis=1, keepdims=True)
+    m = h2o_metrics("multiclass", y, proba)
+    assert list(m) == LEADERBOARD_COLUMNS["multiclass"][1:]
+    p_true = proba[np.arange(200), y]
+    assert m["mse"] == pytest.approx(np.mean((1 - p_true) ** 2))
+    assert m["logloss"] == pytest.approx(skm.log_loss(y, proba))
+    recall = skm.recall_score(y, proba.argmax(axis=1), average=None)
+    assert m["mean_per_class_error"] == pytest.approx(1 - recall.mean())
+    assert m["mean_per_class_error"] == pytest.approx(1 - skm.balanced_accuracy_score(y, proba.argmax(1)))
+
+
+def test_string_labels_follow_the_classes_order():
+    y = np.array(["b", "a", "c", "b"])
+    proba = np.array([[0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.2, 0.6, 0.2]])
+    m = h2o_metrics("multiclass", y, proba, classes=np.array(["a", "b", "c"]))
+    assert m["mean_per_class_error"] == 0.0
+    with pytest.raises(ValueError, match="not in `classes`"):
+        h2o_metrics("multiclass", np.array(["z", "a", "b", "c"]), proba, classes=np.array(["a", "b", "c"]))
+    with pytest.raises(ValueError, match="shape"):
+        h2o_metrics("multiclass", y, proba[:, :2])
+
+
+def test_regression_metrics(rng):
+    y = rng.uniform(0, 10, size=100)
+    pred = y + rng.normal(size=100)
+    m = h2o_metrics("regression", y, pred)
+    assert list(m) == LEADERBOARD_COLUMNS["regression"][1:]
+    assert m["mse"] == pytest.approx(skm.mean_squared_error(y, pred))
+    assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, pred))
+    assert m["rmse"] == pytest.approx(math.sqrt(m["mse"]))
+    assert m["mean_residual_deviance"] == m["mse"]
+    pos = np.clip(pred, 0, None)
+    assert h2o_metrics("regression", y, pos)["rmsle"] == pytest.approx(
+        skm.root_mean_squared_log_error(y, pos))
+    assert math.isnan(h2o_metrics("regression", y, pred - 20)["rmsle"])  # log1p undefined below -1
+
+
+def test_unknown_task_is_named():
+    with pytest.raises(ValueError, match="task"):
+        h2o_metrics("ranking", [1], [1])
+
+
+# ---------------------------------------------------------------------------
+# sorting and folds
+# ---------------------------------------------------------------------------
+def test_sorting_like_h2o():
+    df = pd.DataFrame({"model_id": list("abc"), "auc": [0.7, 0.9, np.nan], "logloss": [0.3, 0.5, 0.1]})
+    assert list(sort_leaderboard(df, "binary")["model_id"]) == ["b", "a", "c"]  # AUTO: auc, desc, NaN last
+    assert list(sort_leaderboard(df, "binary", "logloss")["model_id"]) == ["c", "a", "b"]
+    reg = pd.DataFrame({"model_id": list("ab"), "mean_residual_deviance": [2.0, 1.0], "mae": [0.1, 0.9]})
+    assert list(sort_leaderboard(reg, "regression")["model_id"]) == ["b", "a"]
+    assert list(sort_leaderboard(reg, "regression", "MAE")["model_id"]) == ["a", "b"]
+    with pytest.raises(ValueError, match="sort_metric"):
+        sort_leaderboard(reg, "regression", "auc")
+
+
+def test_folds_are_stratified_and_reproducible():
+    y = np.array([0] * 40 + [1] * 20)
+    folds = make_folds(y, "binary", nfolds=5, seed=3)
+    assert folds.shape == (60,) and set(folds) == set(range(5))
+    for k in range(5):
+        assert np.sum(y[folds == k] == 1) == 4
+    np.testing.assert_array_equal(folds, make_folds(y, "binary", nfolds=5, seed=3))
+    assert not np.array_equal(folds, make_folds(y, "binary", nfolds=5, seed=4))
+    with pytest.raises(ValueError, match="nfolds"):
+        make_folds(y, "binary", nfolds=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"max_models": 0}, "max_models"),
+        ({"max_runtime_secs": -1}, "max_runtime_secs"),
+        ({"nfolds": 1}, "nfolds"),
+        ({"normalizations": ("layer", "group")}, "normalizations"),
+        ({"normalizations": ()}, "normalizations"),
+        ({"refit": "some"}, "refit"),
+        ({"sort_metric": "auc"}, "sort_metric"),  # not a regression metric
+    ],
+)
+def test_bad_parameters_are_named(kwargs, word):
+    X, y, _ = load_diabetes()
+    with pytest.raises(ValueError, match=word):
+        AutoML(**kwargs).fit(X[:20], y[:20])
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="shape"):
+        AutoML(max_models=1).fit(np.zeros((10, 2, 2, 2)), np.arange(10))
+    with pytest.raises(ValueError, match="lengths"):
+        AutoML(max_models=1).fit(np.zeros((10, 2)), np.arange(9))
+    with pytest.raises(ValueError, match="NaN"):
+        AutoML(max_models=1).fit(np.full((10, 2), np.nan), np.arange(10))
+    with pytest.raises(ValueError, match="single class"):
+        AutoML(max_models=1).fit(np.zeros((10, 2)), np.zeros(10, dtype=int), task="binary")
+
+
+def test_search_space_pairs_every_configuration_with_every_normalization():
+    aml = AutoML(seed=0)
+    cands = []
+    for mid, params in aml._candidates("mlp", ("layer", "batch", None)):
+        cands.append((mid, params))
+        if len(cands) == 9:
+            break
+    assert [c[0] for c in cands[:3]] == ["MLP_1_LN", "MLP_1_BN", "MLP_1_none"]
+    assert [c[1]["normalization"] for c in cands] == ["layer", "batch", None] * 3
+    # the first configuration is the declared default
+    assert {k: v for k, v in cands[0][1].items() if k != "normalization"} == {
+        k: v[0] for k, v in automl.MLP_SPACE.items()}
+    # the three models of a configuration differ only in their normalization
+    strip = [{k: v for k, v in p.items() if k != "normalization"} for _, p in cands]
+    assert strip[3] == strip[4] == strip[5] and strip[3] != strip[0]
+    rnn = [p for _, p in zip(range(40), aml._candidates("rnn", ("layer", "batch", None)))]
+    assert not any(p["cell"] == "gru" and p["normalization"] == "batch" for _, p in rnn)
+    assert {p["cell"] for _, p in rnn} == {"lstm", "gru"}
+
+
+# ---------------------------------------------------------------------------
+# the search, end to end, on tiny data
+# ---------------------------------------------------------------------------
+def _subset(X, y, n, seed=0):
+    idx = np.random.default_rng(seed).permutation(len(y))[:n]
+    return X[idx], y[idx]
+
+
+def test_binary_search_end_to_end():
+    X, y, _ = load_breast_cancer()
+    X, y = _subset(X, y, 120)
+    aml = AutoML(max_models=3, nfolds=3, seed=0, max_iter=3, refit="all").fit(X, y)
+    lb = aml.leaderboard
+    assert list(lb.columns) == LEADERBOARD_COLUMNS["binary"] + automl.EXTRA_COLUMNS
+    assert len(lb) == 3 and aml.stopped_by_ == "max_models"
+    assert set(lb["normalization"]) == {"layer", "batch", "none"}
+    assert lb["auc"].is_monotonic_decreasing
+    assert (lb["training_time_ms"] > 0).all() and (lb["predict_time_per_row_ms"] > 0).all()
+    # the leaderboard is computed from the stored cross-validated predictions
+    for _, row in lb.iterrows():
+        m = h2o_metrics("binary", y, aml.cv_predictions_[row["model_id"]], aml.classes_)
+        assert m["auc"] == pytest.approx(row["auc"]) and m["logloss"] == pytest.approx(row["logloss"])
+    np.testing.assert_array_equal(aml.folds_, make_folds(y, "binary", 3, 0))
+    assert sorted(aml.fold_scores_["fold"].unique()) == [0, 1, 2] and len(aml.fold_scores_) == 9
+    assert aml.leader is aml.models_[lb["model_id"].iloc[0]]
+    assert set(aml.models_) == set(lb["model_id"])
+    proba = aml.leader.predict_proba(X[:7])
+    assert proba.shape == (7, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_regression_with_given_folds_and_runtime_budget(monkeypatch):
+    X, y, _ = load_diabetes()
+    X, y = _subset(X, y, 90)
+    folds = np.arange(90) % 2
+    clock = iter(np.arange(0, 1000, 1.0))  # every call of the clock advances 1 s
+    monkeypatch.setattr(automl, "_clock", lambda: next(clock))
+    aml = AutoML(max_runtime_secs=2.5, seed=1, max_iter=2, normalizations=("layer", None)).fit(X, y, folds=folds)
+    # checks at t=1 and t=2 start a model; the check at t=3 is past the budget
+    assert len(aml.leaderboard) == 2 and aml.stopped_by_ == "max_runtime_secs"
+    assert list(aml.leaderboard.columns) == LEADERBOARD_COLUMNS["regression"] + automl.EXTRA_COLUMNS
+    assert aml.leaderboard["mean_residual_deviance"].is_monotonic_increasing
+    np.testing.assert_array_equal(aml.folds_, folds)
+    assert aml.leader.predict(X[:3]).shape == (3,)
+    assert set(aml.models_) == {aml.leaderboard["model_id"].iloc[0]}  # refit="leader"
+
+
+def test_sequence_search_uses_recurrent_nets():
+    X, y, _ = load_sequential_digits()
+    keep = y < 3
+    X, y = _subset(X[keep], y[keep], 90)
+    aml = AutoML(max_models=2, nfolds=2, seed=0, max_iter=2, normalizations=("layer", "batch")).fit(X, y)
+    lb = aml.leaderboard
+    assert list(lb.columns) == LEADERBOARD_COLUMNS["multiclass"] + automl.EXTRA_COLUMNS
+    assert set(lb["model_id"]) == {"LSTM_1_LN", "LSTM_1_BN"}
+    assert lb["mean_per_class_error"].is_monotonic_increasing
+    assert aml.leader[-1].__class__.__name__ == "LSTMClassifier"
+    assert aml.leader.predict(X[:4]).shape == (4,)
+
+
+def test_a_failing_model_is_skipped_like_h2o(monkeypatch):
+    X, y, _ = load_breast_cancer()
+    X, y = _subset(X, y, 60)
+    original = AutoML._train_one
+
+    def flaky(self, X, y, splits, family, classification, model_id, *args):
+        if model_id.endswith("_BN"):
+            raise FloatingPointError("diverged")
+        return original(self, X, y, splits, family, classification, model_id, *args)
+
+    monkeypatch.setattr(AutoML, "_train_one", flaky)
+    with pytest.warns(RuntimeWarning, match="MLP_1_BN failed"):
+        aml = AutoML(max_models=2, nfolds=2, seed=0, max_iter=1, normalizations=("layer", "batch", None)).fit(X, y)
+    assert set(aml.leaderboard["model_id"]) == {"MLP_1_LN", "MLP_1_none"}
+    assert aml.failed_ == {"MLP_1_BN": "FloatingPointError: diverged"}
