@@ -267,6 +267,7 @@ def build_recurrent(
     output_activation=None,
     dtype="float32",
     seed=None,
+    max_steps=None,
     name="recurrent",
 ):
     """Build a recurrent network with a chosen cell and normalization.
@@ -292,6 +293,10 @@ def build_recurrent(
         dtype: Dtype of every layer.
         seed: Optional int; the same seed gives the same initial weights and
             dropout masks.
+        max_steps: With `normalization="batch"`: the number of time steps
+            with their own population statistics (BN-LSTM; later steps reuse
+            the last one's), usually the training sequence length. Ignored
+            otherwise.
         name: Name of the model.
 
     Returns:
@@ -325,6 +330,8 @@ def build_recurrent(
             )
             if dropout:
                 kwargs.update(dropout=dropout, seed=random.randint(1, 10**9))
+            if normalization == "batch" and max_steps is not None:
+                kwargs.update(max_steps=int(max_steps))
             if bidirectional:
                 layer = keras.layers.Bidirectional(
                     layer_class(width, name=f"rnn_{i}_cell", **kwargs),

@@ -34,6 +34,7 @@ global seed (NumPy, TensorFlow, Keras) is set or changed, and
 user's dtype policy and global seed).
 """
 
+import collections
 import math
 import os
 import tempfile
@@ -83,6 +84,7 @@ _FITTED = (
     "classes_",
     "n_outputs_",
     "_architecture",
+    "_net_kwargs",
     "_dtype",
     "_y_ndim",
     "_input_layout",
@@ -101,90 +103,125 @@ def _tf():
     return tf
 
 
-class _Adam:
-    """Adam (Kingma & Ba) with sklearn's defaults, one fused op per variable.
+class _Program:
+    """The training step of one network structure, traceable once for all.
 
-    `step(idx, n_valid)` trains on the rows `idx[:n_valid]` of the data
-    captured at construction (the rest of `idx` is zero-weight padding) and
-    returns the batch loss (penalty included).
+    The step runs the network through `stateless_call` of a *template*
+    model (built with the same architecture), on variable values passed as
+    arguments, and updates the variables passed in with one fused
+    `ResourceApplyAdam` each (Adam with sklearn's defaults: beta_1=0.9,
+    beta_2=0.999, epsilon=1e-8). So its `tf.function` is traced once per
+    structure and reused by every fit of that structure in the process
+    (folds of a grid search, sklearn's checks, repeated fits) instead of
+    once per fit; `_PROGRAMS` keeps the most recent ones.
     """
 
-    def __init__(self, net, loss_fn, data, learning_rate, alpha, compiled):
+    def __init__(self, template, loss_fn):
         tf = _tf()
         self.tf = tf
-        self.net = net
+        self.view = _training_view(template)
         self.loss_fn = loss_fn
-        self.x, self.y, self.w = data
-        self.variables = list(net.trainable_variables)
-        dtype = self.x.dtype
-        self.dtype = dtype
-        self.handles = [_variable_handle(v) for v in self.variables]
-        self.slots = [
-            (
-                tf.Variable(tf.zeros(v.shape, dtype), trainable=False),
-                tf.Variable(tf.zeros(v.shape, dtype), trainable=False),
-            )
-            for v in self.variables
-        ]
-        self.penalized = [v for v in self.variables if len(v.shape) >= 2]
-        self.t = tf.Variable(0.0, dtype=dtype, trainable=False)
-        self.lr = tf.constant(learning_rate, dtype)
-        self.half_alpha = float(alpha) * 0.5
-        self.beta_1 = tf.constant(0.9, dtype)
-        self.beta_2 = tf.constant(0.999, dtype)
-        self.epsilon = tf.constant(1e-8, dtype)
-        self.step = self._step
-        if compiled:
-            self.step = tf.function(
-                self._step,
-                input_signature=[
-                    tf.TensorSpec([None], tf.int32),
-                    tf.TensorSpec([], tf.int32),
-                ],
-                jit_compile=False,
-                reduce_retracing=True,
-            )
+        self.compiled = tf.function(self.step, jit_compile=False)
+        self.traced = set()
 
-    def _step(self, idx, n_valid):
-        # Rows past `n_valid` are padding (see `_padded_size`): weight 0.
+    def run(self, compiled, args):
+        if not compiled:
+            return self.step(*args)
         tf = self.tf
-        x = tf.gather(self.x, idx)
-        y = tf.gather(self.y, idx)
-        valid = tf.sequence_mask(n_valid, tf.shape(idx)[0], dtype=self.dtype)
-        w = tf.gather(self.w, idx) * valid
+        # Trace once per sample shape (for sequences: per number of time
+        # steps, which keras_ln.BatchNormLSTM needs known) with a free
+        # number of rows; later calls dispatch to that trace.
+        signature = tuple(tuple(a.shape[1:]) for a in args[:3])
+        if signature not in self.traced:
+            specs = [
+                tf.TensorSpec([None] + list(a.shape[1:]), a.dtype)
+                for a in args[:4]
+            ] + [tf.TensorSpec([], args[4].dtype)] + list(args[5:10]) + [
+                tf.TensorSpec([], a.dtype) for a in args[10:]
+            ]
+            self.compiled.get_concrete_function(*specs)
+            self.traced.add(signature)
+        return self.compiled(*args)
+
+    def step(self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha):
+        """One Adam step on rows `idx[:n_valid]`; the rest is padding."""
+        tf = self.tf
+        x = tf.gather(x, idx)
+        y = tf.gather(y, idx)
+        valid = tf.sequence_mask(n_valid, tf.shape(idx)[0], dtype=w.dtype)
+        w = tf.gather(w, idx) * valid
+        values = [v.read_value() for v in tv]
+        states = [v.read_value() for v in ntv]
         with tf.GradientTape() as tape:
-            out = self.net(x, training=True)
+            tape.watch(values)
+            out, new_states = self.view.stateless_call(
+                values, states, x, training=True
+            )
             total_weight = tf.reduce_sum(w)
             loss = tf.math.divide_no_nan(
                 tf.reduce_sum(self.loss_fn(y, out) * w), total_weight
             )
-            if self.half_alpha and self.penalized:
-                penalty = tf.add_n(
-                    [tf.reduce_sum(tf.square(v.value)) for v in self.penalized]
-                )
-                loss += tf.math.divide_no_nan(
-                    self.half_alpha * penalty, total_weight
-                )
-        grads = tape.gradient(loss, self.variables)
-        t = self.t.assign_add(1.0)
-        beta_1_power = tf.pow(self.beta_1, t)
-        beta_2_power = tf.pow(self.beta_2, t)
-        for handle, (m, v), g in zip(self.handles, self.slots, grads):
+            matrices = [a for a in values if len(a.shape) >= 2]
+            if matrices:
+                penalty = tf.add_n([tf.reduce_sum(tf.square(a)) for a in matrices])
+                loss += tf.math.divide_no_nan(half_alpha * penalty, total_weight)
+        grads = tape.gradient(loss, values)
+        step = t.assign_add(tf.ones([], t.dtype))
+        for var, m, v, g in zip(tv, ms, vs, grads):
             if g is None:
                 continue
+            one = tf.ones([], var.dtype)
             tf.raw_ops.ResourceApplyAdam(
-                var=handle,
+                var=var.handle,
                 m=m.handle,
                 v=v.handle,
-                beta1_power=beta_1_power,
-                beta2_power=beta_2_power,
-                lr=self.lr,
-                beta1=self.beta_1,
-                beta2=self.beta_2,
-                epsilon=self.epsilon,
+                beta1_power=tf.pow(tf.cast(0.9, var.dtype), tf.cast(step, var.dtype)),
+                beta2_power=tf.pow(tf.cast(0.999, var.dtype), tf.cast(step, var.dtype)),
+                lr=tf.cast(lr, var.dtype),
+                beta1=0.9 * one,
+                beta2=0.999 * one,
+                epsilon=1e-8 * one,
                 grad=tf.convert_to_tensor(g),
             )
+        for var, value in zip(ntv, new_states):
+            var.assign(value)
         return loss
+
+
+# Programs by network structure, most recent last (a small LRU cache).
+_PROGRAMS = collections.OrderedDict()
+_MAX_PROGRAMS = 16
+
+
+def _program(key, make_template, loss_fn):
+    program = _PROGRAMS.pop(key, None)
+    if program is None:
+        program = _Program(make_template(), loss_fn)
+    _PROGRAMS[key] = program
+    while len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
+def _training_view(model):
+    """The model up to the pre-activation output the loss needs."""
+    if "logits" in {layer.name for layer in model.layers}:
+        return keras.Model(
+            model.inputs, model.get_layer("logits").output,
+            name=model.name + "_logits",
+        )
+    return model
+
+
+def _tf_variables(variables):
+    """The backend `tf.Variable`s behind Keras variables."""
+    out = []
+    for variable in variables:
+        value = getattr(variable, "_value", None)
+        if value is None or not hasattr(value, "handle"):
+            value = variable.value
+        out.append(value)
+    return out
 
 
 def _bucket(n):
@@ -207,13 +244,6 @@ def check_sizes(value, name):
     ):
         raise ValueError(f"{name} must hold integers > 0, got {value!r}.")
     return tuple(int(s) for s in sizes)
-
-
-def _variable_handle(variable):
-    value = getattr(variable, "_value", None)
-    if value is None or not hasattr(value, "handle"):
-        value = variable.value
-    return value.handle
 
 
 def _model_to_bytes(model):
@@ -277,7 +307,9 @@ class _KerasEstimator(BaseEstimator):
     def _validate_predict_data(self, X):
         raise NotImplementedError
 
-    def _build_model(self, n_inputs, n_outputs, output_activation, dtype, seed):
+    def _build_model(
+        self, n_inputs, n_outputs, output_activation, dtype, seed, **kwargs
+    ):
         raise NotImplementedError
 
     # --- fit ------------------------------------------------------------
@@ -334,9 +366,7 @@ class _KerasEstimator(BaseEstimator):
                 + ", ".join(f"{p}={architecture[p]!r}" for p in changed)
             )
         X, y = self._validate_fit_data(X, y, reset=not continuing)
-        dtype = self._dtype if continuing else (
-            "float32" if X.dtype == np.float32 else "float64"
-        )
+        dtype = self._dtype if continuing else self._compute_dtype(X)
         X = X.astype(dtype, copy=False)
         n_samples = X.shape[0]
         sample_weight = _check_sample_weight(
@@ -378,29 +408,44 @@ class _KerasEstimator(BaseEstimator):
                 )
             batch_size = int(np.clip(self.batch_size, 1, n_train))
 
-        if continuing:
-            model = self.model_
-        else:
-            model = self._build_model(
-                self._n_network_inputs(X), n_outputs,
-                self._output_activation(), dtype, seed,
-            )
-        net = self._training_view(model)
-        data = (
-            tf.constant(X[train_idx]),
-            tf.constant(targets[train_idx]),
-            tf.constant(sample_weight[train_idx].astype(dtype)),
+        output_activation = self._output_activation()
+        n_inputs = self._n_network_inputs(X)
+
+        net_kwargs = (
+            self._net_kwargs if continuing else self._network_kwargs(X)
         )
+
+        def build(seed):
+            return self._build_model(
+                n_inputs, n_outputs, output_activation, dtype, seed,
+                **net_kwargs,
+            )
+
+        model = self.model_ if continuing else build(seed)
+        key = (
+            type(self).__name__,
+            tuple(sorted(architecture.items(), key=str)),
+            X.ndim, n_inputs, n_outputs, dtype,
+            tuple(sorted(net_kwargs.items())),
+        )
+        program = _program(key, lambda: build(0), self._loss_fn(tf))
+        view = _training_view(model)
+        tv = _tf_variables(view.trainable_variables)
+        ntv = _tf_variables(view.non_trainable_variables)
+        ms = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in tv]
+        vs = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in tv]
+        t = tf.Variable(0, dtype=tf.int64, trainable=False)
+        x_t = tf.constant(X[train_idx])
+        y_t = tf.constant(targets[train_idx])
+        w_t = tf.constant(sample_weight[train_idx].astype(dtype))
+        lr = tf.constant(self.learning_rate_init, tf.float64)
+        half_alpha = tf.constant(0.5 * self.alpha, dtype)
         n_batches = math.ceil(n_train / batch_size)
+        compiled = self.max_iter * n_batches > EAGER_MAX_STEPS
         # Batches are padded (zero weight) to a few sizes, so that compiled
         # kernels keyed by shape (the layer-norm fast path is XLA-compiled)
         # are reused across batches and fits; not with batch statistics.
         pad = self.normalization != "batch"
-        compiled = self.max_iter * n_batches > EAGER_MAX_STEPS
-        adam = _Adam(
-            net, self._loss_fn(tf), data, self.learning_rate_init,
-            self.alpha, compiled,
-        )
 
         if continuing:
             loss_curve = list(self.loss_curve_)
@@ -436,7 +481,10 @@ class _KerasEstimator(BaseEstimator):
                 size = n if not pad or (n == batch_size < n_train) else _bucket(n)
                 if size > n:
                     idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
-                loss = adam.step(tf.constant(idx), tf.constant(n, tf.int32))
+                loss = program.run(compiled, (
+                    x_t, y_t, w_t, tf.constant(idx), tf.constant(n, tf.int32),
+                    tv, ntv, ms, vs, t, lr, half_alpha,
+                ))
                 batch_losses.append((loss, n))
             epoch_loss = sum(float(loss) * n for loss, n in batch_losses) / n_train
             n_iter += 1
@@ -494,6 +542,7 @@ class _KerasEstimator(BaseEstimator):
         self.model_ = model
         self._dtype = dtype
         self._architecture = architecture
+        self._net_kwargs = net_kwargs
         self.n_iter_ = n_iter
         self.loss_ = loss_curve[-1]
         self.loss_curve_ = loss_curve
@@ -502,14 +551,13 @@ class _KerasEstimator(BaseEstimator):
         self.best_validation_score_ = best_val
         return self
 
-    def _training_view(self, model):
-        """The model up to the pre-activation output the loss needs."""
-        if "logits" in {layer.name for layer in model.layers}:
-            return keras.Model(
-                model.inputs, model.get_layer("logits").output,
-                name=model.name + "_logits",
-            )
-        return model
+    def _compute_dtype(self, X):
+        """float32 for float32 input, else float64 (like sklearn's MLP)."""
+        return "float32" if X.dtype == np.float32 else "float64"
+
+    def _network_kwargs(self, X):
+        """Builder arguments that depend on the training data."""
+        return {}
 
     def _n_network_inputs(self, X):
         return X.shape[-1]

@@ -191,7 +191,22 @@ class _Recurrent(_KerasEstimator):
     def _validate_predict_data(self, X):
         return self._sequences(X, reset=False)
 
-    def _build_model(self, n_inputs, n_outputs, output_activation, dtype, seed):
+    def _compute_dtype(self, X):
+        # keras_ln.BatchNormLSTM computes in float32 only (float64 inputs
+        # fail inside the layer), so the BN-LSTM network is float32.
+        if self.normalization == "batch":
+            return "float32"
+        return super()._compute_dtype(X)
+
+    def _network_kwargs(self, X):
+        # BN-LSTM keeps population statistics per time step of training.
+        if self.normalization == "batch":
+            return {"max_steps": int(X.shape[1])}
+        return {}
+
+    def _build_model(
+        self, n_inputs, n_outputs, output_activation, dtype, seed, **kwargs
+    ):
         return build_recurrent(
             n_inputs,
             n_outputs,
@@ -205,6 +220,7 @@ class _Recurrent(_KerasEstimator):
             dtype=dtype,
             seed=seed,
             name=type(self).__name__.lower(),
+            **kwargs,
         )
 
     def __sklearn_tags__(self):
