@@ -258,6 +258,12 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
 
     # -- normalization ------------------------------------------------------
 
+    @property
+    def stats_dtype(self):
+        """float32 statistics, float64 for a float64 layer."""
+        dtype = keras.backend.standardize_dtype(self.compute_dtype)
+        return "float64" if dtype == "float64" else "float32"
+
     def _scale(self, y, norm, dtype):
         y = y * ops.cast(getattr(self, f"{norm}_gamma"), y.dtype)
         if norm == "state_norm":
@@ -297,15 +303,15 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
 
     def _normalize_batch(self, z, norm, t, valid=None, update=True):
         """Training-mode BN of a step `(batch, n)`; updates step `t`."""
-        zf = ops.cast(z, "float32")
+        zf = ops.cast(z, self.stats_dtype)
         mean, variance = self._batch_moments(zf, valid)
         if update:
             has_data = (
-                ops.ones((), "float32")
+                ops.ones((), self.stats_dtype)
                 if valid is None
-                else ops.cast(ops.sum(valid) > 0, "float32")
+                else ops.cast(ops.sum(valid) > 0, self.stats_dtype)
             )
-            rows = ops.expand_dims(ops.one_hot(t, self._steps), 1) * has_data
+            rows = ops.expand_dims(ops.one_hot(t, self._steps, dtype=self.stats_dtype), 1) * has_data
             self._update(norm, rows, mean[None], variance[None])
         y = (zf - mean) * ops.rsqrt(variance + self.norm_epsilon)
         return self._scale(y, norm, z.dtype)
@@ -316,12 +322,12 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         `z` is `(batch, timesteps, n)` in processing order, `valid`
         `(batch, timesteps)` floats.
         """
-        zf = ops.cast(ops.stop_gradient(z), "float32")
+        zf = ops.cast(ops.stop_gradient(z), self.stats_dtype)
         mean, variance = self._batch_moments(zf, valid[:, :, None])
-        has_data = ops.cast(ops.sum(valid, axis=0) > 0, "float32")
+        has_data = ops.cast(ops.sum(valid, axis=0) > 0, self.stats_dtype)
         steps = ops.shape(z)[1]
         rows = ops.transpose(
-            ops.one_hot(ops.arange(steps), self._steps) * has_data[:, None]
+            ops.one_hot(ops.arange(steps), self._steps, dtype=self.stats_dtype) * has_data[:, None]
         )
         self._update(norm, rows, mean, variance)
         return has_data
@@ -339,7 +345,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         variance = ops.take(
             getattr(self, f"{norm}_moving_variance"), rows, axis=0
         )
-        y = (ops.cast(z, "float32") - mean) * ops.rsqrt(
+        y = (ops.cast(z, self.stats_dtype) - mean) * ops.rsqrt(
             variance + self.norm_epsilon
         )
         return self._scale(y, norm, z.dtype)
@@ -350,7 +356,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         return self._normalize_moving(z, norm, index)
 
     def _count_steps(self, seen):
-        seen = ops.minimum(ops.cast(seen, "float32"), float(self._steps))
+        seen = ops.minimum(ops.cast(seen, self.stats_dtype), float(self._steps))
         self.moving_steps.assign(ops.maximum(self.moving_steps, seen))
 
     # -- the step -----------------------------------------------------------
@@ -608,12 +614,12 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         if self.go_backwards:
             pos = steps - 1 - pos
         if mask is None:
-            valid = ops.ones((batch, steps), "float32")
+            valid = ops.ones((batch, steps), cell.stats_dtype)
         else:
-            valid = ops.cast(mask, "float32")
+            valid = ops.cast(mask, cell.stats_dtype)
         z = ops.matmul(sequences, cell.kernel)
         if training:
-            zf = ops.cast(z, "float32")
+            zf = ops.cast(z, cell.stats_dtype)
             mean, variance = cell._batch_moments(zf, valid[:, :, None])
             y = (zf - mean) * ops.rsqrt(variance + cell.norm_epsilon)
             xn = cell._scale(y, "kernel_norm", z.dtype)
@@ -621,7 +627,7 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             xn = cell._normalize_moving(z, "kernel_norm", pos)
         xn = cell.add_bias(xn)
         pos_in = ops.broadcast_to(
-            ops.cast(pos, "float32")[None, :, None], (batch, steps, 1)
+            ops.cast(pos, cell.stats_dtype)[None, :, None], (batch, steps, 1)
         )
         inputs = (xn, valid[:, :, None], pos_in)
         step_valid = mask is not None
@@ -642,7 +648,10 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             # In training the loop also returns what the statistics of the
             # recurrent and state norms are taken from, so that the moving
             # statistics are updated once, after the loop.
-            return ((h, hz, c) if training else h), [h, c]
+            if training:
+                # One tensor: keras' unrolled loop cannot stack nested outputs.
+                return ops.concatenate([h, hz, c], axis=-1), [h, c]
+            return h, [h, c]
 
         last_output, outputs, states = _recurrent.backend_rnn(
             step,
@@ -660,12 +669,18 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             proc_valid = ops.flip(valid, axis=1) if self.go_backwards else valid
             proc_z = ops.flip(z, axis=1) if self.go_backwards else z
             cell._update_from_sequence("kernel_norm", proc_z, proc_valid)
-            cell._update_from_sequence("recurrent_norm", outputs[1], proc_valid)
+            units = cell.units
+            cell._update_from_sequence(
+                "recurrent_norm",
+                outputs[:, :, units : 5 * units],
+                proc_valid,
+            )
             has_data = cell._update_from_sequence(
-                "state_norm", outputs[2], proc_valid
+                "state_norm", outputs[:, :, 5 * units :], proc_valid
             )
             cell._count_steps(
-                ops.max(has_data * ops.arange(1, steps + 1, dtype="float32"))
+                ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype))
             )
-            last_output, outputs = last_output[0], outputs[0]
+            last_output = last_output[:, :units]
+            outputs = outputs[:, :, :units]
         return last_output, outputs, states
