@@ -63,10 +63,10 @@ def plot_normalization_folds(fold_scores, task, sort_metric, path):
     col, descending = resolve_sort_metric(task, sort_metric)
     groups = [g for g in ("layer", "batch", "none", "h2o") if (fold_scores["group"] == g).any()]
     folds = sorted(fold_scores["fold"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.0), gridspec_kw={"width_ratios": [1, 1.3]})
     ax = axes[0]
     data = [fold_scores.loc[fold_scores["group"] == g, col].dropna().to_numpy() for g in groups]
-    bp = ax.boxplot(data, patch_artist=True, widths=0.55, medianprops={"color": "black"})
+    bp = ax.boxplot(data, patch_artist=True, widths=0.55, medianprops={"color": "black"}, showfliers=False)
     for patch, g in zip(bp["boxes"], groups):
         patch.set_facecolor(_COLORS[g])
         patch.set_alpha(0.6)
@@ -99,9 +99,10 @@ def plot_normalization_folds(fold_scores, task, sort_metric, path):
         pad = (hi - lo) * 0.2 or 0.01
         ax.set_ylim(max(0.0, lo - pad) if lo >= 0 else lo - pad, hi + pad)
     ax.set_title("Best model of each kind, fold by fold (same folds)", fontsize=10)
-    ax.legend(fontsize=7, loc="best", framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

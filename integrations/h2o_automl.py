@@ -65,6 +65,17 @@ def _machine_resources():
     return nthreads, mem
 
 
+@contextlib.contextmanager
+def _quiet(verbose):
+    """Keep h2o's connection chatter (version-age notices) off stdout."""
+    if verbose:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
 class H2OSession:
     """Context manager: start a local H2O (and shut it down) or connect to ``url`` (left running).
 
@@ -86,7 +97,7 @@ class H2OSession:
     def __enter__(self):
         if self.url:
             try:
-                with contextlib.redirect_stdout(sys.stderr if self.verbose else open(os.devnull, "w")):
+                with _quiet(self.verbose):
                     h2o.connect(url=self.url, verbose=False, telemetry=False)
             except (H2OConnectionError, H2OError, OSError, ValueError) as exc:
                 raise CLIError(f"Cannot reach the H2O cluster at --h2o-url {self.url}: "
@@ -99,7 +110,7 @@ class H2OSession:
                 name=f"keras_ln_{uuid.uuid4().hex[:8]}", port="54321+", verbose=False, bind_to_localhost=True,
             )
             self.started = True
-            with contextlib.redirect_stdout(sys.stderr if self.verbose else open(os.devnull, "w")):
+            with _quiet(self.verbose):
                 h2o.connect(server=self.server, verbose=False, telemetry=False)
         except H2OStartupError as exc:
             self._cleanup()
@@ -192,9 +203,20 @@ def run_h2o(X_train, y_train, X_test, y_test, folds, *, task, classes, args):
     aml = H2OAutoML(
         max_models=args.max_models, max_runtime_secs=int(np.ceil(args.max_runtime_secs)), seed=args.seed,
         sort_metric=args.sort_metric, keep_cross_validation_predictions=True,
-        keep_cross_validation_fold_assignment=True, project_name=f"keras_ln_{uuid.uuid4().hex[:8]}",
+        project_name=f"keras_ln_{uuid.uuid4().hex[:8]}",
         verbosity=None,
     )
+    try:
+        return _train_and_score(aml, train, test, features, y_train, y_test, folds, task, classes, args)
+    finally:
+        if args.h2o_url:  # leave a shared cluster as we found it: drop our frames, models and AutoML run
+            with contextlib.suppress(Exception):
+                h2o.remove(aml, cascade=True)
+            with contextlib.suppress(Exception):
+                h2o.remove([train, test])
+
+
+def _train_and_score(aml, train, test, features, y_train, y_test, folds, task, classes, args):
     t0 = time.monotonic()
     aml.train(x=features, y="y", training_frame=train, fold_column="fold")
     runtime = time.monotonic() - t0
@@ -218,7 +240,9 @@ def run_h2o(X_train, y_train, X_test, y_test, folds, *, task, classes, args):
                "normalization": "n/a", "algo": r.get("algo", ""),
                "training_time_ms": r.get("training_time_ms", np.nan),
                "predict_time_per_row_ms": r.get("predict_time_per_row_ms", np.nan)}
-        pred = _as_df(model.predict(test))
+        frame = model.predict(test)
+        pred = _as_df(frame)
+        h2o.remove(frame)
         test_pred = _h2o_pred_to_array(pred, task, domain, labels)
         row.update({f"test_{k}": v for k, v in h2o_metrics(task, y_test, test_pred, classes).items()})
         rows.append(row)
