@@ -24,8 +24,10 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -35,7 +37,7 @@ import numpy as np
 import pandas as pd
 from h2o.automl import H2OAutoML
 from h2o.backend import H2OLocalServer
-from h2o.exceptions import H2OConnectionError, H2OError, H2OStartupError
+from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OStartupError
 from sklearn.model_selection import train_test_split
 
 from integrations._report import write_report
@@ -450,14 +452,14 @@ def parse_args(argv=None):
     src.add_argument("--csv", metavar="PATH", help="a CSV file (needs --target)")
     src.add_argument("--npz", metavar="PATH", help="an .npz holding X (n × T × F or n × F) and y")
     p.add_argument("--target", metavar="COL", help="target column of --csv")
-    p.add_argument("--max-models", type=_positive_int, default=None, help="models per source (default: no cap)")
-    p.add_argument("--max-runtime-secs", type=_positive_float, default=300.0,
+    p.add_argument("--max-models", metavar="N", type=_positive_int, default=None, help="models per source (default: no cap)")
+    p.add_argument("--max-runtime-secs", metavar="S", type=_positive_float, default=300.0,
                    help="per source; no new model starts after it (default: 300)")
-    p.add_argument("--nfolds", type=_positive_int, default=5, help="cross-validation folds (default: 5)")
-    p.add_argument("--seed", type=int, default=1, help="seed for the split, the folds and the search (default: 1)")
-    p.add_argument("--sort-metric", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
-    p.add_argument("--max-iter", type=_positive_int, default=50, help="epochs per keras_ln fit (default: 50)")
-    p.add_argument("--test-size", type=float, default=0.2, help="held-out share of the rows (default: 0.2)")
+    p.add_argument("--nfolds", metavar="K", type=_positive_int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument("--seed", metavar="S", type=int, default=1, help="seed for the split, the folds and the search (default: 1)")
+    p.add_argument("--sort-metric", metavar="M", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
+    p.add_argument("--max-iter", metavar="EPOCHS", type=_positive_int, default=50, help="epochs per keras_ln fit (default: 50)")
+    p.add_argument("--test-size", metavar="F", type=float, default=0.2, help="held-out share of the rows (default: 0.2)")
     p.add_argument("--h2o-url", metavar="URL", help="connect to this running H2O cluster instead of starting one")
     p.add_argument("--no-h2o", action="store_true", help="run the keras_ln side alone")
     p.add_argument("--out", metavar="DIR", default="reports", help="report folder (default: reports)")
@@ -550,17 +552,30 @@ def run(args, out=None):
     return folder
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a killed job) cleans up like Ctrl-C
+
+
 def main(argv=None):
     args = parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
     try:
         run(args)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ENV
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, H2OJobCancelled):  # Ctrl-C during an H2O job cancels it, then lands here
         print("\ninterrupted; the H2O cluster started by this run (if any) was shut down, no report written",
               file=sys.stderr)
         return 130
+    except H2OError as exc:
+        print(f"error: H2O failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+              file=sys.stderr)
+        return EXIT_ENV
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

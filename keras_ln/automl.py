@@ -373,8 +373,11 @@ class AutoML:
     Attributes
     ----------
     leaderboard : pandas.DataFrame
-        H2O's columns for the task, then normalization, training_time_ms and
-        predict_time_per_row_ms; sorted like H2O's.
+        H2O's columns for the task, then normalization ("layer", "batch",
+        "none"), training_time_ms (the fit on all training rows with
+        ``refit="all"``, else the mean fit time per fold) and
+        predict_time_per_row_ms (from the cross-validated predictions);
+        sorted like H2O's.
     leader : estimator
         The best model, refit on all training rows.
     task_ : str

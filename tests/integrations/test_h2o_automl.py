@@ -6,7 +6,11 @@ leaderboard columns and for the metric definitions.
 """
 
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -207,3 +211,28 @@ def test_started_cluster_is_shut_down_on_ctrl_c(cluster):
         assert cluster.is_running  # only the cluster this session started went down
     finally:
         h2o.connect(url=cluster.url, verbose=False)  # the module's tests go on with theirs
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_shuts_down_the_cluster_the_run_started(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "integrations.h2o_automl", "--dataset", "digits", "--max-runtime-secs", "120",
+         "--out", str(tmp_path / "r")],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    try:
+        line = proc.stdout.readline()  # "H2O AutoML on ... rows (local cluster http://...)" once H2O is up
+        url = re.search(r"local cluster (http://[^)\s]+)", line).group(1)
+        assert _answers(url)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert code == 130, err
+    assert "interrupted" in err
+    assert not _answers(url)
+    assert not (tmp_path / "r").exists() or not os.listdir(tmp_path / "r")
