@@ -191,6 +191,41 @@ def dropout_state(cell, h, training):
     return h
 
 
+def to_time_major(sequences):
+    """(batch, time, ...) -> (time, batch, ...)."""
+    return ops.swapaxes(sequences, 0, 1)
+
+
+def run_loop(layer, step, inputs, initial_state, mask, time_major=False):
+    """keras' backend time loop with the layer's RNN settings.
+
+    With `time_major=True`, `inputs` (a tensor or a tuple of tensors) are
+    `(time, batch, ...)`: the wide projected sequence then needs no
+    transposition; the outputs are returned batch-major as keras' `RNN`
+    expects.
+    """
+    if not isinstance(initial_state, (list, tuple)):
+        initial_state = [initial_state]
+    first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    if mask is not None and time_major:
+        mask = to_time_major(mask)
+    last_output, outputs, states = backend_rnn(
+        step,
+        inputs,
+        list(initial_state),
+        go_backwards=layer.go_backwards,
+        mask=mask,
+        unroll=layer.unroll,
+        input_length=first.shape[0 if time_major else 1],
+        time_major=time_major,
+        zero_output_for_mask=layer.zero_output_for_mask,
+        return_all_outputs=layer.return_sequences,
+    )
+    if time_major:
+        outputs = to_time_major(outputs)
+    return last_output, outputs, states
+
+
 class FusedRNN(keras.layers.RNN):
     """Base of the fused layers: a keras RNN whose config is its cell's.
 

@@ -195,9 +195,10 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
                 setattr(self, f"{norm}_{param}", weight)
         self.built = True
 
-    def input_projection(self, inputs):
+    def input_projection(self, inputs, sequence=False):
         """LN(inputs @ kernel) + bias, for one step or a whole sequence."""
-        z = _recurrent.ln_sequence(
+        norm = _recurrent.ln_sequence if sequence else _recurrent.ln
+        z = norm(
             ops.matmul(inputs, self.kernel),
             self.kernel_norm_gamma,
             self.kernel_norm_beta,
@@ -410,19 +411,14 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             mask = mask[0]
         cell = self.cell
         sequences = _recurrent.dropout_inputs(cell, sequences, training)
-        projected = cell.input_projection(sequences)
+        # Time-major: only the narrow input is transposed, not the projection.
+        projected = cell.input_projection(
+            _recurrent.to_time_major(sequences), sequence=True
+        )
 
         def step(projected_t, states):
             return cell.recurrent_step(projected_t, states, training=training)
 
-        return _recurrent.backend_rnn(
-            step,
-            projected,
-            list(initial_state),
-            go_backwards=self.go_backwards,
-            mask=mask,
-            unroll=self.unroll,
-            input_length=projected.shape[1],
-            zero_output_for_mask=self.zero_output_for_mask,
-            return_all_outputs=self.return_sequences,
+        return _recurrent.run_loop(
+            self, step, projected, initial_state, mask, time_major=True
         )
