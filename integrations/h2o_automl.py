@@ -32,17 +32,19 @@ import time
 import uuid
 import warnings
 
-import h2o
-import numpy as np
-import pandas as pd
-from h2o.automl import H2OAutoML
-from h2o.backend import H2OLocalServer
-from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OStartupError
-from sklearn.model_selection import train_test_split
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before keras_ln brings in TensorFlow
 
-from integrations._report import write_report
-from keras_ln import datasets
-from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds, resolve_sort_metric
+import h2o  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from h2o.automl import H2OAutoML  # noqa: E402
+from h2o.backend import H2OLocalServer  # noqa: E402
+from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OStartupError  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+from integrations._report import write_report  # noqa: E402
+from keras_ln import datasets  # noqa: E402
+from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds, resolve_sort_metric  # noqa: E402
 
 __all__ = ["H2OSession", "h2o_fold_assignment", "main", "run", "to_h2o_frame"]
 
@@ -365,7 +367,7 @@ def _markdown(ctx, board, fold_scores, sort_col):
         f"H2O's own fold assignment identical to keras_ln's: **{ctx['fold_check']}**.",
         f"- Budget per source: max_models={ctx['max_models']}, max_runtime_secs={ctx['max_runtime_secs']}; "
         f"keras_ln nets: max_iter={ctx['max_iter']} epochs with early stopping.",
-        f"- Wall time: keras_ln {ctx['keras_secs']:.0f} s ({ctx['n_keras']} models, stopped by "
+        f"- Wall time: keras_ln {ctx['keras_secs']:.0f} s ({ctx['n_keras']} model(s), stopped by "
         f"{ctx['stopped_by']}); H2O {ctx['h2o_secs']}.",
         f"- H2O: {ctx['h2o']}.",
         *([f"- keras_ln models that failed and were skipped: "
@@ -541,11 +543,12 @@ def run(args, out=None):
                n_test=len(y_test), test_size=args.test_size, seed=args.seed, nfolds=args.nfolds,
                fold_check=fold_check, max_models=args.max_models, max_runtime_secs=args.max_runtime_secs,
                max_iter=args.max_iter, keras_secs=keras_secs, n_keras=len(keras_board),
-               stopped_by=aml.stopped_by_, failed=aml.failed_, h2o_secs=f"{h2o_secs:.0f} s ({len(h2o_board)} models)"
+               stopped_by=aml.stopped_by_, failed=aml.failed_, h2o_secs=f"{h2o_secs:.0f} s ({len(h2o_board)} model(s))"
                if h2o_secs is not None else "not run (--no-h2o)", h2o=h2o_desc)
     folder = write_report(args.out, name, board, fold_scores, _learning_curves(aml), task=task,
                           sort_metric=args.sort_metric, markdown=_markdown(ctx, board, fold_scores, sort_col))
-    shown = ["source", "model_id", *cv_cols[:3], f"test_{sort_col}", "normalization"]
+    shown = ["source", "model_id", sort_col, *[c for c in cv_cols if c != sort_col][:2], f"test_{sort_col}",
+             "normalization"]
     print(f"\nLeaderboard for {name} ({task}), sorted by CV {sort_col}:", file=out)
     print(board[[c for c in dict.fromkeys(shown)]].to_markdown(index=False, floatfmt=".4f"), file=out)
     print(f"\nReport: {os.path.join(folder, 'report.md')}", file=out, flush=True)
