@@ -135,7 +135,13 @@ class _Recurrent(_KerasEstimator):
                 X3[i, : a.shape[0]] = a
             _check_feature_names(self, X3, reset=reset)
             return self._check_step_features(X3, reset, table=False)
-        ndim = np.ndim(X) if not hasattr(X, "ndim") else X.ndim
+        if hasattr(X, "shape"):
+            ndim = len(X.shape)
+        else:  # lists, array-likes: validate_data rejects what is not 2-D
+            try:
+                ndim = np.asarray(X).ndim
+            except ValueError:
+                ndim = 2
         if ndim == 3:
             X3 = check_array(X, dtype=_FLOATS, allow_nd=True, input_name="X")
             if X3.shape[1] < 1 or X3.shape[2] < 1:

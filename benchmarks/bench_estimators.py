@@ -1,0 +1,138 @@
+"""Fit/predict time of keras_ln.sklearn.MLPClassifier against Keras' own wrapper.
+
+Both sides train the same network (`keras_ln.models.build_mlp`, one hidden
+layer of 100 ReLU units, softmax output, float32) with the same Adam
+(learning rate 1e-3, epsilon 1e-8), batch size (200) and number of epochs,
+on breast_cancer (standardized), in this process, one after the other:
+
+1. fit (50 epochs) and predict, median of `--repeats` runs;
+2. per-fit overhead: fit with one epoch;
+3. GridSearchCV over normalization ("layer", "batch", None) x two learning
+   rates x 3 folds (`--grid-epochs` epochs per fit).
+
+Ratios are `keras wrapper time / keras_ln time`: above 1 means keras_ln is
+faster. Keras' wrapper is `keras.wrappers.SKLearnClassifier`; its progress
+bars (it calls `model.predict` without `verbose=0`) are swallowed.
+
+    python benchmarks/bench_estimators.py [--repeats 5] [--grid-epochs 20]
+"""
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.datasets import load_breast_cancer  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from keras_ln.models import build_mlp  # noqa: E402
+from keras_ln.sklearn import MLPClassifier  # noqa: E402
+
+BATCH = 200
+
+
+def keras_network(X, y, normalization=None, learning_rate=1e-3):
+    """The network of both sides, compiled for Keras' wrapper."""
+    model = build_mlp(
+        X.shape[1], y.shape[1] if y.ndim > 1 else len(np.unique(y)), (100,),
+        normalization=normalization, output_activation="softmax",
+        dtype="float32",
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate, epsilon=1e-8),
+        loss="categorical_crossentropy",
+        jit_compile=False,
+    )
+    return model
+
+
+def wrapper(epochs, **model_kwargs):
+    return keras.wrappers.SKLearnClassifier(
+        model=keras_network,
+        model_kwargs=model_kwargs,
+        fit_kwargs={"epochs": epochs, "batch_size": BATCH, "verbose": 0},
+    )
+
+
+def ours(epochs, normalization=None, learning_rate_init=1e-3):
+    # tol=0 and n_iter_no_change > epochs: exactly `epochs` epochs, as Keras.
+    return MLPClassifier(
+        (100,), normalization=normalization, alpha=0.0, batch_size=BATCH,
+        learning_rate_init=learning_rate_init, max_iter=epochs, tol=0.0,
+        n_iter_no_change=epochs + 1, random_state=0,
+    )
+
+
+def timed(fn):
+    with contextlib.redirect_stdout(io.StringIO()):
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+
+
+def median_times(make, X, y, repeats):
+    fits, predicts = [], []
+    for _ in range(repeats):
+        fit_time, est = timed(lambda: make().fit(X, y))
+        predict_time, _ = timed(lambda: est.predict(X))
+        fits.append(fit_time)
+        predicts.append(predict_time)
+    return statistics.median(fits), statistics.median(predicts)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--grid-epochs", type=int, default=20)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype("float32")
+    print(f"breast_cancer {X.shape}, batch {BATCH}, keras {keras.__version__}, "
+          f"median of {args.repeats}")
+    # Warm-up (imports, one-off kernels) for both sides.
+    timed(lambda: ours(1).fit(X, y).predict(X))
+    timed(lambda: wrapper(1).fit(X, y).predict(X))
+
+    rows = []
+    for label, epochs in ((f"fit {args.epochs} epochs", args.epochs), ("fit 1 epoch (overhead)", 1)):
+        k_fit, k_pred = median_times(lambda: wrapper(epochs), X, y, args.repeats)
+        o_fit, o_pred = median_times(lambda: ours(epochs), X, y, args.repeats)
+        rows.append((label, k_fit, o_fit))
+        if epochs == args.epochs:
+            rows.append(("predict (569 rows)", k_pred, o_pred))
+
+    grid_k = GridSearchCV(
+        wrapper(args.grid_epochs),
+        {"model_kwargs": [{"normalization": n, "learning_rate": lr}
+                          for n in ("layer", "batch", None) for lr in (1e-3, 1e-2)]},
+        cv=3,
+    )
+    grid_o = GridSearchCV(
+        ours(args.grid_epochs),
+        {"normalization": ["layer", "batch", None], "learning_rate_init": [1e-3, 1e-2]},
+        cv=3,
+    )
+    k_grid, _ = timed(lambda: grid_k.fit(X, y))
+    o_grid, _ = timed(lambda: grid_o.fit(X, y))
+    rows.append((f"GridSearchCV 6 x 3 folds, {args.grid_epochs} epochs", k_grid, o_grid))
+
+    print(f"{'':40s} {'keras wrapper':>14s} {'keras_ln':>10s} {'ratio':>7s}")
+    for label, k, o in rows:
+        print(f"{label:40s} {k:13.3f}s {o:9.3f}s {k / o:7.2f}")
+    print(f"accuracy (grid best): keras wrapper {grid_k.best_score_:.3f}, "
+          f"keras_ln {grid_o.best_score_:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""LSTMClassifier / LSTMRegressor: every cell x normalization, input layouts, masking."""
+
+import keras
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+import keras_ln
+from keras_ln.sklearn import LSTMClassifier
+from keras_ln.sklearn import LSTMRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+LAYERS = {
+    ("lstm", "layer"): keras_ln.LayerNormLSTM,
+    ("gru", "layer"): keras_ln.LayerNormGRU,
+    ("lstm", "batch"): keras_ln.BatchNormLSTM,
+    ("lstm", None): keras.layers.LSTM,
+    ("gru", None): keras.layers.GRU,
+}
+
+
+@pytest.fixture
+def sequences():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(48, 5, 2))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell, normalization", list(LAYERS))
+def test_every_combination(sequences, cell, normalization, bidirectional):
+    X, y = sequences
+    params = dict(units=(6,), cell=cell, normalization=normalization,
+                  bidirectional=bidirectional, dropout=0.1, max_iter=3,
+                  learning_rate_init=0.02, random_state=0)
+    clf = LSTMClassifier(**params).fit(X, y)
+    layer = clf.model_.get_layer("rnn_0")
+    if bidirectional:
+        assert isinstance(layer, keras.layers.Bidirectional)
+        layer = layer.forward_layer
+    assert type(layer) is LAYERS[(cell, normalization)]
+    proba = clf.predict_proba(X)
+    assert proba.shape == (48, 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    # Reproducible, dropout included.
+    np.testing.assert_array_equal(proba, LSTMClassifier(**params).fit(X, y).predict_proba(X))
+
+
+def test_batch_gru_is_rejected_before_anything_is_fitted(sequences):
+    X, y = sequences
+    clf = LSTMClassifier((4,), cell="gru", normalization="batch")
+    with pytest.raises(ValueError, match=r"cell='gru'.*normalization='batch'"):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(clf)
+
+
+def test_reference_keras_lstm_gives_same_predictions(sequences):
+    X, y = sequences
+    reg = LSTMRegressor((5,), normalization=None, max_iter=4, random_state=0)
+    reg.fit(X, X[:, :, 1].mean(axis=1))
+    ref = keras.Sequential([
+        keras.Input((None, 2), dtype="float64"),
+        keras.layers.LSTM(5, dtype="float64"),
+        keras.layers.Dense(1, dtype="float64"),
+    ])
+    ref.set_weights(reg.model_.get_weights())
+    np.testing.assert_allclose(reg.predict(X), ref(X).numpy().ravel(), rtol=1e-10)
+
+
+def test_two_d_input_is_one_feature_per_step(sequences):
+    X, y = sequences
+    X2 = X[:, :, 0]
+    params = dict(units=(4,), max_iter=3, random_state=0)
+    a = LSTMClassifier(**params).fit(X2, y)
+    b = LSTMClassifier(**params).fit(X2[:, :, None], y)
+    assert a.n_features_in_ == 5 and b.n_features_in_ == 1
+    np.testing.assert_array_equal(a.predict_proba(X2), b.predict_proba(X2[:, :, None]))
+    # A 3-D X with one feature per step is also accepted after a 2-D fit.
+    np.testing.assert_array_equal(a.predict_proba(X2), a.predict_proba(X2[:, :, None]))
+    with pytest.raises(ValueError, match="X has 3 features, but LSTMClassifier is expecting 5"):
+        a.predict(X2[:, :3])
+    with pytest.raises(ValueError, match="2 features per time step"):
+        a.predict(X)
+
+
+def test_ragged_sequences_are_padded_and_masked():
+    rng = np.random.default_rng(1)
+    X = [rng.normal(size=(int(n), 3)) for n in rng.integers(2, 8, size=40)]
+    y = np.array([x[:, 0].sum() for x in X])
+    reg = LSTMRegressor((6,), normalization="layer", max_iter=5, random_state=0).fit(X, y)
+    assert reg.n_features_in_ == 3
+    together = reg.predict(X)
+    one_by_one = np.array([reg.predict([x])[0] for x in X[:5]])
+    np.testing.assert_allclose(together[:5], one_by_one, rtol=1e-9)
+    # A zero-padded copy is different data: zeros are not padding.
+    padded = np.zeros((1, 10, 3))
+    padded[0, : len(X[0])] = X[0]
+    assert not np.isclose(reg.predict(padded)[0], together[0])
+    with pytest.raises(ValueError, match="same number of features"):
+        reg.predict([np.ones((3, 3)), np.ones((3, 2))])
+    with pytest.raises(ValueError, match="2 features per time step"):
+        reg.predict([np.ones((3, 2))])
+    with pytest.raises(ValueError, match="NaN"):
+        reg.predict([np.full((3, 3), np.nan)])
+
+
+def test_multi_output_and_sample_weight(sequences):
+    X, _ = sequences
+    Y = np.c_[X[:, :, 0].sum(1), X[:, :, 1].sum(1)]
+    w = np.r_[np.ones(40), np.zeros(8)]
+    params = dict(units=(4,), max_iter=3, random_state=0)
+    weighted = LSTMRegressor(**params).fit(X, Y, sample_weight=w)
+    dropped = LSTMRegressor(**params).fit(X[:40], Y[:40])
+    assert weighted.predict(X).shape == (48, 2)
+    np.testing.assert_allclose(weighted.predict(X), dropped.predict(X), rtol=1e-7)
+
+
+def test_learns_sequence_task():
+    """Sign of the sum of a sequence: LN-LSTM learns it."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 6, 1))
+    y = np.where(X.sum(axis=(1, 2)) > 0, "pos", "neg")
+    clf = LSTMClassifier((8,), max_iter=40, learning_rate_init=0.03, random_state=0)
+    clf.fit(X[:150], y[:150])
+    assert clf.score(X[150:], y[150:]) > 0.85
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.ones((4, 3, 2, 1)), "4D"),
+        (np.ones(4), "Expected 2D array"),
+        (np.ones((0, 3, 2)), "0 sample"),
+        (np.ones((4, 0, 2)), "at least one step"),
+        (np.full((4, 3, 2), np.inf), "infinity"),
+    ],
+)
+def test_bad_sequences(X, match):
+    clf = LSTMRegressor((4,), max_iter=2)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, np.ones(len(X)))
+    assert not [k for k in vars(clf) if k.endswith("_")]
+
+
+def test_units_and_early_stopping(sequences):
+    X, y = sequences
+    with pytest.raises(ValueError, match="units"):
+        LSTMClassifier(units=(4, 0)).fit(X, y)
+    clf = LSTMClassifier((4, 3), early_stopping=True, validation_fraction=0.25,
+                         n_iter_no_change=1, max_iter=30, random_state=0).fit(X, y)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.model_.get_layer("rnn_1").units == 3

@@ -1,0 +1,313 @@
+"""MLPClassifier / MLPRegressor: known values, reproducibility, errors."""
+
+import warnings
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from keras_ln.models import build_mlp
+from keras_ln.sklearn import MLPClassifier
+from keras_ln.sklearn import MLPRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture
+def blobs():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 3.0, 3.0]])
+    y = rng.integers(0, 3, 90)
+    X = centers[y] + rng.normal(scale=0.7, size=(90, 3))
+    return X, y
+
+
+def _seed(random_state):
+    """The model seed the estimators derive from an int random_state."""
+    return int(check_random_state(random_state).randint(1, np.iinfo(np.int32).max))
+
+
+def test_reference_keras_model_gives_same_predictions(blobs):
+    """normalization=None: a hand-built Keras MLP with the fitted weights."""
+    X, y = blobs
+    clf = MLPClassifier((6, 5), activation="tanh", normalization=None,
+                        max_iter=20, random_state=0).fit(X, y)
+    ref = keras.Sequential([
+        keras.Input((3,), dtype="float64"),
+        keras.layers.Dense(6, activation="tanh", dtype="float64"),
+        keras.layers.Dense(5, activation="tanh", dtype="float64"),
+        keras.layers.Dense(3, activation="softmax", dtype="float64"),
+    ])
+    ref.set_weights(clf.model_.get_weights())
+    np.testing.assert_allclose(clf.predict_proba(X), ref(X), rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), np.argmax(ref(X), axis=1))
+
+    reg = MLPRegressor((4,), activation="identity", normalization=None,
+                       max_iter=5, random_state=0).fit(X, X @ [1.0, -2.0, 0.5])
+    w1, b1, w2, b2 = reg.model_.get_weights()
+    np.testing.assert_allclose(reg.predict(X), ((X @ w1 + b1) @ w2 + b2).ravel(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("normalization", ["layer", None])
+def test_first_epoch_loss_matches_numpy(blobs, normalization):
+    """Full batch, one epoch: loss_curve_[0] is the penalized log-loss at
+    the initial weights, computed here in NumPy."""
+    X, y = blobs
+    alpha = 0.3
+    clf = MLPClassifier((5,), normalization=normalization, alpha=alpha,
+                        max_iter=1, random_state=7).fit(X, y)
+    init = build_mlp(3, 3, (5,), normalization=normalization,
+                     output_activation="softmax", dtype="float64", seed=_seed(7))
+    weights = init.get_weights()
+    kernel = weights[0]
+    h = X @ kernel
+    if normalization == "layer":
+        gamma, beta = weights[1], weights[2]
+        mu, var = h.mean(1, keepdims=True), h.var(1, keepdims=True)
+        h = (h - mu) / np.sqrt(var + 1e-3) * gamma + beta
+        w_out, b_out = weights[3], weights[4]
+    else:
+        h = h + weights[1]
+        w_out, b_out = weights[2], weights[3]
+    logits = np.maximum(h, 0) @ w_out + b_out
+    logp = logits - logits.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    expected = -logp[np.arange(len(y)), y].mean()
+    expected += 0.5 * alpha * (np.sum(kernel**2) + np.sum(w_out**2)) / len(y)
+    np.testing.assert_allclose(clf.loss_curve_[0], expected, rtol=1e-10)
+
+
+def test_adam_step_matches_keras_adam(blobs):
+    """Three full-batch steps equal Keras' Adam (epsilon=1e-8) on the same loss."""
+    X, y = blobs
+    clf = MLPClassifier((5,), normalization=None, alpha=0.0, max_iter=3,
+                        learning_rate_init=0.01, random_state=3).fit(X, y)
+    init = build_mlp(3, 3, (5,), normalization=None, output_activation="softmax",
+                     dtype="float64", seed=_seed(3))
+    logits = keras.Model(init.inputs, init.get_layer("logits").output)
+    opt = keras.optimizers.Adam(0.01, epsilon=1e-8)
+    x = tf.constant(X)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=y, logits=logits(x, training=True)))
+        grads = tape.gradient(loss, logits.trainable_variables)
+        opt.apply(grads, logits.trainable_variables)
+    # Keras keeps the learning rate in a float32 variable (0.01 -> 0.0099999998),
+    # hence agreement to ~1e-8 relative, not to float64 rounding.
+    for ours, ref in zip(clf.model_.get_weights(), init.get_weights()):
+        np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("normalization", ["layer", "batch", None])
+def test_same_random_state_same_predictions(blobs, normalization):
+    X, y = blobs
+    params = dict(hidden_layer_sizes=(8,), normalization=normalization,
+                  dropout=0.2, batch_size=16, max_iter=4, random_state=5)
+    a = MLPClassifier(**params).fit(X, y).predict_proba(X)
+    b = MLPClassifier(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    c = MLPClassifier(**dict(params, random_state=6)).fit(X, y).predict_proba(X)
+    assert not np.array_equal(a, c)
+
+
+def test_random_state_none_draws_fresh(blobs):
+    X, y = blobs
+    a = MLPClassifier((8,), max_iter=2).fit(X, y).predict_proba(X)
+    b = MLPClassifier((8,), max_iter=2).fit(X, y).predict_proba(X)
+    assert not np.array_equal(a, b)
+
+
+def test_fit_does_not_touch_global_seeds(blobs):
+    X, y = blobs
+    np.random.seed(0)
+    expected = np.random.rand()
+    np.random.seed(0)
+    MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+    assert np.random.rand() == expected
+
+
+def test_string_labels_proba_and_log_proba(blobs):
+    X, y = blobs
+    labels = np.array(["cat", "dog", "emu"], dtype=object)[y]
+    clf = MLPClassifier((16,), max_iter=60, learning_rate_init=0.02,
+                        random_state=0).fit(X, labels)
+    np.testing.assert_array_equal(clf.classes_, ["cat", "dog", "emu"])
+    proba = clf.predict_proba(X)
+    assert proba.shape == (90, 3) and proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(1)])
+    assert clf.score(X, labels) > 0.9
+
+
+def test_multi_output_regression():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(120, 4))
+    Y = np.c_[X @ [1.0, 0.5, 0.0, -1.0], X[:, 0] - X[:, 2]]
+    reg = MLPRegressor((32,), max_iter=150, learning_rate_init=0.01,
+                       random_state=0).fit(X, Y)
+    assert reg.predict(X).shape == (120, 2) and reg.n_outputs_ == 2
+    assert reg.score(X, Y) > 0.9
+    reg1 = MLPRegressor((8,), max_iter=3, random_state=0).fit(X, Y[:, 0])
+    assert reg1.predict(X).shape == (120,)
+
+
+def test_sample_weight_zero_equals_dropping(blobs):
+    X, y = blobs
+    w = np.ones(len(y))
+    w[::3] = 0
+    params = dict(hidden_layer_sizes=(6,), max_iter=5, random_state=0)
+    weighted = MLPClassifier(**params).fit(X, y, sample_weight=w)
+    dropped = MLPClassifier(**params).fit(X[w > 0], y[w > 0])
+    np.testing.assert_allclose(weighted.predict_proba(X), dropped.predict_proba(X),
+                               rtol=1e-7)
+
+
+def test_fitted_attributes_and_loss_curve(blobs):
+    X, y = blobs
+    clf = MLPClassifier((8,), max_iter=7, random_state=0).fit(X, y)
+    assert clf.n_features_in_ == 3 and clf.n_iter_ == 7
+    assert len(clf.loss_curve_) == 7 and clf.loss_ == clf.loss_curve_[-1]
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    assert isinstance(clf.model_, keras.Model)
+
+
+def test_stops_when_loss_stalls(blobs):
+    X, y = blobs
+    clf = MLPClassifier((8,), max_iter=200, tol=10.0, n_iter_no_change=2,
+                        random_state=0).fit(X, y)
+    # As in sklearn: the first epoch improves on inf, then stop once the
+    # count of epochs without improvement exceeds n_iter_no_change.
+    assert clf.n_iter_ == 4
+
+
+def test_convergence_warning(blobs):
+    X, y = blobs
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(2\\)"):
+        MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+
+
+def test_early_stopping_restores_best_weights(blobs):
+    X, y = blobs
+    clf = MLPClassifier((8,), early_stopping=True, validation_fraction=0.3,
+                        n_iter_no_change=2, learning_rate_init=0.05, max_iter=40,
+                        random_state=0).fit(X, y)
+    assert clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    _, val = train_test_split(np.arange(len(y)), random_state=_seed(0),
+                              test_size=0.3, stratify=y)
+    assert clf.score(X[val], y[val]) == clf.best_validation_score_
+
+
+def test_warm_start_continues(blobs):
+    X, y = blobs
+    clf = MLPClassifier((8,), max_iter=5, warm_start=True, random_state=0).fit(X, y)
+    model, curve = clf.model_, list(clf.loss_curve_)
+    clf.set_params(learning_rate_init=0.002).fit(X, y)
+    assert clf.model_ is model
+    assert clf.loss_curve_[:5] == curve and len(clf.loss_curve_) == 10
+    assert clf.n_iter_ == 5
+    assert clf.loss_curve_[5] < curve[0]
+    with pytest.raises(ValueError, match="hidden_layer_sizes changed"):
+        clf.set_params(hidden_layer_sizes=(9,)).fit(X, y)
+    assert clf.model_ is model  # a failed warm start keeps the fitted network
+    with pytest.raises(ValueError, match="same classes"):
+        clf.set_params(hidden_layer_sizes=(8,)).fit(X, np.where(y == 2, 5, y))
+    # Without warm_start, set_params then fit builds a new network.
+    clf.set_params(warm_start=False, hidden_layer_sizes=(9,)).fit(X, y)
+    assert clf.model_.get_layer("dense_0").units == 9
+
+
+def test_verbose(blobs, capsys):
+    X, y = blobs
+    clf = MLPClassifier((4,), max_iter=3, random_state=0).fit(X, y)
+    clf.predict(X)
+    clf.predict_proba(X)
+    assert capsys.readouterr().out == ""
+    MLPClassifier((4,), max_iter=3, random_state=0, verbose=1).fit(X, y)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[0].startswith("Iteration 1, loss = ")
+
+
+def test_dataframe_feature_names(blobs):
+    X, y = blobs
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    clf = MLPClassifier((4,), max_iter=2, random_state=0).fit(df, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(df[["b", "a", "c"]])
+
+
+def _assert_not_fitted(est):
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    assert not [k for k in vars(est) if k.endswith("_") and not k.startswith("__")]
+
+
+@pytest.mark.parametrize(
+    "make_X, make_y, params, match",
+    [
+        (lambda X: np.where(X > 2, np.nan, X), None, {}, "NaN"),
+        (lambda X: np.where(X > 2, np.inf, X), None, {}, "infinity"),
+        (lambda X: X[:, 0], None, {}, "Expected 2D array"),
+        (lambda X: X[:, :, None], None, {}, "dim 3"),
+        (lambda X: X[:0], lambda y: y[:0], {}, "0 sample"),
+        (None, lambda y: np.zeros_like(y), {}, "only one class"),
+        (None, None, {"normalization": "group"}, "normalization"),
+        (None, None, {"hidden_layer_sizes": (4, -2)}, "hidden_layer_sizes"),
+        (None, None, {"max_iter": -1}, "max_iter"),
+        (None, lambda y: y + 0.5, {}, "Unknown label type"),
+    ],
+)
+def test_bad_input_errors_and_nothing_fitted(blobs, make_X, make_y, params, match):
+    X, y = blobs
+    X = make_X(X) if make_X else X
+    y = make_y(y) if make_y else y
+    clf = MLPClassifier(**{"hidden_layer_sizes": (4,), "max_iter": 2,
+                           "random_state": 0, **params})
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    _assert_not_fitted(clf)
+
+
+def test_failed_refit_leaves_nothing_fitted(blobs):
+    X, y = blobs
+    clf = MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="NaN"):
+        clf.fit(np.full_like(X, np.nan), y)
+    _assert_not_fitted(clf)
+
+
+def test_predict_errors(blobs):
+    X, y = blobs
+    clf = MLPClassifier((4,), max_iter=2, random_state=0)
+    with pytest.raises(NotFittedError):
+        clf.predict(X)
+    clf.fit(X, y)
+    with pytest.raises(ValueError, match="X has 2 features, but MLPClassifier is expecting 3"):
+        clf.predict(X[:, :2])
+    with pytest.raises(ValueError, match="NaN"):
+        clf.predict(np.full_like(X, np.nan))
+    reg = MLPRegressor((4,), max_iter=2, random_state=0)
+    with pytest.raises(ValueError, match="NaN"):
+        reg.fit(X, np.full(len(X), np.nan))
+
+
+def test_float32_input_trains_in_float32(blobs):
+    X, y = blobs
+    clf = MLPClassifier((4,), max_iter=2, random_state=0).fit(X.astype("float32"), y)
+    assert clf.model_.get_layer("dense_0").kernel.dtype == "float32"
+    assert clf.predict_proba(X).dtype == np.float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.predict(X)  # float64 input to a float32 network: no warning
