@@ -456,7 +456,11 @@ class AutoML:
         return norms
 
     def _candidates(self, family, norms):
-        """Yield (model_id, family, params) in search order, without end."""
+        """Yield (model_id, params) in search order until the declared space is exhausted.
+
+        The default configuration comes first, then a seeded random walk through
+        the whole grid; each configuration is yielded once per normalization.
+        """
         space = MLP_SPACE if family == "mlp" else RNN_SPACE
         default = {k: v[0] for k, v in space.items()}
         grid = ParameterGrid(space)  # a random walk through the whole declared space

@@ -127,7 +127,7 @@ def test_cli_against_a_connected_cluster_leaves_it_running(cluster, tmp_path, ca
     path = _tiny_csv(tmp_path)
     out = tmp_path / "reports"
     code = main(["--csv", str(path), "--target", "diagnosis", "--h2o-url", cluster.url, "--max-models", "2",
-                 "--max-runtime-secs", "60", "--nfolds", "2", "--max-iter", "2", "--seed", "3",
+                 "--max-runtime-secs", "120", "--nfolds", "2", "--max-iter", "2", "--seed", "3",
                  "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
