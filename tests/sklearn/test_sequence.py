@@ -120,13 +120,13 @@ def test_multi_output_and_sample_weight(sequences):
 
 
 def test_learns_sequence_task():
-    """Sign of the sum of a sequence: LN-LSTM learns it."""
+    """Sign of the first of 6 steps (memory across the sequence): LN-LSTM learns it."""
     rng = np.random.default_rng(2)
     X = rng.normal(size=(200, 6, 1))
-    y = np.where(X.sum(axis=(1, 2)) > 0, "pos", "neg")
+    y = np.where(X[:, 0, 0] > 0, "pos", "neg")
     clf = LSTMClassifier((8,), max_iter=40, learning_rate_init=0.03, random_state=0)
     clf.fit(X[:150], y[:150])
-    assert clf.score(X[150:], y[150:]) > 0.85
+    assert clf.score(X[150:], y[150:]) > 0.9
 
 
 @pytest.mark.parametrize(
