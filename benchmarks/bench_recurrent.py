@@ -8,7 +8,8 @@ round by round so that a noisy, shared machine slows them alike, and prints
 the medians and the ratios against the anchors measured in the same run:
 
 - `LayerNormLSTM` vs `keras.layers.LSTM` and vs `RNN(LayerNormLSTMCell)`
-  (the cell-per-step design of tensorflow-addons);
+  (the cell-per-step design of tensorflow-addons), and vs a cell rebuilt
+  the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers);
 - `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
 - `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`.
 
@@ -33,12 +34,49 @@ import keras_ln  # noqa: E402
 BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
 
 
+class TfaStyleLayerNormLSTMCell(keras.layers.LSTMCell):
+    """tensorflow-addons' LayerNormLSTMCell design, rebuilt on keras 3 for
+    this benchmark only: an LSTMCell whose step normalizes with three
+    `keras.layers.LayerNormalization` sublayers (carrying the normalized
+    state, as tfa did)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(units, **kwargs)
+        self.kernel_norm = keras.layers.LayerNormalization()
+        self.recurrent_norm = keras.layers.LayerNormalization()
+        self.state_norm = keras.layers.LayerNormalization()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.kernel_norm.build((None, 4 * self.units))
+        self.recurrent_norm.build((None, 4 * self.units))
+        self.state_norm.build((None, self.units))
+
+    def call(self, inputs, states, training=False):
+        h, c = states
+        z = self.kernel_norm(keras.ops.matmul(inputs, self.kernel))
+        z = z + self.recurrent_norm(
+            keras.ops.matmul(h, self.recurrent_kernel)
+        )
+        z = z + self.bias
+        zi, zf, zg, zo = keras.ops.split(z, 4, axis=-1)
+        c = self.recurrent_activation(zf) * c + self.recurrent_activation(
+            zi
+        ) * self.activation(zg)
+        c = self.state_norm(c)
+        h = self.recurrent_activation(zo) * self.activation(c)
+        return h, [h, c]
+
+
 def contenders():
     return {
         "keras LSTM": lambda: keras.layers.LSTM(UNITS),
         "LayerNormLSTM": lambda: keras_ln.LayerNormLSTM(UNITS),
         "RNN(LayerNormLSTMCell)": lambda: keras.layers.RNN(
             keras_ln.LayerNormLSTMCell(UNITS)
+        ),
+        "RNN(tfa-style cell)": lambda: keras.layers.RNN(
+            TfaStyleLayerNormLSTMCell(UNITS)
         ),
         "keras GRU": lambda: keras.layers.GRU(UNITS),
         "LayerNormGRU": lambda: keras_ln.LayerNormGRU(UNITS),
@@ -128,6 +166,7 @@ def main():
     pairs = [
         ("LayerNormLSTM", "keras LSTM", "target train <= 1.3"),
         ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5"),
+        ("LayerNormLSTM", "RNN(tfa-style cell)", ""),
         ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
         ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
         ("BatchNormLSTM", "keras LSTM", ""),
