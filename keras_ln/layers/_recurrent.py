@@ -10,6 +10,7 @@ for all time steps in one batched operation before the recurrent loop.
 """
 
 import functools
+import numbers
 
 import keras
 from keras import ops
@@ -27,14 +28,17 @@ backend_rnn = _src_backend.rnn
 _BASE_LAYER_KEYS = ("name", "trainable", "dtype")
 
 
+def is_integer(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_units(units):
     """Raise ValueError unless `units` is a positive integer."""
-    if (
-        isinstance(units, bool)
-        or not isinstance(units, int)
-        and not (hasattr(units, "__index__") and not hasattr(units, "shape"))
-        or int(units) <= 0
-    ):
+    if not is_integer(units) or units <= 0:
         raise ValueError(
             "Expected `units` to be a positive integer. "
             f"Received: units={units!r}"
@@ -44,12 +48,7 @@ def check_units(units):
 
 def check_rate(name, value):
     """Raise ValueError unless the dropout rate `value` lies in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"Expected `{name}` to be a float in [0, 1). "
-            f"Received: {name}={value!r}"
-        )
-    if not 0.0 <= value < 1.0:
+    if not is_real(value) or not 0.0 <= value < 1.0:
         raise ValueError(
             f"Expected `{name}` to be a float in [0, 1). "
             f"Received: {name}={value!r}"
@@ -59,12 +58,7 @@ def check_rate(name, value):
 
 def check_positive_float(name, value):
     """Raise ValueError unless `value` is a positive number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(
-            f"Expected `{name}` to be a positive float. "
-            f"Received: {name}={value!r}"
-        )
-    if not value > 0:
+    if not is_real(value) or not value > 0:
         raise ValueError(
             f"Expected `{name}` to be a positive float. "
             f"Received: {name}={value!r}"

@@ -47,6 +47,10 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
     does not hand the mask to a cell, masked steps do enter the batch
     statistics there. Use the fused `BatchNormLSTM` with masked data: it
     keeps masked steps out of the statistics and exposes only `[h, c]`.
+    Also, unless `unroll=True`, keras' RNN calls the cell once more on step
+    0 to learn the output's shape (TensorFlow backend); in training that
+    moves step 0's moving statistics twice per batch (at momentum**2).
+    `BatchNormLSTM` updates every step's statistics once, after the loop.
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -112,11 +116,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
     ):
         units = _recurrent.check_units(units)
         if max_steps is not None:
-            if (
-                isinstance(max_steps, bool)
-                or not isinstance(max_steps, int)
-                or max_steps <= 0
-            ):
+            if not _recurrent.is_integer(max_steps) or max_steps <= 0:
                 raise ValueError(
                     "Expected `max_steps` to be a positive integer or None. "
                     f"Received: max_steps={max_steps!r}"
@@ -129,8 +129,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
             "norm_epsilon", norm_epsilon
         )
         if (
-            isinstance(norm_momentum, bool)
-            or not isinstance(norm_momentum, (int, float))
+            not _recurrent.is_real(norm_momentum)
             or not 0.0 <= norm_momentum < 1.0
         ):
             raise ValueError(
@@ -139,7 +138,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
             )
         super().__init__(**kwargs)
         self.units = units
-        self.max_steps = max_steps
+        self.max_steps = None if max_steps is None else int(max_steps)
         self.activation = activations.get(activation)
         self.recurrent_activation = activations.get(recurrent_activation)
         self.use_bias = bool(use_bias)
@@ -169,7 +168,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         # loop position itself).
         self.state_size = [self.units, self.units, 1]
         self.output_size = self.units
-        self._steps = max_steps
+        self._steps = self.max_steps
 
     def build(self, input_shape):
         _recurrent.check_step_shape(input_shape, type(self).__name__)
@@ -479,7 +478,9 @@ class BatchNormLSTM(_recurrent.FusedRNN):
     statistics alone). The time index of a step is its position in
     processing order (the first processed step is 0, also with
     `go_backwards=True`); with right-padded or unmasked data this is each
-    sample's own step. The states are `[h, c]` as in `keras.layers.LSTM`.
+    sample's own step. The states are `[h, c]` as in `keras.layers.LSTM`;
+    with `stateful=True` the states carry over but the time index restarts
+    at 0 with every batch.
 
     Args:
         units: Positive integer, dimensionality of the output space.

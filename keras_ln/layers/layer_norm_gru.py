@@ -111,7 +111,13 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
         norm_epsilon = _recurrent.check_positive_float(
             "norm_epsilon", norm_epsilon
         )
-        kwargs.pop("reset_after", None)
+        reset_after = kwargs.pop("reset_after", True)
+        if reset_after is not True:
+            raise ValueError(
+                "Expected `reset_after=True`: LayerNormGRUCell implements "
+                "keras' reset_after=True GRU only. "
+                f"Received: reset_after={reset_after!r}"
+            )
         super().__init__(**kwargs)
         self.units = units
         self.activation = activations.get(activation)

@@ -309,6 +309,15 @@ def test_bad_arguments(cls, kwargs, match):
         cls(**kwargs)
 
 
+def test_reset_after_false_is_refused_and_numpy_arguments_accepted():
+    with pytest.raises(ValueError, match="reset_after=False"):
+        keras_ln.LayerNormGRUCell(U, reset_after=False)
+    layer = keras_ln.LayerNormGRU(np.int64(3), dropout=np.float32(0.25))
+    assert (layer.units, layer.dropout) == (3, 0.25)
+    with pytest.raises(ValueError, match=r"units=(np\.int64\()?0"):
+        keras_ln.LayerNormGRU(np.int64(0))
+
+
 def test_input_must_be_3d():
     with pytest.raises(ValueError, match=r"3-D .*inputs.shape=\(2, 4\)"):
         keras_ln.LayerNormGRU(U)(np.zeros((2, 4), "float32"))
