@@ -80,7 +80,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
     >>> import numpy as np, keras, keras_ln
     >>> x = np.random.rand(2, 5, 3).astype("float32")
     >>> cell = keras_ln.BatchNormLSTMCell(4, max_steps=5)
-    >>> keras.layers.RNN(cell)(x).shape
+    >>> tuple(keras.layers.RNN(cell)(x).shape)
     (2, 4)
 
     Reference:
@@ -509,7 +509,7 @@ class BatchNormLSTM(_recurrent.FusedRNN):
 
     >>> import numpy as np, keras_ln
     >>> x = np.random.rand(2, 5, 3).astype("float32")
-    >>> keras_ln.BatchNormLSTM(4)(x).shape
+    >>> tuple(keras_ln.BatchNormLSTM(4)(x).shape)
     (2, 4)
 
     Reference:

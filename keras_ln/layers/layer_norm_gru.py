@@ -71,7 +71,7 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
 
     >>> import numpy as np, keras, keras_ln
     >>> x = np.random.rand(2, 5, 3).astype("float32")
-    >>> keras.layers.RNN(keras_ln.LayerNormGRUCell(4))(x).shape
+    >>> tuple(keras.layers.RNN(keras_ln.LayerNormGRUCell(4))(x).shape)
     (2, 4)
 
     Reference:
@@ -314,7 +314,7 @@ class LayerNormGRU(_recurrent.FusedRNN):
 
     >>> import numpy as np, keras_ln
     >>> x = np.random.rand(2, 5, 3).astype("float32")
-    >>> keras_ln.LayerNormGRU(4)(x).shape
+    >>> tuple(keras_ln.LayerNormGRU(4)(x).shape)
     (2, 4)
 
     Reference:

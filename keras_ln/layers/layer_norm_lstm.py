@@ -78,7 +78,7 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
     >>> import numpy as np, keras, keras_ln
     >>> x = np.random.rand(2, 5, 3).astype("float32")
     >>> rnn = keras.layers.RNN(keras_ln.LayerNormLSTMCell(4))
-    >>> rnn(x).shape
+    >>> tuple(rnn(x).shape)
     (2, 4)
 
     Reference:
@@ -328,7 +328,7 @@ class LayerNormLSTM(_recurrent.FusedRNN):
 
     >>> import numpy as np, keras_ln
     >>> x = np.random.rand(2, 5, 3).astype("float32")
-    >>> keras_ln.LayerNormLSTM(4, return_sequences=True)(x).shape
+    >>> tuple(keras_ln.LayerNormLSTM(4, return_sequences=True)(x).shape)
     (2, 5, 4)
 
     Reference:
