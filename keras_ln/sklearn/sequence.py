@@ -10,6 +10,9 @@ Accepted X:
   they are padded (with NaN, at the end) to the longest and the padding is
   masked inside the network (`keras_ln.models.NaNPaddingMask`), so genuine
   zeros in the data are kept.
+
+Every X is NaN-padded (masked) to a power of two up to 64, or a multiple of
+32, time steps, which changes no output but bounds the number of shapes.
 """
 
 from numbers import Integral
@@ -33,6 +36,19 @@ from keras_ln.sklearn._base import _RegressorOutputs
 from keras_ln.sklearn._base import check_sizes
 
 _FLOATS = [np.float64, np.float32]
+
+
+def _pad_steps(X3):
+    """NaN-pad the time axis to a few lengths (powers of two up to 64, then
+    multiples of 32): padded steps are masked, so outputs do not change, and kernels
+    compiled per shape (the XLA layer-norm fast path) are reused across
+    sequence lengths."""
+    steps = X3.shape[1]
+    target = 1 << (steps - 1).bit_length() if steps <= 64 else -(-steps // 32) * 32
+    if target == steps:
+        return X3
+    pad = np.full((X3.shape[0], target - steps, X3.shape[2]), np.nan, X3.dtype)
+    return np.concatenate([X3, pad], axis=1)
 
 
 def _is_ragged(X):
@@ -168,6 +184,7 @@ class _Recurrent(_KerasEstimator):
         return self._check_step_features(X2[:, :, None], reset, table=True)
 
     def _check_step_features(self, X3, reset, table):
+        X3 = _pad_steps(X3)
         n_step_features = X3.shape[2]
         if reset:
             self._input_layout = "table" if table else "sequences"
