@@ -15,7 +15,6 @@ import numbers
 import keras
 from keras import ops
 from keras.src import backend as _src_backend
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # noqa: F401
 
 from keras_ln.layers._ops import layer_norm
 from keras_ln.layers._ops import layer_norm_reference

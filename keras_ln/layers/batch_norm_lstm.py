@@ -310,7 +310,8 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
                 if valid is None
                 else ops.cast(ops.sum(valid) > 0, self.stats_dtype)
             )
-            rows = ops.expand_dims(ops.one_hot(t, self._steps, dtype=self.stats_dtype), 1) * has_data
+            rows = ops.one_hot(t, self._steps, dtype=self.stats_dtype)
+            rows = ops.expand_dims(rows, 1) * has_data
             self._update(norm, rows, mean[None], variance[None])
         y = (zf - mean) * ops.rsqrt(variance + self.norm_epsilon)
         return self._scale(y, norm, z.dtype)
@@ -326,7 +327,8 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         has_data = ops.cast(ops.sum(valid, axis=0) > 0, self.stats_dtype)
         steps = ops.shape(z)[1]
         rows = ops.transpose(
-            ops.one_hot(ops.arange(steps), self._steps, dtype=self.stats_dtype) * has_data[:, None]
+            ops.one_hot(ops.arange(steps), self._steps, dtype=self.stats_dtype)
+            * has_data[:, None]
         )
         self._update(norm, rows, mean, variance)
         return has_data
@@ -680,7 +682,10 @@ class BatchNormLSTM(_recurrent.FusedRNN):
                 "state_norm", outputs[:, :, 5 * units :], proc_valid
             )
             cell._count_steps(
-                ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype))
+                ops.max(
+                    has_data
+                    * ops.arange(1, steps + 1, dtype=cell.stats_dtype)
+                )
             )
             last_output = last_output[:, :units]
             outputs = outputs[:, :, :units]

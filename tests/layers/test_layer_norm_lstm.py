@@ -334,7 +334,8 @@ def test_gradients_match_finite_differences(rng, fused):
 def test_gradients_finite_on_500_steps(rng):
     x = rng.standard_normal((2, 500, 2)).astype("float32")
     model = keras.Sequential(
-        [keras.Input((500, 2)), keras_ln.LayerNormLSTM(3), keras.layers.Dense(1)]
+        [keras.Input((500, 2)), keras_ln.LayerNormLSTM(3),
+         keras.layers.Dense(1)]
     )
     xt = tf.constant(x)
     with tf.GradientTape() as tape:
