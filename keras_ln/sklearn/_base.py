@@ -18,18 +18,25 @@ losses; training stops when the training loss (or, with `early_stopping`,
 the validation score) has not improved by `tol` for `n_iter_no_change`
 epochs, and early stopping restores the best weights.
 
-Execution: a training step is a `tf.GradientTape` pass plus one fused
-`ResourceApplyAdam` per variable. Short fits (few steps in all) run the step
-eagerly, which avoids the fixed cost of tracing a graph; longer fits trace
-it once as a `tf.function` with a free batch dimension (no retracing for the
-last, smaller batch). Nothing compiled outlives `fit`, so repeated fits do
-not accumulate traces. The model is float64 unless `X` is float32 (like
-sklearn's MLP, which preserves float32).
+Execution: a training step is a `tf.GradientTape` pass through the
+network's `stateless_call` plus one fused `ResourceApplyAdam` per variable
+(`_Program`). A fit with few steps in all runs it eagerly, which avoids the
+fixed cost of tracing a graph; a longer fit runs it as a `tf.function`
+traced once per network structure and sample shape, with a free batch
+dimension, and reused by every later fit of the same structure in the
+process (grid-search folds, repeated fits): the variables are arguments,
+not captures. At most `_MAX_PROGRAMS` structures are kept (least recently
+used dropped), so repeated fits do not accumulate traces. Batches and
+predict chunks are padded (zero weight / cut off) to a few row counts, so
+that kernels compiled per shape (the XLA layer-norm fast path) are reused
+too. The model is float64 unless `X` is float32 (like sklearn's MLP, which
+preserves float32). Prediction calls the model eagerly, chunk by chunk.
 
 Reproducibility: `random_state` seeds the initial weights and dropout (via
 `keras_ln.models`, which restores Python's `random` state afterwards), the
 per-epoch shuffling (a NumPy `Generator`) and the validation split; no
-global seed (NumPy, TensorFlow, Keras) is set or changed, and
+global seed (NumPy, TensorFlow, Keras) is set or changed (`random_state=None`
+draws the seed from NumPy's global generator, as sklearn does), and
 `keras.backend.clear_session()` is never called (it would also reset the
 user's dtype policy and global seed).
 """
@@ -121,7 +128,7 @@ class _Program:
         self.tf = tf
         self.view = _training_view(template)
         self.loss_fn = loss_fn
-        self.compiled = tf.function(self.step, jit_compile=False)
+        self.compiled = tf.function(self.step, jit_compile=False, autograph=False)
         self.traced = set()
 
     def run(self, compiled, args):
@@ -190,7 +197,7 @@ class _Program:
 
 # Programs by network structure, most recent last (a small LRU cache).
 _PROGRAMS = collections.OrderedDict()
-_MAX_PROGRAMS = 16
+_MAX_PROGRAMS = 8
 
 
 def _program(key, make_template, loss_fn):
