@@ -127,6 +127,52 @@ def _standardizer(epsilon):
     return standardize
 
 
+@functools.lru_cache(maxsize=None)
+def _scaler(epsilon):
+    """`d -> d / sqrt(mean(d**2) + epsilon)` for rows `d` of zero mean."""
+
+    @ops.custom_gradient
+    def scale(d):
+        rstd = ops.rsqrt(
+            ops.mean(ops.square(d), axis=-1, keepdims=True) + epsilon
+        )
+        xhat = d * rstd
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            proj = ops.mean(upstream * xhat, axis=-1, keepdims=True)
+            return rstd * (upstream - xhat * proj)
+
+        return xhat, grad
+
+    return scale
+
+
+def center_columns(kernel):
+    """`kernel` minus the mean of each of its rows (over the output axis).
+
+    `h @ center_columns(U)` equals `h @ U` minus its mean over the last
+    axis, exactly in exact arithmetic: the fused layers center the recurrent
+    kernel once per call, so the loop's normalization of `h @ U` needs no
+    mean of its own (`ln_centered`).
+    """
+    dtype = keras.backend.standardize_dtype(kernel.dtype)
+    sdtype = "float64" if dtype == "float64" else "float32"
+    k = ops.cast(kernel, sdtype)
+    k = k - ops.mean(k, axis=-1, keepdims=True)
+    return ops.cast(k, dtype)
+
+
+def ln_centered(d, gamma, epsilon):
+    """`ln(d, gamma, None, epsilon)` for `d` whose rows have zero mean."""
+    dtype = keras.backend.standardize_dtype(d.dtype)
+    sdtype = "float64" if dtype == "float64" else "float32"
+    ds = ops.cast(d, sdtype) if dtype != sdtype else d
+    y = _scaler(float(epsilon))(ds) * ops.cast(gamma, sdtype)
+    return ops.cast(y, dtype) if dtype != sdtype else y
+
+
 def ln(x, gamma, beta, epsilon):
     """Layer normalization over the last axis, for use inside the loop.
 

@@ -197,18 +197,41 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
             x = x + ops.cast(self.bias[0], x.dtype)
         return x
 
-    def recurrent_step(self, projected_inputs, states, training=False):
-        """One step from the already projected and normalized input."""
+    def recurrent_offset(self):
+        """The recurrent norm's beta plus the recurrent bias."""
+        if self.use_bias:
+            return self.recurrent_norm_beta + ops.cast(
+                self.bias[1], self.recurrent_norm_beta.dtype
+            )
+        return self.recurrent_norm_beta
+
+    def recurrent_step(
+        self, projected_inputs, states, training=False, centered=None
+    ):
+        """One step from the already projected and normalized input.
+
+        `centered`, the fused layer's fast form, is the pair
+        `(center_columns(recurrent_kernel), recurrent_offset())`.
+        """
         h_tm1 = states[0] if _is_nested(states) else states
         h_in = _recurrent.dropout_state(self, h_tm1, training)
-        inner = ln(
-            ops.matmul(h_in, self.recurrent_kernel),
-            self.recurrent_norm_gamma,
-            self.recurrent_norm_beta,
-            self.norm_epsilon,
-        )
-        if self.use_bias:
-            inner = inner + ops.cast(self.bias[1], inner.dtype)
+        if centered is None:
+            inner = ln(
+                ops.matmul(h_in, self.recurrent_kernel),
+                self.recurrent_norm_gamma,
+                self.recurrent_norm_beta,
+                self.norm_epsilon,
+            )
+            if self.use_bias:
+                inner = inner + ops.cast(self.bias[1], inner.dtype)
+        else:
+            kernel, offset = centered
+            inner = _recurrent.ln_centered(
+                ops.matmul(h_in, kernel),
+                self.recurrent_norm_gamma,
+                self.norm_epsilon,
+            )
+            inner = inner + offset
         x_z, x_r, x_n = ops.split(projected_inputs, 3, axis=-1)
         h_z, h_r, h_n = ops.split(inner, 3, axis=-1)
         z = self.recurrent_activation(x_z + h_z)
@@ -398,8 +421,17 @@ class LayerNormGRU(_recurrent.FusedRNN):
             _recurrent.to_time_major(sequences), sequence=True
         )
 
+        # Loop invariants computed once: the centering of W_h·h (done on the
+        # kernel) and the recurrent norm's beta plus the recurrent bias.
+        centered = (
+            _recurrent.center_columns(cell.recurrent_kernel),
+            ops.cast(cell.recurrent_offset(), projected.dtype),
+        )
+
         def step(projected_t, states):
-            return cell.recurrent_step(projected_t, states, training=training)
+            return cell.recurrent_step(
+                projected_t, states, training=training, centered=centered
+            )
 
         return _recurrent.run_loop(
             self, step, projected, initial_state, mask, time_major=True

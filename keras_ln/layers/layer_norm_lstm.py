@@ -208,16 +208,30 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
             z = z + ops.cast(self.bias, z.dtype)
         return z
 
-    def recurrent_step(self, projected_inputs, states, training=False):
-        """One step from the already projected and normalized input."""
+    def recurrent_step(
+        self, projected_inputs, states, training=False, centered_kernel=None
+    ):
+        """One step from the already projected and normalized input.
+
+        With `centered_kernel` (the fused layer's fast form), that is
+        `center_columns(recurrent_kernel)` and `projected_inputs` already
+        holds the recurrent norm's beta.
+        """
         h_tm1, c_tm1 = states[0], states[1]
         h_in = _recurrent.dropout_state(self, h_tm1, training)
-        z = projected_inputs + ln(
-            ops.matmul(h_in, self.recurrent_kernel),
-            self.recurrent_norm_gamma,
-            self.recurrent_norm_beta,
-            self.norm_epsilon,
-        )
+        if centered_kernel is None:
+            z = projected_inputs + ln(
+                ops.matmul(h_in, self.recurrent_kernel),
+                self.recurrent_norm_gamma,
+                self.recurrent_norm_beta,
+                self.norm_epsilon,
+            )
+        else:
+            z = projected_inputs + _recurrent.ln_centered(
+                ops.matmul(h_in, centered_kernel),
+                self.recurrent_norm_gamma,
+                self.norm_epsilon,
+            )
         z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
         i = self.recurrent_activation(z_i)
         f = self.recurrent_activation(z_f)
@@ -415,9 +429,18 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         projected = cell.input_projection(
             _recurrent.to_time_major(sequences), sequence=True
         )
+        # Loop invariants moved out of the loop: the recurrent norm's beta,
+        # and the centering of W_h·h (done on the kernel instead).
+        projected = projected + ops.cast(
+            cell.recurrent_norm_beta, projected.dtype
+        )
+        centered = _recurrent.center_columns(cell.recurrent_kernel)
 
         def step(projected_t, states):
-            return cell.recurrent_step(projected_t, states, training=training)
+            return cell.recurrent_step(
+                projected_t, states, training=training,
+                centered_kernel=centered,
+            )
 
         return _recurrent.run_loop(
             self, step, projected, initial_state, mask, time_major=True
