@@ -36,6 +36,7 @@ def show(title, search, X_test, y_test):
     table = pd.DataFrame(search.cv_results_)
     params = [c for c in table if c.startswith("param_")]
     table = table[params + COLUMNS].sort_values("rank_test_score")
+    table[params] = table[params].astype(str)  # None, not NaN
     table.columns = [c.split("__")[-1].replace("param_", "") for c in table.columns]
     print(f"\n== {title} ==")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
