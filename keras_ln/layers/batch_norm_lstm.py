@@ -632,12 +632,22 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         pos_in = ops.broadcast_to(
             ops.cast(pos, cell.stats_dtype)[None, :, None], (batch, steps, 1)
         )
-        inputs = (xn, valid[:, :, None], pos_in)
+        # One input tensor, not a tuple: keras' TensorFlow loop reads the
+        # number of steps from `inputs.shape[1]` when it is not known
+        # statically, which fails for nested inputs (`keras.Input((None,
+        # F))` in a traced function). The round trip of `xn` through the
+        # statistics dtype (float32 or float64) is exact.
+        width = 4 * cell.units
+        inputs = ops.concatenate(
+            [ops.cast(xn, cell.stats_dtype), valid[:, :, None], pos_in],
+            axis=-1,
+        )
         step_valid = mask is not None
 
         def step(inputs_t, states):
-            xn_t, valid_t, pos_t = inputs_t
-            index = ops.cast(pos_t[:, 0], "int32")
+            xn_t = ops.cast(inputs_t[:, :width], xn.dtype)
+            valid_t = inputs_t[:, width : width + 1]
+            index = ops.cast(inputs_t[:, width + 1], "int32")
             h, c, hz = cell.recurrent_step(
                 xn_t,
                 states[0],

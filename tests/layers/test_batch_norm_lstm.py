@@ -409,3 +409,40 @@ def test_bad_arguments(cls, kwargs, match):
 def test_input_must_be_3d():
     with pytest.raises(ValueError, match=r"3-D .*inputs.shape=\(2, 4\)"):
         keras_ln.BatchNormLSTM(U)(np.zeros((2, 4), "float32"))
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_unknown_length_in_traced_function(rng, go_backwards):
+    # keras.Input((None, F)) with max_steps: the fused loop must also run
+    # when the number of steps is unknown while tracing (it used to fail in
+    # keras' TensorFlow loop, which read the length of the tuple of inputs).
+    layer = _layer(max_steps=T, go_backwards=go_backwards)
+    layer.build((None, None, F))
+    _randomize(layer, rng)
+    p = _named(layer)
+    x = rng.standard_normal((B, T, F))
+    mask = _masks()["right"]
+    spec = [
+        tf.TensorSpec([None, None, F], tf.float64),
+        tf.TensorSpec([None, None], tf.bool),
+    ]
+    train = tf.function(
+        lambda a, m: layer(a, mask=m, training=True)[0], input_signature=spec
+    )
+    infer = tf.function(
+        lambda a, m: layer(a, mask=m, training=False)[0], input_signature=spec
+    )
+    want, _, _, p_new = bn_lstm_reference(
+        x, p, True, mask=mask, go_backwards=go_backwards
+    )
+    np.testing.assert_allclose(_np(train(x, mask)), want, atol=1e-6)
+    for norm in NORMS:
+        for stat in ("mean", "variance"):
+            key = f"{norm}_moving_{stat}"
+            np.testing.assert_allclose(
+                _named(layer)[key], p_new[key], atol=1e-6
+            )
+    want, _, _, _ = bn_lstm_reference(
+        x, p_new, False, mask=mask, go_backwards=go_backwards
+    )
+    np.testing.assert_allclose(_np(infer(x, mask)), want, atol=1e-6)
