@@ -16,6 +16,13 @@ times faster than XLA's own reductions, and more accurate. The statistics use
 the corrected two-pass algorithm of the pure `keras.ops` path (`_ops.py`):
 a first mean `m1`, refined by the mean `dm` of the deviations, the two kept
 apart so that inputs with a large offset keep their precision.
+
+XLA compiles one program per input shape (about half a second each on CPU).
+So that a new batch size or sequence length does not cost a compilation
+every time, the row count is rounded up to a bucket (four per octave above
+64 rows: at most 25% padding) and the rows in between are zero padding,
+sliced off again. Padded rows contribute nothing to the gradients of gamma
+and beta. Row counts that are already a bucket size pay no padding copy.
 """
 
 import functools
@@ -27,34 +34,48 @@ from keras_ln.layers._ops import layer_norm_reference
 from keras_ln.layers._ops import normalize_axes
 from keras_ln.layers._ops import stats_dtype
 
+_MIN_BUCKET = 64
+_STEPS_PER_OCTAVE = 4
+
+
+def bucket_size(rows):
+    """The padded row count for `rows` (int tensor): the smallest bucket >= rows.
+
+    Buckets are 64 and then, within each octave [2^k, 2^(k+1)), the
+    multiples of 2^k / 4, so at most a quarter of the rows are padding.
+    """
+    rows = tf.cast(rows, tf.int64)
+    octave = tf.bitwise.left_shift(
+        tf.constant(1, tf.int64),
+        tf.cast(tf.math.floor(tf.math.log(tf.cast(tf.maximum(rows, 1), tf.float64)) / np.log(2.0)), tf.int64),
+    )
+    # Guard the float log against rounding at exact powers of two.
+    octave = tf.where(octave > rows, octave // 2, octave)
+    octave = tf.where(2 * octave <= rows, octave * 2, octave)
+    step = tf.maximum(octave // _STEPS_PER_OCTAVE, 1)
+    bucket = (rows + step - 1) // step * step
+    return tf.cast(tf.maximum(bucket, _MIN_BUCKET), tf.int32)
+
+
+def _pad_rows(t, rows, bucket):
+    """Zero-pad the rows of a matrix `t` up to `bucket`.
+
+    Unconditional, so that it also compiles inside an XLA-compiled caller;
+    TensorFlow forwards the input unchanged when there is nothing to pad.
+    """
+    return tf.pad(t, [[0, bucket - rows], [0, 0]])
+
+
+def _unpad_rows(t, rows):
+    """The first `rows` rows (a view, not a copy, on TensorFlow's CPU kernels)."""
+    return t[:rows]
+
 
 @functools.lru_cache(maxsize=None)
-def _kernels(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
-    """Build (and cache) the compiled forward/backward pair for one config.
-
-    `features` (the product of the normalized dimensions) is part of the key:
-    the compiled functions relax the batch dimensions only.
-    """
-    batch_axes = [a for a in range(ndim) if a not in axes]
-    perm = batch_axes + list(axes)
-    transpose = perm != list(range(ndim))
-    inverse = list(np.argsort(perm))
+def _kernels(features, epsilon, has_gamma, has_beta, in_dtype):
+    """Build (and cache) the compiled forward/backward pair on (rows, features)."""
     sdtype = tf.as_dtype(stats_dtype(in_dtype))
     in_dtype = tf.as_dtype(in_dtype)
-
-    def to_rows(t):
-        """(rows, features) view of `t`, the normalized axes last."""
-        if transpose:
-            t = tf.transpose(t, perm)
-        return tf.reshape(tf.cast(t, sdtype), [-1, features])
-
-    def from_rows(t2, like):
-        """Inverse of `to_rows` for a tensor shaped like `like`."""
-        shape = tf.shape(like)
-        t = tf.reshape(t2, tf.gather(shape, perm) if transpose else shape)
-        if transpose:
-            t = tf.transpose(t, inverse)
-        return tf.cast(t, in_dtype)
 
     def row_mean(t2):
         return tf.matmul(t2, tf.fill([features, 1], tf.constant(1 / features, sdtype)))
@@ -67,8 +88,8 @@ def _kernels(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
         return tf.reshape(tf.cast(p, sdtype), [-1])
 
     @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def forward(x, *params):
-        x2 = to_rows(x)
+    def forward(x2, *params):
+        x2 = tf.cast(x2, sdtype)
         m1 = row_mean(x2)
         d = x2 - m1
         dm = row_mean(d)
@@ -79,12 +100,12 @@ def _kernels(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
             y = y * flat(params[0])
         if has_beta:
             y = y + flat(params[-1])
-        return from_rows(y, x), m1, dm, rstd
+        return tf.cast(y, in_dtype), m1, dm, rstd
 
     @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
-    def backward(dy, x, m1, dm, rstd, *params):
-        x2 = to_rows(x)
-        dy2 = to_rows(dy)
+    def backward(dy2, x2, m1, dm, rstd, *params):
+        x2 = tf.cast(x2, sdtype)
+        dy2 = tf.cast(dy2, sdtype)
         xhat = ((x2 - m1) - dm) * rstd
         grads = []
         g = dy2
@@ -98,14 +119,45 @@ def _kernels(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
             dbeta = col_sum(dy2)
             grads.append(tf.cast(tf.reshape(dbeta, tf.shape(beta)), beta.dtype))
         dx = rstd * (g - row_mean(g) - xhat * row_mean(g * xhat))
-        return [from_rows(dx, x)] + grads
+        return [tf.cast(dx, in_dtype)] + grads
+
+    return forward, backward
+
+
+@functools.lru_cache(maxsize=None)
+def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
+    """The differentiable layer-norm op for one configuration."""
+    forward, backward = _kernels(features, epsilon, has_gamma, has_beta, in_dtype)
+    batch_axes = [a for a in range(ndim) if a not in axes]
+    perm = batch_axes + list(axes)
+    transpose = perm != list(range(ndim))
+    inverse = [int(i) for i in np.argsort(perm)]
+
+    def to_rows(t):
+        """(rows, features) view of `t`, the normalized axes last."""
+        if transpose:
+            t = tf.transpose(t, perm)
+        return tf.reshape(t, [-1, features])
+
+    def from_rows(t2, like):
+        """Inverse of `to_rows` for a tensor shaped like `like`."""
+        shape = tf.shape(like)
+        t = tf.reshape(t2, tf.gather(shape, perm) if transpose else shape)
+        return tf.transpose(t, inverse) if transpose else t
 
     @tf.custom_gradient
     def layer_norm(x, *params):
-        y, m1, dm, rstd = forward(x, *params)
+        x2 = to_rows(x)
+        rows = tf.shape(x2)[0]
+        bucket = bucket_size(rows)
+        x2 = _pad_rows(x2, rows, bucket)
+        y2, m1, dm, rstd = forward(x2, *params)
+        y = from_rows(_unpad_rows(y2, rows), x)
 
         def grad(dy):
-            return backward(dy, x, m1, dm, rstd, *params)
+            dy2 = _pad_rows(to_rows(dy), rows, bucket)
+            dx2, *param_grads = backward(dy2, x2, m1, dm, rstd, *params)
+            return [from_rows(_unpad_rows(dx2, rows), x)] + param_grads
 
         return y, grad
 
@@ -117,12 +169,12 @@ def layer_norm(x, gamma, beta, axis, epsilon):
     x = tf.convert_to_tensor(x)
     ndim = x.shape.rank
     axes = tuple(normalize_axes(axis, ndim))
-    params = [tf.convert_to_tensor(p) for p in (gamma, beta) if p is not None]
     dims = [x.shape[a] for a in axes]
     if any(d is None for d in dims):
         # Unknown normalized dimensions: no compiled kernel to key on.
         return layer_norm_reference(x, gamma, beta, axes, epsilon)
-    fn = _kernels(
+    params = [tf.convert_to_tensor(p) for p in (gamma, beta) if p is not None]
+    fn = _op(
         axes, ndim, int(np.prod(dims)), float(epsilon), gamma is not None,
         beta is not None, x.dtype.name,
     )

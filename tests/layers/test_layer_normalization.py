@@ -342,3 +342,38 @@ def test_integer_input_is_rejected():
 def test_unknown_normalized_dimension_is_rejected():
     with pytest.raises(ValueError, match="known size"):
         keras_ln.LayerNormalization(axis=1)(keras.Input((None, 4)))
+
+
+def test_row_buckets_bound_padding_and_recompilation():
+    from keras_ln.layers._tf_fast_path import bucket_size
+
+    rows = np.arange(0, 5000)
+    buckets = to_np(bucket_size(tf.constant(rows)))
+    assert np.all(buckets >= rows)
+    assert np.all(np.diff(buckets) >= 0)
+    big = rows > 64
+    assert np.all(buckets[big] <= 1.25 * rows[big])  # at most a quarter padding
+    assert np.all(buckets[rows <= 64] == 64)
+    for p in (64, 128, 1024, 4096):
+        assert int(bucket_size(tf.constant(p))) == p  # no padding at powers of two
+    # 5000 row counts share a few dozen compiled shapes.
+    assert len(set(buckets)) < 40
+
+
+@pytest.mark.parametrize("batch", [1, 65, 70, 129])
+def test_padded_rows_do_not_leak_into_outputs_or_gradients(batch):
+    rng = np.random.default_rng(9)
+    shape = (batch, 3, 8)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    dy = tf.constant(rng.normal(size=shape).astype("float32"))
+    layer, _ = random_pair(shape, -1)
+    results = []
+    for enabled in (True, False):
+        with fast_path(enabled), tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        g = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], output_gradients=dy)
+        results.append([to_np(y)] + [to_np(t) for t in g])
+    for fast, slow in zip(*results):
+        assert fast.shape == slow.shape
+        np.testing.assert_allclose(fast, slow, atol=5e-6, rtol=1e-5)
