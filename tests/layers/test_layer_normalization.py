@@ -62,6 +62,15 @@ def to_np(t):
     return keras.ops.convert_to_numpy(t)
 
 
+def outputs_and_gradients(layer, x, dy, use_fast_path):
+    """[y, dx, dgamma, dbeta] as NumPy arrays, for upstream gradient `dy`."""
+    with fast_path(use_fast_path), tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    g = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], output_gradients=dy)
+    return [to_np(y)] + [to_np(t) for t in g]
+
+
 @pytest.mark.parametrize("use_fast_path", [True, False], ids=["fast", "ops"])
 @pytest.mark.parametrize("shape,axis", CASES)
 def test_forward_matches_keras_and_float64(shape, axis, use_fast_path):
@@ -137,14 +146,7 @@ def test_fast_path_equals_ops_path(shape, axis):
     x = tf.constant(rng.normal(size=shape).astype("float32") * 5 + 3)
     dy = tf.constant(rng.normal(size=shape).astype("float32"))
     layer, _ = random_pair(shape, axis)
-    results = []
-    for enabled in (True, False):
-        with fast_path(enabled), tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-        g = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], output_gradients=dy)
-        results.append([to_np(y)] + [to_np(t) for t in g])
-    for fast, slow in zip(*results):
+    for fast, slow in zip(*(outputs_and_gradients(layer, x, dy, e) for e in (True, False))):
         np.testing.assert_allclose(fast, slow, atol=2e-6, rtol=1e-5)
 
 
@@ -367,13 +369,6 @@ def test_padded_rows_do_not_leak_into_outputs_or_gradients(batch):
     x = tf.constant(rng.normal(size=shape).astype("float32"))
     dy = tf.constant(rng.normal(size=shape).astype("float32"))
     layer, _ = random_pair(shape, -1)
-    results = []
-    for enabled in (True, False):
-        with fast_path(enabled), tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-        g = tape.gradient(y, [x, layer.gamma.value, layer.beta.value], output_gradients=dy)
-        results.append([to_np(y)] + [to_np(t) for t in g])
-    for fast, slow in zip(*results):
+    for fast, slow in zip(*(outputs_and_gradients(layer, x, dy, e) for e in (True, False))):
         assert fast.shape == slow.shape
         np.testing.assert_allclose(fast, slow, atol=5e-6, rtol=1e-5)
