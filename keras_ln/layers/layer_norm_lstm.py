@@ -425,6 +425,8 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             mask = mask[0]
         cell = self.cell
         sequences = _recurrent.dropout_inputs(cell, sequences, training)
+        if self._use_fast_kernel(training, sequences.dtype):
+            return self._fast_loop(sequences, initial_state, mask)
         # Time-major: only the narrow input is transposed, not the projection.
         projected = cell.input_projection(
             _recurrent.to_time_major(sequences), sequence=True
@@ -445,3 +447,93 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         return _recurrent.run_loop(
             self, step, projected, initial_state, mask, time_major=True
         )
+
+    def _use_fast_kernel(self, training, dtype):
+        """Whether the TensorFlow kernel (`_tf_recurrent_kernels`) applies.
+
+        Like keras' choice of the cuDNN path: only for what the kernel
+        implements, else the generic loop.
+        """
+        if keras.backend.backend() != "tensorflow":
+            return False
+        from keras_ln.layers import _tf_recurrent_kernels
+
+        cell = self.cell
+        dtype = keras.backend.standardize_dtype(dtype)
+        return (
+            _tf_recurrent_kernels.ENABLED
+            and not self.unroll
+            and not cell.carry_normalized_cell
+            and cell.activation is activations.tanh
+            and cell.recurrent_activation is activations.sigmoid
+            and (
+                cell.recurrent_dropout == 0.0
+                or training is None
+                or training is False
+            )
+            and dtype in ("float32", "float64")
+            and keras.backend.standardize_dtype(
+                cell.recurrent_norm_gamma.dtype
+            ) == dtype
+        )
+
+    def _fast_loop(self, sequences, initial_state, mask):
+        """The recurrence as one TensorFlow op with a hand-written gradient
+        (`_tf_recurrent_kernels`); `sequences` already had input dropout."""
+        import tensorflow as tf
+
+        from keras_ln.layers import _tf_recurrent_kernels
+
+        cell = self.cell
+        units = cell.units
+        dtype = sequences.dtype
+        # tanh(x) = 2 sigmoid(2x) - 1: scale the candidate block by 2. The
+        # scale, the bias and the recurrent norm's beta are folded into the
+        # (small) gamma and beta of the input norm, so the wide projected
+        # sequence sees one normalization and nothing else.
+        scale = tf.constant(
+            [1.0] * (2 * units) + [2.0] * units + [1.0] * units, "float32"
+        )
+        if dtype == "float64":
+            scale = tf.cast(scale, "float64")
+        sdtype = scale.dtype
+        beta = tf.cast(cell.kernel_norm_beta, sdtype) + tf.cast(
+            cell.recurrent_norm_beta, sdtype
+        )
+        if cell.use_bias:
+            beta = beta + tf.cast(cell.bias, sdtype)
+        xp = _recurrent.ln_sequence(
+            tf.matmul(_recurrent.to_time_major(sequences), cell.kernel),
+            tf.cast(cell.kernel_norm_gamma, sdtype) * scale,
+            beta * scale,
+            cell.norm_epsilon,
+        )
+        centered = _recurrent.center_columns(cell.recurrent_kernel)
+        gamma_r = tf.cast(cell.recurrent_norm_gamma, dtype) * tf.cast(
+            scale, dtype
+        )
+        if mask is not None:
+            mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
+        if self.go_backwards:
+            xp = tf.reverse(xp, [0])
+            if mask is not None:
+                mask = tf.reverse(mask, [0])
+        h0, c0 = initial_state[0], initial_state[1]
+        ys, h_t, c_t = _tf_recurrent_kernels.ln_lstm_recurrence(
+            xp,
+            tf.cast(h0, dtype),
+            tf.cast(c0, dtype),
+            tf.cast(centered, dtype),
+            gamma_r,
+            tf.cast(cell.state_norm_gamma, dtype),
+            tf.cast(cell.state_norm_beta, dtype),
+            mask=mask,
+            epsilon=cell.norm_epsilon,
+            zero_output=bool(self.zero_output_for_mask),
+        )
+        last_output = ys[-1]
+        if self.return_sequences:
+            outputs = tf.transpose(ys, [1, 0, 2])
+        else:
+            outputs = last_output[:, None]
+        return last_output, outputs, [h_t, c_t]

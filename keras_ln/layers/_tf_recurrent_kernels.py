@@ -1,0 +1,249 @@
+"""TensorFlow kernel of the fused LN-LSTM recurrence (private).
+
+The recurrent part of `LayerNormLSTM` (the input projection is computed and
+normalized outside, in one batched op) as ONE differentiable operation: an
+XLA-compiled forward `tf.while_loop` that keeps only the carried states of
+each step, and an XLA-compiled, hand-written backward-through-time
+`tf.while_loop` that recomputes each step's activations from those states.
+Automatic differentiation of a while loop instead runs each small op with
+TensorFlow's per-op overhead and stores every intermediate in accumulators;
+on CPU that, not the arithmetic, dominates. Each step is kept small:
+
+- the recurrent kernel is centered once per call (`h @ U_c` has zero mean,
+  so its LN is `r * rsqrt(mean(r**2) + eps) * gamma`);
+- the recurrent beta, the bias and the factor below are folded into the
+  input norm's gamma and beta by the caller;
+- one sigmoid over the four gate blocks, `tanh(x) = 2 sigmoid(2x) - 1` for
+  the candidate (its columns scaled by 2 upstream);
+- row means as products with a constant vector (XLA compiles those much
+  better on CPU than row reductions), batch sums as column reductions;
+- per-step saved tensors are few and narrow (writing wide per-step tensors
+  costs more than recomputing them); masks use `tf.where`, and a mask-free
+  variant has no blend at all;
+- the weight gradients are accumulated inside the backward loop.
+
+Semantics follow keras' `backend.rnn`: a masked step carries the states and
+outputs the previous output (zeros before the first step), or zeros with
+`zero_output_for_mask`.
+"""
+
+import functools
+
+import tensorflow as tf
+
+# Tests and benchmarks switch the kernel off to compare with the generic loop.
+ENABLED = True
+
+
+def _ta(dtype, size, shape):
+    return tf.TensorArray(dtype, size=size, element_shape=shape)
+
+
+def _mean(v):
+    """Row means as a product with a constant vector (XLA on CPU compiles
+    this much better than a row reduction)."""
+    n = v.shape[-1]
+    return tf.matmul(v, tf.fill([n, 1], tf.constant(1.0 / n, v.dtype)))
+
+
+def _step(xp_t, h, c, U, gr, gs, bs, eps):
+    """One forward step; returns what the backward step needs too."""
+    one = tf.constant(1.0, xp_t.dtype)
+    two = tf.constant(2.0, xp_t.dtype)
+    r = tf.matmul(h, U)
+    rstd_r = tf.math.rsqrt(_mean(r * r) + eps)
+    rhat = r * rstd_r
+    a = tf.sigmoid(xp_t + rhat * gr)
+    i, f, gg, o = tf.split(a, 4, axis=-1)
+    g = two * gg - one
+    c_new = f * c + i * g
+    d = c_new - _mean(c_new)
+    rstd_c = tf.math.rsqrt(_mean(d * d) + eps)
+    chat = d * rstd_c
+    th = tf.tanh(chat * gs + bs)
+    return o * th, c_new, (rstd_r, rhat, a, i, f, g, o, rstd_c, chat, th)
+
+
+def _forward(xp, h0, c0, U, gr, gs, bs, mask, eps, zero_output):
+    """Forward loop: outputs, last states, and the carried state sequences
+    (all the backward loop needs; it recomputes the rest)."""
+    T = tf.shape(xp)[0]
+    dtype = xp.dtype
+    batch = tf.shape(h0)[0]
+    units = h0.shape[-1]
+    eps = tf.constant(eps, dtype)
+    masked = mask is not None
+    narrow = tf.TensorShape([None, units])
+
+    def body(t, h, c, y, t_h, t_c, t_y):
+        h_new, c_new, _ = _step(tf.gather(xp, t), h, c, U, gr, gs, bs, eps)
+        if masked:
+            m = tf.gather(mask, t)
+            h_new_out = tf.where(m, h_new, h)
+            c = tf.where(m, c_new, c)
+            y = tf.where(m, h_new, tf.zeros_like(h_new) if zero_output
+                         else y)
+            t_y = t_y.write(t, y)
+            h = h_new_out
+        else:
+            h, c, y = h_new, c_new, h_new
+        return t + 1, h, c, y, t_h.write(t, h), t_c.write(t, c), t_y
+
+    init = (
+        tf.constant(0), h0, c0, tf.zeros([batch, units], dtype),
+        _ta(dtype, T, narrow), _ta(dtype, T, narrow),
+        _ta(dtype, T if masked else 0, narrow),
+    )
+    out = tf.while_loop(
+        lambda t, *_: t < T, body, init, maximum_iterations=T,
+        swap_memory=False,
+    )
+    _, hT, cT, _, t_h, t_c, t_y = out
+    hs = t_h.stack()
+    cs = t_c.stack()
+    ys = t_y.stack() if masked else hs
+    return ys, hT, cT, (hs, cs)
+
+
+def _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, eps,
+              zero_output, saved):
+    hs, cs = saved
+    T = tf.shape(dys)[0]
+    dtype = dys.dtype
+    units = h0.shape[-1]
+    eps = tf.constant(eps, dtype)
+    one = tf.constant(1.0, dtype)
+    two = tf.constant(2.0, dtype)
+    masked = mask is not None
+    h_prev_all = tf.concat([h0[None], hs[:-1]], 0)
+    c_prev_all = tf.concat([c0[None], cs[:-1]], 0)
+    wide = tf.TensorShape([None, 4 * units])
+    Ut = tf.transpose(U)
+
+    def colsum(v):
+        # Sum over the batch (a column reduction: fast under XLA).
+        return tf.reduce_sum(v, 0, keepdims=True)
+
+    def body(k, dh, dc, dy, t_dz, dU, dgr, dgs, dbs):
+        t = T - 1 - k
+        dyt = tf.gather(dys, t)
+        if masked:
+            m = tf.gather(mask, t)
+            zero = tf.zeros_like(dh)
+            dy_tot = dyt if zero_output else dy + dyt
+            dhn = tf.where(m, dh + dy_tot, zero)
+            dcn_in = tf.where(m, dc, zero)
+        else:
+            dhn = dh + dyt
+            dcn_in = dc
+        c_prev = tf.gather(c_prev_all, t)
+        h_prev = tf.gather(h_prev_all, t)
+        _, _, (rstd_r, rhat, a, i, f, g, o, rstd_c, chat, th) = _step(
+            tf.gather(xp, t), h_prev, c_prev, U, gr, gs, bs, eps
+        )
+        dcn = dhn * o * (one - th * th)
+        gch = dcn * gs
+        dc_new = dcn_in + rstd_c * (
+            gch - _mean(gch) - chat * _mean(gch * chat)
+        )
+        # d/dz of the sigmoids; the candidate's sigmoid is of 2 z_g.
+        da = tf.concat(
+            [dc_new * g, dc_new * c_prev, two * dc_new * i, dhn * th], -1
+        )
+        dz = da * a * (one - a)
+        grh = dz * gr
+        dr = rstd_r * (grh - rhat * _mean(grh * rhat))
+        dh_prev = tf.matmul(dr, Ut)
+        dc_prev = dc_new * f
+        if masked:
+            dh_prev = dh_prev + tf.where(m, zero, dh)
+            dc_prev = dc_prev + tf.where(m, zero, dc)
+            dy_prev = zero if zero_output else tf.where(m, zero, dy_tot)
+        else:
+            dy_prev = dy
+        return (
+            k + 1, dh_prev, dc_prev, dy_prev, t_dz.write(t, dz),
+            dU + tf.matmul(h_prev, dr, transpose_a=True),
+            dgr + colsum(dz * rhat),
+            dgs + colsum(dcn * chat),
+            dbs + colsum(dcn),
+        )
+
+    init = (
+        tf.constant(0), dhT, dcT, tf.zeros_like(dhT), _ta(dtype, T, wide),
+        tf.zeros_like(U), tf.zeros([1, 4 * units], dtype),
+        tf.zeros([1, units], dtype), tf.zeros([1, units], dtype),
+    )
+    out = tf.while_loop(
+        lambda k, *_: k < T, body, init, maximum_iterations=T,
+        swap_memory=False,
+    )
+    _, dh0, dc0, _, t_dz, dU, dgr, dgs, dbs = out
+    return t_dz.stack(), dh0, dc0, dU, dgr[0], dgs[0], dbs[0]
+
+
+# XLA for each loop (both measured faster on CPU than plain graph mode).
+JIT_FORWARD = True
+JIT_BACKWARD = True
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(masked, zero_output, epsilon):
+    """Forward and backward loops as (XLA-)compiled TensorFlow functions."""
+
+    def fwd(xp, h0, c0, U, gr, gs, bs, mask):
+        return _forward(xp, h0, c0, U, gr, gs, bs,
+                        mask if masked else None, epsilon, zero_output)
+
+    def bwd(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, saved):
+        return _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs,
+                         mask if masked else None, epsilon, zero_output,
+                         saved)
+
+    return (
+        tf.function(fwd, jit_compile=JIT_FORWARD, autograph=False),
+        tf.function(bwd, jit_compile=JIT_BACKWARD, autograph=False),
+    )
+
+
+def ln_lstm_recurrence(xp, h0, c0, U, gr, gs, bs, mask=None, epsilon=1e-3,
+                       zero_output=False):
+    """The LN-LSTM recurrence as one op with a hand-written gradient.
+
+    Args:
+        xp: `(T, B, 4u)` input projection, normalized, plus the bias and the
+            recurrent norm's beta; the candidate block's columns scaled by 2.
+        h0, c0: `(B, u)` initial states.
+        U: `(u, 4u)` recurrent kernel, centered over its output axis.
+        gr: `(4u,)` recurrent norm gamma (candidate block scaled by 2).
+        gs, bs: `(u,)` state norm gamma and beta.
+        mask: optional boolean `(T, B, 1)`.
+        epsilon: the norms' epsilon.
+        zero_output: keras' `zero_output_for_mask`.
+
+    Returns:
+        `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
+    """
+
+    fwd, bwd = _compiled(mask is not None, bool(zero_output), float(epsilon))
+
+    @tf.custom_gradient
+    def op(xp, h0, c0, U, gr, gs, bs):
+        ys, hT, cT, saved = fwd(
+            *[tf.stop_gradient(v) for v in (xp, h0, c0, U, gr, gs, bs)],
+            mask,
+        )
+
+        def grad(dys, dhT, dcT):
+            dys = tf.zeros_like(ys) if dys is None else dys
+            dhT = tf.zeros_like(hT) if dhT is None else dhT
+            dcT = tf.zeros_like(cT) if dcT is None else dcT
+            return bwd(
+                *[tf.stop_gradient(v) for v in (
+                    dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs)],
+                mask, saved,
+            )
+
+        return (ys, hT, cT), grad
+
+    return op(xp, h0, c0, U, gr, gs, bs)
