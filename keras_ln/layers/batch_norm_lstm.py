@@ -40,7 +40,12 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
     with `norm_momentum`. At inference the moving statistics of step `t` are
     used; steps beyond the longest training sequence (and beyond
     `max_steps`) reuse the last trained step's. So at inference the output
-    for a sample does not depend on what else is in the batch.
+    for a sample does not depend on what else is in the batch. The moving
+    statistics start at mean 0, variance 1 and keep `norm_momentum**n`
+    of that after `n` updates, which matters because the recurrent norm's
+    variances are small (~1e-3): after short training, set them to
+    population statistics (e.g. one training-mode pass over the training
+    data with `norm_momentum=0`; the keras_ln estimators do this).
 
     Used inside `keras.layers.RNN`, the cell counts its steps in a third
     state `[h, c, step]` (`step` is `(batch, 1)`), and, because keras' RNN
@@ -282,7 +287,9 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
             old = ops.convert_to_tensor(var)
             hit = ops.sum(rows, axis=1, keepdims=True)
             target = ops.matmul(rows, value)
-            var.assign(old + rate * (target - hit * old))
+            # momentum * old + rate * target on the hit rows, written so
+            # that momentum 0 gives exactly `target` (and other rows `old`).
+            var.assign(old * (1.0 - rate * hit) + rate * target)
 
     def _batch_moments(self, zf, valid, axis=0):
         """Mean and (two-pass) variance over the valid samples of `axis`."""

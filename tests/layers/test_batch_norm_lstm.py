@@ -446,3 +446,25 @@ def test_unknown_length_in_traced_function(rng, go_backwards):
         x, p_new, False, mask=mask, go_backwards=go_backwards
     )
     np.testing.assert_allclose(_np(infer(x, mask)), want, atol=1e-6)
+
+
+def test_momentum_zero_replaces_moving_statistics_exactly(rng):
+    # With norm_momentum=0 a training call sets the moving statistics to
+    # the batch's, bit for bit whatever they held before (population
+    # statistics are computed this way; `old + (target - old)` was not).
+    x = rng.standard_normal((B, T, F)).astype("float32")
+    results = []
+    for start in (0.0, 0.37):
+        layer = keras_ln.BatchNormLSTM(U, norm_momentum=0.0, seed=1)
+        layer.build(x.shape)
+        _randomize(layer, np.random.default_rng(3))
+        for var in layer.non_trainable_variables:
+            if "moving_" in var.path and "steps" not in var.path:
+                var.assign(np.full(var.shape, start) + 1.3)
+        layer(x, training=True)
+        results.append(
+            [var.numpy() for var in layer.non_trainable_variables
+             if "moving_" in var.path]
+        )
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
