@@ -8,8 +8,9 @@ round by round so that a noisy, shared machine slows them alike, and prints
 the medians and the ratios against the anchors measured in the same run:
 
 - `LayerNormLSTM` vs `keras.layers.LSTM` and vs `RNN(LayerNormLSTMCell)`
-  (the cell-per-step design of tensorflow-addons), and vs a cell rebuilt
-  the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers);
+  (the cell-per-step design of tensorflow-addons), vs a cell rebuilt
+  the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers),
+  and vs itself without its TensorFlow kernel ("generic": keras' loop);
 - `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
 - `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`.
 
@@ -30,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_ln  # noqa: E402
+from keras_ln.layers import _tf_recurrent_kernels as kernels  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
 
@@ -72,6 +74,7 @@ def contenders():
     return {
         "keras LSTM": lambda: keras.layers.LSTM(UNITS),
         "LayerNormLSTM": lambda: keras_ln.LayerNormLSTM(UNITS),
+        "LayerNormLSTM (generic)": lambda: keras_ln.LayerNormLSTM(UNITS),
         "RNN(LayerNormLSTMCell)": lambda: keras.layers.RNN(
             keras_ln.LayerNormLSTMCell(UNITS)
         ),
@@ -136,10 +139,17 @@ def main():
     runners = {}
     for name, make_layer in contenders().items():
         keras.utils.set_random_seed(0)
-        train, infer = make_steps(make_layer, x, y, args.xla)
-        for _ in range(2):  # trace, compile, warm up
-            train()
-            infer()
+        # "(generic)": the fused layer without its TensorFlow kernel (the
+        # switch is read when the steps are traced, below).
+        previous = kernels.ENABLED
+        kernels.ENABLED = "(generic)" not in name
+        try:
+            train, infer = make_steps(make_layer, x, y, args.xla)
+            for _ in range(2):  # trace, compile, warm up
+                train()
+                infer()
+        finally:
+            kernels.ENABLED = previous
         runners[name] = (train, infer)
 
     times = {name: ([], []) for name in runners}
@@ -167,6 +177,7 @@ def main():
         ("LayerNormLSTM", "keras LSTM", "target train <= 1.3"),
         ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5"),
         ("LayerNormLSTM", "RNN(tfa-style cell)", ""),
+        ("LayerNormLSTM", "LayerNormLSTM (generic)", "kernel vs generic"),
         ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
         ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
         ("BatchNormLSTM", "keras LSTM", ""),
