@@ -16,7 +16,10 @@ loss (log-loss, or half the squared error averaged over outputs) plus
 total sample weight; `loss_curve_` holds the per-epoch mean of the batch
 losses; training stops when the training loss (or, with `early_stopping`,
 the validation score) has not improved by `tol` for `n_iter_no_change`
-epochs, and early stopping restores the best weights.
+epochs, and early stopping restores the best weights. With
+`normalization="batch"`, the moving statistics of the batch norms are then
+recomputed from the training rows (`recompute_batch_statistics`): a few
+updates at momentum 0.99 leave them far from the trained network's.
 
 Execution: a training step is a `tf.GradientTape` pass through the
 network's `stateless_call` plus one fused `ResourceApplyAdam` per variable
@@ -267,6 +270,107 @@ def _model_from_bytes(data):
         with open(path, "wb") as f:
             f.write(data)
         return keras.saving.load_model(path, compile=False)
+
+
+# Rows (times time steps, for sequences) per training-mode pass when the
+# population statistics of batch normalization are recomputed.
+_STATS_CHUNK_VALUES = 1 << 16
+
+
+def recompute_batch_statistics(model, X):
+    """Set the moving statistics of every batch norm to population values.
+
+    The exponential moving averages that batch normalization keeps in
+    training (momentum 0.99) reach the statistics of the trained network
+    only after a few hundred updates, and their initial values (mean 0,
+    variance 1) weigh `momentum**n_updates`: with sklearn-sized data (a few
+    updates per epoch) and small activations (BN-LSTM's recurrent norm has
+    variances ~1e-3), inference then normalizes with statistics far from
+    the ones the network was trained with. So after training, like
+    `torch.optim.swa_utils.update_bn` and the population statistics of
+    Cooijmans et al. (2016), the rows of `X` are passed through `model` in
+    training mode, in chunks, and every `keras.layers.BatchNormalization`
+    and `keras_ln.BatchNormLSTMCell` (also inside `BatchNormLSTM` and
+    `Bidirectional`) gets the row-weighted average of the chunk statistics:
+    chunk `k` of `n_k` rows after `N` rows is applied with momentum
+    `N / (N + n_k)`, the first one with momentum 0 (which replaces the old
+    values, so no reset is needed); the layers' momentum is restored
+    afterwards. With one chunk (up to 65536 values per feature) the
+    statistics are exactly those of `X`. A BN-LSTM step that has no data in
+    a chunk (ragged sequences) keeps its previous value through that chunk.
+
+    Dropout is switched off during the pass (its rate set to 0, restored
+    afterwards), so the statistics are those of the inputs each norm sees
+    at inference; the pass goes through `stateless_call`, and only the
+    moving statistics (and BN-LSTM's `moving_steps`) are written back:
+    weights and random-generator states are untouched, so fits stay
+    reproducible.
+
+    Args:
+        model: A built `keras.Model`.
+        X: Training inputs, an array in the model's dtype.
+
+    Returns:
+        The number of batch-normalization layers (cells) updated.
+    """
+    from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell
+
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    norms = []  # (layer, momentum attribute)
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            norms.append((layer, "momentum"))
+        elif isinstance(layer, BatchNormLSTMCell):
+            norms.append((layer, "norm_momentum"))
+    if not norms or len(X) == 0:
+        return 0
+    rates = []  # (layer, attribute, value) of the dropout rates
+    for layer in layers:
+        if isinstance(layer, keras.layers.Dropout):
+            rates.append((layer, "rate", layer.rate))
+        elif isinstance(layer, BatchNormLSTMCell):
+            rates.extend(
+                (layer, name, getattr(layer, name))
+                for name in ("dropout", "recurrent_dropout")
+            )
+    momenta = [(layer, attr, getattr(layer, attr)) for layer, attr in norms]
+    stats = set()
+    for layer, _ in norms:
+        for var in layer.non_trainable_variables:
+            name = var.path.split("/")[-1]
+            if "moving_" in name:
+                stats.add(id(var))
+    n = len(X)
+    steps = int(np.prod(X.shape[1:-1])) if X.ndim > 2 else 1
+    chunk = max(1, _STATS_CHUNK_VALUES // max(steps, 1))
+    trainable = [v.value for v in model.trainable_variables]
+    variables = model.non_trainable_variables
+    values = [v.value for v in variables]
+    try:
+        for layer, attr, _ in rates:
+            setattr(layer, attr, 0.0)
+        seen = 0
+        for start in range(0, n, chunk):
+            rows = X[start:start + chunk]
+            momentum = seen / (seen + len(rows))
+            for layer, attr in norms:
+                setattr(layer, attr, momentum)
+            _, new = model.stateless_call(
+                trainable, values, keras.ops.convert_to_tensor(rows),
+                training=True,
+            )
+            values = [
+                value if id(var) in stats else old
+                for var, old, value in zip(variables, values, new)
+            ]
+            seen += len(rows)
+    finally:
+        for layer, attr, value in rates + momenta:
+            setattr(layer, attr, value)
+    for var, value in zip(variables, values):
+        if id(var) in stats:
+            var.assign(value)
+    return len(norms)
 
 
 class _SavedModel:
@@ -539,6 +643,9 @@ class _KerasEstimator(BaseEstimator):
                 break
         if self.early_stopping:
             model.set_weights(best_weights)
+        if self.normalization == "batch":
+            # Population statistics of the final weights (see the helper).
+            recompute_batch_statistics(model, X[train_idx])
         if not converged:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 import keras_ln
 from keras_ln.sklearn import LSTMClassifier
 from keras_ln.sklearn import LSTMRegressor
+from keras_ln.sklearn.sequence import _pad_steps
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -154,3 +155,22 @@ def test_units_and_early_stopping(sequences):
                          n_iter_no_change=1, max_iter=30, random_state=0).fit(X, y)
     assert clf.best_validation_score_ == max(clf.validation_scores_)
     assert clf.model_.get_layer("rnn_1").units == 3
+
+
+def test_batch_norm_lstm_population_statistics_after_fit(sequences):
+    # Few updates at momentum 0.99 leave the per-step moving statistics far
+    # from the trained network's; after fit they are recomputed from the
+    # training sequences, so inference equals training mode on them.
+    X, y = sequences
+    clf = LSTMClassifier(units=(6,), normalization="batch", bidirectional=True,
+                         max_iter=3, random_state=0).fit(X, y)
+    # The estimator NaN-pads the 5 steps to 8 (masked); the time index of
+    # the backward layer depends on that padding, so pad here too.
+    padded = _pad_steps(X.astype("float32"))
+    assert padded.shape[1] == 8
+    proba = clf.predict_proba(X)
+    again = LSTMClassifier(**clf.get_params()).fit(X, y)
+    np.testing.assert_array_equal(again.predict_proba(X), proba)
+    # (A training-mode call moves the moving statistics: last.)
+    train_mode = np.asarray(clf.model_(padded, training=True))
+    np.testing.assert_allclose(proba, train_mode, atol=1e-5)

@@ -311,3 +311,36 @@ def test_float32_input_trains_in_float32(blobs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         clf.predict(X)  # float64 input to a float32 network: no warning
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_batch_norm_population_statistics_after_fit(Estimator):
+    # 455 rows in batches of 200: 3 updates per epoch, so the moving
+    # averages (momentum 0.99) alone would stay near their initial values.
+    # After fit they hold the statistics of the training rows, and
+    # inference reproduces the training-mode outputs on those rows.
+    rng = np.random.default_rng(1)
+    X = rng.normal(loc=2.0, scale=3.0, size=(455, 6))
+    y = (X[:, 0] - X[:, 1] > 0).astype(int)
+    est = Estimator(hidden_layer_sizes=(16, 8), normalization="batch",
+                    dropout=0.3, max_iter=3, random_state=0).fit(X, y)
+    model = est.model_
+    dense = model.get_layer("dense_0").kernel.numpy()
+    norm = model.get_layer("norm_0")
+    pre = X @ dense
+    np.testing.assert_allclose(norm.moving_mean.numpy(), pre.mean(0), atol=1e-5)
+    np.testing.assert_allclose(
+        norm.moving_variance.numpy(), pre.var(0), rtol=1e-5, atol=1e-5
+    )
+    assert norm.momentum == 0.99
+    assert model.get_layer("dropout_0").rate == 0.3
+    # Training mode without dropout: the batch statistics of all rows.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    train_mode = np.asarray(model(X, training=True))
+    got = (est.predict(X) if Estimator is MLPRegressor
+           else est.predict_proba(X))
+    np.testing.assert_allclose(
+        got.reshape(train_mode.shape), train_mode, atol=1e-5
+    )
