@@ -57,14 +57,19 @@ def test_pipeline_with_column_transformer_and_cross_val_score():
 
 
 def test_grid_search_over_normalization(table):
+    """n_jobs=1 and n_jobs=2 (loky processes) give the same, reproducible results."""
     X, y = table
-    search = GridSearchCV(
-        make_pipeline(StandardScaler(), MLPClassifier((8,), max_iter=10, random_state=0)),
-        {"mlpclassifier__normalization": ["layer", "batch", None]},
-        cv=2,
-    ).fit(X, y)
-    assert len(search.cv_results_["params"]) == 3
-    assert search.best_params_["mlpclassifier__normalization"] in ("layer", "batch", None)
+    results = []
+    for n_jobs in (1, 2):
+        search = GridSearchCV(
+            make_pipeline(StandardScaler(), MLPClassifier((8,), max_iter=10, random_state=0)),
+            {"mlpclassifier__normalization": ["layer", "batch", None]},
+            cv=2, n_jobs=n_jobs,
+        ).fit(X, y)
+        assert len(search.cv_results_["params"]) == 3
+        assert search.best_params_["mlpclassifier__normalization"] in ("layer", "batch", None)
+        results.append(search.cv_results_["split0_test_score"])
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_randomized_search_two_processes(table):
