@@ -1,0 +1,265 @@
+"""How the estimators execute a network: the traced training step, pickling, batch statistics.
+
+`_Program` is the training step of one network structure (see the module
+docstring of `_base.py`, "Execution"); `_program` keeps a small LRU cache of
+them. `recompute_batch_statistics` sets the moving statistics of every batch
+norm to population values after training. `_model_to_bytes` and
+`_model_from_bytes` carry a fitted network through pickles as the bytes of
+its `.keras` archive.
+"""
+
+import collections
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+
+def _tf():
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "keras_ln.sklearn estimators train with the TensorFlow backend. "
+            f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
+        )
+    import tensorflow as tf
+
+    return tf
+
+
+class _Program:
+    """The training step of one network structure, traceable once for all.
+
+    The step runs the network through `stateless_call` of a *template*
+    model (built with the same architecture), on variable values passed as
+    arguments, and updates the variables passed in with one fused
+    `ResourceApplyAdam` each (Adam with sklearn's defaults: beta_1=0.9,
+    beta_2=0.999, epsilon=1e-8). So its `tf.function` is traced once per
+    structure and reused by every fit of that structure in the process
+    (folds of a grid search, sklearn's checks, repeated fits) instead of
+    once per fit; `_PROGRAMS` keeps the most recent ones.
+    """
+
+    def __init__(self, template, loss_fn):
+        tf = _tf()
+        self.tf = tf
+        self.view = _training_view(template)
+        self.loss_fn = loss_fn
+        self.compiled = tf.function(self.step, jit_compile=False, autograph=False)
+        self.traced = set()
+
+    def run(self, compiled, args):
+        if not compiled:
+            return self.step(*args)
+        tf = self.tf
+        # Trace once per sample shape (for sequences: per number of time
+        # steps, which keras_ln.BatchNormLSTM needs known) with a free
+        # number of rows; later calls dispatch to that trace.
+        signature = tuple(tuple(a.shape[1:]) for a in args[:3])
+        if signature not in self.traced:
+            specs = [
+                tf.TensorSpec([None] + list(a.shape[1:]), a.dtype)
+                for a in args[:4]
+            ] + [tf.TensorSpec([], args[4].dtype)] + list(args[5:10]) + [
+                tf.TensorSpec([], a.dtype) for a in args[10:]
+            ]
+            self.compiled.get_concrete_function(*specs)
+            self.traced.add(signature)
+        return self.compiled(*args)
+
+    def step(self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha):
+        """One Adam step on rows `idx[:n_valid]`; the rest is padding."""
+        tf = self.tf
+        x = tf.gather(x, idx)
+        y = tf.gather(y, idx)
+        valid = tf.sequence_mask(n_valid, tf.shape(idx)[0], dtype=w.dtype)
+        w = tf.gather(w, idx) * valid
+        values = [v.read_value() for v in tv]
+        states = [v.read_value() for v in ntv]
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            out, new_states = self.view.stateless_call(
+                values, states, x, training=True
+            )
+            total_weight = tf.reduce_sum(w)
+            loss = tf.math.divide_no_nan(
+                tf.reduce_sum(self.loss_fn(y, out) * w), total_weight
+            )
+            matrices = [a for a in values if len(a.shape) >= 2]
+            if matrices:
+                penalty = tf.add_n([tf.reduce_sum(tf.square(a)) for a in matrices])
+                loss += tf.math.divide_no_nan(half_alpha * penalty, total_weight)
+        grads = tape.gradient(loss, values)
+        step = t.assign_add(tf.ones([], t.dtype))
+        for var, m, v, g in zip(tv, ms, vs, grads):
+            if g is None:
+                continue
+            one = tf.ones([], var.dtype)
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=tf.pow(tf.cast(0.9, var.dtype), tf.cast(step, var.dtype)),
+                beta2_power=tf.pow(tf.cast(0.999, var.dtype), tf.cast(step, var.dtype)),
+                lr=tf.cast(lr, var.dtype),
+                beta1=0.9 * one,
+                beta2=0.999 * one,
+                epsilon=1e-8 * one,
+                grad=tf.convert_to_tensor(g),
+            )
+        for var, value in zip(ntv, new_states):
+            var.assign(value)
+        return loss
+
+
+# Programs by network structure, most recent last (a small LRU cache).
+_PROGRAMS = collections.OrderedDict()
+_MAX_PROGRAMS = 8
+
+
+def _program(key, make_template, loss_fn):
+    program = _PROGRAMS.pop(key, None)
+    if program is None:
+        program = _Program(make_template(), loss_fn)
+    _PROGRAMS[key] = program
+    while len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
+    return program
+
+
+def _training_view(model):
+    """The model up to the pre-activation output the loss needs."""
+    if "logits" in {layer.name for layer in model.layers}:
+        return keras.Model(
+            model.inputs, model.get_layer("logits").output,
+            name=model.name + "_logits",
+        )
+    return model
+
+
+def _tf_variables(variables):
+    """The backend `tf.Variable`s behind Keras variables."""
+    out = []
+    for variable in variables:
+        value = getattr(variable, "_value", None)
+        if value is None or not hasattr(value, "handle"):
+            value = variable.value
+        out.append(value)
+    return out
+
+
+def _model_to_bytes(model):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        keras.saving.save_model(model, path)
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def _model_from_bytes(data):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        with open(path, "wb") as f:
+            f.write(data)
+        return keras.saving.load_model(path, compile=False)
+
+
+# Rows (times time steps, for sequences) per training-mode pass when the
+# population statistics of batch normalization are recomputed.
+_STATS_CHUNK_VALUES = 1 << 16
+
+
+def recompute_batch_statistics(model, X):
+    """Set the moving statistics of every batch norm to population values.
+
+    The exponential moving averages that batch normalization keeps in
+    training (momentum 0.99) reach the statistics of the trained network
+    only after a few hundred updates, and their initial values (mean 0,
+    variance 1) weigh `momentum**n_updates`: with sklearn-sized data (a few
+    updates per epoch) and small activations (BN-LSTM's recurrent norm has
+    variances ~1e-3), inference then normalizes with statistics far from
+    the ones the network was trained with. So after training, like
+    `torch.optim.swa_utils.update_bn` and the population statistics of
+    Cooijmans et al. (2016), the rows of `X` are passed through `model` in
+    training mode, in chunks, and every `keras.layers.BatchNormalization`
+    and `keras_ln.BatchNormLSTMCell` (also inside `BatchNormLSTM` and
+    `Bidirectional`) gets the row-weighted average of the chunk statistics:
+    chunk `k` of `n_k` rows after `N` rows is applied with momentum
+    `N / (N + n_k)`, the first one with momentum 0 (which replaces the old
+    values, so no reset is needed); the layers' momentum is restored
+    afterwards. With one chunk (up to 65536 values per feature) the
+    statistics are exactly those of `X`. A BN-LSTM step that has no data in
+    a chunk (ragged sequences) keeps its previous value through that chunk.
+
+    Dropout is switched off during the pass (its rate set to 0, restored
+    afterwards), so the statistics are those of the inputs each norm sees
+    at inference; the pass goes through `stateless_call`, and only the
+    moving statistics (and BN-LSTM's `moving_steps`) are written back:
+    weights and random-generator states are untouched, so fits stay
+    reproducible.
+
+    Args:
+        model: A built `keras.Model`.
+        X: Training inputs, an array in the model's dtype.
+
+    Returns:
+        The number of batch-normalization layers (cells) updated.
+    """
+    from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell
+
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    norms = []  # (layer, momentum attribute)
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            norms.append((layer, "momentum"))
+        elif isinstance(layer, BatchNormLSTMCell):
+            norms.append((layer, "norm_momentum"))
+    if not norms or len(X) == 0:
+        return 0
+    rates = []  # (layer, attribute, value) of the dropout rates
+    for layer in layers:
+        if isinstance(layer, keras.layers.Dropout):
+            rates.append((layer, "rate", layer.rate))
+        elif isinstance(layer, BatchNormLSTMCell):
+            rates.extend(
+                (layer, name, getattr(layer, name))
+                for name in ("dropout", "recurrent_dropout")
+            )
+    momenta = [(layer, attr, getattr(layer, attr)) for layer, attr in norms]
+    stats = set()
+    for layer, _ in norms:
+        for var in layer.non_trainable_variables:
+            name = var.path.split("/")[-1]
+            if "moving_" in name:
+                stats.add(id(var))
+    n = len(X)
+    steps = int(np.prod(X.shape[1:-1])) if X.ndim > 2 else 1
+    chunk = max(1, _STATS_CHUNK_VALUES // max(steps, 1))
+    trainable = [v.value for v in model.trainable_variables]
+    variables = model.non_trainable_variables
+    values = [v.value for v in variables]
+    try:
+        for layer, attr, _ in rates:
+            setattr(layer, attr, 0.0)
+        seen = 0
+        for start in range(0, n, chunk):
+            rows = X[start:start + chunk]
+            momentum = seen / (seen + len(rows))
+            for layer, attr in norms:
+                setattr(layer, attr, momentum)
+            _, new = model.stateless_call(
+                trainable, values, keras.ops.convert_to_tensor(rows),
+                training=True,
+            )
+            values = [
+                value if id(var) in stats else old
+                for var, old, value in zip(variables, values, new)
+            ]
+            seen += len(rows)
+    finally:
+        for layer, attr, value in rates + momenta:
+            setattr(layer, attr, value)
+    for var, value in zip(variables, values):
+        if id(var) in stats:
+            var.assign(value)
+    return len(norms)
