@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+NATIVE := $(VENV)/.native
 
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONUNBUFFERED := 1
@@ -12,22 +13,28 @@ export PYTHONUNBUFFERED := 1
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[h2o,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[h2o,test,native]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The native recurrent kernels (C++, against the installed TensorFlow). A failed
+# build is not fatal: the layers then use their pure-TensorFlow paths.
+$(NATIVE): $(STAMP) keras_ln/layers/_native/ln_rnn_ops.cc keras_ln/layers/_native/__init__.py
+	$(PY) -m keras_ln.layers._native || echo "keras_ln: continuing without the native ops"
+	touch $(NATIVE)
+
+install: $(STAMP) $(NATIVE)
 
 # keras_ln AutoML vs H2O AutoML on a tabular and a sequence set: < 10 minutes on 2 cores.
-demo: $(STAMP)
+demo: $(STAMP) $(NATIVE)
 	$(PY) -m integrations.h2o_automl --dataset breast_cancer --max-models 6 --max-runtime-secs 60 --nfolds 5 --max-iter 30
 	$(PY) -m integrations.h2o_automl --dataset sequential_digits --max-models 6 --max-runtime-secs 100 --nfolds 3 --max-iter 8
 	@echo "Reports: reports/breast_cancer/report.md and reports/sequential_digits/report.md"
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(PY) -m pytest tests
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) reports build *.egg-info .pytest_cache
+	rm -rf $(VENV) reports build *.egg-info .pytest_cache keras_ln/layers/_native/*.so

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_ln  # noqa: E402
+from keras_ln.layers import _native  # noqa: E402
 from keras_ln.layers import _tf_recurrent_kernels as kernels  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
@@ -74,6 +75,7 @@ def contenders():
     return {
         "keras LSTM": lambda: keras.layers.LSTM(UNITS),
         "LayerNormLSTM": lambda: keras_ln.LayerNormLSTM(UNITS),
+        "LayerNormLSTM (XLA)": lambda: keras_ln.LayerNormLSTM(UNITS),
         "LayerNormLSTM (generic)": lambda: keras_ln.LayerNormLSTM(UNITS),
         "RNN(LayerNormLSTMCell)": lambda: keras.layers.RNN(
             keras_ln.LayerNormLSTMCell(UNITS)
@@ -83,6 +85,7 @@ def contenders():
         ),
         "keras GRU": lambda: keras.layers.GRU(UNITS),
         "LayerNormGRU": lambda: keras_ln.LayerNormGRU(UNITS),
+        "LayerNormGRU (generic)": lambda: keras_ln.LayerNormGRU(UNITS),
         "RNN(LayerNormGRUCell)": lambda: keras.layers.RNN(
             keras_ln.LayerNormGRUCell(UNITS)
         ),
@@ -131,25 +134,34 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--xla", action="store_true")
+    parser.add_argument(
+        "--only", default="",
+        help="comma-separated substrings: time only the matching layers",
+    )
     args = parser.parse_args()
+    wanted = [w.strip() for w in args.only.split(",") if w.strip()]
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((BATCH, STEPS, FEATURES)), "float32")
     y = tf.constant(rng.standard_normal((BATCH, 1)), "float32")
     runners = {}
     for name, make_layer in contenders().items():
+        if wanted and not any(w in name for w in wanted):
+            continue
         keras.utils.set_random_seed(0)
-        # "(generic)": the fused layer without its TensorFlow kernel (the
-        # switch is read when the steps are traced, below).
-        previous = kernels.ENABLED
+        # "(generic)": the fused layer without its TensorFlow kernel; "(XLA)":
+        # with its XLA kernel instead of the native ops (the switches are
+        # read when the steps are traced, below).
+        previous = kernels.ENABLED, _native.ENABLED
         kernels.ENABLED = "(generic)" not in name
+        _native.ENABLED = "(XLA)" not in name
         try:
             train, infer = make_steps(make_layer, x, y, args.xla)
             for _ in range(2):  # trace, compile, warm up
                 train()
                 infer()
         finally:
-            kernels.ENABLED = previous
+            kernels.ENABLED, _native.ENABLED = previous
         runners[name] = (train, infer)
 
     times = {name: ([], []) for name in runners}
@@ -178,12 +190,16 @@ def main():
         ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5"),
         ("LayerNormLSTM", "RNN(tfa-style cell)", ""),
         ("LayerNormLSTM", "LayerNormLSTM (generic)", "kernel vs generic"),
+        ("LayerNormLSTM", "LayerNormLSTM (XLA)", "native vs XLA kernel"),
         ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
         ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
+        ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic"),
         ("BatchNormLSTM", "keras LSTM", ""),
         ("BatchNormLSTM", "RNN(BatchNormLSTMCell)", ""),
     ]
     for a, b, note in pairs:
+        if a not in med or b not in med:
+            continue
         rt = med[a][0] / med[b][0]
         ri = med[a][1] / med[b][1]
         print(f"{a + ' / ' + b:<46}{rt:>8.2f}{ri:>8.2f}  {note}")

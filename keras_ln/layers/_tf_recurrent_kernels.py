@@ -31,6 +31,8 @@ import functools
 
 import tensorflow as tf
 
+from keras_ln.layers import _native
+
 # Tests and benchmarks switch the kernel off to compare with the generic loop.
 ENABLED = True
 
@@ -206,9 +208,96 @@ def _compiled(masked, zero_output, epsilon):
     )
 
 
+# ------------------------------------------------------------ native ops
+#
+# With the library of `keras_ln.layers._native`, the forward loop is one op
+# and the backward loop another (each step a BLAS product and one fused pass
+# over the batch rows, in C++); the forward op returns what the backward op
+# needs, so nothing is recomputed.
+
+
+def _flat_mask(mask):
+    return tf.zeros([0], tf.bool) if mask is None else mask
+
+
+@functools.lru_cache(maxsize=None)
+def _native_compiled(cell, masked, zero_output, epsilon):
+    """Forward and backward functions over the native sequence ops."""
+    mod = _native.ops()
+    attrs = dict(masked=masked, zero_output=zero_output)
+
+    if cell == "lstm":
+        def fwd(xp, h0, c0, U, gr, gs, bs, mask):
+            ys, hT, cT, *saved = mod.keras_ln_lstm_forward(
+                xp, h0, c0, U, _flat_mask(mask), gr, gs, bs,
+                epsilon=epsilon, **attrs,
+            )
+            return ys, hT, cT, tuple(saved)
+
+        def bwd(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, saved):
+            rs, gates, states, hs, cs = saved
+            dxp, dh0, dc0, dU, dgr, dgs, dbs = mod.keras_ln_lstm_backward(
+                gates, states, rs, hs, cs, h0, c0, U, dys, dhT, dcT,
+                _flat_mask(mask), gr, gs, **attrs,
+            )
+            return dxp, dh0, dc0, dU, dgr, dgs, dbs
+    else:
+        def fwd(xp, h0, U, gr, off, mask):
+            ys, hT, *saved = mod.keras_ln_gru_forward(
+                xp, h0, U, _flat_mask(mask), gr, off, epsilon=epsilon,
+                **attrs,
+            )
+            return ys, hT, tuple(saved)
+
+        def bwd(dys, dhT, xp, h0, U, gr, off, mask, saved):
+            rs, states, hs = saved
+            return mod.keras_ln_gru_backward(
+                states, rs, hs, h0, U, dys, dhT, _flat_mask(mask), gr, off,
+                **attrs,
+            )
+
+    return (
+        tf.function(fwd, autograph=False),
+        tf.function(bwd, autograph=False),
+    )
+
+
+def native_available():
+    """Whether the native step ops are built and loaded."""
+    return _native.ops() is not None
+
+
+def _recurrence_op(fwd, bwd, n_states, mask):
+    """`(inputs...) -> (ys, *last states)` with the hand-written gradient:
+    the forward returns `(ys, *states, saved)`; the backward gets
+    `(dys, *dstates, *inputs, mask, saved)`."""
+
+    @tf.custom_gradient
+    def op(*inputs):
+        out = fwd(*[tf.stop_gradient(v) for v in inputs], mask)
+        results, saved = out[:-1], out[-1]
+
+        def grad(*upstream):
+            upstream = [
+                tf.zeros_like(r) if d is None else d
+                for d, r in zip(upstream, results)
+            ]
+            return bwd(
+                *[tf.stop_gradient(v) for v in (*upstream, *inputs)],
+                mask, saved,
+            )
+
+        return tuple(results), grad
+
+    return op
+
+
 def ln_lstm_recurrence(xp, h0, c0, U, gr, gs, bs, mask=None, epsilon=1e-3,
                        zero_output=False):
     """The LN-LSTM recurrence as one op with a hand-written gradient.
+
+    Uses the native step ops when they are built (`keras_ln.layers._native`),
+    else XLA-compiled loops.
 
     Args:
         xp: `(T, B, 4u)` input projection, normalized, plus the bias and the
@@ -224,26 +313,38 @@ def ln_lstm_recurrence(xp, h0, c0, U, gr, gs, bs, mask=None, epsilon=1e-3,
     Returns:
         `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
     """
+    key = (mask is not None, bool(zero_output), float(epsilon))
+    if native_available():
+        fwd, bwd = _native_compiled("lstm", *key)
+    else:
+        fwd, bwd = _compiled(*key)
+    return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 
-    fwd, bwd = _compiled(mask is not None, bool(zero_output), float(epsilon))
 
-    @tf.custom_gradient
-    def op(xp, h0, c0, U, gr, gs, bs):
-        ys, hT, cT, saved = fwd(
-            *[tf.stop_gradient(v) for v in (xp, h0, c0, U, gr, gs, bs)],
-            mask,
+def ln_gru_recurrence(xp, h0, U, gr, off, mask=None, epsilon=1e-3,
+                      zero_output=False):
+    """The LN-GRU recurrence as one op with a hand-written gradient (native
+    step ops only: check `native_available()` first).
+
+    Args:
+        xp: `(T, B, 3u)` input projection, normalized, plus the input bias.
+        h0: `(B, u)` initial state.
+        U: `(u, 3u)` recurrent kernel, centered over its output axis.
+        gr: `(3u,)` recurrent norm gamma.
+        off: `(3u,)` recurrent norm beta plus the recurrent bias.
+        mask: optional boolean `(T, B, 1)`.
+        epsilon: the norms' epsilon.
+        zero_output: keras' `zero_output_for_mask`.
+
+    Returns:
+        `(ys, hT)`: outputs `(T, B, u)` and the last state.
+    """
+    if not native_available():
+        raise RuntimeError(
+            "ln_gru_recurrence needs the native ops: "
+            f"{_native.load_error()}"
         )
-
-        def grad(dys, dhT, dcT):
-            dys = tf.zeros_like(ys) if dys is None else dys
-            dhT = tf.zeros_like(hT) if dhT is None else dhT
-            dcT = tf.zeros_like(cT) if dcT is None else dcT
-            return bwd(
-                *[tf.stop_gradient(v) for v in (
-                    dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs)],
-                mask, saved,
-            )
-
-        return (ys, hT, cT), grad
-
-    return op(xp, h0, c0, U, gr, gs, bs)
+    fwd, bwd = _native_compiled(
+        "gru", mask is not None, bool(zero_output), float(epsilon)
+    )
+    return _recurrence_op(fwd, bwd, 1, mask)(xp, h0, U, gr, off)

@@ -416,6 +416,8 @@ class LayerNormGRU(_recurrent.FusedRNN):
             mask = mask[0]
         cell = self.cell
         sequences = _recurrent.dropout_inputs(cell, sequences, training)
+        if self._use_fast_kernel(training, sequences.dtype):
+            return self._fast_loop(sequences, initial_state, mask)
         # Time-major: only the narrow input is transposed, not the projection.
         projected = cell.input_projection(
             _recurrent.to_time_major(sequences), sequence=True
@@ -436,3 +438,75 @@ class LayerNormGRU(_recurrent.FusedRNN):
         return _recurrent.run_loop(
             self, step, projected, initial_state, mask, time_major=True
         )
+
+    def _use_fast_kernel(self, training, dtype):
+        """Whether the TensorFlow kernel (`_tf_recurrent_kernels`, native
+        ops) applies. Like keras' choice of the cuDNN path: only for what
+        the kernel implements, else the generic loop."""
+        if keras.backend.backend() != "tensorflow":
+            return False
+        from keras_ln.layers import _tf_recurrent_kernels
+
+        cell = self.cell
+        dtype = keras.backend.standardize_dtype(dtype)
+        return (
+            _tf_recurrent_kernels.ENABLED
+            and _tf_recurrent_kernels.native_available()
+            and not self.unroll
+            and cell.activation is activations.tanh
+            and cell.recurrent_activation is activations.sigmoid
+            and (
+                cell.recurrent_dropout == 0.0
+                or training is None
+                or training is False
+            )
+            and dtype in ("float32", "float64")
+            and keras.backend.standardize_dtype(
+                cell.recurrent_norm_gamma.dtype
+            ) == dtype
+        )
+
+    def _fast_loop(self, sequences, initial_state, mask):
+        """The recurrence as one TensorFlow op with a hand-written gradient
+        (`_tf_recurrent_kernels`); `sequences` already had input dropout."""
+        import tensorflow as tf
+
+        from keras_ln.layers import _tf_recurrent_kernels
+
+        cell = self.cell
+        dtype = sequences.dtype
+        beta = cell.kernel_norm_beta
+        if cell.use_bias:
+            beta = beta + tf.cast(cell.bias[0], beta.dtype)
+        # The input bias folded into the input norm's beta: the wide
+        # projected sequence sees one normalization and nothing else.
+        xp = _recurrent.ln_sequence(
+            tf.matmul(_recurrent.to_time_major(sequences), cell.kernel),
+            cell.kernel_norm_gamma,
+            beta,
+            cell.norm_epsilon,
+        )
+        if mask is not None:
+            mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
+        if self.go_backwards:
+            xp = tf.reverse(xp, [0])
+            if mask is not None:
+                mask = tf.reverse(mask, [0])
+        h0 = initial_state[0] if isinstance(
+            initial_state, (list, tuple)) else initial_state
+        ys, h_t = _tf_recurrent_kernels.ln_gru_recurrence(
+            tf.cast(xp, dtype),
+            tf.cast(h0, dtype),
+            tf.cast(_recurrent.center_columns(cell.recurrent_kernel), dtype),
+            tf.cast(cell.recurrent_norm_gamma, dtype),
+            tf.cast(cell.recurrent_offset(), dtype),
+            mask=mask,
+            epsilon=cell.norm_epsilon,
+            zero_output=bool(self.zero_output_for_mask),
+        )
+        last_output = ys[-1]
+        if self.return_sequences:
+            outputs = tf.transpose(ys, [1, 0, 2])
+        else:
+            outputs = last_output[:, None]
+        return last_output, outputs, [h_t]

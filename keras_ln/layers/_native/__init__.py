@@ -1,0 +1,146 @@
+"""Native (C++) TensorFlow ops of the recurrent fast path (optional).
+
+`ln_rnn_ops.cc` holds the LN-LSTM and LN-GRU recurrences as TensorFlow
+custom ops: one op for the whole forward loop, one for the whole
+backward-through-time loop, with BLAS (the scipy-openblas32 wheel) for the
+matrix products. They are compiled against the installed TensorFlow, once,
+by
+
+    python -m keras_ln.layers._native
+
+(`make install` does it). The library is named after the TensorFlow
+version it was built for and a hash of the source, so neither an upgraded
+TensorFlow nor changed kernels are ever handed a stale build. When no matching library is there, or it does not load, `ops()`
+returns None and the layers use their pure-TensorFlow paths, which compute
+the same thing.
+"""
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import threading
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.path.join(_HERE, "ln_rnn_ops.cc")
+
+# Tests and benchmarks switch the native ops off to compare the paths.
+ENABLED = True
+
+_lock = threading.Lock()
+_loaded = {}
+
+
+def library_path():
+    """Where the library built for the installed TensorFlow lives."""
+    import tensorflow as tf
+
+    tag = "".join(c if c.isalnum() or c in "._-" else "_"
+                  for c in tf.__version__)
+    with open(SOURCE, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+    return os.path.join(_HERE, f"_ln_rnn_ops-tf{tag}-{digest}.so")
+
+
+def ops():
+    """The loaded op module, or None when the library is not available."""
+    if not ENABLED:
+        return None
+    with _lock:
+        if "module" not in _loaded:
+            _loaded["module"] = _load()
+        return _loaded["module"]
+
+
+def load_error():
+    """Why `ops()` is None (a string), or None when it loaded."""
+    ops()
+    return _loaded.get("error")
+
+
+def _load():
+    import tensorflow as tf
+
+    path = library_path()
+    if not os.path.exists(path):
+        _loaded["error"] = (
+            f"{path} not found; build it with "
+            "`python -m keras_ln.layers._native`"
+        )
+        return None
+    try:
+        return tf.load_op_library(path)
+    except Exception as error:  # a library built for another platform
+        _loaded["error"] = f"{path} did not load: {error}"
+        return None
+
+
+def _cpu_flags():
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set()
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return []
+    # AVX2 + FMA vectorize the fused loops (exp, tanh) well; AVX-512 adds
+    # little here and gcc cannot compile Eigen's AVX512-FP16 code.
+    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
+
+
+def _blas_dir():
+    """The directory of the BLAS library the ops call (the scipy-openblas32
+    wheel: OpenBLAS with its symbols prefixed, so it cannot clash with
+    numpy's or TensorFlow's)."""
+    try:
+        import scipy_openblas32
+    except ImportError as error:
+        raise OSError(
+            "the native ops need the scipy-openblas32 package "
+            "(pip install scipy-openblas32)"
+        ) from error
+    return scipy_openblas32.get_lib_dir()
+
+
+def build(compiler=None, verbose=False):
+    """Compiles `ln_rnn_ops.cc` for the installed TensorFlow.
+
+    Writes to a temporary name and renames, so a failed or interrupted build
+    never leaves a broken library behind. Returns the library's path.
+    """
+    import tensorflow as tf
+
+    compiler = compiler or os.environ.get("CXX", "g++")
+    path = library_path()
+    tmp = f"{path}.tmp{os.getpid()}"
+    blas = _blas_dir()
+    command = [
+        compiler, "-shared", "-fPIC", "-O3", "-DNDEBUG", "-w",
+        "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+        "-Wl,-Bsymbolic", *_cpu_flags(),
+        *tf.sysconfig.get_compile_flags(), SOURCE, "-o", tmp,
+        *tf.sysconfig.get_link_flags(),
+        f"-L{blas}", "-lscipy_openblas", f"-Wl,-rpath,{blas}",
+    ]
+    if verbose:
+        print(" ".join(command), file=sys.stderr)
+    try:
+        subprocess.run(command, check=True)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    # Libraries of older sources or other TensorFlow versions are never
+    # loaded again.
+    for name in os.listdir(_HERE):
+        stale = os.path.join(_HERE, name)
+        if name.startswith("_ln_rnn_ops-") and stale != path:
+            os.remove(stale)
+    with _lock:
+        _loaded.clear()
+    return path

@@ -1,0 +1,832 @@
+// The LN-LSTM and LN-GRU recurrences as TensorFlow custom ops, one op for
+// the whole forward loop and one for the whole backward-through-time loop
+// (the optional native part of the TensorFlow fast path; see
+// keras_ln/layers/_native/__init__.py), like cuDNN's RNN kernels.
+//
+// Each step is one matrix product (BLAS sgemm/dgemm, from the
+// scipy-openblas32 wheel) and one fused pass over each batch row: the
+// normalization of W_h·h, the gates, the cell update and its normalization,
+// the mask blend; the backward pass does the whole step's gradient plus the
+// column sums of the norm parameters' gradients in one pass, and the
+// recurrent kernel's gradient as one large product after the loop. The
+// forward op saves the activations the backward op needs, so nothing is
+// recomputed. Equations: keras_ln/layers/_tf_recurrent_kernels.py.
+//
+// Conventions shared with the Python side:
+// - `r` is h_prev @ U_c with U_c the recurrent kernel centered over its
+//   output axis, so its LN needs no mean: rhat = r * rsqrt(mean(r^2) + eps).
+// - LSTM: the candidate block is pre-scaled by 2 (in xp and gr) and computed
+//   as 2 * sigmoid(.) - 1 = tanh(.), so one sigmoid covers all four blocks.
+// - A masked step keeps the states and outputs the previous output (zeros
+//   with zero_output), as keras' backend.rnn does.
+
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <mutex>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "Eigen/Core"
+
+namespace keras_ln {
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+
+template <typename T>
+using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <typename T>
+using Row = Eigen::Map<Arr<T>>;
+template <typename T>
+using CRow = Eigen::Map<const Arr<T>>;
+
+// sigmoid(x) = (1 + tanh(x / 2)) / 2: Eigen's vectorized tanh is about
+// twice as fast as its logistic, and as accurate in float32.
+template <typename Derived>
+auto Sigmoid(const Eigen::ArrayBase<Derived>& x) {
+  using T = typename Derived::Scalar;
+  return (x * T(0.5)).tanh() * T(0.5) + T(0.5);
+}
+
+extern "C" {
+// CBLAS from scipy-openblas32 (symbols prefixed "scipy_"): row-major = 101,
+// no transpose = 111, transpose = 112.
+void scipy_cblas_sgemm(int order, int transa, int transb, int m, int n, int k,
+                       float alpha, const float* a, int lda, const float* b,
+                       int ldb, float beta, float* c, int ldc);
+void scipy_cblas_dgemm(int order, int transa, int transb, int m, int n, int k,
+                       double alpha, const double* a, int lda,
+                       const double* b, int ldb, double beta, double* c,
+                       int ldc);
+}
+
+// Row-major C = alpha * op(A) @ op(B) + beta * C, with op(A) (m, k) and
+// op(B) (k, n).
+inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                 float alpha, const float* a, const float* b, float beta,
+                 float* c) {
+  scipy_cblas_sgemm(101, ta ? 112 : 111, tb ? 112 : 111, m, n, k, alpha, a,
+                    ta ? m : k, b, tb ? k : n, beta, c, n);
+}
+inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                 double alpha, const double* a, const double* b, double beta,
+                 double* c) {
+  scipy_cblas_dgemm(101, ta ? 112 : 111, tb ? 112 : 111, m, n, k, alpha, a,
+                    ta ? m : k, b, tb ? k : n, beta, c, n);
+}
+
+// Calls fn(begin, end) over the batch rows. Serially: the BLAS threads,
+// which have just run the step's product, hold the other cores for a while
+// after it, and on a small machine sharding the rows across TensorFlow's
+// threads measured slower than one thread.
+inline void ForRows(OpKernelContext*, int64_t rows, int64_t,
+                    const std::function<void(int64_t, int64_t)>& fn) {
+  fn(0, rows);
+}
+
+// Shape function: outputs[i] has the shape of input like[i].
+std::function<absl::Status(InferenceContext*)> ShapesLike(
+    std::vector<int> like) {
+  return [like](InferenceContext* c) {
+    for (size_t i = 0; i < like.size(); ++i) c->set_output(i, c->input(like[i]));
+    return absl::OkStatus();
+  };
+}
+
+// Common checks of the sequence ops; sets T (time), B (batch), u (units)
+// and G (gate width, blocks * u).
+void CheckSequence(OpKernelContext* ctx, const Tensor& seq, const Tensor& h0,
+                   const Tensor& kernel, const Tensor& mask, bool masked,
+                   int blocks, int64_t* T, int64_t* B, int64_t* u,
+                   int64_t* G) {
+  OP_REQUIRES(ctx, h0.dims() == 2,
+              InvalidArgument("states must be (batch, units), got ",
+                              h0.shape().DebugString()));
+  *B = h0.dim_size(0);
+  *u = h0.dim_size(1);
+  *G = blocks * *u;
+  OP_REQUIRES(ctx,
+              seq.dims() == 3 && seq.dim_size(1) == *B &&
+                  seq.dim_size(2) == *G,
+              InvalidArgument("sequence must be (time, ", *B, ", ", *G,
+                              "), got ", seq.shape().DebugString()));
+  *T = seq.dim_size(0);
+  OP_REQUIRES(ctx, kernel.shape() == TensorShape({*u, *G}),
+              InvalidArgument("kernel must be (", *u, ", ", *G, "), got ",
+                              kernel.shape().DebugString()));
+  if (masked) {
+    OP_REQUIRES(ctx, mask.NumElements() == *T * *B,
+                InvalidArgument("mask must have time*batch elements, got ",
+                                mask.shape().DebugString()));
+  }
+}
+
+void CheckShape(OpKernelContext* ctx, const char* name, const Tensor& v,
+                const TensorShape& want) {
+  OP_REQUIRES(ctx, v.shape() == want,
+              InvalidArgument(name, " must be ", want.DebugString(), ", got ",
+                              v.shape().DebugString()));
+}
+
+// ------------------------------------------------------------------ LSTM
+//
+// Saved per step for the backward: r (B, 4u) = h_prev @ U_c, the gates
+// (B, 4u, after the sigmoid) and (B, 2u + 2): chat, tanh(chat * gs + bs),
+// rstd_r, rstd_c.
+
+template <typename T>
+struct LstmStep {
+  int64_t u;
+  T eps;
+  const T *gr, *gs, *bs;
+  bool zero_output;
+
+  // One forward step for rows [b0, b1). X, R: (B, 4u) of this step; H, C,
+  // Y: the carried states and the previous output; M: this step's mask or
+  // null. Writes the new H, C, Y (HO, CO, YO) and the saved A, S.
+  void Forward(int64_t b0, int64_t b1, const T* X, const T* R, const T* H,
+               const T* C, const T* Y, const bool* M, T* HO, T* CO, T* YO,
+               T* A, T* S) const {
+    const int64_t G = 4 * u, W = 2 * u + 2;
+    CRow<T> grv(gr, G), gsv(gs, u), bsv(bs, u);
+    for (int64_t b = b0; b < b1; ++b) {
+      Row<T> ho(HO + b * u, u), co(CO + b * u, u), yo(YO + b * u, u);
+      Row<T> a(A + b * G, G), chat(S + b * W, u), th(S + b * W + u, u);
+      if (M && !M[b]) {
+        ho = CRow<T>(H + b * u, u);
+        co = CRow<T>(C + b * u, u);
+        if (zero_output)
+          yo.setZero();
+        else
+          yo = CRow<T>(Y + b * u, u);
+        a.setZero();
+        Row<T>(S + b * W, W).setZero();
+        continue;
+      }
+      CRow<T> rv(R + b * G, G), xv(X + b * G, G), cv(C + b * u, u);
+      const T rstd_r = T(1) / std::sqrt(rv.square().mean() + eps);
+      a = Sigmoid(xv + rv * rstd_r * grv);
+      co = a.segment(u, u) * cv +
+           a.head(u) * (T(2) * a.segment(2 * u, u) - T(1));
+      const T mu = co.mean();
+      const T rstd_c = T(1) / std::sqrt((co - mu).square().mean() + eps);
+      chat = (co - mu) * rstd_c;
+      th = (chat * gsv + bsv).tanh();
+      ho = a.tail(u) * th;
+      yo = ho;
+      S[b * W + 2 * u] = rstd_r;
+      S[b * W + 2 * u + 1] = rstd_c;
+    }
+  }
+
+  // One backward step for rows [b0, b1). In: the saved A, S, R of this
+  // step, CP = c_{t-1}, DYS = dL/dy_t, DH = dL/dh_t (all of it), DC, DY
+  // (what masked later steps passed back through their outputs). Out: DZ
+  // (dL/dxp_t), DR (dL/dr_t), DHS (the part of dL/dh_{t-1} that does not go
+  // through r_t), DCO, DYO; adds the norm gradients to sgr, sgs, sbs.
+  void Backward(int64_t b0, int64_t b1, const T* A, const T* S, const T* R,
+                const T* CP, const T* DYS, const T* DH, const T* DC,
+                const T* DY, const bool* M, T* DZ, T* DR, T* DHS, T* DCO,
+                T* DYO, Arr<T>& sgr, Arr<T>& sgs, Arr<T>& sbs) const {
+    const int64_t G = 4 * u, W = 2 * u + 2;
+    CRow<T> grv(gr, G), gsv(gs, u);
+    Arr<T> rhat(G), grh(G), dhn(u), dcn(u), gch(u), dy_tot(u);
+    for (int64_t b = b0; b < b1; ++b) {
+      Row<T> dzo(DZ + b * G, G), dro(DR + b * G, G);
+      Row<T> dhso(DHS + b * u, u), dco(DCO + b * u, u), dyo(DYO + b * u, u);
+      CRow<T> dyt(DYS + b * u, u), dcin(DC + b * u, u);
+      dhn = CRow<T>(DH + b * u, u);
+      if (M) {
+        dy_tot = dyt;
+        if (!zero_output) dy_tot += CRow<T>(DY + b * u, u);
+        if (!M[b]) {
+          dzo.setZero();
+          dro.setZero();
+          dhso = dhn;
+          dco = dcin;
+          if (zero_output)
+            dyo.setZero();
+          else
+            dyo = dy_tot;
+          continue;
+        }
+        dhn += dy_tot;
+      } else {
+        dhn += dyt;
+      }
+      dyo.setZero();
+      CRow<T> a(A + b * G, G), rv(R + b * G, G), cp(CP + b * u, u);
+      CRow<T> chat(S + b * W, u), th(S + b * W + u, u);
+      const T rstd_r = S[b * W + 2 * u], rstd_c = S[b * W + 2 * u + 1];
+      dcn = dhn * a.tail(u) * (T(1) - th * th);
+      gch = dcn * gsv;
+      // dL/dc_t (in dco until it becomes dL/dc_{t-1}).
+      dco = dcin + rstd_c * (gch - gch.mean() - chat * (gch * chat).mean());
+      dzo.head(u) = dco * (T(2) * a.segment(2 * u, u) - T(1));
+      dzo.segment(u, u) = dco * cp;
+      dzo.segment(2 * u, u) = T(2) * dco * a.head(u);
+      dzo.tail(u) = dhn * th;
+      dzo *= a * (T(1) - a);
+      rhat = rv * rstd_r;
+      grh = dzo * grv;
+      dro = rstd_r * (grh - rhat * (grh * rhat).mean());
+      dco *= a.segment(u, u);
+      dhso.setZero();
+      sgr += dzo * rhat;
+      sgs += dcn * chat;
+      sbs += dcn;
+    }
+  }
+};
+
+REGISTER_OP("KerasLnLstmForward")
+    .Input("xp: T")      // (time, batch, 4u)
+    .Input("h0: T")      // (batch, u)
+    .Input("c0: T")
+    .Input("kernel: T")  // (u, 4u): U_c
+    .Input("mask: bool")  // (time, batch[, 1]); ignored unless masked
+    .Input("gr: T")      // (4u,)
+    .Input("gs: T")      // (u,)
+    .Input("bs: T")      // (u,)
+    .Output("ys: T")     // (time, batch, u)
+    .Output("h_last: T")
+    .Output("c_last: T")
+    .Output("rs: T")     // (time, batch, 4u)  saved for the backward
+    .Output("gates: T")  // (time, batch, 4u)
+    .Output("saved: T")  // (time, batch, 2u + 2)
+    .Output("hs: T")     // (time, batch, u): carried states
+    .Output("cs: T")
+    .Attr("T: {float, double}")
+    .Attr("epsilon: float")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      auto time = c->Dim(c->input(0), 0);
+      auto B = c->Dim(c->input(1), 0);
+      auto u = c->Dim(c->input(1), 1);
+      DimensionHandle two_u, width;
+      TF_RETURN_IF_ERROR(c->Multiply(u, 2, &two_u));
+      TF_RETURN_IF_ERROR(c->Add(two_u, 2, &width));
+      auto narrow = c->MakeShape({time, B, u});
+      c->set_output(0, narrow);
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(1));
+      c->set_output(3, c->input(0));
+      c->set_output(4, c->input(0));
+      c->set_output(5, c->MakeShape({time, B, width}));
+      c->set_output(6, narrow);
+      c->set_output(7, narrow);
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class LstmForwardOp : public OpKernel {
+ public:
+  explicit LstmForwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
+    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
+    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &xp = ctx->input(0), &h0 = ctx->input(1),
+                 &c0 = ctx->input(2), &kernel = ctx->input(3),
+                 &mask = ctx->input(4), &gr = ctx->input(5),
+                 &gs = ctx->input(6), &bs = ctx->input(7);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, xp, h0, kernel, mask, masked_, 4, &Tn, &B, &u, &G);
+    if (!ctx->status().ok()) return;
+    CheckShape(ctx, "c0", c0, h0.shape());
+    CheckShape(ctx, "gr", gr, TensorShape({G}));
+    CheckShape(ctx, "gs", gs, TensorShape({u}));
+    CheckShape(ctx, "bs", bs, TensorShape({u}));
+    if (!ctx->status().ok()) return;
+    const int64_t W = 2 * u + 2;
+    Tensor *ys, *h_last, *c_last, *rs, *gates, *saved, *hs, *cs;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &c_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, xp.shape(), &rs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, xp.shape(), &gates));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, W}, &saved));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B, u}, &hs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, {Tn, B, u}, &cs));
+    Tensor y0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
+    y0.flat<T>().setZero();
+
+    const LstmStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
+                           gs.flat<T>().data(), bs.flat<T>().data(),
+                           zero_output_};
+    const T* U = kernel.flat<T>().data();
+    const T* X = xp.flat<T>().data();
+    const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    T* RS = rs->flat<T>().data();
+    T* A = gates->flat<T>().data();
+    T* S = saved->flat<T>().data();
+    T* YS = ys->flat<T>().data();
+    T* HS = hs->flat<T>().data();
+    T* CS = cs->flat<T>().data();
+    const T* h = h0.flat<T>().data();
+    const T* c = c0.flat<T>().data();
+    const T* y = y0.flat<T>().data();
+    for (int64_t t = 0; t < Tn; ++t) {
+      const int64_t n = t * B;
+      T* r = RS + n * G;
+      Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
+      ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
+        step.Forward(b0, b1, X + n * G, r, h, c, y, M ? M + n : nullptr,
+                     HS + n * u, CS + n * u, YS + n * u, A + n * G,
+                     S + n * W);
+      });
+      h = HS + n * u;
+      c = CS + n * u;
+      y = YS + n * u;
+    }
+    std::copy_n(h, B * u, h_last->flat<T>().data());
+    std::copy_n(c, B * u, c_last->flat<T>().data());
+  }
+
+ private:
+  float eps_;
+  bool masked_, zero_output_;
+};
+
+REGISTER_OP("KerasLnLstmBackward")
+    .Input("gates: T")   // (time, batch, 4u): saved by the forward
+    .Input("saved: T")   // (time, batch, 2u + 2)
+    .Input("rs: T")      // (time, batch, 4u)
+    .Input("hs: T")      // (time, batch, u)
+    .Input("cs: T")      // (time, batch, u)
+    .Input("h0: T")      // (batch, u)
+    .Input("c0: T")
+    .Input("kernel: T")  // (u, 4u): U_c
+    .Input("dys: T")     // (time, batch, u)
+    .Input("dh_last: T")  // (batch, u)
+    .Input("dc_last: T")
+    .Input("mask: bool")
+    .Input("gr: T")      // (4u,)
+    .Input("gs: T")      // (u,)
+    .Output("dxp: T")    // (time, batch, 4u)
+    .Output("dh0: T")
+    .Output("dc0: T")
+    .Output("dkernel: T")
+    .Output("dgr: T")
+    .Output("dgs: T")
+    .Output("dbs: T")
+    .Attr("T: {float, double}")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(5));
+      c->set_output(2, c->input(5));
+      c->set_output(3, c->input(7));
+      c->set_output(4, c->input(12));
+      c->set_output(5, c->input(13));
+      c->set_output(6, c->input(13));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class LstmBackwardOp : public OpKernel {
+ public:
+  explicit LstmBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
+    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &gates = ctx->input(0), &saved = ctx->input(1),
+                 &rs = ctx->input(2), &hs = ctx->input(3),
+                 &cs = ctx->input(4), &h0 = ctx->input(5),
+                 &c0 = ctx->input(6), &kernel = ctx->input(7),
+                 &dys = ctx->input(8), &dh_last = ctx->input(9),
+                 &dc_last = ctx->input(10), &mask = ctx->input(11),
+                 &gr = ctx->input(12), &gs = ctx->input(13);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, gates, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
+                  &G);
+    if (!ctx->status().ok()) return;
+    const int64_t W = 2 * u + 2;
+    CheckShape(ctx, "rs", rs, gates.shape());
+    CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
+    CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "cs", cs, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "c0", c0, h0.shape());
+    CheckShape(ctx, "dh_last", dh_last, h0.shape());
+    CheckShape(ctx, "dc_last", dc_last, h0.shape());
+    CheckShape(ctx, "gr", gr, TensorShape({G}));
+    CheckShape(ctx, "gs", gs, TensorShape({u}));
+    if (!ctx->status().ok()) return;
+
+    Tensor *dxp, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates.shape(), &dxp));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &dc0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, gs.shape(), &dgs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, gs.shape(), &dbs));
+    // dr of every step, for one large product dU = sum_t h_{t-1}^T dr_t;
+    // and double buffers of the carried gradients.
+    Tensor dr_all, carry;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), gates.shape(),
+                                           &dr_all));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {8, B, u}, &carry));
+    T* DR = dr_all.flat<T>().data();
+    T* buf = carry.flat<T>().data();
+    const int64_t Bu = B * u;
+    T* dh = buf;            // dL/dh_t, all of it
+    T* dhs = buf + Bu;      // the part of dL/dh_{t-1} not through r_t
+    T* dc[2] = {buf + 2 * Bu, buf + 3 * Bu};
+    T* dy[2] = {buf + 4 * Bu, buf + 5 * Bu};
+    std::copy_n(dh_last.flat<T>().data(), Bu, dh);
+    std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
+    std::fill_n(dy[0], Bu, T(0));
+
+    const LstmStep<T> step{u, T(0), gr.flat<T>().data(), gs.flat<T>().data(),
+                           nullptr, zero_output_};
+    const T* U = kernel.flat<T>().data();
+    const T* A = gates.flat<T>().data();
+    const T* S = saved.flat<T>().data();
+    const T* R = rs.flat<T>().data();
+    const T* HS = hs.flat<T>().data();
+    const T* CS = cs.flat<T>().data();
+    const T* DYS = dys.flat<T>().data();
+    const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    T* DX = dxp->flat<T>().data();
+    Arr<T> sgr = Arr<T>::Zero(G), sgs = Arr<T>::Zero(u), sbs = Arr<T>::Zero(u);
+    std::mutex mu;
+    int cur = 0;
+    for (int64_t t = Tn - 1; t >= 0; --t) {
+      const int64_t n = t * B;
+      const T* cp = t > 0 ? CS + (n - B) * u : c0.flat<T>().data();
+      ForRows(ctx, B, 20 * G, [&](int64_t b0, int64_t b1) {
+        Arr<T> pgr = Arr<T>::Zero(G), pgs = Arr<T>::Zero(u),
+               pbs = Arr<T>::Zero(u);
+        step.Backward(b0, b1, A + n * G, S + n * W, R + n * G, cp,
+                      DYS + n * u, dh, dc[cur], dy[cur],
+                      M ? M + n : nullptr, DX + n * G, DR + n * G, dhs,
+                      dc[1 - cur], dy[1 - cur], pgr, pgs, pbs);
+        std::lock_guard<std::mutex> lock(mu);
+        sgr += pgr;
+        sgs += pgs;
+        sbs += pbs;
+      });
+      cur = 1 - cur;
+      // dL/dh_{t-1} = dr_t @ U_c^T + the rest.
+      std::copy_n(dhs, Bu, dh);
+      Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
+    }
+    std::copy_n(dh, Bu, dh0->flat<T>().data());
+    std::copy_n(dc[cur], Bu, dc0->flat<T>().data());
+    // dU = h0^T dr_0 + sum_{t>0} h_{t-1}^T dr_t.
+    T* dU = dkernel->flat<T>().data();
+    if (Tn == 0) {
+      std::fill_n(dU, u * G, T(0));
+    } else {
+      Gemm(true, false, u, G, B, T(1), h0.flat<T>().data(), DR, T(0), dU);
+      if (Tn > 1)
+        Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1),
+             dU);
+    }
+    std::copy_n(sgr.data(), G, dgr->flat<T>().data());
+    std::copy_n(sgs.data(), u, dgs->flat<T>().data());
+    std::copy_n(sbs.data(), u, dbs->flat<T>().data());
+  }
+
+ private:
+  bool masked_, zero_output_;
+};
+
+// ------------------------------------------------------------------- GRU
+//
+// Saved per step: r (B, 3u) = h_prev @ U_c and (B, 3u + 1): z, the reset
+// gate, the candidate n, rstd.
+
+template <typename T>
+struct GruStep {
+  int64_t u;
+  T eps;
+  const T *gr, *off;
+  bool zero_output;
+
+  void Forward(int64_t b0, int64_t b1, const T* X, const T* R, const T* H,
+               const T* Y, const bool* M, T* HO, T* YO, T* S) const {
+    const int64_t G = 3 * u, W = G + 1;
+    CRow<T> grv(gr, G), offv(off, G);
+    Arr<T> inner(G);
+    for (int64_t b = b0; b < b1; ++b) {
+      Row<T> ho(HO + b * u, u), yo(YO + b * u, u);
+      Row<T> z(S + b * W, u), rr(S + b * W + u, u), n(S + b * W + 2 * u, u);
+      CRow<T> hv(H + b * u, u);
+      if (M && !M[b]) {
+        ho = hv;
+        if (zero_output)
+          yo.setZero();
+        else
+          yo = CRow<T>(Y + b * u, u);
+        Row<T>(S + b * W, W).setZero();
+        continue;
+      }
+      CRow<T> rv(R + b * G, G), xv(X + b * G, G);
+      const T rstd = T(1) / std::sqrt(rv.square().mean() + eps);
+      inner = rv * rstd * grv + offv;
+      z = Sigmoid(xv.head(u) + inner.head(u));
+      rr = Sigmoid(xv.segment(u, u) + inner.segment(u, u));
+      n = (xv.tail(u) + rr * inner.tail(u)).tanh();
+      ho = z * hv + (T(1) - z) * n;
+      yo = ho;
+      S[b * W + G] = rstd;
+    }
+  }
+
+  void Backward(int64_t b0, int64_t b1, const T* S, const T* R, const T* HP,
+                const T* DYS, const T* DH, const T* DY, const bool* M,
+                T* DX, T* DR, T* DHS, T* DYO, Arr<T>& sgr,
+                Arr<T>& soff) const {
+    const int64_t G = 3 * u, W = G + 1;
+    CRow<T> grv(gr, G), offv(off, G);
+    Arr<T> rhat(G), din(G), grh(G), dhn(u), dnp(u), dy_tot(u);
+    for (int64_t b = b0; b < b1; ++b) {
+      Row<T> dxo(DX + b * G, G), dro(DR + b * G, G);
+      Row<T> dhso(DHS + b * u, u), dyo(DYO + b * u, u);
+      CRow<T> dyt(DYS + b * u, u);
+      dhn = CRow<T>(DH + b * u, u);
+      if (M) {
+        dy_tot = dyt;
+        if (!zero_output) dy_tot += CRow<T>(DY + b * u, u);
+        if (!M[b]) {
+          dxo.setZero();
+          dro.setZero();
+          dhso = dhn;
+          if (zero_output)
+            dyo.setZero();
+          else
+            dyo = dy_tot;
+          continue;
+        }
+        dhn += dy_tot;
+      } else {
+        dhn += dyt;
+      }
+      dyo.setZero();
+      CRow<T> rv(R + b * G, G), hp(HP + b * u, u);
+      CRow<T> z(S + b * W, u), rr(S + b * W + u, u), n(S + b * W + 2 * u, u);
+      const T rstd = S[b * W + G];
+      rhat = rv * rstd;
+      // Gradients of the pre-activations: z, the reset gate, candidate.
+      dxo.head(u) = dhn * (hp - n) * z * (T(1) - z);
+      dnp = dhn * (T(1) - z) * (T(1) - n * n);
+      dxo.segment(u, u) = dnp *
+                          (rhat.tail(u) * grv.tail(u) + offv.tail(u)) * rr *
+                          (T(1) - rr);
+      dxo.tail(u) = dnp;
+      din.head(2 * u) = dxo.head(2 * u);
+      din.tail(u) = dnp * rr;
+      grh = din * grv;
+      dro = rstd * (grh - rhat * (grh * rhat).mean());
+      dhso = dhn * z;
+      sgr += din * rhat;
+      soff += din;
+    }
+  }
+};
+
+REGISTER_OP("KerasLnGruForward")
+    .Input("xp: T")      // (time, batch, 3u): LN(x W) + input bias
+    .Input("h0: T")      // (batch, u)
+    .Input("kernel: T")  // (u, 3u): U_c
+    .Input("mask: bool")
+    .Input("gr: T")      // (3u,) recurrent norm gamma
+    .Input("off: T")     // (3u,) recurrent norm beta + recurrent bias
+    .Output("ys: T")     // (time, batch, u)
+    .Output("h_last: T")
+    .Output("rs: T")     // (time, batch, 3u)  saved for the backward
+    .Output("saved: T")  // (time, batch, 3u + 1)
+    .Output("hs: T")     // (time, batch, u): carried states
+    .Attr("T: {float, double}")
+    .Attr("epsilon: float")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      auto time = c->Dim(c->input(0), 0);
+      auto B = c->Dim(c->input(1), 0);
+      auto u = c->Dim(c->input(1), 1);
+      DimensionHandle width;
+      TF_RETURN_IF_ERROR(c->Add(c->Dim(c->input(0), 2), 1, &width));
+      c->set_output(0, c->MakeShape({time, B, u}));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(0));
+      c->set_output(3, c->MakeShape({time, B, width}));
+      c->set_output(4, c->MakeShape({time, B, u}));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class GruForwardOp : public OpKernel {
+ public:
+  explicit GruForwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
+    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
+    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &xp = ctx->input(0), &h0 = ctx->input(1),
+                 &kernel = ctx->input(2), &mask = ctx->input(3),
+                 &gr = ctx->input(4), &offs = ctx->input(5);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, xp, h0, kernel, mask, masked_, 3, &Tn, &B, &u, &G);
+    if (!ctx->status().ok()) return;
+    CheckShape(ctx, "gr", gr, TensorShape({G}));
+    CheckShape(ctx, "off", offs, TensorShape({G}));
+    if (!ctx->status().ok()) return;
+    const int64_t W = G + 1;
+    Tensor *ys, *h_last, *rs, *saved, *hs;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, xp.shape(), &rs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, W}, &saved));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, u}, &hs));
+    Tensor y0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
+    y0.flat<T>().setZero();
+
+    const GruStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
+                          offs.flat<T>().data(), zero_output_};
+    const T* U = kernel.flat<T>().data();
+    const T* X = xp.flat<T>().data();
+    const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    T* RS = rs->flat<T>().data();
+    T* S = saved->flat<T>().data();
+    T* YS = ys->flat<T>().data();
+    T* HS = hs->flat<T>().data();
+    const T* h = h0.flat<T>().data();
+    const T* y = y0.flat<T>().data();
+    for (int64_t t = 0; t < Tn; ++t) {
+      const int64_t n = t * B;
+      T* r = RS + n * G;
+      Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
+      ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
+        step.Forward(b0, b1, X + n * G, r, h, y, M ? M + n : nullptr,
+                     HS + n * u, YS + n * u, S + n * W);
+      });
+      h = HS + n * u;
+      y = YS + n * u;
+    }
+    std::copy_n(h, B * u, h_last->flat<T>().data());
+  }
+
+ private:
+  float eps_;
+  bool masked_, zero_output_;
+};
+
+REGISTER_OP("KerasLnGruBackward")
+    .Input("saved: T")   // (time, batch, 3u + 1)
+    .Input("rs: T")      // (time, batch, 3u)
+    .Input("hs: T")      // (time, batch, u)
+    .Input("h0: T")      // (batch, u)
+    .Input("kernel: T")  // (u, 3u)
+    .Input("dys: T")     // (time, batch, u)
+    .Input("dh_last: T")
+    .Input("mask: bool")
+    .Input("gr: T")
+    .Input("off: T")
+    .Output("dxp: T")    // (time, batch, 3u)
+    .Output("dh0: T")
+    .Output("dkernel: T")
+    .Output("dgr: T")
+    .Output("doff: T")
+    .Attr("T: {float, double}")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      c->set_output(1, c->input(3));
+      c->set_output(2, c->input(4));
+      c->set_output(3, c->input(8));
+      c->set_output(4, c->input(9));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class GruBackwardOp : public OpKernel {
+ public:
+  explicit GruBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
+    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &saved = ctx->input(0), &rs = ctx->input(1),
+                 &hs = ctx->input(2), &h0 = ctx->input(3),
+                 &kernel = ctx->input(4), &dys = ctx->input(5),
+                 &dh_last = ctx->input(6), &mask = ctx->input(7),
+                 &gr = ctx->input(8), &offs = ctx->input(9);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, rs, h0, kernel, mask, masked_, 3, &Tn, &B, &u, &G);
+    if (!ctx->status().ok()) return;
+    const int64_t W = G + 1;
+    CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
+    CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "dh_last", dh_last, h0.shape());
+    CheckShape(ctx, "gr", gr, TensorShape({G}));
+    CheckShape(ctx, "off", offs, TensorShape({G}));
+    if (!ctx->status().ok()) return;
+
+    Tensor *dxp, *dh0, *dkernel, *dgr, *doff;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, rs.shape(), &dxp));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, offs.shape(), &doff));
+    Tensor dr_all, carry;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(rs.dtype(), rs.shape(), &dr_all));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {4, B, u}, &carry));
+    T* DR = dr_all.flat<T>().data();
+    T* buf = carry.flat<T>().data();
+    const int64_t Bu = B * u;
+    T* dh = buf;
+    T* dhs = buf + Bu;
+    T* dy[2] = {buf + 2 * Bu, buf + 3 * Bu};
+    std::copy_n(dh_last.flat<T>().data(), Bu, dh);
+    std::fill_n(dy[0], Bu, T(0));
+
+    const GruStep<T> step{u, T(0), gr.flat<T>().data(),
+                          offs.flat<T>().data(), zero_output_};
+    const T* U = kernel.flat<T>().data();
+    const T* S = saved.flat<T>().data();
+    const T* R = rs.flat<T>().data();
+    const T* HS = hs.flat<T>().data();
+    const T* DYS = dys.flat<T>().data();
+    const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    T* DX = dxp->flat<T>().data();
+    Arr<T> sgr = Arr<T>::Zero(G), soff = Arr<T>::Zero(G);
+    std::mutex mu;
+    int cur = 0;
+    for (int64_t t = Tn - 1; t >= 0; --t) {
+      const int64_t n = t * B;
+      const T* hp = t > 0 ? HS + (n - B) * u : h0.flat<T>().data();
+      ForRows(ctx, B, 20 * G, [&](int64_t b0, int64_t b1) {
+        Arr<T> pgr = Arr<T>::Zero(G), poff = Arr<T>::Zero(G);
+        step.Backward(b0, b1, S + n * W, R + n * G, hp, DYS + n * u, dh,
+                      dy[cur], M ? M + n : nullptr, DX + n * G, DR + n * G,
+                      dhs, dy[1 - cur], pgr, poff);
+        std::lock_guard<std::mutex> lock(mu);
+        sgr += pgr;
+        soff += poff;
+      });
+      cur = 1 - cur;
+      std::copy_n(dhs, Bu, dh);
+      Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
+    }
+    std::copy_n(dh, Bu, dh0->flat<T>().data());
+    T* dU = dkernel->flat<T>().data();
+    if (Tn == 0) {
+      std::fill_n(dU, u * G, T(0));
+    } else {
+      Gemm(true, false, u, G, B, T(1), h0.flat<T>().data(), DR, T(0), dU);
+      if (Tn > 1)
+        Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1),
+             dU);
+    }
+    std::copy_n(sgr.data(), G, dgr->flat<T>().data());
+    std::copy_n(soff.data(), G, doff->flat<T>().data());
+  }
+
+ private:
+  bool masked_, zero_output_;
+};
+
+#define REGISTER(NAME, OP, TYPE)                                           \
+  REGISTER_KERNEL_BUILDER(                                                 \
+      Name(NAME).Device(tensorflow::DEVICE_CPU).TypeConstraint<TYPE>("T"), \
+      OP<TYPE>)
+
+REGISTER("KerasLnLstmForward", LstmForwardOp, float);
+REGISTER("KerasLnLstmForward", LstmForwardOp, double);
+REGISTER("KerasLnLstmBackward", LstmBackwardOp, float);
+REGISTER("KerasLnLstmBackward", LstmBackwardOp, double);
+REGISTER("KerasLnGruForward", GruForwardOp, float);
+REGISTER("KerasLnGruForward", GruForwardOp, double);
+REGISTER("KerasLnGruBackward", GruBackwardOp, float);
+REGISTER("KerasLnGruBackward", GruBackwardOp, double);
+
+}  // namespace
+}  // namespace keras_ln
