@@ -31,7 +31,7 @@ demo: $(STAMP) $(NATIVE)
 	@echo "Reports: reports/breast_cancer/report.md and reports/sequential_digits/report.md"
 
 test: $(STAMP) $(NATIVE)
-	$(PY) -m pytest tests
+	KERAS_LN_REQUIRE_NATIVE=1 $(PY) -m pytest tests
 
 bench: $(STAMP) $(NATIVE)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

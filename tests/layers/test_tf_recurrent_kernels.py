@@ -1,7 +1,11 @@
-"""The TensorFlow kernel of LayerNormLSTM (`_tf_recurrent_kernels`) against
-the generic loop it replaces (forward and gradients, masks, go_backwards,
-return modes, initial states), against finite differences in float64, and
-the conditions under which the layer takes it."""
+"""The TensorFlow kernels of LayerNormLSTM and LayerNormGRU
+(`_tf_recurrent_kernels`: the native ops of `keras_ln.layers._native`, and
+LayerNormLSTM's XLA kernel) against the generic loop they replace (forward
+and gradients, masks, go_backwards, return modes, initial states), against
+finite differences in float64, the conditions under which the layers take
+them, and the native library's loading and errors."""
+
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +13,9 @@ import tensorflow as tf
 
 import keras
 import keras_ln
+from keras_ln.layers import _native
 from keras_ln.layers import _tf_recurrent_kernels as kernels
+from keras_ln.layers import layer_norm_gru
 from keras_ln.layers import layer_norm_lstm
 
 B, T, F, U = 3, 6, 4, 5
@@ -22,6 +28,44 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
+
+
+def _native_or_skip():
+    if _native.ops() is None:
+        # `make test` builds the library and sets KERAS_LN_REQUIRE_NATIVE:
+        # there a missing library is a failure, not a skip.
+        assert not os.environ.get("KERAS_LN_REQUIRE_NATIVE"), (
+            _native.load_error()
+        )
+        pytest.skip(f"native ops not built: {_native.load_error()}")
+
+
+@pytest.fixture(params=["native", "xla"])
+def lstm_impl(request, monkeypatch):
+    """LayerNormLSTM's kernel: the native ops, or the XLA loops."""
+    if request.param == "native":
+        _native_or_skip()
+    else:
+        monkeypatch.setattr(_native, "ENABLED", False)
+    return request.param
+
+
+@pytest.fixture
+def native():
+    _native_or_skip()
+
+
+# The kernels: LayerNormLSTM has the native ops and the XLA loops,
+# LayerNormGRU the native ops only.
+KERNELS = [("lstm", "native"), ("lstm", "xla"), ("gru", "native")]
+LAYERS = {"lstm": keras_ln.LayerNormLSTM, "gru": keras_ln.LayerNormGRU}
+
+
+def _use(impl, monkeypatch):
+    if impl == "native":
+        _native_or_skip()
+    else:
+        monkeypatch.setattr(_native, "ENABLED", False)
 
 
 def _mask(kind):
@@ -37,33 +81,37 @@ def _mask(kind):
     return tf.constant(mask)
 
 
-def _run_both(rng, dtype, mask_kind, training=False, **layer_kwargs):
+def _run_both(rng, dtype, mask_kind, training=False, layer_class=None,
+              **layer_kwargs):
     """Outputs and gradients of one layer with the kernel on, then off."""
-    layer = keras_ln.LayerNormLSTM(U, return_state=True, dtype=dtype,
-                                   **layer_kwargs)
+    layer_class = layer_class or keras_ln.LayerNormLSTM
+    layer = layer_class(U, return_state=True, dtype=dtype, **layer_kwargs)
     layer.build((None, T, F))
     layer.set_weights([
         w + 0.3 * rng.standard_normal(w.shape).astype(dtype)
         for w in layer.get_weights()
     ])
     x = tf.constant(rng.standard_normal((B, T, F)).astype(dtype))
-    h0 = tf.constant(rng.standard_normal((B, U)).astype(dtype))
-    c0 = tf.constant(rng.standard_normal((B, U)).astype(dtype))
+    states = [tf.constant(rng.standard_normal((B, U)).astype(dtype))
+              for _ in range(2 if layer_class is keras_ln.LayerNormLSTM
+                             else 1)]
     mask = _mask(mask_kind)
     results = []
     for enabled in (True, False):
         previous, kernels.ENABLED = kernels.ENABLED, enabled
         try:
             with tf.GradientTape() as tape:
-                tape.watch([x, h0, c0])
-                outs = layer(x, initial_state=[h0, c0], mask=mask,
+                tape.watch([x, *states])
+                outs = layer(x, initial_state=states, mask=mask,
                              training=training)
                 loss = sum(
                     tf.reduce_sum(o * np.cos(np.arange(o.shape.num_elements())
                                              ).reshape(o.shape).astype(dtype))
                     for o in outs
                 )
-            grads = tape.gradient(loss, [x, h0, c0] + layer.trainable_weights)
+            grads = tape.gradient(
+                loss, [x, *states] + layer.trainable_weights
+            )
         finally:
             kernels.ENABLED = previous
         results.append(([o.numpy() for o in outs],
@@ -84,10 +132,15 @@ def _run_both(rng, dtype, mask_kind, training=False, **layer_kwargs):
         ("right", True, True, True),
     ],
 )
-def test_kernel_equals_generic_loop(rng, mask_kind, go_backwards,
-                                    return_sequences, zero_output):
+@pytest.mark.parametrize("cell, impl", KERNELS)
+def test_kernel_equals_generic_loop(rng, monkeypatch, cell, impl, mask_kind,
+                                    go_backwards, return_sequences,
+                                    zero_output):
+    _use(impl, monkeypatch)
+    layer_class = LAYERS[cell]
     (outs_k, grads_k), (outs_g, grads_g) = _run_both(
-        rng, "float64", mask_kind, go_backwards=go_backwards,
+        rng, "float64", mask_kind, layer_class=layer_class,
+        go_backwards=go_backwards,
         return_sequences=return_sequences, zero_output_for_mask=zero_output,
     )
     for a, b in zip(outs_k, outs_g):
@@ -97,9 +150,14 @@ def test_kernel_equals_generic_loop(rng, mask_kind, go_backwards,
 
 
 @pytest.mark.parametrize("mask_kind", [None, "left"])
-def test_kernel_equals_generic_loop_float32(rng, mask_kind):
+@pytest.mark.parametrize("cell, impl", KERNELS)
+def test_kernel_equals_generic_loop_float32(rng, monkeypatch, cell, impl,
+                                            mask_kind):
+    _use(impl, monkeypatch)
+    layer_class = LAYERS[cell]
     (outs_k, grads_k), (outs_g, grads_g) = _run_both(
-        rng, "float32", mask_kind, return_sequences=True
+        rng, "float32", mask_kind, layer_class=layer_class,
+        return_sequences=True,
     )
     for a, b in zip(outs_k, outs_g):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -109,7 +167,7 @@ def test_kernel_equals_generic_loop_float32(rng, mask_kind):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_kernel_gradient_float64_finite_differences(rng, masked):
+def test_kernel_gradient_float64_finite_differences(rng, lstm_impl, masked):
     t, b, u = 4, 2, 3
 
     def arr(*shape, scale=0.5, offset=0.0):
@@ -164,3 +222,127 @@ def test_fast_path_taken_only_where_supported(monkeypatch):
     layer = keras_ln.LayerNormLSTM(3, dtype="mixed_float16")
     layer(x)
     assert not calls
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_gru_kernel_gradient_float64_finite_differences(rng, native, masked,
+                                                        zero_output):
+    t, b, u = 4, 2, 3
+
+    def arr(*shape, scale=0.5, offset=0.0):
+        return tf.constant(offset + scale * rng.standard_normal(shape))
+
+    xp, h0 = arr(t, b, 3 * u), arr(b, u)
+    U = arr(u, 3 * u)
+    U = U - tf.reduce_mean(U, -1, keepdims=True)
+    gr, off = arr(3 * u, offset=1.0), arr(3 * u)
+    mask = None
+    if masked:
+        m = np.ones((t, b, 1), bool)
+        m[0, 0] = m[2, 1] = m[3, 1] = False
+        mask = tf.constant(m)
+    w = [arr(t, b, u, scale=1.0), arr(b, u, scale=1.0)]
+
+    def loss(*args):
+        outs = kernels.ln_gru_recurrence(*args, mask=mask,
+                                         zero_output=zero_output)
+        return sum(tf.reduce_sum(o * wi) for o, wi in zip(outs, w))
+
+    theoretical, numerical = tf.test.compute_gradient(
+        loss, [xp, h0, U, gr, off], delta=1e-6
+    )
+    for a, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(a, n, atol=1e-6)
+
+
+def test_gru_fast_path_taken_only_where_supported(native, monkeypatch):
+    calls = []
+    original = layer_norm_gru.LayerNormGRU._fast_loop
+
+    def spy(self, *args, **kwargs):
+        calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(layer_norm_gru.LayerNormGRU, "_fast_loop", spy)
+    x = np.random.default_rng(0).random((2, 3, 4)).astype("float32")
+    cases = {
+        "default": ({}, True),
+        "no_bias": ({"use_bias": False}, True),
+        "rdrop_infer": ({"recurrent_dropout": 0.5}, True),
+        "rdrop_train": ({"recurrent_dropout": 0.5}, False),
+        "unroll": ({"unroll": True}, False),
+        "relu": ({"activation": "relu"}, False),
+    }
+    for name, (kwargs, expected) in cases.items():
+        calls.clear()
+        layer = keras_ln.LayerNormGRU(3, name=name, **kwargs)
+        layer(x, training=name.endswith("train"))
+        assert bool(calls) == expected, name
+    calls.clear()
+    keras_ln.LayerNormGRU(3, dtype="mixed_float16")(x)
+    assert not calls
+    # Without the native library: the generic loop, same outputs.
+    layer = keras_ln.LayerNormGRU(3, return_sequences=True)
+    fast = layer(x).numpy()
+    calls.clear()
+    monkeypatch.setattr(_native, "ENABLED", False)
+    np.testing.assert_allclose(layer(x).numpy(), fast, atol=1e-6)
+    assert not calls
+
+
+def test_lstm_without_native_library_uses_xla_kernel(native, monkeypatch):
+    x = np.random.default_rng(1).random((2, 5, 4)).astype("float32")
+    layer = keras_ln.LayerNormLSTM(3, return_sequences=True)
+    fast = layer(x).numpy()
+    monkeypatch.setattr(_native, "ENABLED", False)
+    assert not kernels.native_available()
+    np.testing.assert_allclose(layer(x).numpy(), fast, atol=1e-6)
+
+
+def test_missing_library_reports_why(monkeypatch, tmp_path):
+    monkeypatch.setattr(_native, "library_path",
+                        lambda: str(tmp_path / "missing.so"))
+    monkeypatch.setattr(_native, "_loaded", {})
+    assert _native.ops() is None
+    assert "missing.so not found" in _native.load_error()
+    assert "python -m keras_ln.layers._native" in _native.load_error()
+
+
+def test_library_name_tracks_tensorflow_and_source():
+    path = os.path.basename(_native.library_path())
+    assert path.startswith(f"_ln_rnn_ops-tf{tf.__version__}-")
+    assert path.endswith(".so")
+
+
+def test_native_ops_reject_bad_shapes(native):
+    mod = _native.ops()
+    xp = tf.zeros((3, 2, 8))
+    h0 = tf.zeros((2, 2))
+    U = tf.zeros((2, 8))
+    gr, gs = tf.ones(8), tf.ones(2)
+    none = tf.zeros([0], tf.bool)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="kernel must be"):
+        mod.keras_ln_lstm_forward(xp, h0, h0, tf.zeros((3, 8)), none, gr, gs,
+                                  gs, epsilon=1e-3, masked=False,
+                                  zero_output=False)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="sequence must be"):
+        mod.keras_ln_lstm_forward(tf.zeros((3, 2, 6)), h0, h0, U, none, gr,
+                                  gs, gs, epsilon=1e-3, masked=False,
+                                  zero_output=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask must"):
+        mod.keras_ln_lstm_forward(xp, h0, h0, U, tf.ones([5], tf.bool), gr,
+                                  gs, gs, epsilon=1e-3, masked=True,
+                                  zero_output=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="gr must be"):
+        mod.keras_ln_gru_forward(tf.zeros((3, 2, 6)), h0, tf.zeros((2, 6)),
+                                 none, tf.ones(5), tf.ones(6), epsilon=1e-3,
+                                 masked=False, zero_output=False)
+
+
+def test_native_build_cli_check():
+    from keras_ln.layers._native.__main__ import main
+
+    expected = 0 if _native.ops() is not None else 1
+    assert main(["--check"]) == expected
