@@ -13,6 +13,7 @@ import functools
 import numbers
 
 import keras
+from keras import activations
 from keras import ops
 from keras.src import backend as _src_backend
 
@@ -233,6 +234,59 @@ def dropout_state(cell, h, training):
 def to_time_major(sequences):
     """(batch, time, ...) -> (time, batch, ...)."""
     return ops.swapaxes(sequences, 0, 1)
+
+
+def kernel_applies(layer, training, dtype, native_only=False):
+    """Whether a fused layer's TensorFlow kernel (`_tf_recurrent_kernels`)
+    implements this call. Like keras' choice of the cuDNN path: only the
+    default activations, no unrolling, no recurrent dropout in training,
+    float32/float64 with weights of the same dtype."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    from keras_ln.layers import _tf_recurrent_kernels as kernels
+
+    cell = layer.cell
+    dtype = keras.backend.standardize_dtype(dtype)
+    return (
+        kernels.ENABLED
+        and (kernels.native_available() or not native_only)
+        and not layer.unroll
+        and cell.activation is activations.tanh
+        and cell.recurrent_activation is activations.sigmoid
+        and (
+            cell.recurrent_dropout == 0.0
+            or training is None
+            or training is False
+        )
+        and dtype in ("float32", "float64")
+        and keras.backend.standardize_dtype(cell.recurrent_norm_gamma.dtype)
+        == dtype
+    )
+
+
+def kernel_sequence(layer, xp, mask):
+    """A kernel's time-major input and mask `(T, B, 1)`, in the order the
+    layer reads them (`go_backwards`)."""
+    import tensorflow as tf
+
+    if mask is not None:
+        mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
+    if layer.go_backwards:
+        xp = tf.reverse(xp, [0])
+        if mask is not None:
+            mask = tf.reverse(mask, [0])
+    return xp, mask
+
+
+def kernel_outputs(layer, ys):
+    """`(last_output, outputs)` as keras' `RNN.inner_loop` returns them,
+    from a kernel's time-major outputs."""
+    import tensorflow as tf
+
+    last_output = ys[-1]
+    if layer.return_sequences:
+        return last_output, tf.transpose(ys, [1, 0, 2])
+    return last_output, last_output[:, None]
 
 
 def run_loop(layer, step, inputs, initial_state, mask, time_major=False):

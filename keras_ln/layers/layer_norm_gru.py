@@ -441,30 +441,9 @@ class LayerNormGRU(_recurrent.FusedRNN):
 
     def _use_fast_kernel(self, training, dtype):
         """Whether the TensorFlow kernel (`_tf_recurrent_kernels`, native
-        ops) applies. Like keras' choice of the cuDNN path: only for what
-        the kernel implements, else the generic loop."""
-        if keras.backend.backend() != "tensorflow":
-            return False
-        from keras_ln.layers import _tf_recurrent_kernels
-
-        cell = self.cell
-        dtype = keras.backend.standardize_dtype(dtype)
-        return (
-            _tf_recurrent_kernels.ENABLED
-            and _tf_recurrent_kernels.native_available()
-            and not self.unroll
-            and cell.activation is activations.tanh
-            and cell.recurrent_activation is activations.sigmoid
-            and (
-                cell.recurrent_dropout == 0.0
-                or training is None
-                or training is False
-            )
-            and dtype in ("float32", "float64")
-            and keras.backend.standardize_dtype(
-                cell.recurrent_norm_gamma.dtype
-            ) == dtype
-        )
+        ops only) applies."""
+        return _recurrent.kernel_applies(self, training, dtype,
+                                         native_only=True)
 
     def _fast_loop(self, sequences, initial_state, mask):
         """The recurrence as one TensorFlow op with a hand-written gradient
@@ -486,12 +465,7 @@ class LayerNormGRU(_recurrent.FusedRNN):
             beta,
             cell.norm_epsilon,
         )
-        if mask is not None:
-            mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
-        if self.go_backwards:
-            xp = tf.reverse(xp, [0])
-            if mask is not None:
-                mask = tf.reverse(mask, [0])
+        xp, mask = _recurrent.kernel_sequence(self, xp, mask)
         h0 = initial_state[0] if isinstance(
             initial_state, (list, tuple)) else initial_state
         ys, h_t = _tf_recurrent_kernels.ln_gru_recurrence(
@@ -504,9 +478,5 @@ class LayerNormGRU(_recurrent.FusedRNN):
             epsilon=cell.norm_epsilon,
             zero_output=bool(self.zero_output_for_mask),
         )
-        last_output = ys[-1]
-        if self.return_sequences:
-            outputs = tf.transpose(ys, [1, 0, 2])
-        else:
-            outputs = last_output[:, None]
+        last_output, outputs = _recurrent.kernel_outputs(self, ys)
         return last_output, outputs, [h_t]

@@ -449,32 +449,11 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         )
 
     def _use_fast_kernel(self, training, dtype):
-        """Whether the TensorFlow kernel (`_tf_recurrent_kernels`) applies.
-
-        Like keras' choice of the cuDNN path: only for what the kernel
-        implements, else the generic loop.
-        """
-        if keras.backend.backend() != "tensorflow":
-            return False
-        from keras_ln.layers import _tf_recurrent_kernels
-
-        cell = self.cell
-        dtype = keras.backend.standardize_dtype(dtype)
+        """Whether the TensorFlow kernel (`_tf_recurrent_kernels`: the
+        native ops, else XLA loops) applies."""
         return (
-            _tf_recurrent_kernels.ENABLED
-            and not self.unroll
-            and not cell.carry_normalized_cell
-            and cell.activation is activations.tanh
-            and cell.recurrent_activation is activations.sigmoid
-            and (
-                cell.recurrent_dropout == 0.0
-                or training is None
-                or training is False
-            )
-            and dtype in ("float32", "float64")
-            and keras.backend.standardize_dtype(
-                cell.recurrent_norm_gamma.dtype
-            ) == dtype
+            not self.cell.carry_normalized_cell
+            and _recurrent.kernel_applies(self, training, dtype)
         )
 
     def _fast_loop(self, sequences, initial_state, mask):
@@ -512,12 +491,7 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         gamma_r = tf.cast(cell.recurrent_norm_gamma, dtype) * tf.cast(
             scale, dtype
         )
-        if mask is not None:
-            mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
-        if self.go_backwards:
-            xp = tf.reverse(xp, [0])
-            if mask is not None:
-                mask = tf.reverse(mask, [0])
+        xp, mask = _recurrent.kernel_sequence(self, xp, mask)
         h0, c0 = initial_state[0], initial_state[1]
         ys, h_t, c_t = _tf_recurrent_kernels.ln_lstm_recurrence(
             xp,
@@ -531,9 +505,5 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             epsilon=cell.norm_epsilon,
             zero_output=bool(self.zero_output_for_mask),
         )
-        last_output = ys[-1]
-        if self.return_sequences:
-            outputs = tf.transpose(ys, [1, 0, 2])
-        else:
-            outputs = last_output[:, None]
+        last_output, outputs = _recurrent.kernel_outputs(self, ys)
         return last_output, outputs, [h_t, c_t]

@@ -86,6 +86,21 @@ inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                     ta ? m : k, b, tb ? k : n, beta, c, n);
 }
 
+// The recurrent kernel's gradient as one large product after the backward
+// loop: dU = h_0^T dr_0 + sum_{t>0} h_{t-1}^T dr_t, with HS the carried
+// states (time, B, u) and DR every step's dL/dr (time, B, G).
+template <typename T>
+void KernelGradient(int64_t Tn, int64_t B, int64_t u, int64_t G, const T* h0,
+                    const T* HS, const T* DR, T* dU) {
+  if (Tn == 0) {
+    std::fill_n(dU, u * G, T(0));
+    return;
+  }
+  Gemm(true, false, u, G, B, T(1), h0, DR, T(0), dU);
+  if (Tn > 1)
+    Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1), dU);
+}
+
 // Calls fn(begin, end) over the batch rows. Serially: the BLAS threads,
 // which have just run the step's product, hold the other cores for a while
 // after it, and on a small machine sharding the rows across TensorFlow's
@@ -493,16 +508,8 @@ class LstmBackwardOp : public OpKernel {
     }
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     std::copy_n(dc[cur], Bu, dc0->flat<T>().data());
-    // dU = h0^T dr_0 + sum_{t>0} h_{t-1}^T dr_t.
-    T* dU = dkernel->flat<T>().data();
-    if (Tn == 0) {
-      std::fill_n(dU, u * G, T(0));
-    } else {
-      Gemm(true, false, u, G, B, T(1), h0.flat<T>().data(), DR, T(0), dU);
-      if (Tn > 1)
-        Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1),
-             dU);
-    }
+    KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
+                   dkernel->flat<T>().data());
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(sgs.data(), u, dgs->flat<T>().data());
     std::copy_n(sbs.data(), u, dbs->flat<T>().data());
@@ -797,15 +804,8 @@ class GruBackwardOp : public OpKernel {
       Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
     }
     std::copy_n(dh, Bu, dh0->flat<T>().data());
-    T* dU = dkernel->flat<T>().data();
-    if (Tn == 0) {
-      std::fill_n(dU, u * G, T(0));
-    } else {
-      Gemm(true, false, u, G, B, T(1), h0.flat<T>().data(), DR, T(0), dU);
-      if (Tn > 1)
-        Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1),
-             dU);
-    }
+    KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
+                   dkernel->flat<T>().data());
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(soff.data(), G, doff->flat<T>().data());
   }
