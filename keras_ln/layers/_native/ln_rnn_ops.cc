@@ -110,15 +110,6 @@ inline void ForRows(OpKernelContext*, int64_t rows, int64_t,
   fn(0, rows);
 }
 
-// Shape function: outputs[i] has the shape of input like[i].
-std::function<absl::Status(InferenceContext*)> ShapesLike(
-    std::vector<int> like) {
-  return [like](InferenceContext* c) {
-    for (size_t i = 0; i < like.size(); ++i) c->set_output(i, c->input(like[i]));
-    return absl::OkStatus();
-  };
-}
-
 // Common checks of the sequence ops; sets T (time), B (batch), u (units)
 // and G (gate width, blocks * u).
 void CheckSequence(OpKernelContext* ctx, const Tensor& seq, const Tensor& h0,
