@@ -264,7 +264,7 @@ def kernel_applies(layer, training, dtype, native_only=False):
     )
 
 
-def kernel_sequence(layer, xp, mask):
+def kernel_sequence(layer, x, mask):
     """A kernel's time-major input and mask `(T, B, 1)`, in the order the
     layer reads them (`go_backwards`)."""
     import tensorflow as tf
@@ -272,10 +272,10 @@ def kernel_sequence(layer, xp, mask):
     if mask is not None:
         mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
     if layer.go_backwards:
-        xp = tf.reverse(xp, [0])
+        x = tf.reverse(x, [0])
         if mask is not None:
             mask = tf.reverse(mask, [0])
-    return xp, mask
+    return x, mask
 
 
 def kernel_outputs(layer, ys):

@@ -1,7 +1,10 @@
-"""TensorFlow kernel of the fused LN-LSTM recurrence (private).
+"""TensorFlow kernels of the fused LN-LSTM and LN-GRU recurrences (private).
 
-The recurrent part of `LayerNormLSTM` (the input projection is computed and
-normalized outside, in one batched op) as ONE differentiable operation: an
+Each recurrence is ONE differentiable operation. With the native library
+(`keras_ln.layers._native`, section "native ops" below), one C++ op runs the
+whole forward loop, input projection and its normalization included, and
+another the whole backward loop. Without it, `LayerNormLSTM` normalizes its
+input projection in one batched op and runs its recurrent part as an
 XLA-compiled forward `tf.while_loop` that keeps only the carried states of
 each step, and an XLA-compiled, hand-written backward-through-time
 `tf.while_loop` that recomputes each step's activations from those states.
@@ -32,6 +35,7 @@ import functools
 import tensorflow as tf
 
 from keras_ln.layers import _native
+from keras_ln.layers._ops import layer_norm
 
 # Tests and benchmarks switch the kernel off to compare with the generic loop.
 ENABLED = True
@@ -211,9 +215,11 @@ def _compiled(masked, zero_output, epsilon):
 # ------------------------------------------------------------ native ops
 #
 # With the library of `keras_ln.layers._native`, the forward loop is one op
-# and the backward loop another (each step a BLAS product and one fused pass
-# over the batch rows, in C++); the forward op returns what the backward op
-# needs, so nothing is recomputed.
+# and the backward loop another (each step two BLAS products and fused passes
+# over the batch rows, in C++). They take the raw time-major input and the
+# input kernel: the input projection and its normalization are computed step
+# by step inside the loop, so no (time, batch, gates) tensor of it is
+# written. The forward op returns what the backward op needs.
 
 
 def _flat_mask(mask):
@@ -227,33 +233,33 @@ def _native_compiled(cell, masked, zero_output, epsilon):
     attrs = dict(masked=masked, zero_output=zero_output)
 
     if cell == "lstm":
-        def fwd(xp, h0, c0, U, gr, gs, bs, mask):
+        def fwd(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask):
             ys, hT, cT, *saved = mod.keras_ln_lstm_forward(
-                xp, h0, c0, U, _flat_mask(mask), gr, gs, bs,
+                x, w, h0, c0, U, _flat_mask(mask), gx, bx, gr, gs, bs,
                 epsilon=epsilon, **attrs,
             )
             return ys, hT, cT, tuple(saved)
 
-        def bwd(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, saved):
-            rs, gates, states, hs, cs = saved
-            dxp, dh0, dc0, dU, dgr, dgs, dbs = mod.keras_ln_lstm_backward(
-                gates, states, rs, hs, cs, h0, c0, U, dys, dhT, dcT,
-                _flat_mask(mask), gr, gs, **attrs,
+        def bwd(dys, dhT, dcT, x, w, gx, bx, h0, c0, U, gr, gs, bs, mask,
+                saved):
+            rs, gates, states, xstats, hs, cs = saved
+            return mod.keras_ln_lstm_backward(
+                gates, states, rs, xstats, hs, cs, x, w, h0, c0, U, dys,
+                dhT, dcT, _flat_mask(mask), gx, gr, gs, **attrs,
             )
-            return dxp, dh0, dc0, dU, dgr, dgs, dbs
     else:
-        def fwd(xp, h0, U, gr, off, mask):
+        def fwd(x, w, gx, bx, h0, U, gr, off, mask):
             ys, hT, *saved = mod.keras_ln_gru_forward(
-                xp, h0, U, _flat_mask(mask), gr, off, epsilon=epsilon,
-                **attrs,
+                x, w, h0, U, _flat_mask(mask), gx, bx, gr, off,
+                epsilon=epsilon, **attrs,
             )
             return ys, hT, tuple(saved)
 
-        def bwd(dys, dhT, xp, h0, U, gr, off, mask, saved):
-            rs, states, hs = saved
+        def bwd(dys, dhT, x, w, gx, bx, h0, U, gr, off, mask, saved):
+            rs, states, xstats, hs = saved
             return mod.keras_ln_gru_backward(
-                states, rs, hs, h0, U, dys, dhT, _flat_mask(mask), gr, off,
-                **attrs,
+                states, rs, xstats, hs, x, w, h0, U, dys, dhT,
+                _flat_mask(mask), gx, gr, off, **attrs,
             )
 
     return (
@@ -292,16 +298,21 @@ def _recurrence_op(fwd, bwd, n_states, mask):
     return op
 
 
-def ln_lstm_recurrence(xp, h0, c0, U, gr, gs, bs, mask=None, epsilon=1e-3,
-                       zero_output=False):
-    """The LN-LSTM recurrence as one op with a hand-written gradient.
+def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
+                       epsilon=1e-3, zero_output=False):
+    """The LN-LSTM recurrence, input projection included, as one op with a
+    hand-written gradient.
 
-    Uses the native step ops when they are built (`keras_ln.layers._native`),
-    else XLA-compiled loops.
+    Uses the native ops when they are built (`keras_ln.layers._native`);
+    else normalizes the projected sequence with `layer_norm` and runs the
+    XLA-compiled loops.
 
     Args:
-        xp: `(T, B, 4u)` input projection, normalized, plus the bias and the
-            recurrent norm's beta; the candidate block's columns scaled by 2.
+        x: `(T, B, F)` time-major input, in the order the layer reads it.
+        w: `(F, 4u)` input kernel.
+        gx, bx: `(4u,)` gamma and beta of the input projection's norm, the
+            bias and the recurrent norm's beta folded into `bx`; both with
+            the candidate block scaled by 2.
         h0, c0: `(B, u)` initial states.
         U: `(u, 4u)` recurrent kernel, centered over its output axis.
         gr: `(4u,)` recurrent norm gamma (candidate block scaled by 2).
@@ -316,18 +327,25 @@ def ln_lstm_recurrence(xp, h0, c0, U, gr, gs, bs, mask=None, epsilon=1e-3,
     key = (mask is not None, bool(zero_output), float(epsilon))
     if native_available():
         fwd, bwd = _native_compiled("lstm", *key)
-    else:
-        fwd, bwd = _compiled(*key)
+        return _recurrence_op(fwd, bwd, 2, mask)(
+            x, w, gx, bx, h0, c0, U, gr, gs, bs
+        )
+    xp = layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
+    fwd, bwd = _compiled(*key)
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 
 
-def ln_gru_recurrence(xp, h0, U, gr, off, mask=None, epsilon=1e-3,
-                      zero_output=False):
-    """The LN-GRU recurrence as one op with a hand-written gradient (native
-    step ops only: check `native_available()` first).
+def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,
+                      epsilon=1e-3, zero_output=False):
+    """The LN-GRU recurrence, input projection included, as one op with a
+    hand-written gradient (native ops only: check `native_available()`
+    first).
 
     Args:
-        xp: `(T, B, 3u)` input projection, normalized, plus the input bias.
+        x: `(T, B, F)` time-major input, in the order the layer reads it.
+        w: `(F, 3u)` input kernel.
+        gx, bx: `(3u,)` gamma and beta of the input projection's norm, the
+            input bias folded into `bx`.
         h0: `(B, u)` initial state.
         U: `(u, 3u)` recurrent kernel, centered over its output axis.
         gr: `(3u,)` recurrent norm gamma.
@@ -347,4 +365,4 @@ def ln_gru_recurrence(xp, h0, U, gr, off, mask=None, epsilon=1e-3,
     fwd, bwd = _native_compiled(
         "gru", mask is not None, bool(zero_output), float(epsilon)
     )
-    return _recurrence_op(fwd, bwd, 1, mask)(xp, h0, U, gr, off)
+    return _recurrence_op(fwd, bwd, 1, mask)(x, w, gx, bx, h0, U, gr, off)

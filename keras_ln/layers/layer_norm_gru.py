@@ -457,19 +457,18 @@ class LayerNormGRU(_recurrent.FusedRNN):
         beta = cell.kernel_norm_beta
         if cell.use_bias:
             beta = beta + tf.cast(cell.bias[0], beta.dtype)
-        # The input bias folded into the input norm's beta: the wide
-        # projected sequence sees one normalization and nothing else.
-        xp = _recurrent.ln_sequence(
-            tf.matmul(_recurrent.to_time_major(sequences), cell.kernel),
-            cell.kernel_norm_gamma,
-            beta,
-            cell.norm_epsilon,
+        # The input bias folded into the input norm's beta, which the kernel
+        # applies to the input projection step by step.
+        x, mask = _recurrent.kernel_sequence(
+            self, _recurrent.to_time_major(sequences), mask
         )
-        xp, mask = _recurrent.kernel_sequence(self, xp, mask)
         h0 = initial_state[0] if isinstance(
             initial_state, (list, tuple)) else initial_state
         ys, h_t = _tf_recurrent_kernels.ln_gru_recurrence(
-            tf.cast(xp, dtype),
+            x,
+            tf.cast(cell.kernel, dtype),
+            tf.cast(cell.kernel_norm_gamma, dtype),
+            tf.cast(beta, dtype),
             tf.cast(h0, dtype),
             tf.cast(_recurrent.center_columns(cell.recurrent_kernel), dtype),
             tf.cast(cell.recurrent_norm_gamma, dtype),

@@ -468,8 +468,8 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         dtype = sequences.dtype
         # tanh(x) = 2 sigmoid(2x) - 1: scale the candidate block by 2. The
         # scale, the bias and the recurrent norm's beta are folded into the
-        # (small) gamma and beta of the input norm, so the wide projected
-        # sequence sees one normalization and nothing else.
+        # (small) gamma and beta of the input norm, which the kernel applies
+        # to the input projection step by step.
         scale = tf.constant(
             [1.0] * (2 * units) + [2.0] * units + [1.0] * units, "float32"
         )
@@ -481,24 +481,19 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         )
         if cell.use_bias:
             beta = beta + tf.cast(cell.bias, sdtype)
-        xp = _recurrent.ln_sequence(
-            tf.matmul(_recurrent.to_time_major(sequences), cell.kernel),
-            tf.cast(cell.kernel_norm_gamma, sdtype) * scale,
-            beta * scale,
-            cell.norm_epsilon,
+        x, mask = _recurrent.kernel_sequence(
+            self, _recurrent.to_time_major(sequences), mask
         )
-        centered = _recurrent.center_columns(cell.recurrent_kernel)
-        gamma_r = tf.cast(cell.recurrent_norm_gamma, dtype) * tf.cast(
-            scale, dtype
-        )
-        xp, mask = _recurrent.kernel_sequence(self, xp, mask)
         h0, c0 = initial_state[0], initial_state[1]
         ys, h_t, c_t = _tf_recurrent_kernels.ln_lstm_recurrence(
-            xp,
+            x,
+            tf.cast(cell.kernel, dtype),
+            tf.cast(tf.cast(cell.kernel_norm_gamma, sdtype) * scale, dtype),
+            tf.cast(beta * scale, dtype),
             tf.cast(h0, dtype),
             tf.cast(c0, dtype),
-            tf.cast(centered, dtype),
-            gamma_r,
+            tf.cast(_recurrent.center_columns(cell.recurrent_kernel), dtype),
+            tf.cast(cell.recurrent_norm_gamma, dtype) * tf.cast(scale, dtype),
             tf.cast(cell.state_norm_gamma, dtype),
             tf.cast(cell.state_norm_beta, dtype),
             mask=mask,

@@ -3,20 +3,26 @@
 // (the optional native part of the TensorFlow fast path; see
 // keras_ln/layers/_native/__init__.py), like cuDNN's RNN kernels.
 //
-// Each step is one matrix product (BLAS sgemm/dgemm, from the
-// scipy-openblas32 wheel) and one fused pass over each batch row: the
-// normalization of W_h·h, the gates, the cell update and its normalization,
-// the mask blend; the backward pass does the whole step's gradient plus the
-// column sums of the norm parameters' gradients in one pass, and the
-// recurrent kernel's gradient as one large product after the loop. The
-// forward op saves the activations the backward op needs, so nothing is
-// recomputed. Equations: keras_ln/layers/_tf_recurrent_kernels.py.
+// Each step is two matrix products (BLAS sgemm/dgemm, from the
+// scipy-openblas32 wheel), x_t @ W and h_{t-1} @ U_c, and fused passes over
+// each batch row: the normalization of both projections, the gates, the
+// cell update and its normalization, the mask blend. The input projection is
+// computed and normalized step by step, so no (time, batch, gates) tensor of
+// it is ever written. The backward pass does the whole step's gradient plus
+// the column sums of the norm parameters' gradients in one pass, the input
+// kernel's gradient step by step, and the recurrent kernel's gradient as one
+// large product after the loop. The forward op saves the activations the
+// backward op needs; only the small input product is recomputed.
+// Equations: keras_ln/layers/_tf_recurrent_kernels.py.
 //
 // Conventions shared with the Python side:
 // - `r` is h_prev @ U_c with U_c the recurrent kernel centered over its
 //   output axis, so its LN needs no mean: rhat = r * rsqrt(mean(r^2) + eps).
-// - LSTM: the candidate block is pre-scaled by 2 (in xp and gr) and computed
-//   as 2 * sigmoid(.) - 1 = tanh(.), so one sigmoid covers all four blocks.
+// - `xp` = LN(x_t @ W) * gx + bx, where the caller folds the biases (and, for
+//   the LSTM, the recurrent norm's beta) into bx.
+// - LSTM: the candidate block is pre-scaled by 2 (in gx, bx and gr) and
+//   computed as 2 * sigmoid(.) - 1 = tanh(.), so one sigmoid covers all four
+//   blocks.
 // - A masked step keeps the states and outputs the previous output (zeros
 //   with zero_output), as keras' backend.rnn does.
 
@@ -101,6 +107,63 @@ void KernelGradient(int64_t Tn, int64_t B, int64_t u, int64_t G, const T* h0,
     Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1), dU);
 }
 
+// The input side of a step, computed inside the loop so that no
+// (time, batch, G) projection is ever materialized: xz_t = x_t @ W (one small
+// BLAS product), normalized over its G columns, xp_t = (xz_t - mean) * rstd
+// * gx + bx. The forward saves each row's mean and rstd; the backward
+// recomputes xz_t and returns the gradients of x_t, W, gx and bx.
+template <typename T>
+struct InputNorm {
+  int64_t F, G;
+  T eps;
+  const T *x, *w, *gx, *bx;
+
+  // xp (B, G) <- step t's normalized projection; st (B, 2) <- mean, rstd.
+  void Forward(int64_t t, int64_t B, T* xp, T* st) const {
+    Project(t, B, xp);
+    CRow<T> g(gx, G), b(bx, G);
+    for (int64_t i = 0; i < B; ++i) {
+      Row<T> v(xp + i * G, G);
+      const T mu = v.mean();
+      const T rstd = T(1) / std::sqrt((v - mu).square().mean() + eps);
+      v = (v - mu) * rstd * g + b;
+      st[2 * i] = mu;
+      st[2 * i + 1] = rstd;
+    }
+  }
+
+  // dz (B, G): dL/dxp_t; st: the forward's statistics of step t; xz (B, G)
+  // scratch. Writes dx_t, adds to dw, sgx and sbx.
+  void Backward(int64_t t, int64_t B, const T* dz, const T* st, T* xz,
+                T* dx, T* dw, Arr<T>& sgx, Arr<T>& sbx) const {
+    Project(t, B, xz);
+    CRow<T> g(gx, G);
+    Arr<T> dxh(G);
+    for (int64_t i = 0; i < B; ++i) {
+      Row<T> v(xz + i * G, G);
+      CRow<T> d(dz + i * G, G);
+      const T mu = st[2 * i], rstd = st[2 * i + 1];
+      v = (v - mu) * rstd;  // xhat
+      sgx += d * v;
+      sbx += d;
+      dxh = d * g;
+      const T m1 = dxh.mean(), m2 = (dxh * v).mean();
+      v = rstd * (dxh - m1 - v * m2);  // dL/dxz
+    }
+    if (F == 0) return;
+    Gemm(false, true, B, F, G, T(1), xz, w, T(0), dx + t * B * F);
+    Gemm(true, false, F, G, B, T(1), x + t * B * F, xz, T(1), dw);
+  }
+
+ private:
+  void Project(int64_t t, int64_t B, T* out) const {
+    if (F == 0)
+      std::fill_n(out, B * G, T(0));
+    else
+      Gemm(false, false, B, G, F, T(1), x + t * B * F, w, T(0), out);
+  }
+};
+
 // Calls fn(begin, end) over the batch rows. Serially: the BLAS threads,
 // which have just run the step's product, hold the other cores for a while
 // after it, and on a small machine sharding the rows across TensorFlow's
@@ -110,24 +173,26 @@ inline void ForRows(OpKernelContext*, int64_t rows, int64_t,
   fn(0, rows);
 }
 
-// Common checks of the sequence ops; sets T (time), B (batch), u (units)
-// and G (gate width, blocks * u).
-void CheckSequence(OpKernelContext* ctx, const Tensor& seq, const Tensor& h0,
-                   const Tensor& kernel, const Tensor& mask, bool masked,
-                   int blocks, int64_t* T, int64_t* B, int64_t* u,
-                   int64_t* G) {
+// Common checks of the sequence ops; sets T (time), B (batch), F (input
+// features), u (units) and G (gate width, blocks * u).
+void CheckSequence(OpKernelContext* ctx, const Tensor& x, const Tensor& w,
+                   const Tensor& h0, const Tensor& kernel, const Tensor& mask,
+                   bool masked, int blocks, int64_t* T, int64_t* B,
+                   int64_t* F, int64_t* u, int64_t* G) {
   OP_REQUIRES(ctx, h0.dims() == 2,
               InvalidArgument("states must be (batch, units), got ",
                               h0.shape().DebugString()));
   *B = h0.dim_size(0);
   *u = h0.dim_size(1);
   *G = blocks * *u;
-  OP_REQUIRES(ctx,
-              seq.dims() == 3 && seq.dim_size(1) == *B &&
-                  seq.dim_size(2) == *G,
-              InvalidArgument("sequence must be (time, ", *B, ", ", *G,
-                              "), got ", seq.shape().DebugString()));
-  *T = seq.dim_size(0);
+  OP_REQUIRES(ctx, x.dims() == 3 && x.dim_size(1) == *B,
+              InvalidArgument("sequence must be (time, ", *B,
+                              ", features), got ", x.shape().DebugString()));
+  *T = x.dim_size(0);
+  *F = x.dim_size(2);
+  OP_REQUIRES(ctx, w.shape() == TensorShape({*F, *G}),
+              InvalidArgument("input kernel must be (", *F, ", ", *G,
+                              "), got ", w.shape().DebugString()));
   OP_REQUIRES(ctx, kernel.shape() == TensorShape({*u, *G}),
               InvalidArgument("kernel must be (", *u, ", ", *G, "), got ",
                               kernel.shape().DebugString()));
@@ -257,11 +322,14 @@ struct LstmStep {
 };
 
 REGISTER_OP("KerasLnLstmForward")
-    .Input("xp: T")      // (time, batch, 4u)
+    .Input("x: T")       // (time, batch, features)
+    .Input("w: T")       // (features, 4u): the input kernel
     .Input("h0: T")      // (batch, u)
     .Input("c0: T")
     .Input("kernel: T")  // (u, 4u): U_c
     .Input("mask: bool")  // (time, batch[, 1]); ignored unless masked
+    .Input("gx: T")      // (4u,) input norm gamma
+    .Input("bx: T")      // (4u,) input norm beta (+ bias + recurrent beta)
     .Input("gr: T")      // (4u,)
     .Input("gs: T")      // (u,)
     .Input("bs: T")      // (u,)
@@ -271,6 +339,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Output("rs: T")     // (time, batch, 4u)  saved for the backward
     .Output("gates: T")  // (time, batch, 4u)
     .Output("saved: T")  // (time, batch, 2u + 2)
+    .Output("xstats: T")  // (time, batch, 2): input norm mean, rstd
     .Output("hs: T")     // (time, batch, u): carried states
     .Output("cs: T")
     .Attr("T: {float, double}")
@@ -279,20 +348,23 @@ REGISTER_OP("KerasLnLstmForward")
     .Attr("zero_output: bool")
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
-      auto B = c->Dim(c->input(1), 0);
-      auto u = c->Dim(c->input(1), 1);
-      DimensionHandle two_u, width;
+      auto B = c->Dim(c->input(2), 0);
+      auto u = c->Dim(c->input(2), 1);
+      DimensionHandle two_u, width, G;
       TF_RETURN_IF_ERROR(c->Multiply(u, 2, &two_u));
+      TF_RETURN_IF_ERROR(c->Multiply(u, 4, &G));
       TF_RETURN_IF_ERROR(c->Add(two_u, 2, &width));
       auto narrow = c->MakeShape({time, B, u});
+      auto wide = c->MakeShape({time, B, G});
       c->set_output(0, narrow);
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(1));
-      c->set_output(3, c->input(0));
-      c->set_output(4, c->input(0));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      c->set_output(3, wide);
+      c->set_output(4, wide);
       c->set_output(5, c->MakeShape({time, B, width}));
-      c->set_output(6, narrow);
+      c->set_output(6, c->MakeShape({time, B, 2}));
       c->set_output(7, narrow);
+      c->set_output(8, narrow);
       return absl::OkStatus();
     });
 
@@ -306,38 +378,53 @@ class LstmForwardOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &xp = ctx->input(0), &h0 = ctx->input(1),
-                 &c0 = ctx->input(2), &kernel = ctx->input(3),
-                 &mask = ctx->input(4), &gr = ctx->input(5),
-                 &gs = ctx->input(6), &bs = ctx->input(7);
-    int64_t Tn, B, u, G;
-    CheckSequence(ctx, xp, h0, kernel, mask, masked_, 4, &Tn, &B, &u, &G);
+    const Tensor &x = ctx->input(0), &w = ctx->input(1),
+                 &h0 = ctx->input(2), &c0 = ctx->input(3),
+                 &kernel = ctx->input(4), &mask = ctx->input(5),
+                 &gx = ctx->input(6), &bx = ctx->input(7),
+                 &gr = ctx->input(8), &gs = ctx->input(9),
+                 &bs = ctx->input(10);
+    int64_t Tn, B, F, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &F, &u,
+                  &G);
     if (!ctx->status().ok()) return;
     CheckShape(ctx, "c0", c0, h0.shape());
+    CheckShape(ctx, "gx", gx, TensorShape({G}));
+    CheckShape(ctx, "bx", bx, TensorShape({G}));
     CheckShape(ctx, "gr", gr, TensorShape({G}));
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     CheckShape(ctx, "bs", bs, TensorShape({u}));
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
-    Tensor *ys, *h_last, *c_last, *rs, *gates, *saved, *hs, *cs;
+    Tensor *ys, *h_last, *c_last, *rs, *gates, *saved, *xstats, *hs, *cs;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &c_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, xp.shape(), &rs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, xp.shape(), &gates));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, G}, &rs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, G}, &gates));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, W}, &saved));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B, u}, &hs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, {Tn, B, u}, &cs));
-    Tensor y0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B, 2}, &xstats));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, {Tn, B, u}, &hs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(8, {Tn, B, u}, &cs));
+    Tensor y0, xp;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {B, G}, &xp));
     y0.flat<T>().setZero();
 
+    const InputNorm<T> input{F,
+                             G,
+                             static_cast<T>(eps_),
+                             x.flat<T>().data(),
+                             w.flat<T>().data(),
+                             gx.flat<T>().data(),
+                             bx.flat<T>().data()};
     const LstmStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
                            gs.flat<T>().data(), bs.flat<T>().data(),
                            zero_output_};
     const T* U = kernel.flat<T>().data();
-    const T* X = xp.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    T* XP = xp.flat<T>().data();
+    T* XS = xstats->flat<T>().data();
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
@@ -350,9 +437,10 @@ class LstmForwardOp : public OpKernel {
     for (int64_t t = 0; t < Tn; ++t) {
       const int64_t n = t * B;
       T* r = RS + n * G;
+      input.Forward(t, B, XP, XS + 2 * n);
       Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
       ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
-        step.Forward(b0, b1, X + n * G, r, h, c, y, M ? M + n : nullptr,
+        step.Forward(b0, b1, XP, r, h, c, y, M ? M + n : nullptr,
                      HS + n * u, CS + n * u, YS + n * u, A + n * G,
                      S + n * W);
       });
@@ -373,8 +461,11 @@ REGISTER_OP("KerasLnLstmBackward")
     .Input("gates: T")   // (time, batch, 4u): saved by the forward
     .Input("saved: T")   // (time, batch, 2u + 2)
     .Input("rs: T")      // (time, batch, 4u)
+    .Input("xstats: T")  // (time, batch, 2)
     .Input("hs: T")      // (time, batch, u)
     .Input("cs: T")      // (time, batch, u)
+    .Input("x: T")       // (time, batch, features)
+    .Input("w: T")       // (features, 4u)
     .Input("h0: T")      // (batch, u)
     .Input("c0: T")
     .Input("kernel: T")  // (u, 4u): U_c
@@ -382,9 +473,13 @@ REGISTER_OP("KerasLnLstmBackward")
     .Input("dh_last: T")  // (batch, u)
     .Input("dc_last: T")
     .Input("mask: bool")
+    .Input("gx: T")      // (4u,)
     .Input("gr: T")      // (4u,)
     .Input("gs: T")      // (u,)
-    .Output("dxp: T")    // (time, batch, 4u)
+    .Output("dx: T")     // (time, batch, features)
+    .Output("dw: T")
+    .Output("dgx: T")
+    .Output("dbx: T")
     .Output("dh0: T")
     .Output("dc0: T")
     .Output("dkernel: T")
@@ -395,13 +490,16 @@ REGISTER_OP("KerasLnLstmBackward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(0));
-      c->set_output(1, c->input(5));
-      c->set_output(2, c->input(5));
-      c->set_output(3, c->input(7));
-      c->set_output(4, c->input(12));
-      c->set_output(5, c->input(13));
-      c->set_output(6, c->input(13));
+      c->set_output(0, c->input(6));
+      c->set_output(1, c->input(7));
+      c->set_output(2, c->input(15));
+      c->set_output(3, c->input(15));
+      c->set_output(4, c->input(8));
+      c->set_output(5, c->input(8));
+      c->set_output(6, c->input(10));
+      c->set_output(7, c->input(16));
+      c->set_output(8, c->input(17));
+      c->set_output(9, c->input(17));
       return absl::OkStatus();
     });
 
@@ -415,44 +513,57 @@ class LstmBackwardOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = ctx->input(0), &saved = ctx->input(1),
-                 &rs = ctx->input(2), &hs = ctx->input(3),
-                 &cs = ctx->input(4), &h0 = ctx->input(5),
-                 &c0 = ctx->input(6), &kernel = ctx->input(7),
-                 &dys = ctx->input(8), &dh_last = ctx->input(9),
-                 &dc_last = ctx->input(10), &mask = ctx->input(11),
-                 &gr = ctx->input(12), &gs = ctx->input(13);
-    int64_t Tn, B, u, G;
-    CheckSequence(ctx, gates, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
+                 &rs = ctx->input(2), &xstats = ctx->input(3),
+                 &hs = ctx->input(4), &cs = ctx->input(5),
+                 &x = ctx->input(6), &w = ctx->input(7),
+                 &h0 = ctx->input(8), &c0 = ctx->input(9),
+                 &kernel = ctx->input(10), &dys = ctx->input(11),
+                 &dh_last = ctx->input(12), &dc_last = ctx->input(13),
+                 &mask = ctx->input(14), &gx = ctx->input(15),
+                 &gr = ctx->input(16), &gs = ctx->input(17);
+    int64_t Tn, B, F, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &F, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
-    CheckShape(ctx, "rs", rs, gates.shape());
+    CheckShape(ctx, "gates", gates, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "rs", rs, TensorShape({Tn, B, G}));
     CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
+    CheckShape(ctx, "xstats", xstats, TensorShape({Tn, B, 2}));
     CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
     CheckShape(ctx, "cs", cs, TensorShape({Tn, B, u}));
     CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
     CheckShape(ctx, "c0", c0, h0.shape());
     CheckShape(ctx, "dh_last", dh_last, h0.shape());
     CheckShape(ctx, "dc_last", dc_last, h0.shape());
+    CheckShape(ctx, "gx", gx, TensorShape({G}));
     CheckShape(ctx, "gr", gr, TensorShape({G}));
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     if (!ctx->status().ok()) return;
 
-    Tensor *dxp, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, gates.shape(), &dxp));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &dc0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, gs.shape(), &dgs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, gs.shape(), &dbs));
+    Tensor *dx, *dw, *dgx, *dbx, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gx.shape(), &dgx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gx.shape(), &dbx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, h0.shape(), &dc0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(8, gs.shape(), &dgs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(9, gs.shape(), &dbs));
     // dr of every step, for one large product dU = sum_t h_{t-1}^T dr_t;
-    // and double buffers of the carried gradients.
-    Tensor dr_all, carry;
+    // step scratch (dL/dxp_t and the input projection); double buffers of
+    // the carried gradients.
+    Tensor dr_all, scratch, carry;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), gates.shape(),
                                            &dr_all));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_temp(h0.dtype(), {2, B, G}, &scratch));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {8, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
+    T* DZ = scratch.flat<T>().data();
+    T* XZ = DZ + B * G;
     T* buf = carry.flat<T>().data();
     const int64_t Bu = B * u;
     T* dh = buf;            // dL/dh_t, all of it
@@ -462,19 +573,27 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
     std::fill_n(dy[0], Bu, T(0));
+    dw->flat<T>().setZero();
 
+    const InputNorm<T> input{F,       G,
+                             T(0),    x.flat<T>().data(),
+                             w.flat<T>().data(), gx.flat<T>().data(),
+                             nullptr};
     const LstmStep<T> step{u, T(0), gr.flat<T>().data(), gs.flat<T>().data(),
                            nullptr, zero_output_};
     const T* U = kernel.flat<T>().data();
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
+    const T* XS = xstats.flat<T>().data();
     const T* HS = hs.flat<T>().data();
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* DX = dxp->flat<T>().data();
+    T* DX = dx->flat<T>().data();
+    T* DW = dw->flat<T>().data();
     Arr<T> sgr = Arr<T>::Zero(G), sgs = Arr<T>::Zero(u), sbs = Arr<T>::Zero(u);
+    Arr<T> sgx = Arr<T>::Zero(G), sbx = Arr<T>::Zero(G);
     std::mutex mu;
     int cur = 0;
     for (int64_t t = Tn - 1; t >= 0; --t) {
@@ -485,7 +604,7 @@ class LstmBackwardOp : public OpKernel {
                pbs = Arr<T>::Zero(u);
         step.Backward(b0, b1, A + n * G, S + n * W, R + n * G, cp,
                       DYS + n * u, dh, dc[cur], dy[cur],
-                      M ? M + n : nullptr, DX + n * G, DR + n * G, dhs,
+                      M ? M + n : nullptr, DZ, DR + n * G, dhs,
                       dc[1 - cur], dy[1 - cur], pgr, pgs, pbs);
         std::lock_guard<std::mutex> lock(mu);
         sgr += pgr;
@@ -493,6 +612,7 @@ class LstmBackwardOp : public OpKernel {
         sbs += pbs;
       });
       cur = 1 - cur;
+      input.Backward(t, B, DZ, XS + 2 * n, XZ, DX, DW, sgx, sbx);
       // dL/dh_{t-1} = dr_t @ U_c^T + the rest.
       std::copy_n(dhs, Bu, dh);
       Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
@@ -501,6 +621,8 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dc[cur], Bu, dc0->flat<T>().data());
     KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data());
+    std::copy_n(sgx.data(), G, dgx->flat<T>().data());
+    std::copy_n(sbx.data(), G, dbx->flat<T>().data());
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(sgs.data(), u, dgs->flat<T>().data());
     std::copy_n(sbs.data(), u, dbs->flat<T>().data());
@@ -605,16 +727,20 @@ struct GruStep {
 };
 
 REGISTER_OP("KerasLnGruForward")
-    .Input("xp: T")      // (time, batch, 3u): LN(x W) + input bias
+    .Input("x: T")       // (time, batch, features)
+    .Input("w: T")       // (features, 3u): the input kernel
     .Input("h0: T")      // (batch, u)
     .Input("kernel: T")  // (u, 3u): U_c
     .Input("mask: bool")
+    .Input("gx: T")      // (3u,) input norm gamma
+    .Input("bx: T")      // (3u,) input norm beta + input bias
     .Input("gr: T")      // (3u,) recurrent norm gamma
     .Input("off: T")     // (3u,) recurrent norm beta + recurrent bias
     .Output("ys: T")     // (time, batch, u)
     .Output("h_last: T")
     .Output("rs: T")     // (time, batch, 3u)  saved for the backward
     .Output("saved: T")  // (time, batch, 3u + 1)
+    .Output("xstats: T")  // (time, batch, 2): input norm mean, rstd
     .Output("hs: T")     // (time, batch, u): carried states
     .Attr("T: {float, double}")
     .Attr("epsilon: float")
@@ -622,15 +748,17 @@ REGISTER_OP("KerasLnGruForward")
     .Attr("zero_output: bool")
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
-      auto B = c->Dim(c->input(1), 0);
-      auto u = c->Dim(c->input(1), 1);
-      DimensionHandle width;
-      TF_RETURN_IF_ERROR(c->Add(c->Dim(c->input(0), 2), 1, &width));
+      auto B = c->Dim(c->input(2), 0);
+      auto u = c->Dim(c->input(2), 1);
+      DimensionHandle G, width;
+      TF_RETURN_IF_ERROR(c->Multiply(u, 3, &G));
+      TF_RETURN_IF_ERROR(c->Add(G, 1, &width));
       c->set_output(0, c->MakeShape({time, B, u}));
-      c->set_output(1, c->input(1));
-      c->set_output(2, c->input(0));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->MakeShape({time, B, G}));
       c->set_output(3, c->MakeShape({time, B, width}));
-      c->set_output(4, c->MakeShape({time, B, u}));
+      c->set_output(4, c->MakeShape({time, B, 2}));
+      c->set_output(5, c->MakeShape({time, B, u}));
       return absl::OkStatus();
     });
 
@@ -644,31 +772,46 @@ class GruForwardOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &xp = ctx->input(0), &h0 = ctx->input(1),
-                 &kernel = ctx->input(2), &mask = ctx->input(3),
-                 &gr = ctx->input(4), &offs = ctx->input(5);
-    int64_t Tn, B, u, G;
-    CheckSequence(ctx, xp, h0, kernel, mask, masked_, 3, &Tn, &B, &u, &G);
+    const Tensor &x = ctx->input(0), &w = ctx->input(1),
+                 &h0 = ctx->input(2), &kernel = ctx->input(3),
+                 &mask = ctx->input(4), &gx = ctx->input(5),
+                 &bx = ctx->input(6), &gr = ctx->input(7),
+                 &offs = ctx->input(8);
+    int64_t Tn, B, F, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &F, &u,
+                  &G);
     if (!ctx->status().ok()) return;
+    CheckShape(ctx, "gx", gx, TensorShape({G}));
+    CheckShape(ctx, "bx", bx, TensorShape({G}));
     CheckShape(ctx, "gr", gr, TensorShape({G}));
     CheckShape(ctx, "off", offs, TensorShape({G}));
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
-    Tensor *ys, *h_last, *rs, *saved, *hs;
+    Tensor *ys, *h_last, *rs, *saved, *xstats, *hs;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, xp.shape(), &rs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {Tn, B, G}, &rs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, W}, &saved));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, u}, &hs));
-    Tensor y0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, 2}, &xstats));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, u}, &hs));
+    Tensor y0, xp;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {B, G}, &xp));
     y0.flat<T>().setZero();
 
+    const InputNorm<T> input{F,
+                             G,
+                             static_cast<T>(eps_),
+                             x.flat<T>().data(),
+                             w.flat<T>().data(),
+                             gx.flat<T>().data(),
+                             bx.flat<T>().data()};
     const GruStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
     const T* U = kernel.flat<T>().data();
-    const T* X = xp.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    T* XP = xp.flat<T>().data();
+    T* XS = xstats->flat<T>().data();
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
@@ -678,10 +821,11 @@ class GruForwardOp : public OpKernel {
     for (int64_t t = 0; t < Tn; ++t) {
       const int64_t n = t * B;
       T* r = RS + n * G;
+      input.Forward(t, B, XP, XS + 2 * n);
       Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
       ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
-        step.Forward(b0, b1, X + n * G, r, h, y, M ? M + n : nullptr,
-                     HS + n * u, YS + n * u, S + n * W);
+        step.Forward(b0, b1, XP, r, h, y, M ? M + n : nullptr, HS + n * u,
+                     YS + n * u, S + n * W);
       });
       h = HS + n * u;
       y = YS + n * u;
@@ -697,15 +841,22 @@ class GruForwardOp : public OpKernel {
 REGISTER_OP("KerasLnGruBackward")
     .Input("saved: T")   // (time, batch, 3u + 1)
     .Input("rs: T")      // (time, batch, 3u)
+    .Input("xstats: T")  // (time, batch, 2)
     .Input("hs: T")      // (time, batch, u)
+    .Input("x: T")       // (time, batch, features)
+    .Input("w: T")       // (features, 3u)
     .Input("h0: T")      // (batch, u)
     .Input("kernel: T")  // (u, 3u)
     .Input("dys: T")     // (time, batch, u)
     .Input("dh_last: T")
     .Input("mask: bool")
+    .Input("gx: T")
     .Input("gr: T")
     .Input("off: T")
-    .Output("dxp: T")    // (time, batch, 3u)
+    .Output("dx: T")     // (time, batch, features)
+    .Output("dw: T")
+    .Output("dgx: T")
+    .Output("dbx: T")
     .Output("dh0: T")
     .Output("dkernel: T")
     .Output("dgr: T")
@@ -714,11 +865,14 @@ REGISTER_OP("KerasLnGruBackward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .SetShapeFn([](InferenceContext* c) {
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(3));
-      c->set_output(2, c->input(4));
-      c->set_output(3, c->input(8));
-      c->set_output(4, c->input(9));
+      c->set_output(0, c->input(4));
+      c->set_output(1, c->input(5));
+      c->set_output(2, c->input(11));
+      c->set_output(3, c->input(11));
+      c->set_output(4, c->input(6));
+      c->set_output(5, c->input(7));
+      c->set_output(6, c->input(12));
+      c->set_output(7, c->input(13));
       return absl::OkStatus();
     });
 
@@ -732,32 +886,45 @@ class GruBackwardOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &saved = ctx->input(0), &rs = ctx->input(1),
-                 &hs = ctx->input(2), &h0 = ctx->input(3),
-                 &kernel = ctx->input(4), &dys = ctx->input(5),
-                 &dh_last = ctx->input(6), &mask = ctx->input(7),
-                 &gr = ctx->input(8), &offs = ctx->input(9);
-    int64_t Tn, B, u, G;
-    CheckSequence(ctx, rs, h0, kernel, mask, masked_, 3, &Tn, &B, &u, &G);
+                 &xstats = ctx->input(2), &hs = ctx->input(3),
+                 &x = ctx->input(4), &w = ctx->input(5),
+                 &h0 = ctx->input(6), &kernel = ctx->input(7),
+                 &dys = ctx->input(8), &dh_last = ctx->input(9),
+                 &mask = ctx->input(10), &gx = ctx->input(11),
+                 &gr = ctx->input(12), &offs = ctx->input(13);
+    int64_t Tn, B, F, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &F, &u,
+                  &G);
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
+    CheckShape(ctx, "rs", rs, TensorShape({Tn, B, G}));
     CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
+    CheckShape(ctx, "xstats", xstats, TensorShape({Tn, B, 2}));
     CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
     CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
     CheckShape(ctx, "dh_last", dh_last, h0.shape());
+    CheckShape(ctx, "gx", gx, TensorShape({G}));
     CheckShape(ctx, "gr", gr, TensorShape({G}));
     CheckShape(ctx, "off", offs, TensorShape({G}));
     if (!ctx->status().ok()) return;
 
-    Tensor *dxp, *dh0, *dkernel, *dgr, *doff;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, rs.shape(), &dxp));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, offs.shape(), &doff));
-    Tensor dr_all, carry;
+    Tensor *dx, *dw, *dgx, *dbx, *dh0, *dkernel, *dgr, *doff;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gx.shape(), &dgx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gx.shape(), &dbx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, offs.shape(), &doff));
+    Tensor dr_all, scratch, carry;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(rs.dtype(), rs.shape(), &dr_all));
+    OP_REQUIRES_OK(ctx,
+                   ctx->allocate_temp(h0.dtype(), {2, B, G}, &scratch));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {4, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
+    T* DZ = scratch.flat<T>().data();
+    T* XZ = DZ + B * G;
     T* buf = carry.flat<T>().data();
     const int64_t Bu = B * u;
     T* dh = buf;
@@ -765,17 +932,25 @@ class GruBackwardOp : public OpKernel {
     T* dy[2] = {buf + 2 * Bu, buf + 3 * Bu};
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::fill_n(dy[0], Bu, T(0));
+    dw->flat<T>().setZero();
 
+    const InputNorm<T> input{F,       G,
+                             T(0),    x.flat<T>().data(),
+                             w.flat<T>().data(), gx.flat<T>().data(),
+                             nullptr};
     const GruStep<T> step{u, T(0), gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
     const T* U = kernel.flat<T>().data();
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
+    const T* XS = xstats.flat<T>().data();
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* DX = dxp->flat<T>().data();
+    T* DX = dx->flat<T>().data();
+    T* DW = dw->flat<T>().data();
     Arr<T> sgr = Arr<T>::Zero(G), soff = Arr<T>::Zero(G);
+    Arr<T> sgx = Arr<T>::Zero(G), sbx = Arr<T>::Zero(G);
     std::mutex mu;
     int cur = 0;
     for (int64_t t = Tn - 1; t >= 0; --t) {
@@ -784,19 +959,22 @@ class GruBackwardOp : public OpKernel {
       ForRows(ctx, B, 20 * G, [&](int64_t b0, int64_t b1) {
         Arr<T> pgr = Arr<T>::Zero(G), poff = Arr<T>::Zero(G);
         step.Backward(b0, b1, S + n * W, R + n * G, hp, DYS + n * u, dh,
-                      dy[cur], M ? M + n : nullptr, DX + n * G, DR + n * G,
-                      dhs, dy[1 - cur], pgr, poff);
+                      dy[cur], M ? M + n : nullptr, DZ, DR + n * G, dhs,
+                      dy[1 - cur], pgr, poff);
         std::lock_guard<std::mutex> lock(mu);
         sgr += pgr;
         soff += poff;
       });
       cur = 1 - cur;
+      input.Backward(t, B, DZ, XS + 2 * n, XZ, DX, DW, sgx, sbx);
       std::copy_n(dhs, Bu, dh);
       Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
     }
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data());
+    std::copy_n(sgx.data(), G, dgx->flat<T>().data());
+    std::copy_n(sbx.data(), G, dbx->flat<T>().data());
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(soff.data(), G, doff->flat<T>().data());
   }
