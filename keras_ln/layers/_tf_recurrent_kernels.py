@@ -2,8 +2,8 @@
 
 Each recurrence is ONE differentiable operation. With the native library
 (`keras_ln.layers._native`, section "native ops" below), one C++ op runs the
-whole forward loop, input projection and its normalization included, and
-another the whole backward loop. Without it, `LayerNormLSTM` normalizes its
+whole forward loop, input projection and its normalization (for all steps,
+before the loop) included, and another the whole backward loop. Without it, `LayerNormLSTM` normalizes its
 input projection in one batched op and runs its recurrent part as an
 XLA-compiled forward `tf.while_loop` that keeps only the carried states of
 each step, and an XLA-compiled, hand-written backward-through-time
@@ -215,11 +215,12 @@ def _compiled(masked, zero_output, epsilon):
 # ------------------------------------------------------------ native ops
 #
 # With the library of `keras_ln.layers._native`, the forward loop is one op
-# and the backward loop another (each step two BLAS products and fused passes
-# over the batch rows, in C++). They take the raw time-major input and the
-# input kernel: the input projection and its normalization are computed step
-# by step inside the loop, so no (time, batch, gates) tensor of it is
-# written. The forward op returns what the backward op needs.
+# and the backward loop another (C++, BLAS products and fused passes over the
+# batch rows). They take the raw time-major input and the input kernel: the
+# input projection of all steps is one product and one normalization pass
+# inside the forward op, before its loop, so TensorFlow never handles the
+# wide (time, batch, gates) projection. The forward op returns what the
+# backward op needs.
 
 
 def _flat_mask(mask):

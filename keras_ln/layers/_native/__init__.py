@@ -137,10 +137,15 @@ def build(compiler=None, verbose=False):
             os.remove(tmp)
     # Libraries of older sources or other TensorFlow versions are never
     # loaded again.
+    # (Only finished libraries: another build's temporary file is its own.)
     for name in os.listdir(_HERE):
         stale = os.path.join(_HERE, name)
-        if name.startswith("_ln_rnn_ops-") and stale != path:
-            os.remove(stale)
+        if (name.startswith("_ln_rnn_ops-") and name.endswith(".so")
+                and stale != path):
+            try:
+                os.remove(stale)
+            except FileNotFoundError:  # removed by a concurrent build
+                pass
     with _lock:
         _loaded.clear()
     return path

@@ -3,16 +3,17 @@
 // (the optional native part of the TensorFlow fast path; see
 // keras_ln/layers/_native/__init__.py), like cuDNN's RNN kernels.
 //
-// Each step is two matrix products (BLAS sgemm/dgemm, from the
-// scipy-openblas32 wheel), x_t @ W and h_{t-1} @ U_c, and fused passes over
-// each batch row: the normalization of both projections, the gates, the
-// cell update and its normalization, the mask blend. The input projection is
-// computed and normalized step by step, so no (time, batch, gates) tensor of
-// it is ever written. The backward pass does the whole step's gradient plus
-// the column sums of the norm parameters' gradients in one pass, the input
-// kernel's gradient step by step, and the recurrent kernel's gradient as one
-// large product after the loop. The forward op saves the activations the
-// backward op needs; only the small input product is recomputed.
+// Before the loop, as cuDNN does, the input projection x @ W of all time
+// steps is one large matrix product (BLAS sgemm/dgemm, from the
+// scipy-openblas32 wheel), normalized row by row in one pass. Each step is
+// then one product, h_{t-1} @ U_c, and one fused pass over each batch row:
+// the normalization of the recurrent projection, the gates, the cell update
+// and its normalization, the mask blend. The backward pass does the whole
+// step's gradient plus the column sums of the norm parameters' gradients in
+// one pass per step; the gradients of the recurrent kernel and of the input
+// side (x, W and the input norm) are large products after the loop. The
+// forward op saves the activations the backward op needs; only the input
+// product is recomputed.
 // Equations: keras_ln/layers/_tf_recurrent_kernels.py.
 //
 // Conventions shared with the Python side:
@@ -107,22 +108,24 @@ void KernelGradient(int64_t Tn, int64_t B, int64_t u, int64_t G, const T* h0,
     Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1), dU);
 }
 
-// The input side of a step, computed inside the loop so that no
-// (time, batch, G) projection is ever materialized: xz_t = x_t @ W (one small
-// BLAS product), normalized over its G columns, xp_t = (xz_t - mean) * rstd
-// * gx + bx. The forward saves each row's mean and rstd; the backward
-// recomputes xz_t and returns the gradients of x_t, W, gx and bx.
+// The input side, for all time steps at once before the recurrent loop (as
+// cuDNN does): xz = x @ W as one large BLAS product over the (time * batch)
+// rows, normalized over its G columns, xp = (xz - mean) * rstd * gx + bx.
+// The forward saves each row's mean and rstd; the backward, after the loop,
+// recomputes xz and returns the gradients of x, W, gx and bx from every
+// step's dL/dxp.
 template <typename T>
 struct InputNorm {
   int64_t F, G;
   T eps;
   const T *x, *w, *gx, *bx;
 
-  // xp (B, G) <- step t's normalized projection; st (B, 2) <- mean, rstd.
-  void Forward(int64_t t, int64_t B, T* xp, T* st) const {
-    Project(t, B, xp);
+  // xp (n, G) <- the normalized projection of the n rows of x; st (n, 2) <-
+  // their mean and rstd.
+  void Forward(int64_t n, T* xp, T* st) const {
+    Project(n, xp);
     CRow<T> g(gx, G), b(bx, G);
-    for (int64_t i = 0; i < B; ++i) {
+    for (int64_t i = 0; i < n; ++i) {
       Row<T> v(xp + i * G, G);
       const T mu = v.mean();
       const T rstd = T(1) / std::sqrt((v - mu).square().mean() + eps);
@@ -132,14 +135,14 @@ struct InputNorm {
     }
   }
 
-  // dz (B, G): dL/dxp_t; st: the forward's statistics of step t; xz (B, G)
-  // scratch. Writes dx_t, adds to dw, sgx and sbx.
-  void Backward(int64_t t, int64_t B, const T* dz, const T* st, T* xz,
-                T* dx, T* dw, Arr<T>& sgx, Arr<T>& sbx) const {
-    Project(t, B, xz);
+  // dz (n, G): dL/dxp; st: the forward's statistics; xz (n, G): scratch.
+  // Writes dx (n, F), dw (F, G), dgx and dbx (G).
+  void Backward(int64_t n, const T* dz, const T* st, T* xz, T* dx, T* dw,
+                T* dgx, T* dbx) const {
+    Project(n, xz);
     CRow<T> g(gx, G);
-    Arr<T> dxh(G);
-    for (int64_t i = 0; i < B; ++i) {
+    Arr<T> sgx = Arr<T>::Zero(G), sbx = Arr<T>::Zero(G), dxh(G);
+    for (int64_t i = 0; i < n; ++i) {
       Row<T> v(xz + i * G, G);
       CRow<T> d(dz + i * G, G);
       const T mu = st[2 * i], rstd = st[2 * i + 1];
@@ -150,17 +153,24 @@ struct InputNorm {
       const T m1 = dxh.mean(), m2 = (dxh * v).mean();
       v = rstd * (dxh - m1 - v * m2);  // dL/dxz
     }
+    std::copy_n(sgx.data(), G, dgx);
+    std::copy_n(sbx.data(), G, dbx);
     if (F == 0) return;
-    Gemm(false, true, B, F, G, T(1), xz, w, T(0), dx + t * B * F);
-    Gemm(true, false, F, G, B, T(1), x + t * B * F, xz, T(1), dw);
+    if (n == 0) {
+      std::fill_n(dw, F * G, T(0));
+      return;
+    }
+    Gemm(false, true, n, F, G, T(1), xz, w, T(0), dx);
+    Gemm(true, false, F, G, n, T(1), x, xz, T(0), dw);
   }
 
  private:
-  void Project(int64_t t, int64_t B, T* out) const {
+  void Project(int64_t n, T* out) const {
+    if (n == 0) return;
     if (F == 0)
-      std::fill_n(out, B * G, T(0));
+      std::fill_n(out, n * G, T(0));
     else
-      Gemm(false, false, B, G, F, T(1), x + t * B * F, w, T(0), out);
+      Gemm(false, false, n, G, F, T(1), x, w, T(0), out);
   }
 };
 
@@ -408,7 +418,7 @@ class LstmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(8, {Tn, B, u}, &cs));
     Tensor y0, xp;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {B, G}, &xp));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &xp));
     y0.flat<T>().setZero();
 
     const InputNorm<T> input{F,
@@ -425,6 +435,7 @@ class LstmForwardOp : public OpKernel {
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XP = xp.flat<T>().data();
     T* XS = xstats->flat<T>().data();
+    input.Forward(Tn * B, XP, XS);
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
@@ -437,10 +448,9 @@ class LstmForwardOp : public OpKernel {
     for (int64_t t = 0; t < Tn; ++t) {
       const int64_t n = t * B;
       T* r = RS + n * G;
-      input.Forward(t, B, XP, XS + 2 * n);
       Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
       ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
-        step.Forward(b0, b1, XP, r, h, c, y, M ? M + n : nullptr,
+        step.Forward(b0, b1, XP + n * G, r, h, c, y, M ? M + n : nullptr,
                      HS + n * u, CS + n * u, YS + n * u, A + n * G,
                      S + n * W);
       });
@@ -552,18 +562,17 @@ class LstmBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(7, gr.shape(), &dgr));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(8, gs.shape(), &dgs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(9, gs.shape(), &dbs));
-    // dr of every step, for one large product dU = sum_t h_{t-1}^T dr_t;
-    // step scratch (dL/dxp_t and the input projection); double buffers of
+    // dr and dL/dxp of every step, for the large products after the loop
+    // (dU = sum_t h_{t-1}^T dr_t, and the input side's); double buffers of
     // the carried gradients.
-    Tensor dr_all, scratch, carry;
+    Tensor dr_all, dz_all, carry;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), gates.shape(),
                                            &dr_all));
     OP_REQUIRES_OK(ctx,
-                   ctx->allocate_temp(h0.dtype(), {2, B, G}, &scratch));
+                   ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &dz_all));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {8, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
-    T* DZ = scratch.flat<T>().data();
-    T* XZ = DZ + B * G;
+    T* DZ = dz_all.flat<T>().data();
     T* buf = carry.flat<T>().data();
     const int64_t Bu = B * u;
     T* dh = buf;            // dL/dh_t, all of it
@@ -573,7 +582,6 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
     std::fill_n(dy[0], Bu, T(0));
-    dw->flat<T>().setZero();
 
     const InputNorm<T> input{F,       G,
                              T(0),    x.flat<T>().data(),
@@ -593,7 +601,6 @@ class LstmBackwardOp : public OpKernel {
     T* DX = dx->flat<T>().data();
     T* DW = dw->flat<T>().data();
     Arr<T> sgr = Arr<T>::Zero(G), sgs = Arr<T>::Zero(u), sbs = Arr<T>::Zero(u);
-    Arr<T> sgx = Arr<T>::Zero(G), sbx = Arr<T>::Zero(G);
     std::mutex mu;
     int cur = 0;
     for (int64_t t = Tn - 1; t >= 0; --t) {
@@ -604,7 +611,7 @@ class LstmBackwardOp : public OpKernel {
                pbs = Arr<T>::Zero(u);
         step.Backward(b0, b1, A + n * G, S + n * W, R + n * G, cp,
                       DYS + n * u, dh, dc[cur], dy[cur],
-                      M ? M + n : nullptr, DZ, DR + n * G, dhs,
+                      M ? M + n : nullptr, DZ + n * G, DR + n * G, dhs,
                       dc[1 - cur], dy[1 - cur], pgr, pgs, pbs);
         std::lock_guard<std::mutex> lock(mu);
         sgr += pgr;
@@ -612,7 +619,6 @@ class LstmBackwardOp : public OpKernel {
         sbs += pbs;
       });
       cur = 1 - cur;
-      input.Backward(t, B, DZ, XS + 2 * n, XZ, DX, DW, sgx, sbx);
       // dL/dh_{t-1} = dr_t @ U_c^T + the rest.
       std::copy_n(dhs, Bu, dh);
       Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
@@ -621,8 +627,9 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dc[cur], Bu, dc0->flat<T>().data());
     KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data());
-    std::copy_n(sgx.data(), G, dgx->flat<T>().data());
-    std::copy_n(sbx.data(), G, dbx->flat<T>().data());
+    // The input side for all steps at once; DR is free again: scratch.
+    input.Backward(Tn * B, DZ, XS, DR, DX, DW, dgx->flat<T>().data(),
+                   dbx->flat<T>().data());
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(sgs.data(), u, dgs->flat<T>().data());
     std::copy_n(sbs.data(), u, dbs->flat<T>().data());
@@ -796,7 +803,7 @@ class GruForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, u}, &hs));
     Tensor y0, xp;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {B, G}, &xp));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &xp));
     y0.flat<T>().setZero();
 
     const InputNorm<T> input{F,
@@ -812,6 +819,7 @@ class GruForwardOp : public OpKernel {
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XP = xp.flat<T>().data();
     T* XS = xstats->flat<T>().data();
+    input.Forward(Tn * B, XP, XS);
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
@@ -821,10 +829,9 @@ class GruForwardOp : public OpKernel {
     for (int64_t t = 0; t < Tn; ++t) {
       const int64_t n = t * B;
       T* r = RS + n * G;
-      input.Forward(t, B, XP, XS + 2 * n);
       Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
       ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
-        step.Forward(b0, b1, XP, r, h, y, M ? M + n : nullptr, HS + n * u,
+        step.Forward(b0, b1, XP + n * G, r, h, y, M ? M + n : nullptr, HS + n * u,
                      YS + n * u, S + n * W);
       });
       h = HS + n * u;
@@ -917,14 +924,13 @@ class GruBackwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, kernel.shape(), &dkernel));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(6, gr.shape(), &dgr));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(7, offs.shape(), &doff));
-    Tensor dr_all, scratch, carry;
+    Tensor dr_all, dz_all, carry;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(rs.dtype(), rs.shape(), &dr_all));
     OP_REQUIRES_OK(ctx,
-                   ctx->allocate_temp(h0.dtype(), {2, B, G}, &scratch));
+                   ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &dz_all));
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {4, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
-    T* DZ = scratch.flat<T>().data();
-    T* XZ = DZ + B * G;
+    T* DZ = dz_all.flat<T>().data();
     T* buf = carry.flat<T>().data();
     const int64_t Bu = B * u;
     T* dh = buf;
@@ -932,7 +938,6 @@ class GruBackwardOp : public OpKernel {
     T* dy[2] = {buf + 2 * Bu, buf + 3 * Bu};
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::fill_n(dy[0], Bu, T(0));
-    dw->flat<T>().setZero();
 
     const InputNorm<T> input{F,       G,
                              T(0),    x.flat<T>().data(),
@@ -950,7 +955,6 @@ class GruBackwardOp : public OpKernel {
     T* DX = dx->flat<T>().data();
     T* DW = dw->flat<T>().data();
     Arr<T> sgr = Arr<T>::Zero(G), soff = Arr<T>::Zero(G);
-    Arr<T> sgx = Arr<T>::Zero(G), sbx = Arr<T>::Zero(G);
     std::mutex mu;
     int cur = 0;
     for (int64_t t = Tn - 1; t >= 0; --t) {
@@ -959,22 +963,22 @@ class GruBackwardOp : public OpKernel {
       ForRows(ctx, B, 20 * G, [&](int64_t b0, int64_t b1) {
         Arr<T> pgr = Arr<T>::Zero(G), poff = Arr<T>::Zero(G);
         step.Backward(b0, b1, S + n * W, R + n * G, hp, DYS + n * u, dh,
-                      dy[cur], M ? M + n : nullptr, DZ, DR + n * G, dhs,
+                      dy[cur], M ? M + n : nullptr, DZ + n * G, DR + n * G, dhs,
                       dy[1 - cur], pgr, poff);
         std::lock_guard<std::mutex> lock(mu);
         sgr += pgr;
         soff += poff;
       });
       cur = 1 - cur;
-      input.Backward(t, B, DZ, XS + 2 * n, XZ, DX, DW, sgx, sbx);
       std::copy_n(dhs, Bu, dh);
       Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
     }
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data());
-    std::copy_n(sgx.data(), G, dgx->flat<T>().data());
-    std::copy_n(sbx.data(), G, dbx->flat<T>().data());
+    // The input side for all steps at once; DR is free again: scratch.
+    input.Backward(Tn * B, DZ, XS, DR, DX, DW, dgx->flat<T>().data(),
+                   dbx->flat<T>().data());
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(soff.data(), G, doff->flat<T>().data());
   }
