@@ -120,6 +120,14 @@ struct InputNorm {
   T eps;
   const T *x, *w, *gx, *bx;
 
+  // From the ops' inputs x (time, batch, F), w (F, G) and gx (G); bx (G) is
+  // only read by the forward.
+  static InputNorm Of(const Tensor& x, const Tensor& w, const Tensor& gx,
+                      const T* bx, T eps) {
+    return {x.dim_size(2),       w.dim_size(1),       eps, x.flat<T>().data(),
+            w.flat<T>().data(), gx.flat<T>().data(), bx};
+  }
+
   // xp (n, G) <- the normalized projection of the n rows of x; st (n, 2) <-
   // their mean and rstd.
   void Forward(int64_t n, T* xp, T* st) const {
@@ -421,13 +429,8 @@ class LstmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &xp));
     y0.flat<T>().setZero();
 
-    const InputNorm<T> input{F,
-                             G,
-                             static_cast<T>(eps_),
-                             x.flat<T>().data(),
-                             w.flat<T>().data(),
-                             gx.flat<T>().data(),
-                             bx.flat<T>().data()};
+    const auto input = InputNorm<T>::Of(x, w, gx, bx.flat<T>().data(),
+                                        static_cast<T>(eps_));
     const LstmStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
                            gs.flat<T>().data(), bs.flat<T>().data(),
                            zero_output_};
@@ -583,10 +586,7 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
     std::fill_n(dy[0], Bu, T(0));
 
-    const InputNorm<T> input{F,       G,
-                             T(0),    x.flat<T>().data(),
-                             w.flat<T>().data(), gx.flat<T>().data(),
-                             nullptr};
+    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0));
     const LstmStep<T> step{u, T(0), gr.flat<T>().data(), gs.flat<T>().data(),
                            nullptr, zero_output_};
     const T* U = kernel.flat<T>().data();
@@ -806,13 +806,8 @@ class GruForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &xp));
     y0.flat<T>().setZero();
 
-    const InputNorm<T> input{F,
-                             G,
-                             static_cast<T>(eps_),
-                             x.flat<T>().data(),
-                             w.flat<T>().data(),
-                             gx.flat<T>().data(),
-                             bx.flat<T>().data()};
+    const auto input = InputNorm<T>::Of(x, w, gx, bx.flat<T>().data(),
+                                        static_cast<T>(eps_));
     const GruStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
     const T* U = kernel.flat<T>().data();
@@ -939,10 +934,7 @@ class GruBackwardOp : public OpKernel {
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::fill_n(dy[0], Bu, T(0));
 
-    const InputNorm<T> input{F,       G,
-                             T(0),    x.flat<T>().data(),
-                             w.flat<T>().data(), gx.flat<T>().data(),
-                             nullptr};
+    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0));
     const GruStep<T> step{u, T(0), gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
     const T* U = kernel.flat<T>().data();
