@@ -35,7 +35,7 @@ import functools
 import tensorflow as tf
 
 from keras_ln.layers import _native
-from keras_ln.layers._ops import layer_norm
+from keras_ln.layers import _recurrent
 
 # Tests and benchmarks switch the kernel off to compare with the generic loop.
 ENABLED = True
@@ -305,7 +305,7 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
     hand-written gradient.
 
     Uses the native ops when they are built (`keras_ln.layers._native`);
-    else normalizes the projected sequence with `layer_norm` and runs the
+    else normalizes the projected sequence with `ln_sequence` and runs the
     XLA-compiled loops.
 
     Args:
@@ -331,7 +331,7 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
         return _recurrence_op(fwd, bwd, 2, mask)(
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
-    xp = layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
+    xp = _recurrent.ln_sequence(tf.matmul(x, w), gx, bx, epsilon)
     fwd, bwd = _compiled(*key)
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 

@@ -182,6 +182,20 @@ struct InputNorm {
   }
 };
 
+// After a backward loop: the recurrent kernel's gradient from every step's
+// dr (DR), then the input side's gradients from every step's dL/dxp (DZ),
+// with DR, no longer needed, as the input side's scratch.
+template <typename T>
+void WeightGradients(const InputNorm<T>& input, int64_t Tn, int64_t B,
+                     int64_t u, int64_t G, const T* h0, const T* HS,
+                     const T* XS, T* DR, const T* DZ, Tensor* dkernel,
+                     Tensor* dx, Tensor* dw, Tensor* dgx, Tensor* dbx) {
+  KernelGradient(Tn, B, u, G, h0, HS, DR, dkernel->flat<T>().data());
+  input.Backward(Tn * B, DZ, XS, DR, dx->flat<T>().data(),
+                 dw->flat<T>().data(), dgx->flat<T>().data(),
+                 dbx->flat<T>().data());
+}
+
 // Calls fn(begin, end) over the batch rows. Serially: the BLAS threads,
 // which have just run the step's product, hold the other cores for a while
 // after it, and on a small machine sharding the rows across TensorFlow's
@@ -191,12 +205,12 @@ inline void ForRows(OpKernelContext*, int64_t rows, int64_t,
   fn(0, rows);
 }
 
-// Common checks of the sequence ops; sets T (time), B (batch), F (input
-// features), u (units) and G (gate width, blocks * u).
+// Common checks of the sequence ops; sets T (time), B (batch), u (units)
+// and G (gate width, blocks * u).
 void CheckSequence(OpKernelContext* ctx, const Tensor& x, const Tensor& w,
                    const Tensor& h0, const Tensor& kernel, const Tensor& mask,
                    bool masked, int blocks, int64_t* T, int64_t* B,
-                   int64_t* F, int64_t* u, int64_t* G) {
+                   int64_t* u, int64_t* G) {
   OP_REQUIRES(ctx, h0.dims() == 2,
               InvalidArgument("states must be (batch, units), got ",
                               h0.shape().DebugString()));
@@ -207,9 +221,9 @@ void CheckSequence(OpKernelContext* ctx, const Tensor& x, const Tensor& w,
               InvalidArgument("sequence must be (time, ", *B,
                               ", features), got ", x.shape().DebugString()));
   *T = x.dim_size(0);
-  *F = x.dim_size(2);
-  OP_REQUIRES(ctx, w.shape() == TensorShape({*F, *G}),
-              InvalidArgument("input kernel must be (", *F, ", ", *G,
+  const int64_t F = x.dim_size(2);
+  OP_REQUIRES(ctx, w.shape() == TensorShape({F, *G}),
+              InvalidArgument("input kernel must be (", F, ", ", *G,
                               "), got ", w.shape().DebugString()));
   OP_REQUIRES(ctx, kernel.shape() == TensorShape({*u, *G}),
               InvalidArgument("kernel must be (", *u, ", ", *G, "), got ",
@@ -402,8 +416,8 @@ class LstmForwardOp : public OpKernel {
                  &gx = ctx->input(6), &bx = ctx->input(7),
                  &gr = ctx->input(8), &gs = ctx->input(9),
                  &bs = ctx->input(10);
-    int64_t Tn, B, F, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &F, &u,
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     CheckShape(ctx, "c0", c0, h0.shape());
@@ -534,8 +548,8 @@ class LstmBackwardOp : public OpKernel {
                  &dh_last = ctx->input(12), &dc_last = ctx->input(13),
                  &mask = ctx->input(14), &gx = ctx->input(15),
                  &gr = ctx->input(16), &gs = ctx->input(17);
-    int64_t Tn, B, F, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &F, &u,
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
@@ -598,8 +612,6 @@ class LstmBackwardOp : public OpKernel {
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* DX = dx->flat<T>().data();
-    T* DW = dw->flat<T>().data();
     Arr<T> sgr = Arr<T>::Zero(G), sgs = Arr<T>::Zero(u), sbs = Arr<T>::Zero(u);
     std::mutex mu;
     int cur = 0;
@@ -625,11 +637,8 @@ class LstmBackwardOp : public OpKernel {
     }
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     std::copy_n(dc[cur], Bu, dc0->flat<T>().data());
-    KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
-                   dkernel->flat<T>().data());
-    // The input side for all steps at once; DR is free again: scratch.
-    input.Backward(Tn * B, DZ, XS, DR, DX, DW, dgx->flat<T>().data(),
-                   dbx->flat<T>().data());
+    WeightGradients(input, Tn, B, u, G, h0.flat<T>().data(), HS, XS, DR, DZ,
+                    dkernel, dx, dw, dgx, dbx);
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(sgs.data(), u, dgs->flat<T>().data());
     std::copy_n(sbs.data(), u, dbs->flat<T>().data());
@@ -784,8 +793,8 @@ class GruForwardOp : public OpKernel {
                  &mask = ctx->input(4), &gx = ctx->input(5),
                  &bx = ctx->input(6), &gr = ctx->input(7),
                  &offs = ctx->input(8);
-    int64_t Tn, B, F, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &F, &u,
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     CheckShape(ctx, "gx", gx, TensorShape({G}));
@@ -894,8 +903,8 @@ class GruBackwardOp : public OpKernel {
                  &dys = ctx->input(8), &dh_last = ctx->input(9),
                  &mask = ctx->input(10), &gx = ctx->input(11),
                  &gr = ctx->input(12), &offs = ctx->input(13);
-    int64_t Tn, B, F, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &F, &u,
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
@@ -944,8 +953,6 @@ class GruBackwardOp : public OpKernel {
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* DX = dx->flat<T>().data();
-    T* DW = dw->flat<T>().data();
     Arr<T> sgr = Arr<T>::Zero(G), soff = Arr<T>::Zero(G);
     std::mutex mu;
     int cur = 0;
@@ -966,11 +973,8 @@ class GruBackwardOp : public OpKernel {
       Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
     }
     std::copy_n(dh, Bu, dh0->flat<T>().data());
-    KernelGradient(Tn, B, u, G, h0.flat<T>().data(), HS, DR,
-                   dkernel->flat<T>().data());
-    // The input side for all steps at once; DR is free again: scratch.
-    input.Backward(Tn * B, DZ, XS, DR, DX, DW, dgx->flat<T>().data(),
-                   dbx->flat<T>().data());
+    WeightGradients(input, Tn, B, u, G, h0.flat<T>().data(), HS, XS, DR, DZ,
+                    dkernel, dx, dw, dgx, dbx);
     std::copy_n(sgr.data(), G, dgr->flat<T>().data());
     std::copy_n(soff.data(), G, doff->flat<T>().data());
   }
