@@ -215,12 +215,18 @@ def _compiled(masked, zero_output, epsilon):
 # ------------------------------------------------------------ native ops
 #
 # With the library of `keras_ln.layers._native`, the forward loop is one op
-# and the backward loop another (C++, BLAS products and fused passes over the
-# batch rows). They take the raw time-major input and the input kernel: the
-# input projection of all steps is one product and one normalization pass
-# inside the forward op, before its loop, so TensorFlow never handles the
-# wide (time, batch, gates) projection. The forward op returns what the
+# and the backward loop another (C++: vectorized products and fused passes
+# over the batch rows, the batch split into shards that run the loop
+# concurrently). They take the raw time-major input and the input kernel:
+# the input projection of all steps is one product and one normalization
+# pass inside the forward op, before its loop, so TensorFlow never handles
+# the wide (time, batch, gates) projection. The forward op returns what the
 # backward op needs.
+
+# How many shards the native ops split the batch into; 0: one per CPU
+# worker thread, each at least 16 rows. Tests set it to split small batches
+# (read when a layer's step is traced).
+NATIVE_SHARDS = 0
 
 
 def _flat_mask(mask):
@@ -228,10 +234,10 @@ def _flat_mask(mask):
 
 
 @functools.lru_cache(maxsize=None)
-def _native_compiled(cell, masked, zero_output, epsilon):
+def _native_compiled(cell, masked, zero_output, epsilon, shards):
     """Forward and backward functions over the native sequence ops."""
     mod = _native.ops()
-    attrs = dict(masked=masked, zero_output=zero_output)
+    attrs = dict(masked=masked, zero_output=zero_output, shards=shards)
 
     if cell == "lstm":
         def fwd(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask):
@@ -327,7 +333,7 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
     """
     key = (mask is not None, bool(zero_output), float(epsilon))
     if native_available():
-        fwd, bwd = _native_compiled("lstm", *key)
+        fwd, bwd = _native_compiled("lstm", *key, NATIVE_SHARDS)
         return _recurrence_op(fwd, bwd, 2, mask)(
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
@@ -364,6 +370,7 @@ def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,
             f"{_native.load_error()}"
         )
     fwd, bwd = _native_compiled(
-        "gru", mask is not None, bool(zero_output), float(epsilon)
+        "gru", mask is not None, bool(zero_output), float(epsilon),
+        NATIVE_SHARDS,
     )
     return _recurrence_op(fwd, bwd, 1, mask)(x, w, gx, bx, h0, U, gr, off)

@@ -68,10 +68,10 @@ def _use(impl, monkeypatch):
         monkeypatch.setattr(_native, "ENABLED", False)
 
 
-def _mask(kind):
+def _mask(kind, batch=B):
     if kind is None:
         return None
-    mask = np.ones((B, T), bool)
+    mask = np.ones((batch, T), bool)
     if kind == "right":
         mask[0, 4:] = False
         mask[1, 2:] = False
@@ -82,28 +82,31 @@ def _mask(kind):
 
 
 def _run(rng, runs, mask_kind, training=False, layer_class=None,
-         **layer_kwargs):
+         batch=B, units=U, **layer_kwargs):
     """Outputs and gradients of one layer (the same weights, inputs and
-    states, drawn in float64) for each `(dtype, kernel enabled)` of `runs`.
+    states, drawn in float64) for each `(dtype, kernel enabled[, native
+    shards])` of `runs`.
     """
     layer_class = layer_class or keras_ln.LayerNormLSTM
-    probe = layer_class(U, dtype="float64")
+    probe = layer_class(units, dtype="float64")
     probe.build((None, T, F))
     weights = [w + 0.3 * rng.standard_normal(w.shape)
                for w in probe.get_weights()]
-    x64 = rng.standard_normal((B, T, F))
+    x64 = rng.standard_normal((batch, T, F))
     n_states = 2 if layer_class is keras_ln.LayerNormLSTM else 1
-    states64 = [rng.standard_normal((B, U)) for _ in range(n_states)]
-    mask = _mask(mask_kind)
+    states64 = [rng.standard_normal((batch, units)) for _ in range(n_states)]
+    mask = _mask(mask_kind, batch)
     results = []
-    for dtype, enabled in runs:
-        layer = layer_class(U, return_state=True, dtype=dtype,
+    for dtype, enabled, *shards in runs:
+        layer = layer_class(units, return_state=True, dtype=dtype,
                             **layer_kwargs)
         layer.build((None, T, F))
         layer.set_weights([w.astype(dtype) for w in weights])
         x = tf.constant(x64.astype(dtype))
         states = [tf.constant(s.astype(dtype)) for s in states64]
-        previous, kernels.ENABLED = kernels.ENABLED, enabled
+        previous = kernels.ENABLED, kernels.NATIVE_SHARDS
+        kernels.ENABLED = enabled
+        kernels.NATIVE_SHARDS = shards[0] if shards else 0
         try:
             with tf.GradientTape() as tape:
                 tape.watch([x, *states])
@@ -118,7 +121,7 @@ def _run(rng, runs, mask_kind, training=False, layer_class=None,
                 loss, [x, *states] + layer.trainable_weights
             )
         finally:
-            kernels.ENABLED = previous
+            kernels.ENABLED, kernels.NATIVE_SHARDS = previous
         results.append(([o.numpy() for o in outs],
                         [g.numpy() for g in grads]))
     return results
@@ -159,15 +162,20 @@ def test_kernel_equals_generic_loop(rng, monkeypatch, cell, impl, mask_kind,
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-@pytest.mark.parametrize("mask_kind", [None, "left"])
+@pytest.mark.parametrize("mask_kind, batch, units",
+                         [(None, B, U), ("left", B, U), ("right", 37, 40)])
 @pytest.mark.parametrize("cell, impl", KERNELS)
 def test_kernel_float32_as_accurate_as_generic_loop(rng, monkeypatch, cell,
-                                                    impl, mask_kind):
-    # float32 kernel and generic loop, against the float64 generic loop.
+                                                    impl, mask_kind, batch,
+                                                    units):
+    # float32 kernel and generic loop, against the float64 generic loop;
+    # (37, 40): full and partial column panels of the native products, and
+    # the batch in shards.
     _use(impl, monkeypatch)
     (outs_k, grads_k), (outs_g, grads_g), (outs_r, grads_r) = _run(
-        rng, [("float32", True), ("float32", False), ("float64", False)],
+        rng, [("float32", True, 2), ("float32", False), ("float64", False)],
         mask_kind, layer_class=LAYERS[cell], return_sequences=True,
+        batch=batch, units=units,
     )
     for a, g, r in zip(outs_k + grads_k, outs_g + grads_g, outs_r + grads_r):
         scale = max(1.0, abs(r).max())
@@ -177,6 +185,32 @@ def test_kernel_float32_as_accurate_as_generic_loop(rng, monkeypatch, cell,
         # of the generic loop's, and both are float32 rounding.
         assert generic_error < 2e-5
         assert kernel_error < max(2e-5, 3 * generic_error)
+
+
+@pytest.mark.parametrize("mask_kind", [None, "right", "left"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_native_shards_compute_the_same(rng, native, cell, mask_kind):
+    # The native ops split the batch into shards that run the loop
+    # concurrently. Uneven shards (37 rows in 1, 2, 3 or 6 shards of whole
+    # register tiles, some rows in partial tiles) give the outputs of one
+    # shard exactly (a row's arithmetic does not depend on its shard), the
+    # gradients up to the order of the sums over rows, and both those of
+    # the generic loop.
+    shard_counts = [1, 2, 3, 6]
+    results = _run(
+        rng, [("float64", True, n) for n in shard_counts] + [
+            ("float64", False)],
+        mask_kind, layer_class=LAYERS[cell], return_sequences=True,
+        batch=37, units=20,
+    )
+    (outs_1, grads_1), generic = results[0], results[-1]
+    for outs, grads in results[1:-1]:
+        for a, b in zip(outs, outs_1):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(grads, grads_1):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs_1 + grads_1, generic[0] + generic[1]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("masked", [False, True])

@@ -2,15 +2,16 @@
 
 `ln_rnn_ops.cc` holds the LN-LSTM and LN-GRU recurrences as TensorFlow
 custom ops: one op for the whole forward loop, one for the whole
-backward-through-time loop, with BLAS (the scipy-openblas32 wheel) for the
-matrix products. They are compiled against the installed TensorFlow, once,
-by
+backward-through-time loop, with their own vectorized matrix products. They
+are compiled against the installed TensorFlow, once, by
 
     python -m keras_ln.layers._native
 
 (`make install` does it). The library is named after the TensorFlow
-version it was built for and a hash of the source, so neither an upgraded
-TensorFlow nor changed kernels are ever handed a stale build. When no matching library is there, or it does not load, `ops()`
+version it was built for and a hash of the source and of the
+instruction-set flags it is compiled with, so neither an upgraded
+TensorFlow, nor changed kernels, nor another CPU are ever handed a stale
+build. When no matching library is there, or it does not load, `ops()`
 returns None and the layers use their pure-TensorFlow paths, which compute
 the same thing.
 """
@@ -38,8 +39,13 @@ def library_path():
 
     tag = "".join(c if c.isalnum() or c in "._-" else "_"
                   for c in tf.__version__)
+    # The hash covers the instruction-set flags too: a library built for
+    # another CPU (a shared file system) is not loaded here.
+    digest = hashlib.sha256()
     with open(SOURCE, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        digest.update(f.read())
+    digest.update(" ".join(_cpu_flags()).encode())
+    digest = digest.hexdigest()[:12]
     return os.path.join(_HERE, f"_ln_rnn_ops-tf{tag}-{digest}.so")
 
 
@@ -88,23 +94,15 @@ def _cpu_flags():
                     break
     except OSError:
         return []
-    # AVX2 + FMA vectorize the fused loops (exp, tanh) well; AVX-512 adds
-    # little here and gcc cannot compile Eigen's AVX512-FP16 code.
-    return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= flags else []
-
-
-def _blas_dir():
-    """The directory of the BLAS library the ops call (the scipy-openblas32
-    wheel: OpenBLAS with its symbols prefixed, so it cannot clash with
-    numpy's or TensorFlow's)."""
-    try:
-        import scipy_openblas32
-    except ImportError as error:
-        raise OSError(
-            "the native ops need the scipy-openblas32 package "
-            "(pip install scipy-openblas32)"
-        ) from error
-    return scipy_openblas32.get_lib_dir()
+    # AVX2 + FMA vectorize the fused loops (exp, tanh); AVX-512 doubles the
+    # width of the loop's matrix kernel. (Not -march=native: gcc cannot
+    # compile Eigen's AVX512-FP16 code.)
+    if not {"avx2", "fma"} <= flags:
+        return []
+    avx512 = {"avx512f", "avx512vl", "avx512dq", "avx512bw"}
+    return ["-mavx2", "-mfma"] + (
+        [f"-m{flag}" for flag in sorted(avx512)] if avx512 <= flags else []
+    )
 
 
 def build(compiler=None, verbose=False):
@@ -118,14 +116,12 @@ def build(compiler=None, verbose=False):
     compiler = compiler or os.environ.get("CXX", "g++")
     path = library_path()
     tmp = f"{path}.tmp{os.getpid()}"
-    blas = _blas_dir()
     command = [
         compiler, "-shared", "-fPIC", "-O3", "-DNDEBUG", "-w",
         "-fvisibility=hidden", "-fvisibility-inlines-hidden",
         "-Wl,-Bsymbolic", *_cpu_flags(),
         *tf.sysconfig.get_compile_flags(), SOURCE, "-o", tmp,
         *tf.sysconfig.get_link_flags(),
-        f"-L{blas}", "-lscipy_openblas", f"-Wl,-rpath,{blas}",
     ]
     if verbose:
         print(" ".join(command), file=sys.stderr)

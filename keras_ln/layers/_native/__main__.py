@@ -29,7 +29,7 @@ def main(argv=None):
     if not args.check:
         try:
             _native.build(verbose=args.verbose)
-        except Exception as error:  # no compiler, no BLAS, compile error
+        except Exception as error:  # no compiler, compile error
             print(f"keras_ln: native ops not built ({error}); the layers "
                   "will use their pure-TensorFlow paths.", file=sys.stderr)
             return 1

@@ -4,16 +4,20 @@
 // keras_ln/layers/_native/__init__.py), like cuDNN's RNN kernels.
 //
 // Before the loop, as cuDNN does, the input projection x @ W of all time
-// steps is one large matrix product (BLAS sgemm/dgemm, from the
-// scipy-openblas32 wheel), normalized row by row in one pass. Each step is
-// then one product, h_{t-1} @ U_c, and one fused pass over each batch row:
-// the normalization of the recurrent projection, the gates, the cell update
-// and its normalization, the mask blend. The backward pass does the whole
-// step's gradient plus the column sums of the norm parameters' gradients in
-// one pass per step; the gradients of the recurrent kernel and of the input
-// side (x, W and the input norm) are large products after the loop. The
-// forward op saves the activations the backward op needs; only the input
-// product is recomputed.
+// steps is one large matrix product, normalized row by row in one pass.
+// Each step is then one product, h_{t-1} @ U_c, and one fused pass over
+// each batch row: the normalization of the recurrent projection, the gates,
+// the cell update and its normalization, the mask blend. The backward pass
+// does the whole step's gradient plus the column sums of the norm
+// parameters' gradients in one pass per step; the gradients of the
+// recurrent kernel and of the input side (x, W and the input norm) are
+// large products after the loop. The forward op saves the activations the
+// backward op needs; only the input product is recomputed.
+//
+// The batch rows of a recurrence are independent, so both loops run as
+// shards of the batch, one per CPU worker thread, with no synchronization
+// between steps; the products are this file's own kernels (see
+// "products").
 // Equations: keras_ln/layers/_tf_recurrent_kernels.py.
 //
 // Conventions shared with the Python side:
@@ -31,8 +35,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
-#include <mutex>
+#include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -66,144 +71,363 @@ auto Sigmoid(const Eigen::ArrayBase<Derived>& x) {
   return (x * T(0.5)).tanh() * T(0.5) + T(0.5);
 }
 
-extern "C" {
-// CBLAS from scipy-openblas32 (symbols prefixed "scipy_"): row-major = 101,
-// no transpose = 111, transpose = 112.
-void scipy_cblas_sgemm(int order, int transa, int transb, int m, int n, int k,
-                       float alpha, const float* a, int lda, const float* b,
-                       int ldb, float beta, float* c, int ldc);
-void scipy_cblas_dgemm(int order, int transa, int transb, int m, int n, int k,
-                       double alpha, const double* a, int lda,
-                       const double* b, int ldb, double beta, double* c,
-                       int ldc);
-}
+// ------------------------------------------------------------- products
+//
+// All products are written here rather than called from a BLAS: the
+// per-step ones, h_{t-1} @ U_c forward and dr_t @ U_c^T backward, are small
+// ((rows, u) @ (u, G)) with a fixed right-hand side, which a BLAS repacks on
+// every call (about a third of its time there), and the large ones run
+// inside the ops' own shards (below), where a threaded BLAS would compete
+// with them for the cores. Register-blocked kernels are written with GCC
+// vector extensions, which compile to the widest vectors the build enables
+// (AVX-512 where the CPU has it; see __init__.py).
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kRowBlock = 8;  // 8 x 2 accumulators of the 32 registers
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kRowBlock = 4;  // 4 x 2 of 16
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kRowBlock = 4;
+#endif
 
-// Row-major C = alpha * op(A) @ op(B) + beta * C, with op(A) (m, k) and
-// op(B) (k, n).
-inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                 float alpha, const float* a, const float* b, float beta,
-                 float* c) {
-  scipy_cblas_sgemm(101, ta ? 112 : 111, tb ? 112 : 111, m, n, k, alpha, a,
-                    ta ? m : k, b, tb ? k : n, beta, c, n);
-}
-inline void Gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
-                 double alpha, const double* a, const double* b, double beta,
-                 double* c) {
-  scipy_cblas_dgemm(101, ta ? 112 : 111, tb ? 112 : 111, m, n, k, alpha, a,
-                    ta ? m : k, b, tb ? k : n, beta, c, n);
-}
-
-// The recurrent kernel's gradient as one large product after the backward
-// loop: dU = h_0^T dr_0 + sum_{t>0} h_{t-1}^T dr_t, with HS the carried
-// states (time, B, u) and DR every step's dL/dr (time, B, G).
 template <typename T>
-void KernelGradient(int64_t Tn, int64_t B, int64_t u, int64_t G, const T* h0,
-                    const T* HS, const T* DR, T* dU) {
-  if (Tn == 0) {
-    std::fill_n(dU, u * G, T(0));
+struct Vectors {
+  static constexpr int kLanes = kVectorBytes / sizeof(T);
+  static constexpr int kPerTile = 2;  // vectors per row of a register tile
+  static constexpr int kPanel = kLanes * kPerTile;  // columns of a tile
+  typedef T V __attribute__((vector_size(kVectorBytes)));
+  // The same vector at any element-aligned address.
+  typedef T VU
+      __attribute__((vector_size(kVectorBytes), aligned(sizeof(T))));
+
+  static V Load(const T* p) { return *reinterpret_cast<const VU*>(p); }
+  static void Store(T* p, V v) { *reinterpret_cast<VU*>(p) = v; }
+
+  // Loads the first `cols` (< kPanel) elements of p into a zero-padded tile
+  // row.
+  static void LoadPartial(const T* p, int64_t cols, V out[kPerTile]) {
+    T row[kPanel] = {};
+    std::copy_n(p, cols, row);
+    for (int j = 0; j < kPerTile; ++j) out[j] = Load(row + j * kLanes);
+  }
+
+  // Stores acc (+ d, unless null) to the first `cols` columns of c.
+  static void StoreRow(const V acc[kPerTile], int64_t cols, const T* d,
+                       T* c) {
+    if (cols == kPanel) {
+      for (int j = 0; j < kPerTile; ++j)
+        Store(c + j * kLanes, d ? acc[j] + Load(d + j * kLanes) : acc[j]);
+      return;
+    }
+    T row[kPanel];
+    for (int j = 0; j < kPerTile; ++j) Store(row + j * kLanes, acc[j]);
+    for (int64_t j = 0; j < cols; ++j) c[j] = d ? row[j] + d[j] : row[j];
+  }
+};
+
+// Calls tile.template Run<MR>(i) over rows [0, m) in blocks of MR =
+// kRowBlock, then 2, then 1.
+template <typename Tile>
+void ForRowBlocks(int64_t m, const Tile& tile) {
+  int64_t i = 0;
+  for (; i + kRowBlock <= m; i += kRowBlock) tile.template Run<kRowBlock>(i);
+  for (; i + 2 <= m; i += 2) tile.template Run<2>(i);
+  if (i < m) tile.template Run<1>(i);
+}
+
+// A fixed right-hand side (k, n), packed once into panels of kPanel columns
+// (panel q: columns [q * kPanel, q * kPanel + kPanel), row after row,
+// zero-padded), for many products a @ B.
+template <typename T>
+class PackedMatrix {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
+  static constexpr int kPanel = Vec::kPanel;
+
+ public:
+  // Packs the row-major (k, n) matrix b, or with `trans` the transpose of
+  // the row-major (n, k) matrix b.
+  PackedMatrix(const T* b, int64_t k, int64_t n, bool trans)
+      : k_(k), n_(n), p_((n + kPanel - 1) / kPanel * kPanel * k) {
+    for (int64_t q = 0; q * kPanel < n; ++q)
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int j = 0; j < kPanel; ++j) {
+          const int64_t col = q * kPanel + j;
+          p_[(q * k + kk) * kPanel + j] =
+              col >= n ? T(0) : trans ? b[col * k + kk] : b[kk * n + col];
+        }
+  }
+
+  // c (m, n) = a (m, k) @ B, plus d (m, n) unless it is null; all row-major
+  // and dense. c must not alias a or d.
+  void Multiply(int64_t m, const T* a, T* c, const T* d) const {
+    for (int64_t col = 0; col < n_; col += kPanel)
+      ForRowBlocks(m, Tile{this, a, c, d, col});
+  }
+
+ private:
+  struct Tile {
+    const PackedMatrix* B;
+    const T *a;
+    T* c;
+    const T* d;
+    int64_t col;
+
+    // Rows [i, i + MR) of a times the panel at `col`. The accumulators stay
+    // in registers: nothing takes their address.
+    template <int MR>
+    void Run(int64_t i) const {
+      const int64_t k = B->k_, n = B->n_;
+      const T* panel = B->p_.data() + col * k;
+      const T* ai = a + i * k;
+      V acc[MR][Vec::kPerTile];
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
+      for (int64_t kk = 0; kk < k; ++kk) {
+        V b[Vec::kPerTile];
+        for (int j = 0; j < Vec::kPerTile; ++j)
+          b[j] = Vec::Load(panel + kk * kPanel + j * Vec::kLanes);
+        for (int r = 0; r < MR; ++r) {
+          const T s = ai[r * k + kk];
+          for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] += s * b[j];
+        }
+      }
+      const int64_t cols = std::min<int64_t>(kPanel, n - col);
+      for (int r = 0; r < MR; ++r)
+        Vec::StoreRow(acc[r], cols, d ? d + (i + r) * n + col : nullptr,
+                      c + (i + r) * n + col);
+    }
+  };
+
+  int64_t k_, n_;
+  std::vector<T> p_;
+};
+
+// One register tile of AddTransposedProduct: rows [i, i + MR) of c, the
+// panel of columns at `col`.
+template <typename T>
+struct TransposedTile {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
+  int64_t rows, n, lda, ldb, col;
+  const T *a, *b;
+  T* c;
+
+  template <int MR>
+  void Run(int64_t i) const {
+    if (n - col >= Vec::kPanel)
+      Accumulate<MR, true>(i);
+    else
+      Accumulate<MR, false>(i);
+  }
+
+ private:
+  // Full: the panel has kPanel columns (loads straight from b's rows; in
+  // the other case each row is first copied to a padded buffer).
+  template <int MR, bool Full>
+  void Accumulate(int64_t i) const {
+    const int64_t rows = this->rows, lda = this->lda, ldb = this->ldb;
+    const int64_t cols = std::min<int64_t>(Vec::kPanel, n - col);
+    const T* a = this->a + i;
+    const T* b = this->b + col;
+    V acc[MR][Vec::kPerTile];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
+    for (int64_t kk = 0; kk < rows; ++kk) {
+      V bv[Vec::kPerTile];
+      if (Full) {
+        for (int j = 0; j < Vec::kPerTile; ++j)
+          bv[j] = Vec::Load(b + kk * ldb + j * Vec::kLanes);
+      } else {
+        Vec::LoadPartial(b + kk * ldb, cols, bv);
+      }
+      for (int r = 0; r < MR; ++r) {
+        const T s = a[kk * lda + r];
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] += s * bv[j];
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      T* cr = c + (i + r) * n + col;
+      Vec::StoreRow(acc[r], cols, cr, cr);
+    }
+  }
+};
+
+// c (m, n) += a^T @ b over `rows` rows: a (rows, m) and b (rows, n)
+// row-major with leading dimensions lda and ldb, c dense. The weight
+// gradients (dU = sum h_{t-1}^T dr_t, dW = x^T dxz) are such sums over the
+// (time * batch) rows; b needs no packing, its rows are read as they are.
+template <typename T>
+void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
+                          int64_t lda, const T* b, int64_t ldb, T* c) {
+  // Blocks of rows small enough for the block of b to stay in cache while
+  // every row block of c passes over it.
+  constexpr int64_t kRows = 256;
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t nr = std::min(kRows, rows - r0);
+    for (int64_t col = 0; col < n; col += Vectors<T>::kPanel)
+      ForRowBlocks(m, TransposedTile<T>{nr, n, lda, ldb, col, a + r0 * lda,
+                                        b + r0 * ldb, c});
+  }
+}
+
+// The rows of a recurrence are independent (row b of h_t depends on row b
+// of h_{t-1} only), so the loops split the batch into shards, one per CPU
+// worker thread, and each shard runs the whole loop over its rows with no
+// synchronization between steps; the input side and the weight gradients
+// are split the same way over their (time * batch) rows. By default
+// (requested = 0, the ops' `shards` attribute) there is one shard per CPU
+// worker thread, each at least kMinShardRows rows; shards are whole
+// register tiles.
+constexpr int64_t kMinShardRows = 16;
+
+int64_t NumShards(OpKernelContext* ctx, int64_t rows, int64_t requested) {
+  if (requested > 0) return requested;
+  const int threads =
+      ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+  return std::max<int64_t>(
+      1, std::min<int64_t>(threads, rows / kMinShardRows));
+}
+
+// Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
+// concurrently.
+void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards,
+               const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  auto bound = [&](int64_t s) {
+    const int64_t b = (rows * s / shards + kRowBlock - 1) / kRowBlock;
+    return std::min(rows, b * kRowBlock);
+  };
+  if (shards <= 1) {
+    fn(0, 0, rows);
     return;
   }
-  Gemm(true, false, u, G, B, T(1), h0, DR, T(0), dU);
-  if (Tn > 1)
-    Gemm(true, false, u, G, (Tn - 1) * B, T(1), HS, DR + B * G, T(1), dU);
+  ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+      shards, tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
+      [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s) fn(s, bound(s), bound(s + 1));
+      });
 }
 
+// Each shard's part of a sum (a weight or norm gradient), added up in
+// shard order after the shards ran: the same result whatever order they
+// finish in.
+template <typename T>
+struct ShardSums {
+  int64_t size;
+  std::vector<T> parts;
+
+  ShardSums(int64_t shards, int64_t size)
+      : size(size), parts(shards * size, T(0)) {}
+  T* operator[](int64_t shard) { return parts.data() + shard * size; }
+  void Total(T* out) const {
+    std::fill_n(out, size, T(0));
+    for (size_t s = 0; s < parts.size(); s += size)
+      for (int64_t i = 0; i < size; ++i) out[i] += parts[s + i];
+  }
+};
+
 // The input side, for all time steps at once before the recurrent loop (as
-// cuDNN does): xz = x @ W as one large BLAS product over the (time * batch)
-// rows, normalized over its G columns, xp = (xz - mean) * rstd * gx + bx.
-// The forward saves each row's mean and rstd; the backward, after the loop,
-// recomputes xz and returns the gradients of x, W, gx and bx from every
-// step's dL/dxp.
+// cuDNN does): xz = x @ W over the (time * batch) rows, normalized over its
+// G columns, xp = (xz - mean) * rstd * gx + bx. The forward saves each row's
+// mean and rstd; the backward, after the loop, recomputes xz and takes the
+// gradients of x, W, gx and bx from every step's dL/dxp. Both split the
+// rows over the shards.
 template <typename T>
 struct InputNorm {
   int64_t F, G;
   T eps;
   const T *x, *w, *gx, *bx;
+  int64_t shards;  // requested, as NumShards takes it
 
   // From the ops' inputs x (time, batch, F), w (F, G) and gx (G); bx (G) is
   // only read by the forward.
   static InputNorm Of(const Tensor& x, const Tensor& w, const Tensor& gx,
-                      const T* bx, T eps) {
-    return {x.dim_size(2),       w.dim_size(1),       eps, x.flat<T>().data(),
-            w.flat<T>().data(), gx.flat<T>().data(), bx};
+                      const T* bx, T eps, int64_t shards) {
+    return {x.dim_size(2),       w.dim_size(1),       eps,
+            x.flat<T>().data(),  w.flat<T>().data(),  gx.flat<T>().data(),
+            bx,                  shards};
   }
 
   // xp (n, G) <- the normalized projection of the n rows of x; st (n, 2) <-
   // their mean and rstd.
-  void Forward(int64_t n, T* xp, T* st) const {
-    Project(n, xp);
+  void Forward(OpKernelContext* ctx, int64_t n, T* xp, T* st) const {
+    const PackedMatrix<T> W(w, F, G, false);
     CRow<T> g(gx, G), b(bx, G);
-    for (int64_t i = 0; i < n; ++i) {
-      Row<T> v(xp + i * G, G);
-      const T mu = v.mean();
-      const T rstd = T(1) / std::sqrt((v - mu).square().mean() + eps);
-      v = (v - mu) * rstd * g + b;
-      st[2 * i] = mu;
-      st[2 * i + 1] = rstd;
-    }
+    ForShards(ctx, n, NumShards(ctx, n, shards), [&](int64_t, int64_t r0,
+                                            int64_t r1) {
+      for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
+        const int64_t c1 = std::min(r1, c0 + kChunk);
+        W.Multiply(c1 - c0, x + c0 * F, xp + c0 * G, nullptr);
+        for (int64_t i = c0; i < c1; ++i) {
+          Row<T> v(xp + i * G, G);
+          const T mu = v.mean();
+          const T rstd = T(1) / std::sqrt((v - mu).square().mean() + eps);
+          v = (v - mu) * rstd * g + b;
+          st[2 * i] = mu;
+          st[2 * i + 1] = rstd;
+        }
+      }
+    });
   }
 
-  // dz (n, G): dL/dxp; st: the forward's statistics; xz (n, G): scratch.
+  // After a backward loop, over the n = time * batch rows: dz (n, G),
+  // dL/dxp; st, the forward's statistics. Adds the recurrent kernel's
+  // gradient dU (u, G) = sum_t h_{t-1}^T dr_t, with HS the carried states
+  // and DR (n, G) every step's dL/dr; DR is then the input side's scratch.
   // Writes dx (n, F), dw (F, G), dgx and dbx (G).
-  void Backward(int64_t n, const T* dz, const T* st, T* xz, T* dx, T* dw,
-                T* dgx, T* dbx) const {
-    Project(n, xz);
+  void Backward(OpKernelContext* ctx, int64_t n, int64_t B, int64_t u,
+                const T* h0, const T* HS, T* DR, T* dU, const T* dz,
+                const T* st, T* dx, T* dw, T* dgx, T* dbx) const {
+    const int64_t G = this->G;
+    const PackedMatrix<T> W(w, F, G, false), Wt(w, G, F, true);
+    const int64_t parts = NumShards(ctx, n, shards);
+    ShardSums<T> sdu(parts, u * G), sdw(parts, F * G), sgx(parts, G),
+        sbx(parts, G);
     CRow<T> g(gx, G);
-    Arr<T> sgx = Arr<T>::Zero(G), sbx = Arr<T>::Zero(G), dxh(G);
-    for (int64_t i = 0; i < n; ++i) {
-      Row<T> v(xz + i * G, G);
-      CRow<T> d(dz + i * G, G);
-      const T mu = st[2 * i], rstd = st[2 * i + 1];
-      v = (v - mu) * rstd;  // xhat
-      sgx += d * v;
-      sbx += d;
-      dxh = d * g;
-      const T m1 = dxh.mean(), m2 = (dxh * v).mean();
-      v = rstd * (dxh - m1 - v * m2);  // dL/dxz
-    }
-    std::copy_n(sgx.data(), G, dgx);
-    std::copy_n(sbx.data(), G, dbx);
-    if (F == 0) return;
-    if (n == 0) {
-      std::fill_n(dw, F * G, T(0));
-      return;
-    }
-    Gemm(false, true, n, F, G, T(1), xz, w, T(0), dx);
-    Gemm(true, false, F, G, n, T(1), x, xz, T(0), dw);
+    ForShards(ctx, n, parts, [&](int64_t s, int64_t r0, int64_t r1) {
+      Arr<T> dxh(G);
+      for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
+        const int64_t c1 = std::min(r1, c0 + kChunk);
+        // dU: rows of the first step pair with h0, the others with the
+        // previous step's states.
+        const int64_t split = std::min(std::max(c0, B), c1);
+        if (split > c0)
+          AddTransposedProduct(split - c0, u, G, h0 + c0 * u, u, DR + c0 * G,
+                               G, sdu[s]);
+        if (c1 > split)
+          AddTransposedProduct(c1 - split, u, G, HS + (split - B) * u, u,
+                               DR + split * G, G, sdu[s]);
+        T* xz = DR + c0 * G;  // dr of these rows is no longer needed
+        W.Multiply(c1 - c0, x + c0 * F, xz, nullptr);
+        Row<T> sg(sgx[s], G), sb(sbx[s], G);
+        for (int64_t i = c0; i < c1; ++i) {
+          Row<T> v(DR + i * G, G);
+          CRow<T> d(dz + i * G, G);
+          const T mu = st[2 * i], rstd = st[2 * i + 1];
+          v = (v - mu) * rstd;  // xhat
+          sg += d * v;
+          sb += d;
+          dxh = d * g;
+          const T m1 = dxh.mean(), m2 = (dxh * v).mean();
+          v = rstd * (dxh - m1 - v * m2);  // dL/dxz
+        }
+        Wt.Multiply(c1 - c0, xz, dx + c0 * F, nullptr);
+        AddTransposedProduct(c1 - c0, F, G, x + c0 * F, F, xz, G, sdw[s]);
+      }
+    });
+    sdu.Total(dU);
+    sdw.Total(dw);
+    sgx.Total(dgx);
+    sbx.Total(dbx);
   }
 
  private:
-  void Project(int64_t n, T* out) const {
-    if (n == 0) return;
-    if (F == 0)
-      std::fill_n(out, n * G, T(0));
-    else
-      Gemm(false, false, n, G, F, T(1), x, w, T(0), out);
-  }
+  // Rows per pass: the chunk's (rows, G) block stays in cache from its
+  // product to its normalization.
+  static constexpr int64_t kChunk = 64;
 };
-
-// After a backward loop: the recurrent kernel's gradient from every step's
-// dr (DR), then the input side's gradients from every step's dL/dxp (DZ),
-// with DR, no longer needed, as the input side's scratch.
-template <typename T>
-void WeightGradients(const InputNorm<T>& input, int64_t Tn, int64_t B,
-                     int64_t u, int64_t G, const T* h0, const T* HS,
-                     const T* XS, T* DR, const T* DZ, Tensor* dkernel,
-                     Tensor* dx, Tensor* dw, Tensor* dgx, Tensor* dbx) {
-  KernelGradient(Tn, B, u, G, h0, HS, DR, dkernel->flat<T>().data());
-  input.Backward(Tn * B, DZ, XS, DR, dx->flat<T>().data(),
-                 dw->flat<T>().data(), dgx->flat<T>().data(),
-                 dbx->flat<T>().data());
-}
-
-// Calls fn(begin, end) over the batch rows. Serially: the BLAS threads,
-// which have just run the step's product, hold the other cores for a while
-// after it, and on a small machine sharding the rows across TensorFlow's
-// threads measured slower than one thread.
-inline void ForRows(OpKernelContext*, int64_t rows, int64_t,
-                    const std::function<void(int64_t, int64_t)>& fn) {
-  fn(0, rows);
-}
 
 // Common checks of the sequence ops; sets T (time), B (batch), u (units)
 // and G (gate width, blocks * u).
@@ -301,9 +525,10 @@ struct LstmStep {
   void Backward(int64_t b0, int64_t b1, const T* A, const T* S, const T* R,
                 const T* CP, const T* DYS, const T* DH, const T* DC,
                 const T* DY, const bool* M, T* DZ, T* DR, T* DHS, T* DCO,
-                T* DYO, Arr<T>& sgr, Arr<T>& sgs, Arr<T>& sbs) const {
+                T* DYO, T* sgr_out, T* sgs_out, T* sbs_out) const {
     const int64_t G = 4 * u, W = 2 * u + 2;
     CRow<T> grv(gr, G), gsv(gs, u);
+    Row<T> sgr(sgr_out, G), sgs(sgs_out, u), sbs(sbs_out, u);
     Arr<T> rhat(G), grh(G), dhn(u), dcn(u), gch(u), dy_tot(u);
     for (int64_t b = b0; b < b1; ++b) {
       Row<T> dzo(DZ + b * G, G), dro(DR + b * G, G);
@@ -378,6 +603,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Attr("epsilon: float")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
+    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -407,6 +633,9 @@ class LstmForwardOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
+    OP_REQUIRES(c, shards_ >= 0,
+                InvalidArgument("shards must be >= 0, got ", shards_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -444,44 +673,49 @@ class LstmForwardOp : public OpKernel {
     y0.flat<T>().setZero();
 
     const auto input = InputNorm<T>::Of(x, w, gx, bx.flat<T>().data(),
-                                        static_cast<T>(eps_));
+                                        static_cast<T>(eps_), shards_);
     const LstmStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
                            gs.flat<T>().data(), bs.flat<T>().data(),
                            zero_output_};
-    const T* U = kernel.flat<T>().data();
+    const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XP = xp.flat<T>().data();
     T* XS = xstats->flat<T>().data();
-    input.Forward(Tn * B, XP, XS);
+    input.Forward(ctx, Tn * B, XP, XS);
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
     T* HS = hs->flat<T>().data();
     T* CS = cs->flat<T>().data();
-    const T* h = h0.flat<T>().data();
-    const T* c = c0.flat<T>().data();
-    const T* y = y0.flat<T>().data();
-    for (int64_t t = 0; t < Tn; ++t) {
-      const int64_t n = t * B;
-      T* r = RS + n * G;
-      Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
-      ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
+    ForShards(ctx, B, NumShards(ctx, B, shards_), [&](int64_t, int64_t b0,
+                                             int64_t b1) {
+      const T* h = h0.flat<T>().data();
+      const T* c = c0.flat<T>().data();
+      const T* y = y0.flat<T>().data();
+      for (int64_t t = 0; t < Tn; ++t) {
+        const int64_t n = t * B;
+        T* r = RS + n * G;
+        U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
         step.Forward(b0, b1, XP + n * G, r, h, c, y, M ? M + n : nullptr,
                      HS + n * u, CS + n * u, YS + n * u, A + n * G,
                      S + n * W);
-      });
-      h = HS + n * u;
-      c = CS + n * u;
-      y = YS + n * u;
-    }
-    std::copy_n(h, B * u, h_last->flat<T>().data());
-    std::copy_n(c, B * u, c_last->flat<T>().data());
+        h = HS + n * u;
+        c = CS + n * u;
+        y = YS + n * u;
+      }
+    });
+    const int64_t last = (Tn - 1) * B * u;
+    std::copy_n(Tn ? HS + last : h0.flat<T>().data(), B * u,
+                h_last->flat<T>().data());
+    std::copy_n(Tn ? CS + last : c0.flat<T>().data(), B * u,
+                c_last->flat<T>().data());
   }
 
  private:
   float eps_;
   bool masked_, zero_output_;
+  int64_t shards_;
 };
 
 REGISTER_OP("KerasLnLstmBackward")
@@ -516,6 +750,7 @@ REGISTER_OP("KerasLnLstmBackward")
     .Attr("T: {float, double}")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
+    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(6));
       c->set_output(1, c->input(7));
@@ -536,6 +771,9 @@ class LstmBackwardOp : public OpKernel {
   explicit LstmBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
+    OP_REQUIRES(c, shards_ >= 0,
+                InvalidArgument("shards must be >= 0, got ", shards_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -587,7 +825,7 @@ class LstmBackwardOp : public OpKernel {
                                            &dr_all));
     OP_REQUIRES_OK(ctx,
                    ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &dz_all));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {8, B, u}, &carry));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {6, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
     T* DZ = dz_all.flat<T>().data();
     T* buf = carry.flat<T>().data();
@@ -600,10 +838,10 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
     std::fill_n(dy[0], Bu, T(0));
 
-    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0));
+    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0), shards_);
     const LstmStep<T> step{u, T(0), gr.flat<T>().data(), gs.flat<T>().data(),
                            nullptr, zero_output_};
-    const T* U = kernel.flat<T>().data();
+    const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
@@ -612,40 +850,36 @@ class LstmBackwardOp : public OpKernel {
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    Arr<T> sgr = Arr<T>::Zero(G), sgs = Arr<T>::Zero(u), sbs = Arr<T>::Zero(u);
-    std::mutex mu;
-    int cur = 0;
-    for (int64_t t = Tn - 1; t >= 0; --t) {
-      const int64_t n = t * B;
-      const T* cp = t > 0 ? CS + (n - B) * u : c0.flat<T>().data();
-      ForRows(ctx, B, 20 * G, [&](int64_t b0, int64_t b1) {
-        Arr<T> pgr = Arr<T>::Zero(G), pgs = Arr<T>::Zero(u),
-               pbs = Arr<T>::Zero(u);
+    const int64_t shards = NumShards(ctx, B, shards_);
+    ShardSums<T> sgr(shards, G), sgs(shards, u), sbs(shards, u);
+    ForShards(ctx, B, shards, [&](int64_t s, int64_t b0, int64_t b1) {
+      int cur = 0;
+      for (int64_t t = Tn - 1; t >= 0; --t) {
+        const int64_t n = t * B;
+        const T* cp = t > 0 ? CS + (n - B) * u : c0.flat<T>().data();
         step.Backward(b0, b1, A + n * G, S + n * W, R + n * G, cp,
                       DYS + n * u, dh, dc[cur], dy[cur],
                       M ? M + n : nullptr, DZ + n * G, DR + n * G, dhs,
-                      dc[1 - cur], dy[1 - cur], pgr, pgs, pbs);
-        std::lock_guard<std::mutex> lock(mu);
-        sgr += pgr;
-        sgs += pgs;
-        sbs += pbs;
-      });
-      cur = 1 - cur;
-      // dL/dh_{t-1} = dr_t @ U_c^T + the rest.
-      std::copy_n(dhs, Bu, dh);
-      Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
-    }
+                      dc[1 - cur], dy[1 - cur], sgr[s], sgs[s], sbs[s]);
+        cur = 1 - cur;
+        // dL/dh_{t-1} = dr_t @ U_c^T + the rest.
+        Ut.Multiply(b1 - b0, DR + (n + b0) * G, dh + b0 * u, dhs + b0 * u);
+      }
+    });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
-    std::copy_n(dc[cur], Bu, dc0->flat<T>().data());
-    WeightGradients(input, Tn, B, u, G, h0.flat<T>().data(), HS, XS, DR, DZ,
-                    dkernel, dx, dw, dgx, dbx);
-    std::copy_n(sgr.data(), G, dgr->flat<T>().data());
-    std::copy_n(sgs.data(), u, dgs->flat<T>().data());
-    std::copy_n(sbs.data(), u, dbs->flat<T>().data());
+    std::copy_n(dc[Tn % 2], Bu, dc0->flat<T>().data());
+    input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
+                   dkernel->flat<T>().data(), DZ, XS, dx->flat<T>().data(),
+                   dw->flat<T>().data(), dgx->flat<T>().data(),
+                   dbx->flat<T>().data());
+    sgr.Total(dgr->flat<T>().data());
+    sgs.Total(dgs->flat<T>().data());
+    sbs.Total(dbs->flat<T>().data());
   }
 
  private:
   bool masked_, zero_output_;
+  int64_t shards_;
 };
 
 // ------------------------------------------------------------------- GRU
@@ -692,10 +926,11 @@ struct GruStep {
 
   void Backward(int64_t b0, int64_t b1, const T* S, const T* R, const T* HP,
                 const T* DYS, const T* DH, const T* DY, const bool* M,
-                T* DX, T* DR, T* DHS, T* DYO, Arr<T>& sgr,
-                Arr<T>& soff) const {
+                T* DX, T* DR, T* DHS, T* DYO, T* sgr_out,
+                T* soff_out) const {
     const int64_t G = 3 * u, W = G + 1;
     CRow<T> grv(gr, G), offv(off, G);
+    Row<T> sgr(sgr_out, G), soff(soff_out, G);
     Arr<T> rhat(G), din(G), grh(G), dhn(u), dnp(u), dy_tot(u);
     for (int64_t b = b0; b < b1; ++b) {
       Row<T> dxo(DX + b * G, G), dro(DR + b * G, G);
@@ -762,6 +997,7 @@ REGISTER_OP("KerasLnGruForward")
     .Attr("epsilon: float")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
+    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -785,6 +1021,9 @@ class GruForwardOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
+    OP_REQUIRES(c, shards_ >= 0,
+                InvalidArgument("shards must be >= 0, got ", shards_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -816,37 +1055,40 @@ class GruForwardOp : public OpKernel {
     y0.flat<T>().setZero();
 
     const auto input = InputNorm<T>::Of(x, w, gx, bx.flat<T>().data(),
-                                        static_cast<T>(eps_));
+                                        static_cast<T>(eps_), shards_);
     const GruStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
-    const T* U = kernel.flat<T>().data();
+    const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XP = xp.flat<T>().data();
     T* XS = xstats->flat<T>().data();
-    input.Forward(Tn * B, XP, XS);
+    input.Forward(ctx, Tn * B, XP, XS);
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
     T* HS = hs->flat<T>().data();
-    const T* h = h0.flat<T>().data();
-    const T* y = y0.flat<T>().data();
-    for (int64_t t = 0; t < Tn; ++t) {
-      const int64_t n = t * B;
-      T* r = RS + n * G;
-      Gemm(false, false, B, G, u, T(1), h, U, T(0), r);
-      ForRows(ctx, B, 30 * G, [&](int64_t b0, int64_t b1) {
-        step.Forward(b0, b1, XP + n * G, r, h, y, M ? M + n : nullptr, HS + n * u,
-                     YS + n * u, S + n * W);
-      });
-      h = HS + n * u;
-      y = YS + n * u;
-    }
-    std::copy_n(h, B * u, h_last->flat<T>().data());
+    ForShards(ctx, B, NumShards(ctx, B, shards_), [&](int64_t, int64_t b0,
+                                             int64_t b1) {
+      const T* h = h0.flat<T>().data();
+      const T* y = y0.flat<T>().data();
+      for (int64_t t = 0; t < Tn; ++t) {
+        const int64_t n = t * B;
+        T* r = RS + n * G;
+        U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
+        step.Forward(b0, b1, XP + n * G, r, h, y, M ? M + n : nullptr,
+                     HS + n * u, YS + n * u, S + n * W);
+        h = HS + n * u;
+        y = YS + n * u;
+      }
+    });
+    std::copy_n(Tn ? HS + (Tn - 1) * B * u : h0.flat<T>().data(), B * u,
+                h_last->flat<T>().data());
   }
 
  private:
   float eps_;
   bool masked_, zero_output_;
+  int64_t shards_;
 };
 
 REGISTER_OP("KerasLnGruBackward")
@@ -875,6 +1117,7 @@ REGISTER_OP("KerasLnGruBackward")
     .Attr("T: {float, double}")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
+    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(4));
       c->set_output(1, c->input(5));
@@ -893,6 +1136,9 @@ class GruBackwardOp : public OpKernel {
   explicit GruBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
+    OP_REQUIRES(c, shards_ >= 0,
+                InvalidArgument("shards must be >= 0, got ", shards_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -943,44 +1189,42 @@ class GruBackwardOp : public OpKernel {
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::fill_n(dy[0], Bu, T(0));
 
-    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0));
+    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0), shards_);
     const GruStep<T> step{u, T(0), gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
-    const T* U = kernel.flat<T>().data();
+    const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
     const T* XS = xstats.flat<T>().data();
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    Arr<T> sgr = Arr<T>::Zero(G), soff = Arr<T>::Zero(G);
-    std::mutex mu;
-    int cur = 0;
-    for (int64_t t = Tn - 1; t >= 0; --t) {
-      const int64_t n = t * B;
-      const T* hp = t > 0 ? HS + (n - B) * u : h0.flat<T>().data();
-      ForRows(ctx, B, 20 * G, [&](int64_t b0, int64_t b1) {
-        Arr<T> pgr = Arr<T>::Zero(G), poff = Arr<T>::Zero(G);
+    const int64_t shards = NumShards(ctx, B, shards_);
+    ShardSums<T> sgr(shards, G), soff(shards, G);
+    ForShards(ctx, B, shards, [&](int64_t s, int64_t b0, int64_t b1) {
+      int cur = 0;
+      for (int64_t t = Tn - 1; t >= 0; --t) {
+        const int64_t n = t * B;
+        const T* hp = t > 0 ? HS + (n - B) * u : h0.flat<T>().data();
         step.Backward(b0, b1, S + n * W, R + n * G, hp, DYS + n * u, dh,
-                      dy[cur], M ? M + n : nullptr, DZ + n * G, DR + n * G, dhs,
-                      dy[1 - cur], pgr, poff);
-        std::lock_guard<std::mutex> lock(mu);
-        sgr += pgr;
-        soff += poff;
-      });
-      cur = 1 - cur;
-      std::copy_n(dhs, Bu, dh);
-      Gemm(false, true, B, u, G, T(1), DR + n * G, U, T(1), dh);
-    }
+                      dy[cur], M ? M + n : nullptr, DZ + n * G, DR + n * G,
+                      dhs, dy[1 - cur], sgr[s], soff[s]);
+        cur = 1 - cur;
+        Ut.Multiply(b1 - b0, DR + (n + b0) * G, dh + b0 * u, dhs + b0 * u);
+      }
+    });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
-    WeightGradients(input, Tn, B, u, G, h0.flat<T>().data(), HS, XS, DR, DZ,
-                    dkernel, dx, dw, dgx, dbx);
-    std::copy_n(sgr.data(), G, dgr->flat<T>().data());
-    std::copy_n(soff.data(), G, doff->flat<T>().data());
+    input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
+                   dkernel->flat<T>().data(), DZ, XS, dx->flat<T>().data(),
+                   dw->flat<T>().data(), dgx->flat<T>().data(),
+                   dbx->flat<T>().data());
+    sgr.Total(dgr->flat<T>().data());
+    soff.Total(doff->flat<T>().data());
   }
 
  private:
   bool masked_, zero_output_;
+  int64_t shards_;
 };
 
 #define REGISTER(NAME, OP, TYPE)                                           \
