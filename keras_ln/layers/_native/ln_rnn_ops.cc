@@ -12,7 +12,8 @@
 // parameters' gradients in one pass per step; the gradients of the
 // recurrent kernel and of the input side (x, W and the input norm) are
 // large products after the loop. The forward op saves the activations the
-// backward op needs; only the input product is recomputed.
+// backward op needs (the normalized input projection among them), so the
+// backward recomputes nothing.
 //
 // The batch rows of a recurrence are independent, so both loops run as
 // shards of the batch, one per CPU worker thread, with no synchronization
@@ -23,8 +24,8 @@
 // Conventions shared with the Python side:
 // - `r` is h_prev @ U_c with U_c the recurrent kernel centered over its
 //   output axis, so its LN needs no mean: rhat = r * rsqrt(mean(r^2) + eps).
-// - `xp` = LN(x_t @ W) * gx + bx, where the caller folds the biases (and, for
-//   the LSTM, the recurrent norm's beta) into bx.
+// - `xp` = LN(x_t @ W) * gx + bx = xhat * gx + bx, where the caller folds
+//   the biases (and, for the LSTM, the recurrent norm's beta) into bx.
 // - LSTM: the candidate block is pre-scaled by 2 (in gx, bx and gr) and
 //   computed as 2 * sigmoid(.) - 1 = tanh(.), so one sigmoid covers all four
 //   blocks.
@@ -330,41 +331,38 @@ struct ShardSums {
 
 // The input side, for all time steps at once before the recurrent loop (as
 // cuDNN does): xz = x @ W over the (time * batch) rows, normalized over its
-// G columns, xp = (xz - mean) * rstd * gx + bx. The forward saves each row's
-// mean and rstd; the backward, after the loop, recomputes xz and takes the
-// gradients of x, W, gx and bx from every step's dL/dxp. Both split the
-// rows over the shards.
+// G columns, xhat = (xz - mean) * rstd; the steps read xp = xhat * gx + bx.
+// The forward saves xhat and each row's mean and rstd; the backward, after
+// the loop, takes the gradients of x, W, gx and bx from every step's
+// dL/dxp. Both split the rows over the shards.
 template <typename T>
 struct InputNorm {
   int64_t F, G;
   T eps;
-  const T *x, *w, *gx, *bx;
+  const T *x, *w, *gx;
   int64_t shards;  // requested, as NumShards takes it
 
-  // From the ops' inputs x (time, batch, F), w (F, G) and gx (G); bx (G) is
-  // only read by the forward.
+  // From the ops' inputs x (time, batch, F), w (F, G) and gx (G).
   static InputNorm Of(const Tensor& x, const Tensor& w, const Tensor& gx,
-                      const T* bx, T eps, int64_t shards) {
-    return {x.dim_size(2),       w.dim_size(1),       eps,
-            x.flat<T>().data(),  w.flat<T>().data(),  gx.flat<T>().data(),
-            bx,                  shards};
+                      T eps, int64_t shards) {
+    return {x.dim_size(2),      w.dim_size(1),       eps,   x.flat<T>().data(),
+            w.flat<T>().data(), gx.flat<T>().data(), shards};
   }
 
-  // xp (n, G) <- the normalized projection of the n rows of x; st (n, 2) <-
-  // their mean and rstd.
-  void Forward(OpKernelContext* ctx, int64_t n, T* xp, T* st) const {
+  // xhat (n, G) <- the normalized projection of the n rows of x; st (n, 2)
+  // <- their mean and rstd.
+  void Forward(OpKernelContext* ctx, int64_t n, T* xhat, T* st) const {
     const PackedMatrix<T> W(w, F, G, false);
-    CRow<T> g(gx, G), b(bx, G);
     ForShards(ctx, n, NumShards(ctx, n, shards), [&](int64_t, int64_t r0,
-                                            int64_t r1) {
+                                                     int64_t r1) {
       for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
         const int64_t c1 = std::min(r1, c0 + kChunk);
-        W.Multiply(c1 - c0, x + c0 * F, xp + c0 * G, nullptr);
+        W.Multiply(c1 - c0, x + c0 * F, xhat + c0 * G, nullptr);
         for (int64_t i = c0; i < c1; ++i) {
-          Row<T> v(xp + i * G, G);
+          Row<T> v(xhat + i * G, G);
           const T mu = v.mean();
           const T rstd = T(1) / std::sqrt((v - mu).square().mean() + eps);
-          v = (v - mu) * rstd * g + b;
+          v = (v - mu) * rstd;
           st[2 * i] = mu;
           st[2 * i + 1] = rstd;
         }
@@ -373,21 +371,23 @@ struct InputNorm {
   }
 
   // After a backward loop, over the n = time * batch rows: dz (n, G),
-  // dL/dxp; st, the forward's statistics. Adds the recurrent kernel's
+  // dL/dxp; xhat and st, saved by the forward. Adds the recurrent kernel's
   // gradient dU (u, G) = sum_t h_{t-1}^T dr_t, with HS the carried states
   // and DR (n, G) every step's dL/dr; DR is then the input side's scratch.
   // Writes dx (n, F), dw (F, G), dgx and dbx (G).
   void Backward(OpKernelContext* ctx, int64_t n, int64_t B, int64_t u,
                 const T* h0, const T* HS, T* DR, T* dU, const T* dz,
-                const T* st, T* dx, T* dw, T* dgx, T* dbx) const {
+                const T* xhat, const T* st, T* dx, T* dw, T* dgx,
+                T* dbx) const {
     const int64_t G = this->G;
-    const PackedMatrix<T> W(w, F, G, false), Wt(w, G, F, true);
+    const PackedMatrix<T> Wt(w, G, F, true);
     const int64_t parts = NumShards(ctx, n, shards);
     ShardSums<T> sdu(parts, u * G), sdw(parts, F * G), sgx(parts, G),
         sbx(parts, G);
     CRow<T> g(gx, G);
     ForShards(ctx, n, parts, [&](int64_t s, int64_t r0, int64_t r1) {
       Arr<T> dxh(G);
+      Row<T> sg(sgx[s], G), sb(sbx[s], G);
       for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
         const int64_t c1 = std::min(r1, c0 + kChunk);
         // dU: rows of the first step pair with h0, the others with the
@@ -399,22 +399,18 @@ struct InputNorm {
         if (c1 > split)
           AddTransposedProduct(c1 - split, u, G, HS + (split - B) * u, u,
                                DR + split * G, G, sdu[s]);
-        T* xz = DR + c0 * G;  // dr of these rows is no longer needed
-        W.Multiply(c1 - c0, x + c0 * F, xz, nullptr);
-        Row<T> sg(sgx[s], G), sb(sbx[s], G);
+        // dr of these rows is no longer needed: dL/dxz goes there.
         for (int64_t i = c0; i < c1; ++i) {
-          Row<T> v(DR + i * G, G);
-          CRow<T> d(dz + i * G, G);
-          const T mu = st[2 * i], rstd = st[2 * i + 1];
-          v = (v - mu) * rstd;  // xhat
-          sg += d * v;
+          CRow<T> d(dz + i * G, G), xh(xhat + i * G, G);
+          sg += d * xh;
           sb += d;
           dxh = d * g;
-          const T m1 = dxh.mean(), m2 = (dxh * v).mean();
-          v = rstd * (dxh - m1 - v * m2);  // dL/dxz
+          const T m1 = dxh.mean(), m2 = (dxh * xh).mean();
+          Row<T>(DR + i * G, G) = st[2 * i + 1] * (dxh - m1 - xh * m2);
         }
-        Wt.Multiply(c1 - c0, xz, dx + c0 * F, nullptr);
-        AddTransposedProduct(c1 - c0, F, G, x + c0 * F, F, xz, G, sdw[s]);
+        const T* dxz = DR + c0 * G;
+        Wt.Multiply(c1 - c0, dxz, dx + c0 * F, nullptr);
+        AddTransposedProduct(c1 - c0, F, G, x + c0 * F, F, dxz, G, sdw[s]);
       }
     });
     sdu.Total(dU);
@@ -476,17 +472,17 @@ template <typename T>
 struct LstmStep {
   int64_t u;
   T eps;
-  const T *gr, *gs, *bs;
+  const T *gx, *bx, *gr, *gs, *bs;
   bool zero_output;
 
-  // One forward step for rows [b0, b1). X, R: (B, 4u) of this step; H, C,
-  // Y: the carried states and the previous output; M: this step's mask or
-  // null. Writes the new H, C, Y (HO, CO, YO) and the saved A, S.
+  // One forward step for rows [b0, b1). X (xhat), R: (B, 4u) of this step;
+  // H, C, Y: the carried states and the previous output; M: this step's
+  // mask or null. Writes the new H, C, Y (HO, CO, YO) and the saved A, S.
   void Forward(int64_t b0, int64_t b1, const T* X, const T* R, const T* H,
                const T* C, const T* Y, const bool* M, T* HO, T* CO, T* YO,
                T* A, T* S) const {
     const int64_t G = 4 * u, W = 2 * u + 2;
-    CRow<T> grv(gr, G), gsv(gs, u), bsv(bs, u);
+    CRow<T> gxv(gx, G), bxv(bx, G), grv(gr, G), gsv(gs, u), bsv(bs, u);
     for (int64_t b = b0; b < b1; ++b) {
       Row<T> ho(HO + b * u, u), co(CO + b * u, u), yo(YO + b * u, u);
       Row<T> a(A + b * G, G), chat(S + b * W, u), th(S + b * W + u, u);
@@ -503,7 +499,7 @@ struct LstmStep {
       }
       CRow<T> rv(R + b * G, G), xv(X + b * G, G), cv(C + b * u, u);
       const T rstd_r = T(1) / std::sqrt(rv.square().mean() + eps);
-      a = Sigmoid(xv + rv * rstd_r * grv);
+      a = Sigmoid(xv * gxv + bxv + rv * rstd_r * grv);
       co = a.segment(u, u) * cv +
            a.head(u) * (T(2) * a.segment(2 * u, u) - T(1));
       const T mu = co.mean();
@@ -599,6 +595,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Output("xstats: T")  // (time, batch, 2): input norm mean, rstd
     .Output("hs: T")     // (time, batch, u): carried states
     .Output("cs: T")
+    .Output("xhat: T")   // (time, batch, 4u): the normalized x @ W
     .Attr("T: {float, double}")
     .Attr("epsilon: float")
     .Attr("masked: bool")
@@ -623,11 +620,14 @@ REGISTER_OP("KerasLnLstmForward")
       c->set_output(6, c->MakeShape({time, B, 2}));
       c->set_output(7, narrow);
       c->set_output(8, narrow);
+      c->set_output(9, wide);
       return absl::OkStatus();
     });
 
 template <typename T>
 class LstmForwardOp : public OpKernel {
+  static constexpr int kXhat = 9;  // the output
+
  public:
   explicit LstmForwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
@@ -667,19 +667,24 @@ class LstmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B, 2}, &xstats));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(7, {Tn, B, u}, &hs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(8, {Tn, B, u}, &cs));
-    Tensor y0, xp;
+    Tensor* xhat;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(kXhat, {Tn, B, G}, &xhat));
+    Tensor y0;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &xp));
     y0.flat<T>().setZero();
 
-    const auto input = InputNorm<T>::Of(x, w, gx, bx.flat<T>().data(),
-                                        static_cast<T>(eps_), shards_);
-    const LstmStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
-                           gs.flat<T>().data(), bs.flat<T>().data(),
+    const auto input = InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
+    const LstmStep<T> step{u,
+                           static_cast<T>(eps_),
+                           gx.flat<T>().data(),
+                           bx.flat<T>().data(),
+                           gr.flat<T>().data(),
+                           gs.flat<T>().data(),
+                           bs.flat<T>().data(),
                            zero_output_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* XP = xp.flat<T>().data();
+    T* XP = xhat->flat<T>().data();
     T* XS = xstats->flat<T>().data();
     input.Forward(ctx, Tn * B, XP, XS);
     T* RS = rs->flat<T>().data();
@@ -737,6 +742,7 @@ REGISTER_OP("KerasLnLstmBackward")
     .Input("gx: T")      // (4u,)
     .Input("gr: T")      // (4u,)
     .Input("gs: T")      // (u,)
+    .Input("xhat: T")    // (time, batch, 4u)
     .Output("dx: T")     // (time, batch, features)
     .Output("dw: T")
     .Output("dgx: T")
@@ -785,13 +791,15 @@ class LstmBackwardOp : public OpKernel {
                  &kernel = ctx->input(10), &dys = ctx->input(11),
                  &dh_last = ctx->input(12), &dc_last = ctx->input(13),
                  &mask = ctx->input(14), &gx = ctx->input(15),
-                 &gr = ctx->input(16), &gs = ctx->input(17);
+                 &gr = ctx->input(16), &gs = ctx->input(17),
+                 &xhat = ctx->input(18);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
     CheckShape(ctx, "gates", gates, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
     CheckShape(ctx, "rs", rs, TensorShape({Tn, B, G}));
     CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
     CheckShape(ctx, "xstats", xstats, TensorShape({Tn, B, 2}));
@@ -838,9 +846,9 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
     std::fill_n(dy[0], Bu, T(0));
 
-    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0), shards_);
-    const LstmStep<T> step{u, T(0), gr.flat<T>().data(), gs.flat<T>().data(),
-                           nullptr, zero_output_};
+    const auto input = InputNorm<T>::Of(x, w, gx, T(0), shards_);
+    const LstmStep<T> step{u,       T(0),    nullptr, nullptr, gr.flat<T>().data(),
+                           gs.flat<T>().data(), nullptr, zero_output_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
@@ -869,7 +877,8 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     std::copy_n(dc[Tn % 2], Bu, dc0->flat<T>().data());
     input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
-                   dkernel->flat<T>().data(), DZ, XS, dx->flat<T>().data(),
+                   dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XS,
+                   dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
                    dbx->flat<T>().data());
     sgr.Total(dgr->flat<T>().data());
@@ -891,14 +900,14 @@ template <typename T>
 struct GruStep {
   int64_t u;
   T eps;
-  const T *gr, *off;
+  const T *gx, *bx, *gr, *off;
   bool zero_output;
 
   void Forward(int64_t b0, int64_t b1, const T* X, const T* R, const T* H,
                const T* Y, const bool* M, T* HO, T* YO, T* S) const {
     const int64_t G = 3 * u, W = G + 1;
-    CRow<T> grv(gr, G), offv(off, G);
-    Arr<T> inner(G);
+    CRow<T> gxv(gx, G), bxv(bx, G), grv(gr, G), offv(off, G);
+    Arr<T> inner(G), xv(G);
     for (int64_t b = b0; b < b1; ++b) {
       Row<T> ho(HO + b * u, u), yo(YO + b * u, u);
       Row<T> z(S + b * W, u), rr(S + b * W + u, u), n(S + b * W + 2 * u, u);
@@ -912,7 +921,8 @@ struct GruStep {
         Row<T>(S + b * W, W).setZero();
         continue;
       }
-      CRow<T> rv(R + b * G, G), xv(X + b * G, G);
+      CRow<T> rv(R + b * G, G);
+      xv = CRow<T>(X + b * G, G) * gxv + bxv;
       const T rstd = T(1) / std::sqrt(rv.square().mean() + eps);
       inner = rv * rstd * grv + offv;
       z = Sigmoid(xv.head(u) + inner.head(u));
@@ -993,6 +1003,7 @@ REGISTER_OP("KerasLnGruForward")
     .Output("saved: T")  // (time, batch, 3u + 1)
     .Output("xstats: T")  // (time, batch, 2): input norm mean, rstd
     .Output("hs: T")     // (time, batch, u): carried states
+    .Output("xhat: T")   // (time, batch, 3u): the normalized x @ W
     .Attr("T: {float, double}")
     .Attr("epsilon: float")
     .Attr("masked: bool")
@@ -1011,11 +1022,14 @@ REGISTER_OP("KerasLnGruForward")
       c->set_output(3, c->MakeShape({time, B, width}));
       c->set_output(4, c->MakeShape({time, B, 2}));
       c->set_output(5, c->MakeShape({time, B, u}));
+      c->set_output(6, c->MakeShape({time, B, G}));
       return absl::OkStatus();
     });
 
 template <typename T>
 class GruForwardOp : public OpKernel {
+  static constexpr int kXhat = 6;  // the output
+
  public:
   explicit GruForwardOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
@@ -1049,18 +1063,23 @@ class GruForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, W}, &saved));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, 2}, &xstats));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, u}, &hs));
-    Tensor y0, xp;
+    Tensor* xhat;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(kXhat, {Tn, B, G}, &xhat));
+    Tensor y0;
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &xp));
     y0.flat<T>().setZero();
 
-    const auto input = InputNorm<T>::Of(x, w, gx, bx.flat<T>().data(),
-                                        static_cast<T>(eps_), shards_);
-    const GruStep<T> step{u, static_cast<T>(eps_), gr.flat<T>().data(),
-                          offs.flat<T>().data(), zero_output_};
+    const auto input = InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
+    const GruStep<T> step{u,
+                          static_cast<T>(eps_),
+                          gx.flat<T>().data(),
+                          bx.flat<T>().data(),
+                          gr.flat<T>().data(),
+                          offs.flat<T>().data(),
+                          zero_output_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* XP = xp.flat<T>().data();
+    T* XP = xhat->flat<T>().data();
     T* XS = xstats->flat<T>().data();
     input.Forward(ctx, Tn * B, XP, XS);
     T* RS = rs->flat<T>().data();
@@ -1106,6 +1125,7 @@ REGISTER_OP("KerasLnGruBackward")
     .Input("gx: T")
     .Input("gr: T")
     .Input("off: T")
+    .Input("xhat: T")    // (time, batch, 3u)
     .Output("dx: T")     // (time, batch, features)
     .Output("dw: T")
     .Output("dgx: T")
@@ -1148,13 +1168,15 @@ class GruBackwardOp : public OpKernel {
                  &h0 = ctx->input(6), &kernel = ctx->input(7),
                  &dys = ctx->input(8), &dh_last = ctx->input(9),
                  &mask = ctx->input(10), &gx = ctx->input(11),
-                 &gr = ctx->input(12), &offs = ctx->input(13);
+                 &gr = ctx->input(12), &offs = ctx->input(13),
+                 &xhat = ctx->input(14);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
     CheckShape(ctx, "rs", rs, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
     CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
     CheckShape(ctx, "xstats", xstats, TensorShape({Tn, B, 2}));
     CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
@@ -1189,8 +1211,8 @@ class GruBackwardOp : public OpKernel {
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::fill_n(dy[0], Bu, T(0));
 
-    const auto input = InputNorm<T>::Of(x, w, gx, nullptr, T(0), shards_);
-    const GruStep<T> step{u, T(0), gr.flat<T>().data(),
+    const auto input = InputNorm<T>::Of(x, w, gx, T(0), shards_);
+    const GruStep<T> step{u,       T(0),    nullptr, nullptr, gr.flat<T>().data(),
                           offs.flat<T>().data(), zero_output_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* S = saved.flat<T>().data();
@@ -1215,7 +1237,8 @@ class GruBackwardOp : public OpKernel {
     });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
-                   dkernel->flat<T>().data(), DZ, XS, dx->flat<T>().data(),
+                   dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XS,
+                   dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
                    dbx->flat<T>().data());
     sgr.Total(dgr->flat<T>().data());
