@@ -673,7 +673,8 @@ class LstmForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
-    const auto input = InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
+    const auto input =
+        InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
     const LstmStep<T> step{u,
                            static_cast<T>(eps_),
                            gx.flat<T>().data(),
@@ -684,17 +685,17 @@ class LstmForwardOp : public OpKernel {
                            zero_output_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* XP = xhat->flat<T>().data();
+    T* XH = xhat->flat<T>().data();
     T* XS = xstats->flat<T>().data();
-    input.Forward(ctx, Tn * B, XP, XS);
+    input.Forward(ctx, Tn * B, XH, XS);
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
     T* HS = hs->flat<T>().data();
     T* CS = cs->flat<T>().data();
-    ForShards(ctx, B, NumShards(ctx, B, shards_), [&](int64_t, int64_t b0,
-                                             int64_t b1) {
+    ForShards(ctx, B, NumShards(ctx, B, shards_),
+              [&](int64_t, int64_t b0, int64_t b1) {
       const T* h = h0.flat<T>().data();
       const T* c = c0.flat<T>().data();
       const T* y = y0.flat<T>().data();
@@ -702,7 +703,7 @@ class LstmForwardOp : public OpKernel {
         const int64_t n = t * B;
         T* r = RS + n * G;
         U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
-        step.Forward(b0, b1, XP + n * G, r, h, c, y, M ? M + n : nullptr,
+        step.Forward(b0, b1, XH + n * G, r, h, c, y, M ? M + n : nullptr,
                      HS + n * u, CS + n * u, YS + n * u, A + n * G,
                      S + n * W);
         h = HS + n * u;
@@ -847,8 +848,11 @@ class LstmBackwardOp : public OpKernel {
     std::fill_n(dy[0], Bu, T(0));
 
     const auto input = InputNorm<T>::Of(x, w, gx, T(0), shards_);
-    const LstmStep<T> step{u,       T(0),    nullptr, nullptr, gr.flat<T>().data(),
-                           gs.flat<T>().data(), nullptr, zero_output_};
+    // (The backward step reads neither epsilon nor gx, bx and bs.)
+    const LstmStep<T> step{u,       T(0),
+                           nullptr, nullptr,
+                           gr.flat<T>().data(), gs.flat<T>().data(),
+                           nullptr, zero_output_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
@@ -1069,7 +1073,8 @@ class GruForwardOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
-    const auto input = InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
+    const auto input =
+        InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
     const GruStep<T> step{u,
                           static_cast<T>(eps_),
                           gx.flat<T>().data(),
@@ -1079,22 +1084,22 @@ class GruForwardOp : public OpKernel {
                           zero_output_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    T* XP = xhat->flat<T>().data();
+    T* XH = xhat->flat<T>().data();
     T* XS = xstats->flat<T>().data();
-    input.Forward(ctx, Tn * B, XP, XS);
+    input.Forward(ctx, Tn * B, XH, XS);
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
     T* HS = hs->flat<T>().data();
-    ForShards(ctx, B, NumShards(ctx, B, shards_), [&](int64_t, int64_t b0,
-                                             int64_t b1) {
+    ForShards(ctx, B, NumShards(ctx, B, shards_),
+              [&](int64_t, int64_t b0, int64_t b1) {
       const T* h = h0.flat<T>().data();
       const T* y = y0.flat<T>().data();
       for (int64_t t = 0; t < Tn; ++t) {
         const int64_t n = t * B;
         T* r = RS + n * G;
         U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
-        step.Forward(b0, b1, XP + n * G, r, h, y, M ? M + n : nullptr,
+        step.Forward(b0, b1, XH + n * G, r, h, y, M ? M + n : nullptr,
                      HS + n * u, YS + n * u, S + n * W);
         h = HS + n * u;
         y = YS + n * u;
@@ -1212,8 +1217,11 @@ class GruBackwardOp : public OpKernel {
     std::fill_n(dy[0], Bu, T(0));
 
     const auto input = InputNorm<T>::Of(x, w, gx, T(0), shards_);
-    const GruStep<T> step{u,       T(0),    nullptr, nullptr, gr.flat<T>().data(),
-                          offs.flat<T>().data(), zero_output_};
+    // (The backward step reads neither epsilon nor gx and bx.)
+    const GruStep<T> step{u,       T(0),
+                          nullptr, nullptr,
+                          gr.flat<T>().data(), offs.flat<T>().data(),
+                          zero_output_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
