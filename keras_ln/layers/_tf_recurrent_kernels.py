@@ -249,9 +249,9 @@ def _native_compiled(cell, masked, zero_output, epsilon, shards):
 
         def bwd(dys, dhT, dcT, x, w, gx, bx, h0, c0, U, gr, gs, bs, mask,
                 saved):
-            rs, gates, states, xstats, hs, cs, xhat = saved
+            rs, gates, states, xrstd, hs, cs, xhat = saved
             return mod.keras_ln_lstm_backward(
-                gates, states, rs, xstats, hs, cs, x, w, h0, c0, U, dys,
+                gates, states, rs, xrstd, hs, cs, x, w, h0, c0, U, dys,
                 dhT, dcT, _flat_mask(mask), gx, gr, gs, xhat, **attrs,
             )
     else:
@@ -263,9 +263,9 @@ def _native_compiled(cell, masked, zero_output, epsilon, shards):
             return ys, hT, tuple(saved)
 
         def bwd(dys, dhT, x, w, gx, bx, h0, U, gr, off, mask, saved):
-            rs, states, xstats, hs, xhat = saved
+            rs, states, xrstd, hs, xhat = saved
             return mod.keras_ln_gru_backward(
-                states, rs, xstats, hs, x, w, h0, U, dys, dhT,
+                states, rs, xrstd, hs, x, w, h0, U, dys, dhT,
                 _flat_mask(mask), gx, gr, off, xhat, **attrs,
             )
 

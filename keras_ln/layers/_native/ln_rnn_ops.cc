@@ -332,7 +332,7 @@ struct ShardSums {
 // The input side, for all time steps at once before the recurrent loop (as
 // cuDNN does): xz = x @ W over the (time * batch) rows, normalized over its
 // G columns, xhat = (xz - mean) * rstd; the steps read xp = xhat * gx + bx.
-// The forward saves xhat and each row's mean and rstd; the backward, after
+// The forward saves xhat and each row's rstd; the backward, after
 // the loop, takes the gradients of x, W, gx and bx from every step's
 // dL/dxp. Both split the rows over the shards.
 template <typename T>
@@ -349,9 +349,9 @@ struct InputNorm {
             w.flat<T>().data(), gx.flat<T>().data(), shards};
   }
 
-  // xhat (n, G) <- the normalized projection of the n rows of x; st (n, 2)
-  // <- their mean and rstd.
-  void Forward(OpKernelContext* ctx, int64_t n, T* xhat, T* st) const {
+  // xhat (n, G) <- the normalized projection of the n rows of x; rstd (n)
+  // <- their 1 / std.
+  void Forward(OpKernelContext* ctx, int64_t n, T* xhat, T* rstd) const {
     const PackedMatrix<T> W(w, F, G, false);
     ForShards(ctx, n, NumShards(ctx, n, shards), [&](int64_t, int64_t r0,
                                                      int64_t r1) {
@@ -361,25 +361,22 @@ struct InputNorm {
         for (int64_t i = c0; i < c1; ++i) {
           Row<T> v(xhat + i * G, G);
           const T mu = v.mean();
-          const T rstd = T(1) / std::sqrt((v - mu).square().mean() + eps);
-          v = (v - mu) * rstd;
-          st[2 * i] = mu;
-          st[2 * i + 1] = rstd;
+          rstd[i] = T(1) / std::sqrt((v - mu).square().mean() + eps);
+          v = (v - mu) * rstd[i];
         }
       }
     });
   }
 
   // After a backward loop, over the n = time * batch rows: dz (n, G),
-  // dL/dxp; xhat and st, saved by the forward. Adds the recurrent kernel's
+  // dL/dxp; xhat and rstd, saved by the forward. Adds the recurrent kernel's
   // gradient dU (u, G) = sum_t h_{t-1}^T dr_t, with HS the carried states
   // and DR (n, G) every step's dL/dr; DR is then the input side's scratch.
   // Writes dx (n, F), dw (F, G), dgx and dbx (G).
   void Backward(OpKernelContext* ctx, int64_t n, int64_t B, int64_t u,
                 const T* h0, const T* HS, T* DR, T* dU, const T* dz,
-                const T* xhat, const T* st, T* dx, T* dw, T* dgx,
+                const T* xhat, const T* rstd, T* dx, T* dw, T* dgx,
                 T* dbx) const {
-    const int64_t G = this->G;
     const PackedMatrix<T> Wt(w, G, F, true);
     const int64_t parts = NumShards(ctx, n, shards);
     ShardSums<T> sdu(parts, u * G), sdw(parts, F * G), sgx(parts, G),
@@ -406,7 +403,7 @@ struct InputNorm {
           sb += d;
           dxh = d * g;
           const T m1 = dxh.mean(), m2 = (dxh * xh).mean();
-          Row<T>(DR + i * G, G) = st[2 * i + 1] * (dxh - m1 - xh * m2);
+          Row<T>(DR + i * G, G) = rstd[i] * (dxh - m1 - xh * m2);
         }
         const T* dxz = DR + c0 * G;
         Wt.Multiply(c1 - c0, dxz, dx + c0 * F, nullptr);
@@ -592,7 +589,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Output("rs: T")     // (time, batch, 4u)  saved for the backward
     .Output("gates: T")  // (time, batch, 4u)
     .Output("saved: T")  // (time, batch, 2u + 2)
-    .Output("xstats: T")  // (time, batch, 2): input norm mean, rstd
+    .Output("xrstd: T")  // (time, batch): input norm 1 / std
     .Output("hs: T")     // (time, batch, u): carried states
     .Output("cs: T")
     .Output("xhat: T")   // (time, batch, 4u): the normalized x @ W
@@ -617,7 +614,7 @@ REGISTER_OP("KerasLnLstmForward")
       c->set_output(3, wide);
       c->set_output(4, wide);
       c->set_output(5, c->MakeShape({time, B, width}));
-      c->set_output(6, c->MakeShape({time, B, 2}));
+      c->set_output(6, c->MakeShape({time, B}));
       c->set_output(7, narrow);
       c->set_output(8, narrow);
       c->set_output(9, wide);
@@ -657,14 +654,14 @@ class LstmForwardOp : public OpKernel {
     CheckShape(ctx, "bs", bs, TensorShape({u}));
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
-    Tensor *ys, *h_last, *c_last, *rs, *gates, *saved, *xstats, *hs, *cs;
+    Tensor *ys, *h_last, *c_last, *rs, *gates, *saved, *xrstd, *hs, *cs;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &c_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, G}, &rs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, G}, &gates));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, W}, &saved));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B, 2}, &xstats));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B}, &xrstd));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(7, {Tn, B, u}, &hs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(8, {Tn, B, u}, &cs));
     Tensor* xhat;
@@ -686,8 +683,8 @@ class LstmForwardOp : public OpKernel {
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
-    T* XS = xstats->flat<T>().data();
-    input.Forward(ctx, Tn * B, XH, XS);
+    T* XR = xrstd->flat<T>().data();
+    input.Forward(ctx, Tn * B, XH, XR);
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
@@ -728,7 +725,7 @@ REGISTER_OP("KerasLnLstmBackward")
     .Input("gates: T")   // (time, batch, 4u): saved by the forward
     .Input("saved: T")   // (time, batch, 2u + 2)
     .Input("rs: T")      // (time, batch, 4u)
-    .Input("xstats: T")  // (time, batch, 2)
+    .Input("xrstd: T")   // (time, batch)
     .Input("hs: T")      // (time, batch, u)
     .Input("cs: T")      // (time, batch, u)
     .Input("x: T")       // (time, batch, features)
@@ -785,7 +782,7 @@ class LstmBackwardOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = ctx->input(0), &saved = ctx->input(1),
-                 &rs = ctx->input(2), &xstats = ctx->input(3),
+                 &rs = ctx->input(2), &xrstd = ctx->input(3),
                  &hs = ctx->input(4), &cs = ctx->input(5),
                  &x = ctx->input(6), &w = ctx->input(7),
                  &h0 = ctx->input(8), &c0 = ctx->input(9),
@@ -803,7 +800,7 @@ class LstmBackwardOp : public OpKernel {
     CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
     CheckShape(ctx, "rs", rs, TensorShape({Tn, B, G}));
     CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
-    CheckShape(ctx, "xstats", xstats, TensorShape({Tn, B, 2}));
+    CheckShape(ctx, "xrstd", xrstd, TensorShape({Tn, B}));
     CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
     CheckShape(ctx, "cs", cs, TensorShape({Tn, B, u}));
     CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
@@ -857,7 +854,7 @@ class LstmBackwardOp : public OpKernel {
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
-    const T* XS = xstats.flat<T>().data();
+    const T* XR = xrstd.flat<T>().data();
     const T* HS = hs.flat<T>().data();
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
@@ -881,7 +878,7 @@ class LstmBackwardOp : public OpKernel {
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     std::copy_n(dc[Tn % 2], Bu, dc0->flat<T>().data());
     input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
-                   dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XS,
+                   dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XR,
                    dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
                    dbx->flat<T>().data());
@@ -1005,7 +1002,7 @@ REGISTER_OP("KerasLnGruForward")
     .Output("h_last: T")
     .Output("rs: T")     // (time, batch, 3u)  saved for the backward
     .Output("saved: T")  // (time, batch, 3u + 1)
-    .Output("xstats: T")  // (time, batch, 2): input norm mean, rstd
+    .Output("xrstd: T")  // (time, batch): input norm 1 / std
     .Output("hs: T")     // (time, batch, u): carried states
     .Output("xhat: T")   // (time, batch, 3u): the normalized x @ W
     .Attr("T: {float, double}")
@@ -1024,7 +1021,7 @@ REGISTER_OP("KerasLnGruForward")
       c->set_output(1, c->input(2));
       c->set_output(2, c->MakeShape({time, B, G}));
       c->set_output(3, c->MakeShape({time, B, width}));
-      c->set_output(4, c->MakeShape({time, B, 2}));
+      c->set_output(4, c->MakeShape({time, B}));
       c->set_output(5, c->MakeShape({time, B, u}));
       c->set_output(6, c->MakeShape({time, B, G}));
       return absl::OkStatus();
@@ -1060,12 +1057,12 @@ class GruForwardOp : public OpKernel {
     CheckShape(ctx, "off", offs, TensorShape({G}));
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
-    Tensor *ys, *h_last, *rs, *saved, *xstats, *hs;
+    Tensor *ys, *h_last, *rs, *saved, *xrstd, *hs;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {Tn, B, G}, &rs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, W}, &saved));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, 2}, &xstats));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B}, &xrstd));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, u}, &hs));
     Tensor* xhat;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(kXhat, {Tn, B, G}, &xhat));
@@ -1085,8 +1082,8 @@ class GruForwardOp : public OpKernel {
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
-    T* XS = xstats->flat<T>().data();
-    input.Forward(ctx, Tn * B, XH, XS);
+    T* XR = xrstd->flat<T>().data();
+    input.Forward(ctx, Tn * B, XH, XR);
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
@@ -1118,7 +1115,7 @@ class GruForwardOp : public OpKernel {
 REGISTER_OP("KerasLnGruBackward")
     .Input("saved: T")   // (time, batch, 3u + 1)
     .Input("rs: T")      // (time, batch, 3u)
-    .Input("xstats: T")  // (time, batch, 2)
+    .Input("xrstd: T")   // (time, batch)
     .Input("hs: T")      // (time, batch, u)
     .Input("x: T")       // (time, batch, features)
     .Input("w: T")       // (features, 3u)
@@ -1168,7 +1165,7 @@ class GruBackwardOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &saved = ctx->input(0), &rs = ctx->input(1),
-                 &xstats = ctx->input(2), &hs = ctx->input(3),
+                 &xrstd = ctx->input(2), &hs = ctx->input(3),
                  &x = ctx->input(4), &w = ctx->input(5),
                  &h0 = ctx->input(6), &kernel = ctx->input(7),
                  &dys = ctx->input(8), &dh_last = ctx->input(9),
@@ -1183,7 +1180,7 @@ class GruBackwardOp : public OpKernel {
     CheckShape(ctx, "rs", rs, TensorShape({Tn, B, G}));
     CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
     CheckShape(ctx, "saved", saved, TensorShape({Tn, B, W}));
-    CheckShape(ctx, "xstats", xstats, TensorShape({Tn, B, 2}));
+    CheckShape(ctx, "xrstd", xrstd, TensorShape({Tn, B}));
     CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
     CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
     CheckShape(ctx, "dh_last", dh_last, h0.shape());
@@ -1225,7 +1222,7 @@ class GruBackwardOp : public OpKernel {
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();
-    const T* XS = xstats.flat<T>().data();
+    const T* XR = xrstd.flat<T>().data();
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
@@ -1245,7 +1242,7 @@ class GruBackwardOp : public OpKernel {
     });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
-                   dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XS,
+                   dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XR,
                    dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
                    dbx->flat<T>().data());
