@@ -397,6 +397,10 @@ def test_native_ops_reject_bad_shapes(native):
         mod.keras_ln_gru_forward(x, tf.zeros((4, 6)), h0, tf.zeros((2, 6)),
                                  none, tf.ones(6), tf.ones(6), tf.ones(5),
                                  tf.ones(6), **attrs)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="shards must be >= 0, got -1"):
+        mod.keras_ln_lstm_forward(x, w, h0, h0, U, none, g8, g8, g8, g2, g2,
+                                  shards=-1, **attrs)
 
 
 def test_native_build_cli_check():
