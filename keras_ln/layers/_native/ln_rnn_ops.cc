@@ -459,6 +459,23 @@ void CheckShape(OpKernelContext* ctx, const char* name, const Tensor& v,
                               v.shape().DebugString()));
 }
 
+// The attributes the four ops share (the forward ops also read epsilon).
+class SequenceOp : public OpKernel {
+ protected:
+  SequenceOp(OpKernelConstruction* c, bool forward) : OpKernel(c) {
+    if (forward) OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
+    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
+    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
+    OP_REQUIRES(c, shards_ >= 0,
+                InvalidArgument("shards must be >= 0, got ", shards_));
+  }
+
+  float eps_ = 0;
+  bool masked_ = false, zero_output_ = false;
+  int64_t shards_ = 0;
+};
+
 // ------------------------------------------------------------------ LSTM
 //
 // Saved per step for the backward: r (B, 4u) = h_prev @ U_c, the gates
@@ -622,18 +639,11 @@ REGISTER_OP("KerasLnLstmForward")
     });
 
 template <typename T>
-class LstmForwardOp : public OpKernel {
+class LstmForwardOp : public SequenceOp {
   static constexpr int kXhat = 9;  // the output
 
  public:
-  explicit LstmForwardOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
-    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
-    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
-    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
-    OP_REQUIRES(c, shards_ >= 0,
-                InvalidArgument("shards must be >= 0, got ", shards_));
-  }
+  explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &w = ctx->input(1),
@@ -715,10 +725,6 @@ class LstmForwardOp : public OpKernel {
                 c_last->flat<T>().data());
   }
 
- private:
-  float eps_;
-  bool masked_, zero_output_;
-  int64_t shards_;
 };
 
 REGISTER_OP("KerasLnLstmBackward")
@@ -770,15 +776,9 @@ REGISTER_OP("KerasLnLstmBackward")
     });
 
 template <typename T>
-class LstmBackwardOp : public OpKernel {
+class LstmBackwardOp : public SequenceOp {
  public:
-  explicit LstmBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
-    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
-    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
-    OP_REQUIRES(c, shards_ >= 0,
-                InvalidArgument("shards must be >= 0, got ", shards_));
-  }
+  explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = ctx->input(0), &saved = ctx->input(1),
@@ -887,9 +887,6 @@ class LstmBackwardOp : public OpKernel {
     sbs.Total(dbs->flat<T>().data());
   }
 
- private:
-  bool masked_, zero_output_;
-  int64_t shards_;
 };
 
 // ------------------------------------------------------------------- GRU
@@ -1028,18 +1025,11 @@ REGISTER_OP("KerasLnGruForward")
     });
 
 template <typename T>
-class GruForwardOp : public OpKernel {
+class GruForwardOp : public SequenceOp {
   static constexpr int kXhat = 6;  // the output
 
  public:
-  explicit GruForwardOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
-    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
-    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
-    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
-    OP_REQUIRES(c, shards_ >= 0,
-                InvalidArgument("shards must be >= 0, got ", shards_));
-  }
+  explicit GruForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = ctx->input(0), &w = ctx->input(1),
@@ -1106,10 +1096,6 @@ class GruForwardOp : public OpKernel {
                 h_last->flat<T>().data());
   }
 
- private:
-  float eps_;
-  bool masked_, zero_output_;
-  int64_t shards_;
 };
 
 REGISTER_OP("KerasLnGruBackward")
@@ -1153,15 +1139,9 @@ REGISTER_OP("KerasLnGruBackward")
     });
 
 template <typename T>
-class GruBackwardOp : public OpKernel {
+class GruBackwardOp : public SequenceOp {
  public:
-  explicit GruBackwardOp(OpKernelConstruction* c) : OpKernel(c) {
-    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
-    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
-    OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
-    OP_REQUIRES(c, shards_ >= 0,
-                InvalidArgument("shards must be >= 0, got ", shards_));
-  }
+  explicit GruBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &saved = ctx->input(0), &rs = ctx->input(1),
@@ -1250,9 +1230,6 @@ class GruBackwardOp : public OpKernel {
     soff.Total(doff->flat<T>().data());
   }
 
- private:
-  bool masked_, zero_output_;
-  int64_t shards_;
 };
 
 #define REGISTER(NAME, OP, TYPE)                                           \
