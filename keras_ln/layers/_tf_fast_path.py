@@ -13,7 +13,7 @@ XLA-compiled function with the closed-form gradient
 Every reduction is written as a product with a constant vector, which XLA
 lowers to the CPU's multi-threaded matrix kernels: on CPU these are several
 times faster than XLA's own reductions, and more accurate. The statistics use
-the corrected two-pass algorithm of the pure `keras.ops` path (`_ops.py`):
+the corrected two-pass algorithm of the pure `keras.ops` path (`_layer_norm.py`):
 a first mean `m1`, refined by the mean `dm` of the deviations, the two kept
 apart so that inputs with a large offset keep their precision.
 
@@ -30,9 +30,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from keras_ln.layers._ops import layer_norm_reference
-from keras_ln.layers._ops import normalize_axes
-from keras_ln.layers._ops import stats_dtype
+from keras_ln.layers._layer_norm import layer_norm_reference
+from keras_ln.layers._layer_norm import normalize_axes
+from keras_ln.layers._layer_norm import stats_dtype
 
 _MIN_BUCKET = 64
 _STEPS_PER_OCTAVE = 4
@@ -87,7 +87,6 @@ def _kernels(features, epsilon, has_gamma, has_beta, in_dtype):
     def flat(p):
         return tf.reshape(tf.cast(p, sdtype), [-1])
 
-    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
     def forward(x2, *params):
         x2 = tf.cast(x2, sdtype)
         m1 = row_mean(x2)
@@ -102,7 +101,6 @@ def _kernels(features, epsilon, has_gamma, has_beta, in_dtype):
             y = y + flat(params[-1])
         return tf.cast(y, in_dtype), m1, dm, rstd
 
-    @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
     def backward(dy2, x2, m1, dm, rstd, *params):
         x2 = tf.cast(x2, sdtype)
         dy2 = tf.cast(dy2, sdtype)
@@ -121,7 +119,24 @@ def _kernels(features, epsilon, has_gamma, has_beta, in_dtype):
         dx = rstd * (g - row_mean(g) - xhat * row_mean(g * xhat))
         return [tf.cast(dx, in_dtype)] + grads
 
-    return forward, backward
+    return _compiled(forward), _compiled(backward)
+
+
+def _compiled(fn):
+    """`fn` as an XLA-compiled `tf.function` with retracing counted on its own.
+
+    TensorFlow's frequent-retracing detector counts the traces of every
+    `tf.function` built from the same Python code object together, so the
+    per-configuration closures of `_kernels`, each traced once or twice,
+    would add up and warn once five layers of different shapes have run.
+    A `functools.partial` has no code object, so the detector keys on the
+    object itself: each configuration is counted separately, and one that
+    really retraces on every call is still reported.
+    """
+    return tf.function(
+        functools.partial(fn), jit_compile=True, reduce_retracing=True,
+        autograph=False,
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -165,7 +180,7 @@ def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
 
 
 def layer_norm(x, gamma, beta, axis, epsilon):
-    """Fused layer normalization on TensorFlow; see `_ops.layer_norm`."""
+    """Fused layer normalization on TensorFlow; see `_fast_paths.layer_norm`."""
     x = tf.convert_to_tensor(x)
     ndim = x.shape.rank
     axes = tuple(normalize_axes(axis, ndim))

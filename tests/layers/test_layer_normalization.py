@@ -1,6 +1,7 @@
 """keras_ln.LayerNormalization against keras' layer, float64 NumPy and finite differences."""
 
 import contextlib
+import logging
 
 import numpy as np
 import pytest
@@ -372,3 +373,54 @@ def test_padded_rows_do_not_leak_into_outputs_or_gradients(batch):
     for fast, slow in zip(*(outputs_and_gradients(layer, x, dy, e) for e in (True, False))):
         assert fast.shape == slow.shape
         np.testing.assert_allclose(fast, slow, atol=5e-6, rtol=1e-5)
+
+
+@contextlib.contextmanager
+def tensorflow_warnings():
+    """The messages TensorFlow logs at WARNING or above while the block runs."""
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = tf.get_logger()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_differently_shaped_layers_log_no_retracing_warning():
+    """Eight new configurations, called eagerly forward and backward: no TF warning.
+
+    The controls show that the handler sees TensorFlow's warning when the same
+    code is retraced five times, so the assertion can fail, and that the fix
+    silences only the false alarm.
+    """
+    from keras_ln.layers import _tf_fast_path
+
+    def retraced_in_a_loop():
+        return tf.function(lambda t: t + 1)
+
+    with tensorflow_warnings() as control:
+        for n in range(5):
+            retraced_in_a_loop()(tf.zeros([n]))
+    assert any("triggered tf.function retracing" in m for m in control)
+    # A compiled kernel that really retraces on every call is still reported.
+    add = _tf_fast_path._compiled(lambda t, k: t + k)
+    with tensorflow_warnings() as control:
+        for k in range(5):
+            add(tf.zeros([2]), k)
+    assert any("triggered tf.function retracing" in m for m in control)
+
+    misses = _tf_fast_path._kernels.cache_info().misses
+    rng = np.random.default_rng(11)
+    with tensorflow_warnings() as messages, fast_path(True):
+        for features in range(41, 49):  # sizes no other test uses: new kernels
+            x = tf.constant(rng.normal(size=(3, features)).astype("float32"))
+            layer = keras_ln.LayerNormalization()
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+            tape.gradient(y, [x] + layer.trainable_weights)
+    assert _tf_fast_path._kernels.cache_info().misses == misses + 8
+    assert not [m for m in messages if "retracing" in m]
