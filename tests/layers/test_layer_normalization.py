@@ -9,7 +9,8 @@ import tensorflow as tf
 
 import keras
 import keras_ln
-from keras_ln.layers import _ops
+from keras_ln.layers import _tf_backend
+from keras_ln.layers._layer_norm import layer_norm_reference
 
 # (input shape, axis): 2-D..4-D inputs, single, positive, negative and multiple axes.
 CASES = [
@@ -28,11 +29,12 @@ CASES = [
 
 @contextlib.contextmanager
 def fast_path(enabled):
-    previous = _ops.set_fast_path(enabled)
-    try:
+    """TensorFlow's fused layer norm (enabled), or the `keras.ops` reference
+    in its place."""
+    with pytest.MonkeyPatch.context() as patch:
+        if not enabled:
+            patch.setattr(_tf_backend, "layer_norm", layer_norm_reference)
         yield
-    finally:
-        _ops.set_fast_path(previous)
 
 
 def numpy_layer_norm(x, gamma, beta, axis, epsilon):
@@ -212,10 +214,22 @@ def test_configs_build_each_other():
 
 
 def test_weights_load_from_keras_layer_in_a_model():
-    shape = (4, 5, 8)
-    ours, theirs = random_pair(shape, [1, 2])
-    assert [w.path.split("/")[-1] for w in ours.weights] == ["gamma", "beta"]
-    assert [w.shape for w in ours.weights] == [w.shape for w in theirs.weights]
+    """`set_weights` moves a keras model's weights into the same model with ours."""
+    def model(norm):
+        return keras.Sequential([
+            keras.Input((5, 8)), keras.layers.Dense(8), norm(axis=[1, 2]),
+            keras.layers.Flatten(), keras.layers.Dense(1),
+        ])
+
+    theirs, ours = model(keras.layers.LayerNormalization), model(keras_ln.LayerNormalization)
+    rng = np.random.default_rng(4)
+    theirs.set_weights([rng.normal(size=w.shape).astype("float32") for w in theirs.weights])
+    ours.set_weights(theirs.get_weights())
+    assert [w.path.split("/")[-1] for w in ours.layers[1].weights] == ["gamma", "beta"]
+    for a, b in zip(ours.weights, theirs.weights):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+    x = rng.normal(size=(6, 5, 8)).astype("float32")
+    np.testing.assert_allclose(to_np(ours(x)), to_np(theirs(x)), atol=1e-5, rtol=1e-5)
 
 
 def _models():
@@ -424,3 +438,137 @@ def test_differently_shaped_layers_log_no_retracing_warning():
             tape.gradient(y, [x] + layer.trainable_weights)
     assert _tf_fast_path._kernels.cache_info().misses == misses + 8
     assert not [m for m in messages if "retracing" in m]
+
+
+# Saved models. keras rebuilds the class a `.keras` file records: its own layer by
+# module (`keras.layers`), keras_ln's by registered name ("keras_ln>LayerNormalization").
+# These tests check what the README says about switching between the two.
+
+def _saved_model(norm, path, seed=5):
+    """A functional model with `norm` at the top and inside a nested Sequential."""
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8), norm()], name="inner")
+    inp = keras.Input((5, 8))
+    h = norm(axis=[1, 2])(keras.layers.Dense(8)(inp))
+    h = inner(keras.layers.Dense(8)(keras.layers.Flatten()(h)))
+    model = keras.Model(inp, keras.layers.Dense(1)(h))
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.weights])
+    model.save(path)
+    return model, rng.normal(size=(6, 5, 8)).astype("float32")
+
+
+def _norm_classes(model):
+    return [type(layer) for layer in model._flatten_layers() if "LayerNormalization" in type(layer).__name__]
+
+
+def _swapped(model, swap):
+    """The README's recipe: clone with the other class, then copy the weights."""
+    def clone(layer):
+        return swap.get(type(layer), type(layer)).from_config(layer.get_config())
+
+    converted = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    converted.set_weights(model.get_weights())
+    return converted
+
+
+def test_keras_file_loads_as_keras_layer_and_clone_model_swaps_it(tmp_path):
+    model, x = _saved_model(keras.layers.LayerNormalization, tmp_path / "keras.keras")
+    # custom_objects does not reach keras' built-in layers, under either name.
+    for name in ("LayerNormalization", "keras.layers.LayerNormalization"):
+        loaded = keras.saving.load_model(
+            tmp_path / "keras.keras", custom_objects={name: keras_ln.LayerNormalization}
+        )
+        assert _norm_classes(loaded) == [keras.layers.LayerNormalization] * 2
+    with keras.saving.custom_object_scope({"LayerNormalization": keras_ln.LayerNormalization}):
+        loaded = keras.saving.load_model(tmp_path / "keras.keras")
+    assert _norm_classes(loaded) == [keras.layers.LayerNormalization] * 2
+    converted = _swapped(loaded, {keras.layers.LayerNormalization: keras_ln.LayerNormalization})
+    assert _norm_classes(converted) == [keras_ln.LayerNormalization] * 2
+    for a, b in zip(converted.weights, model.weights):
+        np.testing.assert_array_equal(to_np(a), to_np(b))
+    np.testing.assert_allclose(to_np(converted(x)), to_np(model(x)), atol=1e-5, rtol=1e-5)
+    converted.save(tmp_path / "ours.keras")
+    again = keras.saving.load_model(tmp_path / "ours.keras")
+    assert _norm_classes(again) == [keras_ln.LayerNormalization] * 2
+    np.testing.assert_array_equal(to_np(again(x)), to_np(converted(x)))
+
+
+def test_clone_model_recipe_leaves_a_wrapped_layer_alone():
+    wrapped = keras.Sequential([
+        keras.Input((5, 8)), keras.layers.TimeDistributed(keras.layers.LayerNormalization()),
+    ])
+    converted = _swapped(wrapped, {keras.layers.LayerNormalization: keras_ln.LayerNormalization})
+    assert _norm_classes(converted) == [keras.layers.LayerNormalization]
+
+
+def test_keras_ln_file_loads_as_keras_ln_layer_where_keras_ln_is_imported(tmp_path):
+    model, x = _saved_model(keras_ln.LayerNormalization, tmp_path / "ours.keras")
+    # Once keras_ln is imported, its registered class wins over custom_objects.
+    loaded = keras.saving.load_model(
+        tmp_path / "ours.keras",
+        custom_objects={"keras_ln>LayerNormalization": keras.layers.LayerNormalization},
+    )
+    assert _norm_classes(loaded) == [keras_ln.LayerNormalization] * 2
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(model(x)))
+    converted = _swapped(loaded, {keras_ln.LayerNormalization: keras.layers.LayerNormalization})
+    assert _norm_classes(converted) == [keras.layers.LayerNormalization] * 2
+    np.testing.assert_allclose(to_np(converted(x)), to_np(model(x)), atol=1e-5, rtol=1e-5)
+
+
+_LOAD_WITHOUT_KERAS_LN = """
+import json, sys
+import numpy as np, keras
+
+path, out = sys.argv[1], sys.argv[2]
+x = np.load(out + "/x.npy")
+assert "keras_ln" not in sys.modules
+result = {}
+try:
+    keras.saving.load_model(path)
+except Exception as e:
+    result["error"] = [type(e).__name__, str(e)]
+model = keras.saving.load_model(
+    path, custom_objects={"keras_ln>LayerNormalization": keras.layers.LayerNormalization})
+assert "keras_ln" not in sys.modules
+result["custom_objects"] = [
+    f"{type(l).__module__}.{type(l).__name__}" for l in model._flatten_layers()
+    if "LayerNormalization" in type(l).__name__]
+np.save(out + "/y_custom_objects.npy", keras.ops.convert_to_numpy(model(x)))
+import keras_ln
+model = keras.saving.load_model(path)
+result["imported"] = [
+    f"{type(l).__module__}.{type(l).__name__}" for l in model._flatten_layers()
+    if "LayerNormalization" in type(l).__name__]
+np.save(out + "/y_imported.npy", keras.ops.convert_to_numpy(model(x)))
+print(json.dumps(result))
+"""
+
+
+def test_keras_ln_file_in_a_process_without_keras_ln(tmp_path):
+    """Without `import keras_ln`: keras' TypeError; custom_objects by registered name works."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model, x = _saved_model(keras_ln.LayerNormalization, tmp_path / "ours.keras")
+    np.save(tmp_path / "x.npy", x)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_KERAS_LN, str(tmp_path / "ours.keras"), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    kind, message = result["error"]
+    assert kind == "TypeError"
+    assert "Could not locate class 'LayerNormalization'" in message
+    assert "<class 'keras.src.models.functional.Functional'> could not be deserialized properly" in message
+    assert "'registered_name': 'keras_ln>LayerNormalization'" in message
+    keras_class = "keras.src.layers.normalization.layer_normalization.LayerNormalization"
+    assert result["custom_objects"] == [keras_class] * 2
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y_custom_objects.npy"), to_np(model(x)), atol=1e-5, rtol=1e-5
+    )
+    assert result["imported"] == ["keras_ln.layers.layer_normalization.LayerNormalization"] * 2
+    np.testing.assert_allclose(np.load(tmp_path / "y_imported.npy"), to_np(model(x)), atol=1e-6, rtol=1e-6)
