@@ -9,8 +9,7 @@ import tensorflow as tf
 
 import keras
 import keras_ln
-from keras_ln.layers import _tf_backend
-from keras_ln.layers._layer_norm import layer_norm_reference
+from keras_ln.layers import _ops
 
 # (input shape, axis): 2-D..4-D inputs, single, positive, negative and multiple axes.
 CASES = [
@@ -29,12 +28,11 @@ CASES = [
 
 @contextlib.contextmanager
 def fast_path(enabled):
-    """TensorFlow's fused layer norm (enabled), or the `keras.ops` reference
-    in its place."""
-    with pytest.MonkeyPatch.context() as patch:
-        if not enabled:
-            patch.setattr(_tf_backend, "layer_norm", layer_norm_reference)
+    previous = _ops.set_fast_path(enabled)
+    try:
         yield
+    finally:
+        _ops.set_fast_path(previous)
 
 
 def numpy_layer_norm(x, gamma, beta, axis, epsilon):
@@ -428,7 +426,7 @@ def test_differently_shaped_layers_log_no_retracing_warning():
 
     misses = _tf_fast_path._kernels.cache_info().misses
     rng = np.random.default_rng(11)
-    with tensorflow_warnings() as messages, fast_path(True):
+    with tensorflow_warnings() as messages:  # the default on TensorFlow: the fast path
         for features in range(41, 49):  # sizes no other test uses: new kernels
             x = tf.constant(rng.normal(size=(3, features)).astype("float32"))
             layer = keras_ln.LayerNormalization()
