@@ -23,8 +23,11 @@ class LayerNormalization(keras.layers.Layer):
 
     A drop-in replacement for `keras.layers.LayerNormalization`: the same
     constructor arguments, weights (`gamma`, `beta`, same shapes and order)
-    and config keys, so a config or a `.keras` file written by either layer
-    builds the other. The statistics are computed in float32 whatever the
+    and config keys, so either layer's `get_config()` builds the other with
+    `from_config`, and `set_weights` moves weights across. A `.keras` file
+    loads as the class it was saved with (`import keras_ln` first); the
+    README shows how to switch a saved model between the two layers.
+    The statistics are computed in float32 whatever the
     input dtype (float64 for float64 inputs), with a two-pass variance, so
     half-precision inputs and inputs with a large offset normalize
     correctly. On the TensorFlow backend the computation runs as one fused,
