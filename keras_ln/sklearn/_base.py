@@ -8,18 +8,36 @@ sklearn's stopping rules and early stopping, prediction, pickling.
 handling, losses and predict methods; `tabular.py` and `sequence.py` add the
 input validation and the network (through `keras_ln.models`).
 
-The loop follows `sklearn.neural_network.MLPClassifier(solver="adam")`:
-per epoch, shuffled minibatches (`batch_size="auto"` is `min(200,
-n_samples)`); the loss of a batch is the sample-weighted mean of the data
-loss (log-loss, or half the squared error averaged over outputs) plus
-`0.5 * alpha * ||W||^2` over every weight matrix, divided by the batch's
-total sample weight; `loss_curve_` holds the per-epoch mean of the batch
-losses; training stops when the training loss (or, with `early_stopping`,
-the validation score) has not improved by `tol` for `n_iter_no_change`
-epochs, and early stopping restores the best weights. With
-`normalization="batch"`, the moving statistics of the batch norms are then
-recomputed from the training rows (`recompute_batch_statistics`): a few
+The loop follows `sklearn.neural_network.MLPClassifier(solver="adam")`: per
+epoch, shuffled minibatches (`batch_size="auto"` is `min(200, n_samples)`);
+the loss of a batch is the sample-weighted mean of the data loss (log-loss,
+or half the squared error averaged over outputs) plus `0.5 * alpha *
+||W||^2` over every weight matrix, divided by the batch's total sample
+weight; `loss_curve_` holds the per-epoch mean of the batch losses, weighted
+by the batches' total sample weights (by their row counts when every weight
+is 1, as in sklearn); training stops when the training loss (or, with
+`early_stopping`, the validation score) has not improved by `tol` for
+`n_iter_no_change` epochs, and early stopping restores the best weights.
+With `normalization="batch"`, the moving statistics of the batch norms are
+then recomputed from the training rows (`recompute_batch_statistics`): a few
 updates at momentum 0.99 leave them far from the trained network's.
+
+Sample weights are repetitions, as sklearn's checks expect (a fit with
+weight `k` on a row equals the fit with the row repeated `k` times): rows of
+weight 0 are removed before batching, and a batch computes each distinct
+(row, target) pair once with its summed weight, in an order fixed by the
+rows' bytes rather than their positions. So a fit in one batch (at most
+`batch_size` rows, 200 by default) with integer weights is bitwise the fit
+on the repeated rows, and a one-batch fit does not depend on the order of
+the rows. Without this, the two fits round their sums over rows differently
+and training amplifies the difference: on sklearn's 15-row check, each loss
+spike of the default LSTMClassifier multiplied it about 1000-fold, from
+1e-16 to 1e-8-1e-6 in the probabilities after 190 epochs (the check's rtol
+is 1e-7). With several batches
+per epoch, a repeated row is visited `k` times per epoch and a weighted row
+once, so the fits differ, as sklearn's MLP's do. Rows are not merged with
+`dropout` (a repeated row draws `k` masks) nor with `normalization="batch"`
+(the statistics count each row of a batch once, whatever its weight).
 
 Execution: a training step is a `tf.GradientTape` pass through the
 network's `stateless_call` plus one fused `ResourceApplyAdam` per variable
@@ -113,6 +131,40 @@ def _bucket(n):
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
+def _row_groups(X, targets):
+    """Ids of the distinct `(X row, target)` pairs, numbered in byte order.
+
+    Rows are compared by their bytes (so NaN padding compares equal); the
+    ids follow the byte order of the rows, not their position, so they put
+    any batch in the same order whatever the order of the data.
+    """
+
+    def ids(a):
+        a = np.ascontiguousarray(a).reshape(len(a), -1)
+        rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1])))
+        return np.unique(rows.ravel(), return_inverse=True)[1].ravel()
+
+    x_ids, y_ids = ids(X), ids(targets)
+    pairs = x_ids.astype(np.int64) * (int(y_ids.max()) + 1) + y_ids
+    return np.unique(pairs, return_inverse=True)[1].ravel()
+
+
+def _merge_duplicates(idx, groups, weights):
+    """The batch `idx` with one row per distinct row, in group order.
+
+    Returns the indices of the rows kept (the first of each group) and
+    their weights, summed over the group: a row that a batch holds `k`
+    times counts as one row of `k` times its weight.
+    """
+    _, first, inverse = np.unique(
+        groups[idx], return_index=True, return_inverse=True
+    )
+    summed = np.bincount(
+        inverse.ravel(), weights=weights[idx], minlength=len(first)
+    )
+    return idx[first], summed
+
+
 def _hashable(value):
     if isinstance(value, (list, tuple, np.ndarray)):
         return tuple(np.asarray(value).tolist())
@@ -193,6 +245,9 @@ class _KerasEstimator(BaseEstimator):
             Target values (class labels for classifiers).
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative sample weights; None gives every sample weight 1.
+            A weight `k` counts as `k` repetitions of the row and 0 removes
+            it (exactly so when the training rows fit in one batch; see the
+            module doc of `keras_ln.sklearn._base`).
 
         Returns
         -------
@@ -265,7 +320,17 @@ class _KerasEstimator(BaseEstimator):
                     f"Received: validation_fraction={self.validation_fraction}"
                     f" with n_samples={n_samples}"
                 )
+        # A row of weight 0 is a removed row: it takes no place in batches.
+        train_idx = train_idx[sample_weight[train_idx] > 0]
         n_train = len(train_idx)
+        if n_train == 0:  # all-zero weights are refused above
+            raise ValueError(
+                "Every row outside the validation split has sample weight 0: "
+                "there is nothing to train on. Received: sample_weight with "
+                f"{np.count_nonzero(sample_weight)} positive values in "
+                f"{n_samples} rows, validation_fraction="
+                f"{self.validation_fraction}"
+            )
         if self.batch_size == "auto":
             batch_size = min(200, n_train)
         else:
@@ -305,7 +370,16 @@ class _KerasEstimator(BaseEstimator):
         t = tf.Variable(0, dtype=tf.int64, trainable=False)
         x_t = tf.constant(X[train_idx])
         y_t = tf.constant(targets[train_idx])
-        w_t = tf.constant(sample_weight[train_idx].astype(dtype))
+        train_weight = sample_weight[train_idx]
+        # Weights as repetitions: a batch computes each distinct row once,
+        # with its summed weight, in an order fixed by the rows' bytes (see
+        # the module doc). Not with dropout (one mask instead of k) or
+        # batch statistics (a row counted once instead of k times).
+        groups = (
+            _row_groups(X[train_idx], targets[train_idx])
+            if self.dropout == 0 and self.normalization != "batch"
+            else None
+        )
         lr = tf.constant(self.learning_rate_init, tf.float64)
         half_alpha = tf.constant(0.5 * self.alpha, dtype)
         n_batches = math.ceil(n_train / batch_size)
@@ -345,16 +419,25 @@ class _KerasEstimator(BaseEstimator):
             batch_losses = []
             for start in range(0, n_train, batch_size):
                 idx = order[start:start + batch_size]
+                if groups is None:
+                    w = train_weight[idx]
+                else:
+                    idx, w = _merge_duplicates(idx, groups, train_weight)
                 n = len(idx)
                 size = n if not pad or (n == batch_size < n_train) else _bucket(n)
                 if size > n:
                     idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
+                    w = np.concatenate([w, np.zeros(size - n)])
                 loss = program.run(compiled, (
-                    x_t, y_t, w_t, tf.constant(idx), tf.constant(n, tf.int32),
-                    tv, ntv, ms, vs, t, lr, half_alpha,
+                    x_t, y_t, tf.constant(w.astype(dtype)), tf.constant(idx),
+                    tf.constant(n, tf.int32), tv, ntv, ms, vs, t, lr, half_alpha,
                 ))
-                batch_losses.append((loss, n))
-            epoch_loss = sum(float(loss) * n for loss, n in batch_losses) / n_train
+                batch_losses.append((loss, w.sum()))
+            # The batch losses are weighted means: weight them by the batch
+            # weights (the row counts when every weight is 1, as sklearn).
+            epoch_loss = sum(
+                float(loss) * weight for loss, weight in batch_losses
+            ) / sum(weight for _, weight in batch_losses)
             n_iter += 1
             loss_curve.append(epoch_loss)
             if not np.isfinite(epoch_loss):

@@ -68,12 +68,13 @@ class _Program:
         return self.compiled(*args)
 
     def step(self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha):
-        """One Adam step on rows `idx[:n_valid]`; the rest is padding."""
+        """One Adam step on rows `idx[:n_valid]` of `x` and `y`, weighted by
+        `w` (one weight per entry of `idx`); the rest is padding."""
         tf = self.tf
         x = tf.gather(x, idx)
         y = tf.gather(y, idx)
         valid = tf.sequence_mask(n_valid, tf.shape(idx)[0], dtype=w.dtype)
-        w = tf.gather(w, idx) * valid
+        w = w * valid
         values = [v.read_value() for v in tv]
         states = [v.read_value() for v in ntv]
         with tf.GradientTape() as tape:
