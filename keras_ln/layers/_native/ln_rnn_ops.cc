@@ -16,7 +16,7 @@
 // backward recomputes nothing.
 //
 // The batch rows of a recurrence are independent, so both loops run as
-// shards of the batch, one per CPU worker thread, with no synchronization
+// shards of the batch (see NumShards), with no synchronization
 // between steps; the products are this file's own kernels (see
 // "products").
 // Equations: keras_ln/layers/_tf_recurrent_kernels.py.
@@ -275,21 +275,22 @@ void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
 }
 
 // The rows of a recurrence are independent (row b of h_t depends on row b
-// of h_{t-1} only), so the loops split the batch into shards, one per CPU
-// worker thread, and each shard runs the whole loop over its rows with no
-// synchronization between steps; the input side and the weight gradients
-// are split the same way over their (time * batch) rows. By default
-// (requested = 0, the ops' `shards` attribute) there is one shard per CPU
-// worker thread, each at least kMinShardRows rows; shards are whole
-// register tiles.
+// of h_{t-1} only), so the loops split the batch into shards that run the
+// whole loop over their rows concurrently, with no synchronization between
+// steps; the input side and the weight gradients are split the same way
+// over their (time * batch) rows. By default (requested = 0, the ops'
+// `shards` attribute) the number of shards depends on the row count only,
+// never on the machine's thread count: one per kMinShardRows rows, at most
+// kMaxShards. The shards are whole register tiles, and sums over them are
+// added up in shard order, so the results are the same under any load and
+// with any number of threads.
 constexpr int64_t kMinShardRows = 16;
+constexpr int64_t kMaxShards = 8;
 
-int64_t NumShards(OpKernelContext* ctx, int64_t rows, int64_t requested) {
+int64_t NumShards(int64_t rows, int64_t requested) {
   if (requested > 0) return requested;
-  const int threads =
-      ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
   return std::max<int64_t>(
-      1, std::min<int64_t>(threads, rows / kMinShardRows));
+      1, std::min<int64_t>(kMaxShards, rows / kMinShardRows));
 }
 
 // Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
@@ -313,18 +314,26 @@ void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards,
 
 // Each shard's part of a sum (a weight or norm gradient), added up in
 // shard order after the shards ran: the same result whatever order they
-// finish in.
+// finish in. Eigen's vectorized passes over a buffer start with scalar
+// steps up to its first aligned element, and a scalar step can round
+// differently from a vector one (fused multiply-adds, tanh): so every part
+// starts on an EIGEN_MAX_ALIGN_BYTES boundary (Eigen's own allocation, each
+// part padded to whole vectors), never on an address malloc happened to
+// return.
 template <typename T>
 struct ShardSums {
-  int64_t size;
-  std::vector<T> parts;
+  static constexpr int64_t kAlign = EIGEN_MAX_ALIGN_BYTES / sizeof(T);
+  int64_t size, stride;
+  Arr<T> parts;
 
   ShardSums(int64_t shards, int64_t size)
-      : size(size), parts(shards * size, T(0)) {}
-  T* operator[](int64_t shard) { return parts.data() + shard * size; }
+      : size(size),
+        stride((size + kAlign - 1) / kAlign * kAlign),
+        parts(Arr<T>::Zero(shards * stride)) {}
+  T* operator[](int64_t shard) { return parts.data() + shard * stride; }
   void Total(T* out) const {
     std::fill_n(out, size, T(0));
-    for (size_t s = 0; s < parts.size(); s += size)
+    for (int64_t s = 0; s < parts.size(); s += stride)
       for (int64_t i = 0; i < size; ++i) out[i] += parts[s + i];
   }
 };
@@ -353,7 +362,7 @@ struct InputNorm {
   // <- their 1 / std.
   void Forward(OpKernelContext* ctx, int64_t n, T* xhat, T* rstd) const {
     const PackedMatrix<T> W(w, F, G, false);
-    ForShards(ctx, n, NumShards(ctx, n, shards), [&](int64_t, int64_t r0,
+    ForShards(ctx, n, NumShards(n, shards), [&](int64_t, int64_t r0,
                                                      int64_t r1) {
       for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
         const int64_t c1 = std::min(r1, c0 + kChunk);
@@ -378,7 +387,7 @@ struct InputNorm {
                 const T* xhat, const T* rstd, T* dx, T* dw, T* dgx,
                 T* dbx) const {
     const PackedMatrix<T> Wt(w, G, F, true);
-    const int64_t parts = NumShards(ctx, n, shards);
+    const int64_t parts = NumShards(n, shards);
     ShardSums<T> sdu(parts, u * G), sdw(parts, F * G), sgx(parts, G),
         sbx(parts, G);
     CRow<T> g(gx, G);
@@ -469,6 +478,22 @@ class SequenceOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
     OP_REQUIRES(c, shards_ >= 0,
                 InvalidArgument("shards must be >= 0, got ", shards_));
+  }
+
+  // Input i, copied to an aligned buffer where TensorFlow hands over an
+  // unaligned one (a slice), for the reason given at ShardSums: the rows of
+  // every buffer then start at the same offsets from an aligned address.
+  static Tensor Input(OpKernelContext* ctx, int i) {
+    const Tensor& t = ctx->input(i);
+    if (t.IsAligned() || t.NumElements() == 0) return t;
+    Tensor copy;
+    const auto status = ctx->allocate_temp(t.dtype(), t.shape(), &copy);
+    if (!status.ok()) {
+      ctx->SetStatus(status);
+      return t;
+    }
+    std::memcpy(copy.data(), t.data(), t.TotalBytes());
+    return copy;
   }
 
   float eps_ = 0;
@@ -614,7 +639,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Attr("epsilon: float")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
-    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
+    .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -646,12 +671,12 @@ class LstmForwardOp : public SequenceOp {
   explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &w = ctx->input(1),
-                 &h0 = ctx->input(2), &c0 = ctx->input(3),
-                 &kernel = ctx->input(4), &mask = ctx->input(5),
-                 &gx = ctx->input(6), &bx = ctx->input(7),
-                 &gr = ctx->input(8), &gs = ctx->input(9),
-                 &bs = ctx->input(10);
+    const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
+                 &h0 = Input(ctx, 2), &c0 = Input(ctx, 3),
+                 &kernel = Input(ctx, 4), &mask = Input(ctx, 5),
+                 &gx = Input(ctx, 6), &bx = Input(ctx, 7),
+                 &gr = Input(ctx, 8), &gs = Input(ctx, 9),
+                 &bs = Input(ctx, 10);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
@@ -701,7 +726,7 @@ class LstmForwardOp : public SequenceOp {
     T* YS = ys->flat<T>().data();
     T* HS = hs->flat<T>().data();
     T* CS = cs->flat<T>().data();
-    ForShards(ctx, B, NumShards(ctx, B, shards_),
+    ForShards(ctx, B, NumShards(B, shards_),
               [&](int64_t, int64_t b0, int64_t b1) {
       const T* h = h0.flat<T>().data();
       const T* c = c0.flat<T>().data();
@@ -760,7 +785,7 @@ REGISTER_OP("KerasLnLstmBackward")
     .Attr("T: {float, double}")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
-    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
+    .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(6));
       c->set_output(1, c->input(7));
@@ -781,16 +806,16 @@ class LstmBackwardOp : public SequenceOp {
   explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &gates = ctx->input(0), &saved = ctx->input(1),
-                 &rs = ctx->input(2), &xrstd = ctx->input(3),
-                 &hs = ctx->input(4), &cs = ctx->input(5),
-                 &x = ctx->input(6), &w = ctx->input(7),
-                 &h0 = ctx->input(8), &c0 = ctx->input(9),
-                 &kernel = ctx->input(10), &dys = ctx->input(11),
-                 &dh_last = ctx->input(12), &dc_last = ctx->input(13),
-                 &mask = ctx->input(14), &gx = ctx->input(15),
-                 &gr = ctx->input(16), &gs = ctx->input(17),
-                 &xhat = ctx->input(18);
+    const Tensor &gates = Input(ctx, 0), &saved = Input(ctx, 1),
+                 &rs = Input(ctx, 2), &xrstd = Input(ctx, 3),
+                 &hs = Input(ctx, 4), &cs = Input(ctx, 5),
+                 &x = Input(ctx, 6), &w = Input(ctx, 7),
+                 &h0 = Input(ctx, 8), &c0 = Input(ctx, 9),
+                 &kernel = Input(ctx, 10), &dys = Input(ctx, 11),
+                 &dh_last = Input(ctx, 12), &dc_last = Input(ctx, 13),
+                 &mask = Input(ctx, 14), &gx = Input(ctx, 15),
+                 &gr = Input(ctx, 16), &gs = Input(ctx, 17),
+                 &xhat = Input(ctx, 18);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
@@ -859,7 +884,7 @@ class LstmBackwardOp : public SequenceOp {
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    const int64_t shards = NumShards(ctx, B, shards_);
+    const int64_t shards = NumShards(B, shards_);
     ShardSums<T> sgr(shards, G), sgs(shards, u), sbs(shards, u);
     ForShards(ctx, B, shards, [&](int64_t s, int64_t b0, int64_t b1) {
       int cur = 0;
@@ -1006,7 +1031,7 @@ REGISTER_OP("KerasLnGruForward")
     .Attr("epsilon: float")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
-    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
+    .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -1032,11 +1057,11 @@ class GruForwardOp : public SequenceOp {
   explicit GruForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &x = ctx->input(0), &w = ctx->input(1),
-                 &h0 = ctx->input(2), &kernel = ctx->input(3),
-                 &mask = ctx->input(4), &gx = ctx->input(5),
-                 &bx = ctx->input(6), &gr = ctx->input(7),
-                 &offs = ctx->input(8);
+    const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
+                 &h0 = Input(ctx, 2), &kernel = Input(ctx, 3),
+                 &mask = Input(ctx, 4), &gx = Input(ctx, 5),
+                 &bx = Input(ctx, 6), &gr = Input(ctx, 7),
+                 &offs = Input(ctx, 8);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
@@ -1078,7 +1103,7 @@ class GruForwardOp : public SequenceOp {
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
     T* HS = hs->flat<T>().data();
-    ForShards(ctx, B, NumShards(ctx, B, shards_),
+    ForShards(ctx, B, NumShards(B, shards_),
               [&](int64_t, int64_t b0, int64_t b1) {
       const T* h = h0.flat<T>().data();
       const T* y = y0.flat<T>().data();
@@ -1125,7 +1150,7 @@ REGISTER_OP("KerasLnGruBackward")
     .Attr("T: {float, double}")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
-    .Attr("shards: int = 0")  // 0: one per CPU worker thread (see NumShards)
+    .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(4));
       c->set_output(1, c->input(5));
@@ -1144,14 +1169,14 @@ class GruBackwardOp : public SequenceOp {
   explicit GruBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor &saved = ctx->input(0), &rs = ctx->input(1),
-                 &xrstd = ctx->input(2), &hs = ctx->input(3),
-                 &x = ctx->input(4), &w = ctx->input(5),
-                 &h0 = ctx->input(6), &kernel = ctx->input(7),
-                 &dys = ctx->input(8), &dh_last = ctx->input(9),
-                 &mask = ctx->input(10), &gx = ctx->input(11),
-                 &gr = ctx->input(12), &offs = ctx->input(13),
-                 &xhat = ctx->input(14);
+    const Tensor &saved = Input(ctx, 0), &rs = Input(ctx, 1),
+                 &xrstd = Input(ctx, 2), &hs = Input(ctx, 3),
+                 &x = Input(ctx, 4), &w = Input(ctx, 5),
+                 &h0 = Input(ctx, 6), &kernel = Input(ctx, 7),
+                 &dys = Input(ctx, 8), &dh_last = Input(ctx, 9),
+                 &mask = Input(ctx, 10), &gx = Input(ctx, 11),
+                 &gr = Input(ctx, 12), &offs = Input(ctx, 13),
+                 &xhat = Input(ctx, 14);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
@@ -1206,7 +1231,7 @@ class GruBackwardOp : public SequenceOp {
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    const int64_t shards = NumShards(ctx, B, shards_);
+    const int64_t shards = NumShards(B, shards_);
     ShardSums<T> sgr(shards, G), soff(shards, G);
     ForShards(ctx, B, shards, [&](int64_t s, int64_t b0, int64_t b1) {
       int cur = 0;
