@@ -31,8 +31,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_ln  # noqa: E402
-from keras_ln.layers import _native  # noqa: E402
-from keras_ln.layers import _tf_recurrent_kernels as kernels  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
 
@@ -75,8 +73,10 @@ def contenders():
     return {
         "keras LSTM": lambda: keras.layers.LSTM(UNITS),
         "LayerNormLSTM": lambda: keras_ln.LayerNormLSTM(UNITS),
-        "LayerNormLSTM (XLA)": lambda: keras_ln.LayerNormLSTM(UNITS),
-        "LayerNormLSTM (generic)": lambda: keras_ln.LayerNormLSTM(UNITS),
+        "LayerNormLSTM (XLA)": lambda: keras_ln.LayerNormLSTM(
+            UNITS, use_kernel="xla"),
+        "LayerNormLSTM (generic)": lambda: keras_ln.LayerNormLSTM(
+            UNITS, use_kernel=False),
         "RNN(LayerNormLSTMCell)": lambda: keras.layers.RNN(
             keras_ln.LayerNormLSTMCell(UNITS)
         ),
@@ -85,7 +85,8 @@ def contenders():
         ),
         "keras GRU": lambda: keras.layers.GRU(UNITS),
         "LayerNormGRU": lambda: keras_ln.LayerNormGRU(UNITS),
-        "LayerNormGRU (generic)": lambda: keras_ln.LayerNormGRU(UNITS),
+        "LayerNormGRU (generic)": lambda: keras_ln.LayerNormGRU(
+            UNITS, use_kernel=False),
         "RNN(LayerNormGRUCell)": lambda: keras.layers.RNN(
             keras_ln.LayerNormGRUCell(UNITS)
         ),
@@ -150,18 +151,11 @@ def main():
             continue
         keras.utils.set_random_seed(0)
         # "(generic)": the fused layer without its TensorFlow kernel; "(XLA)":
-        # with its XLA kernel instead of the native ops (the switches are
-        # read when the steps are traced, below).
-        previous = kernels.ENABLED, _native.ENABLED
-        kernels.ENABLED = "(generic)" not in name
-        _native.ENABLED = "(XLA)" not in name
-        try:
-            train, infer = make_steps(make_layer, x, y, args.xla)
-            for _ in range(2):  # trace, compile, warm up
-                train()
-                infer()
-        finally:
-            kernels.ENABLED, _native.ENABLED = previous
+        # with its XLA kernel instead of the native ops (`use_kernel`).
+        train, infer = make_steps(make_layer, x, y, args.xla)
+        for _ in range(2):  # trace, compile, warm up
+            train()
+            infer()
         runners[name] = (train, infer)
 
     times = {name: ([], []) for name in runners}

@@ -13,12 +13,10 @@ import functools
 import numbers
 
 import keras
-from keras import activations
 from keras import ops
 from keras.src import backend as _src_backend
 
-from keras_ln.layers._ops import layer_norm
-from keras_ln.layers._ops import layer_norm_reference
+from keras_ln.layers import _fast_paths
 
 # keras' backend-specific time loop (tf.while_loop / lax.scan / python loop).
 backend_rnn = _src_backend.rnn
@@ -150,21 +148,6 @@ def _scaler(epsilon):
     return scale
 
 
-def center_columns(kernel):
-    """`kernel` minus the mean of each of its rows (over the output axis).
-
-    `h @ center_columns(U)` equals `h @ U` minus its mean over the last
-    axis, exactly in exact arithmetic: the fused layers center the recurrent
-    kernel once per call, so the loop's normalization of `h @ U` needs no
-    mean of its own (`ln_centered`).
-    """
-    dtype = keras.backend.standardize_dtype(kernel.dtype)
-    sdtype = "float64" if dtype == "float64" else "float32"
-    k = ops.cast(kernel, sdtype)
-    k = k - ops.mean(k, axis=-1, keepdims=True)
-    return ops.cast(k, dtype)
-
-
 def ln_centered(d, gamma, epsilon):
     """`ln(d, gamma, None, epsilon)` for `d` whose rows have zero mean."""
     dtype = keras.backend.standardize_dtype(d.dtype)
@@ -193,9 +176,30 @@ def ln(x, gamma, beta, epsilon):
 def ln_sequence(x, gamma, beta, epsilon):
     """Layer normalization of a whole projected sequence (last axis).
 
-    Goes through `layer_norm`, i.e. the backend fast path where there is one.
+    Goes through `_fast_paths.layer_norm`, i.e. the backend's fused layer
+    norm where there is one.
     """
-    return layer_norm(x, gamma, beta, -1, epsilon)
+    return _fast_paths.layer_norm(x, gamma, beta, -1, epsilon)
+
+
+def in_float32(initializer):
+    """`initializer` computed in float32 for 16-bit variables, then cast.
+
+    keras' orthogonal initializer (the default recurrent one) runs a QR
+    decomposition, which TensorFlow has no bfloat16 kernel for; the values
+    are the same up to the variable's precision. The serialized initializer
+    is still the cell's own.
+    """
+
+    def initialize(shape, dtype=None, **kwargs):
+        if dtype is not None and keras.backend.standardize_dtype(dtype) in (
+            "float16", "bfloat16"
+        ):
+            return ops.cast(initializer(shape, dtype="float32", **kwargs),
+                            dtype)
+        return initializer(shape, dtype=dtype, **kwargs)
+
+    return initialize
 
 
 def unit_forget_bias_initializer(cell, n_blocks):
@@ -236,59 +240,6 @@ def to_time_major(sequences):
     return ops.swapaxes(sequences, 0, 1)
 
 
-def kernel_applies(layer, training, dtype, native_only=False):
-    """Whether a fused layer's TensorFlow kernel (`_tf_recurrent_kernels`)
-    implements this call. Like keras' choice of the cuDNN path: only the
-    default activations, no unrolling, no recurrent dropout in training,
-    float32/float64 with weights of the same dtype."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    from keras_ln.layers import _tf_recurrent_kernels as kernels
-
-    cell = layer.cell
-    dtype = keras.backend.standardize_dtype(dtype)
-    return (
-        kernels.ENABLED
-        and (kernels.native_available() or not native_only)
-        and not layer.unroll
-        and cell.activation is activations.tanh
-        and cell.recurrent_activation is activations.sigmoid
-        and (
-            cell.recurrent_dropout == 0.0
-            or training is None
-            or training is False
-        )
-        and dtype in ("float32", "float64")
-        and keras.backend.standardize_dtype(cell.recurrent_norm_gamma.dtype)
-        == dtype
-    )
-
-
-def kernel_sequence(layer, x, mask):
-    """A kernel's time-major input and mask `(T, B, 1)`, in the order the
-    layer reads them (`go_backwards`)."""
-    import tensorflow as tf
-
-    if mask is not None:
-        mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
-    if layer.go_backwards:
-        x = tf.reverse(x, [0])
-        if mask is not None:
-            mask = tf.reverse(mask, [0])
-    return x, mask
-
-
-def kernel_outputs(layer, ys):
-    """`(last_output, outputs)` as keras' `RNN.inner_loop` returns them,
-    from a kernel's time-major outputs."""
-    import tensorflow as tf
-
-    last_output = ys[-1]
-    if layer.return_sequences:
-        return last_output, tf.transpose(ys, [1, 0, 2])
-    return last_output, last_output[:, None]
-
-
 def run_loop(layer, step, inputs, initial_state, mask, time_major=False):
     """keras' backend time loop with the layer's RNN settings.
 
@@ -324,9 +275,40 @@ class FusedRNN(keras.layers.RNN):
 
     Subclasses set `cell_class` and override `inner_loop`. Constructor
     arguments of the cell are read back as attributes (`layer.units`, ...).
+    Layers with a backend kernel (`kernel_kind`, e.g. "lstm") take
+    `use_kernel` (see `_fast_paths`) and call `kernel_inner_loop` first.
     """
 
     cell_class = None
+    kernel_kind = None
+
+    def __init__(self, cell, use_kernel=None, **kwargs):
+        super().__init__(cell, **kwargs)
+        if self.kernel_kind is not None:
+            self.use_kernel = _fast_paths.check_use_kernel(use_kernel)
+            # Only an explicit choice of the native ops rules out XLA:
+            # "auto" takes the XLA-compatible path inside XLA.
+            if use_kernel == "native":
+                self.supports_jit = False
+
+    def kernel_inner_loop(self, sequences, initial_state, mask, training):
+        """The recurrence by the backend's kernel, as `use_kernel` asks, or
+        None where the generic loop runs (`sequences` had input dropout).
+        """
+        if self.use_kernel is False:
+            return None
+        try:
+            return _fast_paths.recurrence(
+                self, sequences, initial_state, mask, training
+            )
+        except NotImplementedError as error:
+            if isinstance(self.use_kernel, str) and self.use_kernel == "auto":
+                return None
+            raise ValueError(
+                f"use_kernel={self.use_kernel!r} was specified, but {error}. "
+                "Pass use_kernel='auto' to fall back to the generic loop "
+                "where no kernel applies."
+            ) from None
 
     def _check_input_shape(self, shape):
         check_sequence_shape(shape, type(self).__name__)
@@ -363,6 +345,8 @@ class FusedRNN(keras.layers.RNN):
                 self.activity_regularizer
             ),
         }
+        if self.kernel_kind is not None:
+            config["use_kernel"] = self.use_kernel
         return config
 
     @classmethod

@@ -13,7 +13,7 @@ XLA-compiled function with the closed-form gradient
 Every reduction is written as a product with a constant vector, which XLA
 lowers to the CPU's multi-threaded matrix kernels: on CPU these are several
 times faster than XLA's own reductions, and more accurate. The statistics use
-the corrected two-pass algorithm of the pure `keras.ops` path (`_ops.py`):
+the corrected two-pass algorithm of the pure `keras.ops` path (`_layer_norm.py`):
 a first mean `m1`, refined by the mean `dm` of the deviations, the two kept
 apart so that inputs with a large offset keep their precision.
 
@@ -30,9 +30,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from keras_ln.layers._ops import layer_norm_reference
-from keras_ln.layers._ops import normalize_axes
-from keras_ln.layers._ops import stats_dtype
+from keras_ln.layers._layer_norm import layer_norm_reference
+from keras_ln.layers._layer_norm import normalize_axes
+from keras_ln.layers._layer_norm import stats_dtype
 
 _MIN_BUCKET = 64
 _STEPS_PER_OCTAVE = 4
@@ -180,7 +180,7 @@ def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
 
 
 def layer_norm(x, gamma, beta, axis, epsilon):
-    """Fused layer normalization on TensorFlow; see `_ops.layer_norm`."""
+    """Fused layer normalization on TensorFlow; see `_fast_paths.layer_norm`."""
     x = tf.convert_to_tensor(x)
     ndim = x.shape.rank
     axes = tuple(normalize_axes(axis, ndim))

@@ -35,10 +35,7 @@ import functools
 import tensorflow as tf
 
 from keras_ln.layers import _native
-from keras_ln.layers import _recurrent
-
-# Tests and benchmarks switch the kernel off to compare with the generic loop.
-ENABLED = True
+from keras_ln.layers import _tf_layer_norm
 
 
 def _ta(dtype, size, shape):
@@ -223,9 +220,9 @@ def _compiled(masked, zero_output, epsilon):
 # the wide (time, batch, gates) projection. The forward op returns what the
 # backward op needs.
 
-# How many shards the native ops split the batch into; 0: one per CPU
-# worker thread, each at least 16 rows. Tests set it to split small batches
-# (read when a layer's step is traced).
+# How many shards the native ops split the batch into; 0: by the number of
+# rows only (one per 16 rows, at most 8; see NumShards in ln_rnn_ops.cc).
+# Tests set it to split small batches (read when a layer's call is traced).
 NATIVE_SHARDS = 0
 
 
@@ -306,13 +303,15 @@ def _recurrence_op(fwd, bwd, n_states, mask):
 
 
 def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
-                       epsilon=1e-3, zero_output=False):
+                       epsilon=1e-3, zero_output=False,
+                       implementation="native"):
     """The LN-LSTM recurrence, input projection included, as one op with a
     hand-written gradient.
 
-    Uses the native ops when they are built (`keras_ln.layers._native`);
-    else normalizes the projected sequence with `ln_sequence` and runs the
-    XLA-compiled loops.
+    `implementation="native"` runs the native ops (`keras_ln.layers._native`,
+    which must be built); `"xla"` normalizes the projected sequence with the
+    fused layer norm and runs the XLA-compiled loops (which also compile
+    inside an XLA-compiled caller).
 
     Args:
         x: `(T, B, F)` time-major input, in the order the layer reads it.
@@ -327,17 +326,18 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
         mask: optional boolean `(T, B, 1)`.
         epsilon: the norms' epsilon.
         zero_output: keras' `zero_output_for_mask`.
+        implementation: `"native"` or `"xla"`.
 
     Returns:
         `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
     """
     key = (mask is not None, bool(zero_output), float(epsilon))
-    if native_available():
+    if implementation == "native":
         fwd, bwd = _native_compiled("lstm", *key, NATIVE_SHARDS)
         return _recurrence_op(fwd, bwd, 2, mask)(
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
-    xp = _recurrent.ln_sequence(tf.matmul(x, w), gx, bx, epsilon)
+    xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
     fwd, bwd = _compiled(*key)
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 

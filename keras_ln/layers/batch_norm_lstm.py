@@ -189,14 +189,14 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         self.kernel = self.add_weight(
             shape=(input_dim, 4 * units),
             name="kernel",
-            initializer=self.kernel_initializer,
+            initializer=_recurrent.in_float32(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
             shape=(units, 4 * units),
             name="recurrent_kernel",
-            initializer=self.recurrent_initializer,
+            initializer=_recurrent.in_float32(self.recurrent_initializer),
             regularizer=self.recurrent_regularizer,
             constraint=self.recurrent_constraint,
         )
@@ -245,6 +245,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
                         shape=(self._steps, sizes[norm]),
                         name=f"{norm}_moving_{stat}",
                         initializer=init,
+                        dtype=self.stats_dtype,
                         trainable=False,
                         autocast=False,
                     ),
@@ -255,6 +256,7 @@ class BatchNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
             shape=(),
             name="moving_steps",
             initializer="zeros",
+            dtype=self.stats_dtype,
             trainable=False,
             autocast=False,
         )

@@ -9,6 +9,7 @@ from keras import regularizers
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_ln.layers import _recurrent
+from keras_ln.layers._layer_norm import center_columns
 from keras_ln.layers._recurrent import ln
 
 
@@ -149,14 +150,14 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
         self.kernel = self.add_weight(
             shape=(input_dim, 3 * units),
             name="kernel",
-            initializer=self.kernel_initializer,
+            initializer=_recurrent.in_float32(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
             shape=(units, 3 * units),
             name="recurrent_kernel",
-            initializer=self.recurrent_initializer,
+            initializer=_recurrent.in_float32(self.recurrent_initializer),
             regularizer=self.recurrent_regularizer,
             constraint=self.recurrent_constraint,
         )
@@ -325,6 +326,12 @@ class LayerNormGRU(_recurrent.FusedRNN):
         activity_regularizer: Regularizer applied to the layer's output.
         return_sequences, return_state, go_backwards, stateful, unroll: As
             in `keras.layers.GRU`.
+        use_kernel: Which implementation runs the recurrence, like keras'
+            `use_cudnn`: `"auto"` (default) the native TensorFlow ops where
+            they apply (not inside an XLA-compiled function: LayerNormGRU
+            has no XLA kernel), else the generic `keras.ops` loop; `True`
+            or `"native"` the native ops or an error; `False` always the
+            generic loop. All compute the same numbers.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -346,6 +353,7 @@ class LayerNormGRU(_recurrent.FusedRNN):
     """
 
     cell_class = LayerNormGRUCell
+    kernel_kind = "gru"
 
     def __init__(
         self,
@@ -374,6 +382,7 @@ class LayerNormGRU(_recurrent.FusedRNN):
         go_backwards=False,
         stateful=False,
         unroll=False,
+        use_kernel="auto",
         **kwargs,
     ):
         cell = LayerNormGRUCell(
@@ -408,6 +417,7 @@ class LayerNormGRU(_recurrent.FusedRNN):
             stateful=stateful,
             unroll=unroll,
             activity_regularizer=activity_regularizer,
+            use_kernel=use_kernel,
             **kwargs,
         )
 
@@ -416,8 +426,11 @@ class LayerNormGRU(_recurrent.FusedRNN):
             mask = mask[0]
         cell = self.cell
         sequences = _recurrent.dropout_inputs(cell, sequences, training)
-        if self._use_fast_kernel(training, sequences.dtype):
-            return self._fast_loop(sequences, initial_state, mask)
+        fused = self.kernel_inner_loop(
+            sequences, initial_state, mask, training
+        )
+        if fused is not None:
+            return fused
         # Time-major: only the narrow input is transposed, not the projection.
         projected = cell.input_projection(
             _recurrent.to_time_major(sequences), sequence=True
@@ -426,7 +439,7 @@ class LayerNormGRU(_recurrent.FusedRNN):
         # Loop invariants computed once: the centering of W_h·h (done on the
         # kernel) and the recurrent norm's beta plus the recurrent bias.
         centered = (
-            _recurrent.center_columns(cell.recurrent_kernel),
+            center_columns(cell.recurrent_kernel),
             ops.cast(cell.recurrent_offset(), projected.dtype),
         )
 
@@ -438,44 +451,3 @@ class LayerNormGRU(_recurrent.FusedRNN):
         return _recurrent.run_loop(
             self, step, projected, initial_state, mask, time_major=True
         )
-
-    def _use_fast_kernel(self, training, dtype):
-        """Whether the TensorFlow kernel (`_tf_recurrent_kernels`, native
-        ops only) applies."""
-        return _recurrent.kernel_applies(self, training, dtype,
-                                         native_only=True)
-
-    def _fast_loop(self, sequences, initial_state, mask):
-        """The recurrence as one TensorFlow op with a hand-written gradient
-        (`_tf_recurrent_kernels`); `sequences` already had input dropout."""
-        import tensorflow as tf
-
-        from keras_ln.layers import _tf_recurrent_kernels
-
-        cell = self.cell
-        dtype = sequences.dtype
-        beta = cell.kernel_norm_beta
-        if cell.use_bias:
-            beta = beta + tf.cast(cell.bias[0], beta.dtype)
-        # The input bias folded into the input norm's beta, which the kernel
-        # applies to the input projection step by step.
-        x, mask = _recurrent.kernel_sequence(
-            self, _recurrent.to_time_major(sequences), mask
-        )
-        h0 = initial_state[0] if isinstance(
-            initial_state, (list, tuple)) else initial_state
-        ys, h_t = _tf_recurrent_kernels.ln_gru_recurrence(
-            x,
-            tf.cast(cell.kernel, dtype),
-            tf.cast(cell.kernel_norm_gamma, dtype),
-            tf.cast(beta, dtype),
-            tf.cast(h0, dtype),
-            tf.cast(_recurrent.center_columns(cell.recurrent_kernel), dtype),
-            tf.cast(cell.recurrent_norm_gamma, dtype),
-            tf.cast(cell.recurrent_offset(), dtype),
-            mask=mask,
-            epsilon=cell.norm_epsilon,
-            zero_output=bool(self.zero_output_for_mask),
-        )
-        last_output, outputs = _recurrent.kernel_outputs(self, ys)
-        return last_output, outputs, [h_t]

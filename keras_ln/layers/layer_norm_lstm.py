@@ -9,6 +9,7 @@ from keras import regularizers
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 from keras_ln.layers import _recurrent
+from keras_ln.layers._layer_norm import center_columns
 from keras_ln.layers._recurrent import ln
 
 
@@ -152,14 +153,14 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         self.kernel = self.add_weight(
             shape=(input_dim, 4 * units),
             name="kernel",
-            initializer=self.kernel_initializer,
+            initializer=_recurrent.in_float32(self.kernel_initializer),
             regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint,
         )
         self.recurrent_kernel = self.add_weight(
             shape=(units, 4 * units),
             name="recurrent_kernel",
-            initializer=self.recurrent_initializer,
+            initializer=_recurrent.in_float32(self.recurrent_initializer),
             regularizer=self.recurrent_regularizer,
             constraint=self.recurrent_constraint,
         )
@@ -329,6 +330,13 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             reversed sequence).
         stateful: Carry the last states of a batch into the next batch.
         unroll: Unroll the loop (short sequences only).
+        use_kernel: Which implementation runs the recurrence, like keras'
+            `use_cudnn`: `"auto"` (default) a fused TensorFlow kernel where
+            one applies (the native ops, or inside an XLA-compiled
+            function the XLA-compatible kernel), else the generic
+            `keras.ops` loop; `True` a fused kernel or an error; `False`
+            always the generic loop; `"native"` or `"xla"` that kernel or
+            an error. All compute the same numbers.
         **kwargs: Base layer keyword arguments (e.g. `name`, `dtype`,
             `zero_output_for_mask`).
 
@@ -351,6 +359,7 @@ class LayerNormLSTM(_recurrent.FusedRNN):
     """
 
     cell_class = LayerNormLSTMCell
+    kernel_kind = "lstm"
 
     def __init__(
         self,
@@ -381,6 +390,7 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         go_backwards=False,
         stateful=False,
         unroll=False,
+        use_kernel="auto",
         **kwargs,
     ):
         cell = LayerNormLSTMCell(
@@ -417,6 +427,7 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             stateful=stateful,
             unroll=unroll,
             activity_regularizer=activity_regularizer,
+            use_kernel=use_kernel,
             **kwargs,
         )
 
@@ -425,8 +436,11 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             mask = mask[0]
         cell = self.cell
         sequences = _recurrent.dropout_inputs(cell, sequences, training)
-        if self._use_fast_kernel(training, sequences.dtype):
-            return self._fast_loop(sequences, initial_state, mask)
+        fused = self.kernel_inner_loop(
+            sequences, initial_state, mask, training
+        )
+        if fused is not None:
+            return fused
         # Time-major: only the narrow input is transposed, not the projection.
         projected = cell.input_projection(
             _recurrent.to_time_major(sequences), sequence=True
@@ -436,7 +450,7 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         projected = projected + ops.cast(
             cell.recurrent_norm_beta, projected.dtype
         )
-        centered = _recurrent.center_columns(cell.recurrent_kernel)
+        centered = center_columns(cell.recurrent_kernel)
 
         def step(projected_t, states):
             return cell.recurrent_step(
@@ -447,58 +461,3 @@ class LayerNormLSTM(_recurrent.FusedRNN):
         return _recurrent.run_loop(
             self, step, projected, initial_state, mask, time_major=True
         )
-
-    def _use_fast_kernel(self, training, dtype):
-        """Whether the TensorFlow kernel (`_tf_recurrent_kernels`: the
-        native ops, else XLA loops) applies."""
-        return (
-            not self.cell.carry_normalized_cell
-            and _recurrent.kernel_applies(self, training, dtype)
-        )
-
-    def _fast_loop(self, sequences, initial_state, mask):
-        """The recurrence as one TensorFlow op with a hand-written gradient
-        (`_tf_recurrent_kernels`); `sequences` already had input dropout."""
-        import tensorflow as tf
-
-        from keras_ln.layers import _tf_recurrent_kernels
-
-        cell = self.cell
-        units = cell.units
-        dtype = sequences.dtype
-        # tanh(x) = 2 sigmoid(2x) - 1: scale the candidate block by 2. The
-        # scale, the bias and the recurrent norm's beta are folded into the
-        # (small) gamma and beta of the input norm, which the kernel applies
-        # to the input projection step by step.
-        scale = tf.constant(
-            [1.0] * (2 * units) + [2.0] * units + [1.0] * units, "float32"
-        )
-        if dtype == "float64":
-            scale = tf.cast(scale, "float64")
-        sdtype = scale.dtype
-        beta = tf.cast(cell.kernel_norm_beta, sdtype) + tf.cast(
-            cell.recurrent_norm_beta, sdtype
-        )
-        if cell.use_bias:
-            beta = beta + tf.cast(cell.bias, sdtype)
-        x, mask = _recurrent.kernel_sequence(
-            self, _recurrent.to_time_major(sequences), mask
-        )
-        h0, c0 = initial_state[0], initial_state[1]
-        ys, h_t, c_t = _tf_recurrent_kernels.ln_lstm_recurrence(
-            x,
-            tf.cast(cell.kernel, dtype),
-            tf.cast(tf.cast(cell.kernel_norm_gamma, sdtype) * scale, dtype),
-            tf.cast(beta * scale, dtype),
-            tf.cast(h0, dtype),
-            tf.cast(c0, dtype),
-            tf.cast(_recurrent.center_columns(cell.recurrent_kernel), dtype),
-            tf.cast(cell.recurrent_norm_gamma, dtype) * tf.cast(scale, dtype),
-            tf.cast(cell.state_norm_gamma, dtype),
-            tf.cast(cell.state_norm_beta, dtype),
-            mask=mask,
-            epsilon=cell.norm_epsilon,
-            zero_output=bool(self.zero_output_for_mask),
-        )
-        last_output, outputs = _recurrent.kernel_outputs(self, ys)
-        return last_output, outputs, [h_t, c_t]

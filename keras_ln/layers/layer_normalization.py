@@ -5,8 +5,8 @@ from keras import constraints
 from keras import initializers
 from keras import regularizers
 
-from keras_ln.layers._ops import layer_norm
-from keras_ln.layers._ops import normalize_axes
+from keras_ln.layers._fast_paths import layer_norm
+from keras_ln.layers._layer_norm import normalize_axes
 
 
 @keras.saving.register_keras_serializable(package="keras_ln")

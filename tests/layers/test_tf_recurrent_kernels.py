@@ -14,9 +14,8 @@ import tensorflow as tf
 import keras
 import keras_ln
 from keras_ln.layers import _native
+from keras_ln.layers import _tf_backend
 from keras_ln.layers import _tf_recurrent_kernels as kernels
-from keras_ln.layers import layer_norm_gru
-from keras_ln.layers import layer_norm_lstm
 
 B, T, F, U = 3, 6, 4, 5
 
@@ -41,13 +40,18 @@ def _native_or_skip():
 
 
 @pytest.fixture(params=["native", "xla"])
-def lstm_impl(request, monkeypatch):
+def lstm_impl(request):
     """LayerNormLSTM's kernel: the native ops, or the XLA loops."""
     if request.param == "native":
         _native_or_skip()
-    else:
-        monkeypatch.setattr(_native, "ENABLED", False)
     return request.param
+
+
+@pytest.fixture
+def no_library(monkeypatch):
+    """The native library missing, as when it was not built."""
+    monkeypatch.setattr(_native, "_loaded",
+                        {"module": None, "error": "not built (test)"})
 
 
 @pytest.fixture
@@ -61,11 +65,9 @@ KERNELS = [("lstm", "native"), ("lstm", "xla"), ("gru", "native")]
 LAYERS = {"lstm": keras_ln.LayerNormLSTM, "gru": keras_ln.LayerNormGRU}
 
 
-def _use(impl, monkeypatch):
+def _use(impl):
     if impl == "native":
         _native_or_skip()
-    else:
-        monkeypatch.setattr(_native, "ENABLED", False)
 
 
 def _mask(kind, batch=B):
@@ -84,7 +86,7 @@ def _mask(kind, batch=B):
 def _run(rng, runs, mask_kind, training=False, layer_class=None,
          batch=B, units=U, **layer_kwargs):
     """Outputs and gradients of one layer (the same weights, inputs and
-    states, drawn in float64) for each `(dtype, kernel enabled[, native
+    states, drawn in float64) for each `(dtype, use_kernel[, native
     shards])` of `runs`.
     """
     layer_class = layer_class or keras_ln.LayerNormLSTM
@@ -97,15 +99,14 @@ def _run(rng, runs, mask_kind, training=False, layer_class=None,
     states64 = [rng.standard_normal((batch, units)) for _ in range(n_states)]
     mask = _mask(mask_kind, batch)
     results = []
-    for dtype, enabled, *shards in runs:
+    for dtype, use_kernel, *shards in runs:
         layer = layer_class(units, return_state=True, dtype=dtype,
-                            **layer_kwargs)
+                            use_kernel=use_kernel, **layer_kwargs)
         layer.build((None, T, F))
         layer.set_weights([w.astype(dtype) for w in weights])
         x = tf.constant(x64.astype(dtype))
         states = [tf.constant(s.astype(dtype)) for s in states64]
-        previous = kernels.ENABLED, kernels.NATIVE_SHARDS
-        kernels.ENABLED = enabled
+        previous = kernels.NATIVE_SHARDS
         kernels.NATIVE_SHARDS = shards[0] if shards else 0
         try:
             with tf.GradientTape() as tape:
@@ -121,15 +122,15 @@ def _run(rng, runs, mask_kind, training=False, layer_class=None,
                 loss, [x, *states] + layer.trainable_weights
             )
         finally:
-            kernels.ENABLED, kernels.NATIVE_SHARDS = previous
+            kernels.NATIVE_SHARDS = previous
         results.append(([o.numpy() for o in outs],
                         [g.numpy() for g in grads]))
     return results
 
 
-def _run_both(rng, dtype, mask_kind, **kwargs):
-    """`_run` with the kernel on, then off."""
-    return _run(rng, [(dtype, True), (dtype, False)], mask_kind, **kwargs)
+def _run_both(rng, impl, dtype, mask_kind, **kwargs):
+    """`_run` with the kernel `impl`, then the generic loop."""
+    return _run(rng, [(dtype, impl), (dtype, False)], mask_kind, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -146,13 +147,13 @@ def _run_both(rng, dtype, mask_kind, **kwargs):
     ],
 )
 @pytest.mark.parametrize("cell, impl", KERNELS)
-def test_kernel_equals_generic_loop(rng, monkeypatch, cell, impl, mask_kind,
+def test_kernel_equals_generic_loop(rng, cell, impl, mask_kind,
                                     go_backwards, return_sequences,
                                     zero_output):
-    _use(impl, monkeypatch)
+    _use(impl)
     layer_class = LAYERS[cell]
     (outs_k, grads_k), (outs_g, grads_g) = _run_both(
-        rng, "float64", mask_kind, layer_class=layer_class,
+        rng, impl, "float64", mask_kind, layer_class=layer_class,
         go_backwards=go_backwards,
         return_sequences=return_sequences, zero_output_for_mask=zero_output,
     )
@@ -165,15 +166,14 @@ def test_kernel_equals_generic_loop(rng, monkeypatch, cell, impl, mask_kind,
 @pytest.mark.parametrize("mask_kind, batch, units",
                          [(None, B, U), ("left", B, U), ("right", 37, 40)])
 @pytest.mark.parametrize("cell, impl", KERNELS)
-def test_kernel_float32_as_accurate_as_generic_loop(rng, monkeypatch, cell,
-                                                    impl, mask_kind, batch,
-                                                    units):
+def test_kernel_float32_as_accurate_as_generic_loop(rng, cell, impl,
+                                                    mask_kind, batch, units):
     # float32 kernel and generic loop, against the float64 generic loop;
     # (37, 40): full and partial column panels of the native products, and
     # the batch in shards.
-    _use(impl, monkeypatch)
+    _use(impl)
     (outs_k, grads_k), (outs_g, grads_g), (outs_r, grads_r) = _run(
-        rng, [("float32", True, 2), ("float32", False), ("float64", False)],
+        rng, [("float32", impl, 2), ("float32", False), ("float64", False)],
         mask_kind, layer_class=LAYERS[cell], return_sequences=True,
         batch=batch, units=units,
     )
@@ -198,7 +198,7 @@ def test_native_shards_compute_the_same(rng, native, cell, mask_kind):
     # the generic loop.
     shard_counts = [1, 2, 3, 6]
     results = _run(
-        rng, [("float64", True, n) for n in shard_counts] + [
+        rng, [("float64", "native", n) for n in shard_counts] + [
             ("float64", False)],
         mask_kind, layer_class=LAYERS[cell], return_sequences=True,
         batch=37, units=20,
@@ -234,7 +234,8 @@ def test_kernel_gradient_float64_finite_differences(rng, lstm_impl, masked):
     w = [arr(t, b, u, scale=1.0), arr(b, u, scale=1.0), arr(b, u, scale=1.0)]
 
     def loss(*args):
-        outs = kernels.ln_lstm_recurrence(*args, mask=mask)
+        outs = kernels.ln_lstm_recurrence(*args, mask=mask,
+                                          implementation=lstm_impl)
         return sum(tf.reduce_sum(o * wi) for o, wi in zip(outs, w))
 
     theoretical, numerical = tf.test.compute_gradient(
@@ -244,34 +245,39 @@ def test_kernel_gradient_float64_finite_differences(rng, lstm_impl, masked):
         np.testing.assert_allclose(a, n, atol=1e-6)
 
 
-def test_fast_path_taken_only_where_supported(monkeypatch):
-    calls = []
-    original = layer_norm_lstm.LayerNormLSTM._fast_loop
+@pytest.fixture
+def chosen(monkeypatch):
+    """The kernel each layer's call ran, by layer name: "native", "xla", or
+    None (the generic loop)."""
+    calls = {}
+    original = _tf_backend.implementation
 
-    def spy(self, *args, **kwargs):
-        calls.append(self.name)
-        return original(self, *args, **kwargs)
+    def spy(layer, training, dtype):
+        calls[layer.name] = None
+        calls[layer.name] = original(layer, training, dtype)
+        return calls[layer.name]
 
-    monkeypatch.setattr(layer_norm_lstm.LayerNormLSTM, "_fast_loop", spy)
+    monkeypatch.setattr(_tf_backend, "implementation", spy)
+    return calls
+
+
+def test_fast_path_taken_only_where_supported(native, chosen):
     x = np.random.default_rng(0).random((2, 3, 4)).astype("float32")
     cases = {
-        "default": ({}, True),
-        "rdrop_infer": ({"recurrent_dropout": 0.5}, True),
-        "rdrop_train": ({"recurrent_dropout": 0.5}, False),
-        "carry_norm": ({"carry_normalized_cell": True}, False),
-        "unroll": ({"unroll": True}, False),
-        "relu": ({"activation": "relu"}, False),
+        "default": ({}, "native"),
+        "rdrop_infer": ({"recurrent_dropout": 0.5}, "native"),
+        "rdrop_train": ({"recurrent_dropout": 0.5}, None),
+        "carry_norm": ({"carry_normalized_cell": True}, None),
+        "unroll": ({"unroll": True}, None),
+        "relu": ({"activation": "relu"}, None),
+        "f16": ({"dtype": "mixed_float16"}, None),
+        "generic": ({"use_kernel": False}, None),
+        "xla": ({"use_kernel": "xla"}, "xla"),
     }
     for name, (kwargs, expected) in cases.items():
-        calls.clear()
         layer = keras_ln.LayerNormLSTM(3, name=name, **kwargs)
         layer(x, training=name.endswith("train"))
-        assert bool(calls) == expected, name
-    calls.clear()
-    layer = keras_ln.LayerNormLSTM(3, dtype="mixed_float16")
-    layer(x)
-    assert not calls
-
+        assert chosen.get(name) == expected, name
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("zero_output", [False, True])
@@ -307,48 +313,83 @@ def test_gru_kernel_gradient_float64_finite_differences(rng, native, masked,
         np.testing.assert_allclose(a, n, atol=1e-6)
 
 
-def test_gru_fast_path_taken_only_where_supported(native, monkeypatch):
-    calls = []
-    original = layer_norm_gru.LayerNormGRU._fast_loop
-
-    def spy(self, *args, **kwargs):
-        calls.append(self.name)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(layer_norm_gru.LayerNormGRU, "_fast_loop", spy)
+def test_gru_fast_path_taken_only_where_supported(native, chosen,
+                                                  monkeypatch):
     x = np.random.default_rng(0).random((2, 3, 4)).astype("float32")
     cases = {
-        "default": ({}, True),
-        "no_bias": ({"use_bias": False}, True),
-        "rdrop_infer": ({"recurrent_dropout": 0.5}, True),
-        "rdrop_train": ({"recurrent_dropout": 0.5}, False),
-        "unroll": ({"unroll": True}, False),
-        "relu": ({"activation": "relu"}, False),
+        "default": ({}, "native"),
+        "no_bias": ({"use_bias": False}, "native"),
+        "rdrop_infer": ({"recurrent_dropout": 0.5}, "native"),
+        "rdrop_train": ({"recurrent_dropout": 0.5}, None),
+        "unroll": ({"unroll": True}, None),
+        "relu": ({"activation": "relu"}, None),
+        "f16": ({"dtype": "mixed_float16"}, None),
+        "generic": ({"use_kernel": False}, None),
     }
     for name, (kwargs, expected) in cases.items():
-        calls.clear()
         layer = keras_ln.LayerNormGRU(3, name=name, **kwargs)
         layer(x, training=name.endswith("train"))
-        assert bool(calls) == expected, name
-    calls.clear()
-    keras_ln.LayerNormGRU(3, dtype="mixed_float16")(x)
-    assert not calls
+        assert chosen.get(name) == expected, name
     # Without the native library: the generic loop, same outputs.
-    layer = keras_ln.LayerNormGRU(3, return_sequences=True)
+    layer = keras_ln.LayerNormGRU(3, return_sequences=True, name="later")
     fast = layer(x).numpy()
-    calls.clear()
-    monkeypatch.setattr(_native, "ENABLED", False)
+    assert chosen["later"] == "native"
+    monkeypatch.setattr(_native, "_loaded",
+                        {"module": None, "error": "not built (test)"})
     np.testing.assert_allclose(layer(x).numpy(), fast, atol=1e-6)
-    assert not calls
+    assert chosen["later"] is None
 
 
-def test_lstm_without_native_library_uses_xla_kernel(native, monkeypatch):
+def test_lstm_without_native_library_uses_xla_kernel(native, chosen,
+                                                     monkeypatch):
     x = np.random.default_rng(1).random((2, 5, 4)).astype("float32")
-    layer = keras_ln.LayerNormLSTM(3, return_sequences=True)
+    layer = keras_ln.LayerNormLSTM(3, return_sequences=True, name="lstm")
     fast = layer(x).numpy()
-    monkeypatch.setattr(_native, "ENABLED", False)
-    assert not kernels.native_available()
+    assert chosen["lstm"] == "native"
+    monkeypatch.setattr(_native, "_loaded",
+                        {"module": None, "error": "not built (test)"})
     np.testing.assert_allclose(layer(x).numpy(), fast, atol=1e-6)
+    assert chosen["lstm"] == "xla"
+
+
+@pytest.mark.parametrize("layer_class", [keras_ln.LayerNormLSTM,
+                                         keras_ln.LayerNormGRU])
+def test_use_kernel_that_cannot_run_is_an_error(no_library, layer_class):
+    x = np.zeros((2, 3, 4), "float32")
+    with pytest.raises(ValueError, match=r"use_kernel='native' was specified"
+                       r", but the native ops are not available \(not "
+                       r"built \(test\)\).*use_kernel='auto'"):
+        layer_class(3, use_kernel="native")(x)
+    with pytest.raises(ValueError, match=r"use_kernel=True was specified, "
+                       "but the kernels do not unroll"):
+        layer_class(3, use_kernel=True, unroll=True)(x)
+    # "auto" falls back to the generic loop.
+    layer_class(3, unroll=True)(x)
+
+
+@pytest.mark.parametrize("bad", ["cudnn", 1, None, "True"])
+def test_use_kernel_is_validated(bad):
+    with pytest.raises(ValueError, match=r"Expected `use_kernel` to be one "
+                       rf"of 'auto', True, False, 'native' or 'xla'\. "
+                       rf"Received: use_kernel={bad!r}"):
+        keras_ln.LayerNormLSTM(3, use_kernel=bad)
+
+
+@pytest.mark.parametrize("layer_class", [keras_ln.LayerNormLSTM,
+                                         keras_ln.LayerNormGRU])
+@pytest.mark.parametrize("use_kernel", ["auto", True, False, "native",
+                                        "xla"])
+def test_use_kernel_round_trips_through_config(layer_class, use_kernel):
+    if layer_class is keras_ln.LayerNormGRU and use_kernel == "xla":
+        use_kernel = "native"
+    layer = layer_class(3, use_kernel=use_kernel)
+    config = layer.get_config()
+    assert config["use_kernel"] is use_kernel or config["use_kernel"] == (
+        use_kernel)
+    assert layer_class.from_config(config).use_kernel == use_kernel
+    # keras' `jit_compile="auto"` asks every layer: only an explicit
+    # choice of the native ops rules XLA out.
+    assert layer.supports_jit == (use_kernel != "native")
 
 
 def test_missing_library_reports_why(monkeypatch, tmp_path):

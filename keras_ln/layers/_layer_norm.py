@@ -1,33 +1,17 @@
-"""Layer-normalization arithmetic shared by every layer of keras_ln.
+"""Layer-normalization arithmetic in `keras.ops`, shared by every layer.
 
-`layer_norm(x, gamma, beta, axis, epsilon)` is the one entry point. It computes
-the statistics in float32 (or float64 for float64 inputs) whatever the input
-dtype, with a corrected two-pass variance (the mean is subtracted before
-squaring and refined by the mean of the deviations, so inputs offset by 1e4
-still normalize correctly), and returns the result in the
-dtype of `x`.
-
-On the TensorFlow backend a fused fast path is used: an XLA-compiled forward
-with a closed-form, XLA-compiled backward (see `_tf_fast_path.py`). The pure
-`keras.ops` path below is used on every other backend, and the test-suite
-checks that both give the same numbers.
+`layer_norm_reference` computes the statistics in float32 (or float64 for
+float64 inputs) whatever the input dtype, with a corrected two-pass variance
+(the mean is subtracted before squaring and refined by the mean of the
+deviations, so inputs offset by 1e4 still normalize correctly), and returns
+the result in the dtype of `x`. It runs on every backend; the layers call
+it through `_fast_paths.layer_norm`, which uses the backend's fused
+implementation where there is one (TensorFlow: `_tf_layer_norm.py`), and
+the test-suite checks that both give the same numbers.
 """
 
 from keras import backend
 from keras import ops
-
-_USE_FAST_PATH = True
-
-
-def set_fast_path(enabled):
-    """Enable or disable the backend-specific fast path (for tests/benchmarks).
-
-    Returns the previous setting.
-    """
-    global _USE_FAST_PATH
-    previous = _USE_FAST_PATH
-    _USE_FAST_PATH = bool(enabled)
-    return previous
 
 
 def stats_dtype(dtype):
@@ -91,22 +75,16 @@ def layer_norm_reference(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     return ops.cast(y, out_dtype)
 
 
-def layer_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
-    """Layer-normalize `x` over `axis`, scale by `gamma`, shift by `beta`.
+def center_columns(kernel):
+    """`kernel` minus the mean of each of its rows (over the output axis).
 
-    Args:
-        x: Tensor of any float dtype.
-        gamma: Optional scale spanning the normalized axes (shape
-            `[x.shape[a] for a in sorted(axis)]`) or broadcastable to x.
-        beta: Optional offset, same shape rules as gamma.
-        axis: int or list of ints, the axes the statistics are taken over.
-        epsilon: Added to the variance.
-
-    Returns:
-        Tensor of the dtype and shape of `x`.
+    `h @ center_columns(U)` equals `h @ U` minus its mean over the last
+    axis, exactly in exact arithmetic: the fused layers center the recurrent
+    kernel once per call, so the loop's normalization of `h @ U` needs no
+    mean of its own (`ln_centered`).
     """
-    if _USE_FAST_PATH and backend.backend() == "tensorflow":
-        from keras_ln.layers import _tf_fast_path
-
-        return _tf_fast_path.layer_norm(x, gamma, beta, axis, epsilon)
-    return layer_norm_reference(x, gamma, beta, axis, epsilon)
+    dtype = backend.standardize_dtype(kernel.dtype)
+    sdtype = "float64" if dtype == "float64" else "float32"
+    k = ops.cast(kernel, sdtype)
+    k = k - ops.mean(k, axis=-1, keepdims=True)
+    return ops.cast(k, dtype)

@@ -1,0 +1,176 @@
+"""Every fast-path decision of keras_ln on the TensorFlow backend.
+
+The layers reach this module through `_fast_paths` only. It decides, per
+call, which implementation runs:
+
+- layer normalization: the fused, XLA-compiled op of `_tf_layer_norm`
+  (exact, XLA-compatible, any dtype);
+- the LN-LSTM and LN-GRU recurrences: the native C++ ops (`_native`,
+  `_tf_recurrent_kernels`) outside XLA, LayerNormLSTM's XLA loops inside an
+  XLA-compiled function (`jit_compile=True`) or when the library is
+  missing, as the layer's `use_kernel` argument allows; `NotImplementedError`
+  (with the reason) where no kernel implements the call, and the layer then
+  runs its generic `keras.ops` loop.
+"""
+
+import tensorflow as tf
+from keras import activations
+from keras import backend
+from tensorflow.python.ops import control_flow_util
+
+from keras_ln.layers import _native
+from keras_ln.layers import _tf_layer_norm
+from keras_ln.layers import _tf_recurrent_kernels as kernels
+from keras_ln.layers._layer_norm import center_columns
+
+
+def layer_norm(x, gamma, beta, axis, epsilon):
+    return _tf_layer_norm.layer_norm(x, gamma, beta, axis, epsilon)
+
+
+def in_xla():
+    """Whether the code being traced will be compiled by XLA (inside a
+    `tf.function(jit_compile=True)`, e.g. keras' `jit_compile=True`)."""
+    return control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()
+    )
+
+
+def _unsupported(layer, training, dtype):
+    """Why no kernel implements this call (a string), or None. Like keras'
+    choice of cuDNN: the default activations, no unrolling, no recurrent
+    dropout in training, float32/float64 with weights of the same dtype."""
+    cell = layer.cell
+    dtype = backend.standardize_dtype(dtype)
+    if layer.unroll:
+        return "the kernels do not unroll (unroll=True)"
+    if (cell.activation is not activations.tanh
+            or cell.recurrent_activation is not activations.sigmoid):
+        return ("the kernels implement activation='tanh' and "
+                "recurrent_activation='sigmoid' only")
+    if cell.recurrent_dropout and training:
+        return "the kernels do not apply recurrent_dropout in training"
+    if dtype not in ("float32", "float64"):
+        return (f"the kernels compute in float32 or float64, not {dtype} "
+                "(the layer's dtype policy)")
+    if backend.standardize_dtype(cell.recurrent_norm_gamma.dtype) != dtype:
+        return "the kernels need weights of the compute dtype"
+    if getattr(cell, "carry_normalized_cell", False):
+        return "the kernels carry the un-normalized cell state"
+    return None
+
+
+def implementation(layer, training, dtype):
+    """`"native"` or `"xla"`: the kernel that runs this call of `layer`
+    (a LayerNormLSTM or LayerNormGRU) as its `use_kernel` asks; raises
+    NotImplementedError with the reason where none does."""
+    reason = _unsupported(layer, training, dtype)
+    if reason:
+        raise NotImplementedError(reason)
+    want = layer.use_kernel
+    has_xla = layer.kernel_kind == "lstm"
+    if want == "xla" or (want in ("auto", True) and in_xla()):
+        if not has_xla:
+            raise NotImplementedError(
+                f"{type(layer).__name__} has no XLA-compatible kernel"
+            )
+        return "xla"
+    if in_xla():
+        raise NotImplementedError(
+            "the native ops cannot run inside an XLA-compiled function"
+        )
+    if _native.ops() is not None:
+        return "native"
+    if want != "native" and has_xla:
+        return "xla"
+    raise NotImplementedError(
+        f"the native ops are not available ({_native.load_error()})"
+    )
+
+
+def recurrence(layer, sequences, initial_state, mask, training):
+    """`layer`'s recurrence as one op with a hand-written gradient;
+    `sequences` already had input dropout. Returns what
+    `keras.layers.RNN.inner_loop` returns."""
+    impl = implementation(layer, training, sequences.dtype)
+    x, mask = _time_major_input(layer, sequences, mask)
+    if not isinstance(initial_state, (list, tuple)):
+        initial_state = [initial_state]
+    if layer.kernel_kind == "lstm":
+        ys, *states = _lstm(layer.cell, x, initial_state, mask, impl,
+                            bool(layer.zero_output_for_mask))
+    else:
+        ys, *states = _gru(layer.cell, x, initial_state, mask,
+                           bool(layer.zero_output_for_mask))
+    last_output = ys[-1]
+    if layer.return_sequences:
+        return last_output, tf.transpose(ys, [1, 0, 2]), states
+    return last_output, last_output[:, None], states
+
+
+def _time_major_input(layer, sequences, mask):
+    """The kernels' time-major input and mask `(T, B, 1)`, in the order the
+    layer reads them (`go_backwards`)."""
+    x = tf.transpose(sequences, [1, 0, 2])
+    if mask is not None:
+        mask = tf.transpose(tf.cast(mask, "bool"))[..., None]
+    if layer.go_backwards:
+        x = tf.reverse(x, [0])
+        if mask is not None:
+            mask = tf.reverse(mask, [0])
+    return x, mask
+
+
+def _lstm(cell, x, states, mask, impl, zero_output):
+    units = cell.units
+    dtype = x.dtype
+    # tanh(x) = 2 sigmoid(2x) - 1: scale the candidate block by 2. The
+    # scale, the bias and the recurrent norm's beta are folded into the
+    # (small) gamma and beta of the input norm, which the kernel applies to
+    # the input projection.
+    sdtype = "float64" if dtype == tf.float64 else "float32"
+    scale = tf.constant(
+        [1.0] * (2 * units) + [2.0] * units + [1.0] * units, sdtype
+    )
+    beta = tf.cast(cell.kernel_norm_beta, sdtype) + tf.cast(
+        cell.recurrent_norm_beta, sdtype
+    )
+    if cell.use_bias:
+        beta = beta + tf.cast(cell.bias, sdtype)
+    return kernels.ln_lstm_recurrence(
+        x,
+        tf.cast(cell.kernel, dtype),
+        tf.cast(tf.cast(cell.kernel_norm_gamma, sdtype) * scale, dtype),
+        tf.cast(beta * scale, dtype),
+        tf.cast(states[0], dtype),
+        tf.cast(states[1], dtype),
+        tf.cast(center_columns(cell.recurrent_kernel), dtype),
+        tf.cast(cell.recurrent_norm_gamma, dtype) * tf.cast(scale, dtype),
+        tf.cast(cell.state_norm_gamma, dtype),
+        tf.cast(cell.state_norm_beta, dtype),
+        mask=mask,
+        epsilon=cell.norm_epsilon,
+        zero_output=zero_output,
+        implementation=impl,
+    )
+
+
+def _gru(cell, x, states, mask, zero_output):
+    dtype = x.dtype
+    # The input bias folded into the input norm's beta.
+    beta = cell.kernel_norm_beta
+    if cell.use_bias:
+        beta = beta + tf.cast(cell.bias[0], beta.dtype)
+    return kernels.ln_gru_recurrence(
+        x,
+        tf.cast(cell.kernel, dtype),
+        tf.cast(cell.kernel_norm_gamma, dtype),
+        tf.cast(beta, dtype),
+        tf.cast(states[0], dtype),
+        tf.cast(center_columns(cell.recurrent_kernel), dtype),
+        tf.cast(cell.recurrent_norm_gamma, dtype),
+        tf.cast(cell.recurrent_offset(), dtype),
+        mask=mask,
+        epsilon=cell.norm_epsilon,
+        zero_output=zero_output,
+    )
