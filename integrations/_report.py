@@ -2,9 +2,12 @@
 
 Everything is written into a temporary sibling folder first and moved into
 place only when complete, so an interrupted run never leaves a half-written
-``reports/<dataset>/``.
+``reports/<dataset>/``. report.md is for people: times read "15.3 s" or
+"850 ms", metrics have four significant digits, and no number is written with
+an exponent; leaderboard.csv keeps every value exactly.
 """
 
+import math
 import os
 import shutil
 import tempfile
@@ -14,8 +17,69 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from keras_ln.automl import resolve_sort_metric  # noqa: E402
+from keras_ln.automl import LEADERBOARD_COLUMNS, resolve_sort_metric  # noqa: E402
+
+_TIME_COLUMNS = {"training_time_ms": "training time", "predict_time_per_row_ms": "predict time per row"}
+
+
+# ---------------------------------------------------------------------------
+# Numbers for people
+# ---------------------------------------------------------------------------
+def _missing(value):
+    return value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(value))
+
+
+def _significant(value, digits):
+    return np.format_float_positional(float(value), precision=digits, unique=False, fractional=False, trim="-")
+
+
+def format_number(value, digits=4):
+    """``value`` with ``digits`` significant digits and no exponent: 0.9877, 123.5, 15311, < 0.000001."""
+    if _missing(value):
+        return "n/a" if value is None or np.isnan(value) else str(float(value))
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    value = float(value)
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-6:
+        return "< 0.000001" if value > 0 else "> -0.000001"
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:.0f}"
+    return _significant(value, digits)
+
+
+def format_duration_ms(ms):
+    """A duration given in milliseconds, in s or ms with three significant digits: 15.3 s, 850 ms, 0.0123 ms."""
+    if _missing(ms):
+        return "n/a"
+    ms = float(ms)
+    value, unit = (ms / 1000, "s") if abs(ms) >= 999.5 else (ms, "ms")
+    if value == 0:
+        return f"0 {unit}"
+    if abs(value) < 0.001:
+        return f"< 0.001 {unit}"
+    if abs(value) >= 99.95:
+        return f"{value:.0f} {unit}"
+    return f"{_significant(value, 3)} {unit}"
+
+
+def format_table(df):
+    """``df`` as a markdown table: time columns as durations (renamed without _ms), other numbers by `format_number`."""
+    shown, align = pd.DataFrame(index=df.index), []
+    for col in df.columns:
+        if col in _TIME_COLUMNS:
+            shown[_TIME_COLUMNS[col]] = [format_duration_ms(v) for v in df[col]]
+        elif pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            shown[col] = [format_number(v) for v in df[col]]
+        else:
+            shown[col] = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in df[col]]
+            align.append("left")
+            continue
+        align.append("right")
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 _COLORS = {"layer": "#1f77b4", "batch": "#ff7f0e", "none": "#7f7f7f", "h2o": "#2ca02c"}
 _LABELS = {"layer": "keras_ln, layer norm", "batch": "keras_ln, batch norm", "none": "keras_ln, no norm",
@@ -153,3 +217,84 @@ def write_report(out_dir, dataset, board, fold_scores, curves, *, task, sort_met
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+# ---------------------------------------------------------------------------
+# report.md
+# ---------------------------------------------------------------------------
+def _seconds(secs):
+    return format_duration_ms(None if secs is None else 1000 * secs)
+
+
+def markdown(ctx, board, fold_scores, sort_col):
+    """The text of report.md; ``ctx`` describes the run (data, split, budgets, wall times, H2O)."""
+    cv_cols = LEADERBOARD_COLUMNS[ctx["task"]][1:]
+    shown = ["source", "model_id", *cv_cols, f"test_{sort_col}", "normalization", "training_time_ms"]
+    h2o_time = (f"{_seconds(ctx['h2o_secs'])} ({ctx['n_h2o']} model(s))" if ctx["h2o_secs"] is not None
+                else "not run (--no-h2o)")
+    lines = [
+        f"# keras_ln AutoML vs H2O AutoML: {ctx['dataset']}",
+        "",
+        f"- Task: **{ctx['task']}** ({ctx['task_source']}); X of shape {ctx['shape']} "
+        f"({'sequences, sent to H2O flattened to T × F columns' if ctx['sequence'] else 'tabular'}).",
+        f"- Rows: {ctx['n_train']} for training and cross-validation, {ctx['n_test']} held out for the test "
+        f"split (test_size={format_number(ctx['test_size'])}, seed={ctx['seed']}).",
+        f"- Folds: {ctx['nfolds']} ({'StratifiedKFold' if ctx['task'] != 'regression' else 'KFold'}, shuffled, "
+        f"seed={ctx['seed']}), the same assignment for both sources (H2O's `fold_column`). "
+        f"H2O's own fold assignment identical to keras_ln's: **{ctx['fold_check']}**.",
+        f"- Budget per source: max_models={ctx['max_models']}, "
+        f"max_runtime_secs={format_number(ctx['max_runtime_secs'])}; "
+        f"keras_ln nets: max_iter={ctx['max_iter']} epochs with early stopping.",
+        f"- Wall time: keras_ln {_seconds(ctx['keras_secs'])} ({ctx['n_keras']} model(s), stopped by "
+        f"{ctx['stopped_by']}); H2O {h2o_time}.",
+        f"- H2O: {ctx['h2o']}.",
+        *(["- keras_ln models that failed and were skipped: "
+           + "; ".join(f"`{k}` ({v[:200]})" for k, v in ctx["failed"].items())] if ctx["failed"] else []),
+        "",
+        f"## Leaderboard (sorted by cross-validated `{sort_col}`, like H2O's)",
+        "",
+        "CV columns are computed from cross-validated predictions (H2O's numbers for H2O's models, the same "
+        "definitions for keras_ln's); `test_*` columns score every model, refit on all training rows, on the "
+        "held-out split with one set of metric functions. All columns, unrounded, are in leaderboard.csv.",
+        "",
+        format_table(board[[c for c in shown if c in board.columns]]),
+        "",
+        "## Layer vs batch normalization across folds",
+        "",
+    ]
+    if fold_scores is not None and len(fold_scores):
+        summary = (fold_scores.groupby("group")[sort_col].agg(["mean", "std", "min", "max", "count"])
+                   .rename(columns={"count": "(model, fold) pairs"}).reset_index())
+        lines += [f"`{sort_col}` per (model, fold) of each group (h2o: H2O's best model with holdout "
+                  "predictions):", "", format_table(summary), ""]
+    best = []
+    for norm in ("layer", "batch", "none"):
+        cand = board[(board["source"] == "keras_ln") & (board["normalization"] == norm)]
+        if len(cand):
+            best.append(cand.iloc[0])
+    h2o_rows = board[board["source"] == "h2o"]
+    if len(h2o_rows):
+        best.append(h2o_rows.iloc[0])
+    if best:
+        best = pd.DataFrame(best)[["source", "model_id", "normalization", sort_col, f"test_{sort_col}"]]
+        lines += ["Best model of each kind:", "", format_table(best.infer_objects()), ""]
+    lines += [
+        "## Plots",
+        "",
+        "![metric of every model](metric_by_model.png)",
+        "",
+        "![normalization across folds](normalization_folds.png)",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        "## Definitions",
+        "",
+        "Metrics as H2O defines them (`keras_ln.automl.h2o_metrics`): logloss with probabilities clipped at "
+        "10⁻¹⁵; classification mse = mean (1 − p(true class))²; binary mean_per_class_error at the threshold "
+        "maximizing F1; aucpr by interpolating the PR curve between thresholds; regression "
+        "mean_residual_deviance = mse (gaussian). training time: the refit on all training rows "
+        "(keras_ln) / H2O's reported time; predict_time_per_row_ms (leaderboard.csv) from the CV predictions "
+        "(keras_ln) / H2O.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -22,7 +22,8 @@ h2o = pytest.importorskip("h2o")  # the h2o extra; the test extra installs it in
 
 from h2o.automl import H2OAutoML  # noqa: E402
 
-from integrations import h2o_automl as cli  # noqa: E402
+from integrations import _h2o  # noqa: E402
+from integrations._report import format_duration_ms  # noqa: E402
 from integrations.h2o_automl import H2OSession, h2o_fold_assignment, main, to_h2o_frame  # noqa: E402
 from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds  # noqa: E402
 from keras_ln.datasets import load_breast_cancer, load_diabetes, load_wine  # noqa: E402
@@ -44,10 +45,17 @@ def cluster():
     with session:
         h2o.no_progress()
         assert session.started and session.is_running and _answers(session.url)
+        ice_root, watchdog = session.ice_root, session.watchdog
+        assert os.path.basename(ice_root).startswith("keras_ln_h2o_")
+        # everything the JVM writes, its stdout/stderr files included, lives in that one folder
+        assert os.path.dirname(session.server._stdout).startswith(ice_root + os.sep)
+        assert watchdog is not None and watchdog._proc.poll() is None
         yield session
     assert not session.started
     assert not session.is_running, "the H2O cluster started by the tests is still running"
     assert not _answers(session.url)
+    assert not os.path.exists(ice_root)
+    assert watchdog._proc.returncode == 0  # told "done" after the clean shutdown; it did not act
 
 
 def _tiny(task):
@@ -90,14 +98,14 @@ def test_leaderboard_columns_equal_h2os(h2o_run):
 def test_metric_functions_reproduce_h2os_cv_metrics(h2o_run):
     task, X, y, classes, folds, frame, aml = h2o_run
     model = aml.leader
-    holdout = cli._as_df(model.cross_validation_holdout_predictions())
+    holdout = _h2o._as_df(model.cross_validation_holdout_predictions())
     if task == "regression":
         pred = holdout["predict"].to_numpy()
     else:
         domain = frame["y"].levels()[0]
-        pred = cli._h2o_pred_to_array(holdout, task, domain, cli._class_labels(len(classes)))
+        pred = _h2o._h2o_pred_to_array(holdout, task, domain, _h2o._class_labels(len(classes)))
     ours = h2o_metrics(task, y, pred, classes)
-    theirs = cli._as_df(aml.leaderboard).iloc[0]
+    theirs = _h2o._as_df(aml.leaderboard).iloc[0]
     if task == "multiclass":
         assert theirs["mean_per_class_error"] > 0  # a case where the definition matters
     for name, value in ours.items():
@@ -110,6 +118,17 @@ def test_h2o_uses_the_same_fold_assignment(h2o_run):
     np.testing.assert_array_equal(assigned, folds)
     ours = AutoML(nfolds=3, seed=7)
     np.testing.assert_array_equal(make_folds(y, task, ours.nfolds, ours.seed), assigned)
+
+
+def test_frames_follow_the_task(cluster):
+    """--task decides how H2O reads an integer target: 12 classes (enum) or a number."""
+    y = np.repeat(np.arange(12), 3)
+    X = np.arange(len(y), dtype=float)[:, None]
+    as_classes = to_h2o_frame(X, y, task="multiclass", classes=np.unique(y))
+    as_numbers = to_h2o_frame(X, y, task="regression")
+    assert as_classes["y"].isfactor()[0] and len(as_classes["y"].levels()[0]) == 12
+    assert not as_numbers["y"].isfactor()[0] and as_numbers.type("y") in ("int", "real")
+    h2o.remove([as_classes, as_numbers])
 
 
 def _tiny_csv(tmp_path):
@@ -139,6 +158,10 @@ def test_cli_against_a_connected_cluster_leaves_it_running(cluster, tmp_path, ca
     assert board["auc"].is_monotonic_decreasing and board["test_auc"].between(0, 1).all()
     report = (out / "tiny" / "report.md").read_text()
     assert "identical to keras_ln's: **yes**" in report
+    assert not re.search(r"\d[eE][+-]?\d", report)  # H2O's training_time_ms once read 1.531e+04
+    h2o_ms = board.loc[board["source"] == "h2o", "training_time_ms"].iloc[0]
+    cells = {c.strip() for line in report.splitlines() if line.startswith("|") for c in line.split("|")}
+    assert format_duration_ms(h2o_ms) in cells and re.fullmatch(r"[\d.]+ m?s", format_duration_ms(h2o_ms))
     for png in ("metric_by_model.png", "normalization_folds.png", "learning_curves.png"):
         assert (out / "tiny" / png).stat().st_size > 5000
     assert "Leaderboard for tiny" in printed and "h2o" in printed
@@ -169,24 +192,8 @@ def test_unreachable_url_exits_2_with_one_message(tmp_path, capsys):
     code = main(["--dataset", "wine", "--h2o-url", f"http://127.0.0.1:{port}", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("error: Cannot reach the H2O cluster at --h2o-url") and err.count("\n") == 1
+    assert err.startswith("error: argument --h2o-url: cannot reach the H2O cluster at") and err.count("\n") == 1
     assert not os.listdir(tmp_path)
-
-
-@pytest.mark.parametrize(
-    "content, target, message",
-    [
-        ("a,b\n1,2\n3,4\n", "label", "`target='label'` not found"),
-        ("a,y\n1,0\n2,1\nx?,0\n4,1\n5,0\n", "y", "unparseable"),
-    ],
-)
-def test_bad_csv_exits_2_with_a_clear_message(tmp_path, capsys, content, target, message):
-    path = tmp_path / "bad.csv"
-    path.write_text(content)
-    code = main(["--csv", str(path), "--target", target, "--no-h2o", "--out", str(tmp_path / "r")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: --csv: ") and message in err
-    assert not (tmp_path / "r").exists()
 
 
 def test_missing_java_exits_2(tmp_path, capsys, monkeypatch):
@@ -204,10 +211,11 @@ def test_started_cluster_is_shut_down_on_ctrl_c(cluster):
     try:
         with pytest.raises(KeyboardInterrupt):
             with session:
-                url = session.url
+                url, ice_root = session.url, session.ice_root
                 assert session.is_running and url != cluster.url
                 raise KeyboardInterrupt
         assert not session.is_running and not _answers(url)
+        assert not os.path.exists(ice_root) and session.watchdog is None
         assert cluster.is_running  # only the cluster this session started went down
     finally:
         h2o.connect(url=cluster.url, verbose=False)  # the module's tests go on with theirs

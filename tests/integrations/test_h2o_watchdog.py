@@ -2,14 +2,18 @@
 
 The watchdog's own tests use a stand-in "JVM" (a sleeping Python process whose
 command line holds ``-ice_root <folder>``, as H2O's does) and a stand-in CLI
-that is killed with SIGKILL.
+that is killed with SIGKILL; the last test kills the real CLI while H2O
+AutoML runs.
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -166,3 +170,53 @@ def test_watch_does_nothing_after_done(tmp_path):
     finally:
         os.close(r)
     assert ice.exists()
+
+
+# ---------------------------------------------------------------------------
+# The real thing: kill -9 of the CLI while H2O AutoML runs
+# ---------------------------------------------------------------------------
+def _answers(url):
+    try:
+        urllib.request.urlopen(url + "/3/Cloud", timeout=2).read()
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.mark.h2o
+@pytest.mark.timeout(300)
+def test_kill_9_of_the_cli_takes_its_h2o_cluster_down(tmp_path):
+    pytest.importorskip("h2o")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(tmp)}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "integrations.h2o_automl", "--dataset", "breast_cancer", "--nfolds", "2",
+         "--max-runtime-secs", "300", "--out", str(tmp_path / "reports")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    jvms = []
+    try:
+        line = cli.stdout.readline()  # "H2O AutoML on ... rows (local cluster http://...)" once H2O is up
+        match = re.search(r"local cluster (http://[^)\s]+)", line)
+        assert match, (line, cli.poll())
+        url = match.group(1)
+        (ice,) = tmp.glob("keras_ln_h2o_*")
+        jvms = [p for p in psutil.Process(cli.pid).children() if "java" in p.name()]
+        assert len(jvms) == 1 and _answers(url)
+        assert any(a == str(ice) for a in jvms[0].cmdline())
+        time.sleep(3)  # H2O AutoML is training
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.wait()
+        t0 = time.monotonic()
+        assert _wait_until(lambda: _gone(jvms[0].pid) and not ice.exists(), timeout=15), \
+            f"JVM gone: {_gone(jvms[0].pid)}, {ice} exists: {ice.exists()}"
+        print(f"H2O down {time.monotonic() - t0:.1f} s after kill -9")
+        assert not _answers(url)
+        _, err = cli.communicate(timeout=15)
+        assert "ended without shutting down the H2O cluster" in err
+        assert not (tmp_path / "reports").exists()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        _kill_quietly(*[p.pid for p in jvms])
