@@ -117,7 +117,26 @@ def test_multi_output_and_sample_weight(sequences):
     weighted = LSTMRegressor(**params).fit(X, Y, sample_weight=w)
     dropped = LSTMRegressor(**params).fit(X[:40], Y[:40])
     assert weighted.predict(X).shape == (48, 2)
-    np.testing.assert_allclose(weighted.predict(X), dropped.predict(X), rtol=1e-7)
+    np.testing.assert_array_equal(weighted.predict(X), dropped.predict(X))
+
+
+def test_integer_weights_are_repetitions_bitwise():
+    """Ragged sequences (NaN-padded), one batch: integer weights on shuffled
+    rows give bitwise the fit on repeated rows, over enough epochs for the
+    LSTM's loss spikes that used to amplify the rounding differences."""
+    rng = np.random.default_rng(4)
+    X = [rng.normal(size=(int(rng.integers(2, 7)), 2)) for _ in range(15)]
+    y = rng.integers(0, 3, 15)
+    w = rng.integers(0, 5, 15)
+    repeated_X = [x for x, k in zip(X, w) for _ in range(k)]
+    order = rng.permutation(15)
+    params = dict(units=(8,), max_iter=60, learning_rate_init=0.02, random_state=0)
+    repeated = LSTMClassifier(**params).fit(repeated_X, y.repeat(w))
+    weighted = LSTMClassifier(**params).fit(
+        [X[i] for i in order], y[order], sample_weight=w[order]
+    )
+    assert repeated.loss_curve_ == weighted.loss_curve_
+    np.testing.assert_array_equal(repeated.predict_proba(X), weighted.predict_proba(X))
 
 
 def test_learns_sequence_task():

@@ -160,15 +160,60 @@ def test_multi_output_regression():
     assert reg1.predict(X).shape == (120,)
 
 
-def test_sample_weight_zero_equals_dropping(blobs):
+@pytest.mark.parametrize("batch_size", ["auto", 16])
+@pytest.mark.parametrize("normalization", ["layer", "batch"])
+def test_sample_weight_zero_equals_dropping(blobs, normalization, batch_size):
+    """Rows of weight 0 take no place in the minibatches (nor in the batch
+    statistics): the fit is bitwise the fit without them."""
     X, y = blobs
     w = np.ones(len(y))
     w[::3] = 0
-    params = dict(hidden_layer_sizes=(6,), max_iter=5, random_state=0)
+    params = dict(hidden_layer_sizes=(6,), normalization=normalization,
+                  batch_size=batch_size, max_iter=5, random_state=0)
     weighted = MLPClassifier(**params).fit(X, y, sample_weight=w)
     dropped = MLPClassifier(**params).fit(X[w > 0], y[w > 0])
-    np.testing.assert_allclose(weighted.predict_proba(X), dropped.predict_proba(X),
-                               rtol=1e-7)
+    np.testing.assert_array_equal(weighted.predict_proba(X), dropped.predict_proba(X))
+    assert weighted.loss_curve_ == dropped.loss_curve_
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_integer_weights_are_repetitions_bitwise(blobs, Estimator):
+    """One batch: weights 0..4 on shuffled rows give bitwise the fit on the
+    rows repeated that many times (sklearn's check asks for rtol=1e-7; the
+    rounding of the two sums used to differ and grow with training)."""
+    X, y = blobs
+    w = np.random.default_rng(1).integers(0, 5, len(y))
+    params = dict(hidden_layer_sizes=(6,), max_iter=20, random_state=0)
+    repeated = Estimator(**params).fit(X.repeat(w, axis=0), y.repeat(w))
+    order = np.random.default_rng(2).permutation(len(y))
+    weighted = Estimator(**params).fit(X[order], y[order], sample_weight=w[order])
+    assert repeated.n_iter_ == weighted.n_iter_ == 20
+    assert repeated.loss_curve_ == weighted.loss_curve_
+    for a, b in zip(repeated.model_.get_weights(), weighted.model_.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_one_batch_fit_does_not_depend_on_row_order(blobs):
+    X, y = blobs
+    order = np.random.default_rng(3).permutation(len(y))
+    params = dict(hidden_layer_sizes=(6,), max_iter=20, random_state=0)
+    a = MLPClassifier(**params).fit(X, y)
+    b = MLPClassifier(**params).fit(X[order], y[order])
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+
+
+def test_duplicates_merged_only_where_exact(blobs):
+    """With dropout a repeated row draws its own masks, so duplicates are not
+    merged: the fit with every row twice is not the weight-2 fit."""
+    X, y = blobs
+    params = dict(hidden_layer_sizes=(6,), dropout=0.3, max_iter=5, random_state=0)
+    twice = MLPClassifier(**params).fit(np.r_[X, X], np.r_[y, y])
+    weighted = MLPClassifier(**params).fit(X, y, sample_weight=np.full(len(y), 2.0))
+    assert not np.array_equal(twice.predict_proba(X), weighted.predict_proba(X))
+    merged = dict(params, dropout=0.0)
+    twice = MLPClassifier(**merged).fit(np.r_[X, X], np.r_[y, y])
+    weighted = MLPClassifier(**merged).fit(X, y, sample_weight=np.full(len(y), 2.0))
+    np.testing.assert_array_equal(twice.predict_proba(X), weighted.predict_proba(X))
 
 
 def test_fitted_attributes_and_loss_curve(blobs):
