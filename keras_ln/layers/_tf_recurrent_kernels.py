@@ -191,8 +191,9 @@ JIT_BACKWARD = True
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(masked, zero_output, epsilon):
-    """Forward and backward loops as (XLA-)compiled TensorFlow functions."""
+def _compiled(masked, zero_output, epsilon, units):
+    """Forward and backward loops as (XLA-)compiled TensorFlow functions,
+    one pair per configuration and width (`units`)."""
 
     def fwd(xp, h0, c0, U, gr, gs, bs, mask):
         return _forward(xp, h0, c0, U, gr, gs, bs,
@@ -203,9 +204,17 @@ def _compiled(masked, zero_output, epsilon):
                          mask if masked else None, epsilon, zero_output,
                          saved)
 
+    # reduce_retracing: a new sequence length or batch size retraces once
+    # with those dimensions relaxed, not once per shape; XLA still compiles
+    # each concrete shape. The functools.partial gives each pair its own
+    # count in TensorFlow's retracing detector, which otherwise adds up the
+    # traces of every function built from the same code (and warns once
+    # five differently-configured layers have run).
     return (
-        tf.function(fwd, jit_compile=JIT_FORWARD, autograph=False),
-        tf.function(bwd, jit_compile=JIT_BACKWARD, autograph=False),
+        tf.function(functools.partial(fwd), jit_compile=JIT_FORWARD,
+                    autograph=False, reduce_retracing=True),
+        tf.function(functools.partial(bwd), jit_compile=JIT_BACKWARD,
+                    autograph=False, reduce_retracing=True),
     )
 
 
@@ -266,10 +275,9 @@ def _native_compiled(cell, masked, zero_output, epsilon, shards):
                 _flat_mask(mask), gx, gr, off, xhat, **attrs,
             )
 
-    return (
-        tf.function(fwd, autograph=False),
-        tf.function(bwd, autograph=False),
-    )
+    # Plain functions: each is one op, which needs no tf.function of its
+    # own (one per configuration would be retraced for every new shape).
+    return fwd, bwd
 
 
 def native_available():
@@ -338,7 +346,7 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
     xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
-    fwd, bwd = _compiled(*key)
+    fwd, bwd = _compiled(*key, int(U.shape[0]))
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 
 

@@ -449,3 +449,36 @@ def test_native_build_cli_check():
 
     expected = 0 if _native.ops() is not None else 1
     assert main(["--check"]) == expected
+
+
+def test_many_layer_shapes_log_no_retracing_warning():
+    """Fused layers of seven widths, each at two sequence lengths and batch
+    sizes, eagerly forward and backward: TensorFlow logs no "triggered
+    tf.function retracing" (the control shows the handler sees it)."""
+    import logging
+
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        control = tf.function(lambda t: t + 1)
+        for n in range(6):
+            control(tf.zeros([n]))
+        assert any("retracing" in m for m in messages)
+        messages.clear()
+        rng = np.random.default_rng(0)
+        for i in range(7):
+            for j in range(2):
+                x = tf.constant(rng.random((2 + i + j, 3 + i + j, 4 + i)),
+                                "float32")
+                for layer in (keras_ln.LayerNormLSTM(3 + i),
+                              keras_ln.LayerNormLSTM(3 + i, use_kernel="xla"),
+                              keras_ln.LayerNormGRU(3 + i)):
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        y = layer(x)
+                    tape.gradient(y, x)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]
