@@ -419,12 +419,15 @@ class _KerasEstimator(BaseEstimator):
             batch_losses = []
             for start in range(0, n_train, batch_size):
                 idx = order[start:start + batch_size]
+                # Full batches keep one shape (merged rows are padded back to
+                # batch_size); the others are padded to a bucket.
+                size = batch_size if len(idx) == batch_size < n_train else None
                 if groups is None:
                     w = train_weight[idx]
                 else:
                     idx, w = _merge_duplicates(idx, groups, train_weight)
                 n = len(idx)
-                size = n if not pad or (n == batch_size < n_train) else _bucket(n)
+                size = n if not pad else size or _bucket(n)
                 if size > n:
                     idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
                     w = np.concatenate([w, np.zeros(size - n)])
