@@ -30,7 +30,7 @@ from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OSta
 
 from integrations._errors import CLIError
 from integrations._h2o_watchdog import Watchdog, stop_jvms
-from keras_ln.automl import LEADERBOARD_COLUMNS, h2o_metrics, resolve_sort_metric
+from keras_ln.automl import LEADERBOARD_COLUMNS, fold_metric, h2o_metrics, resolve_sort_metric
 
 __all__ = ["H2OSession", "h2o_fold_assignment", "run_h2o", "to_h2o_frame"]
 
@@ -246,10 +246,7 @@ def _fold_scores(model_id, group, y, cv_pred, folds, task, classes, col):
     rows = []
     for k in np.unique(folds):
         mask = folds == k
-        if task == "binary" and len(np.unique(y[mask])) < 2:
-            value = np.nan
-        else:
-            value = h2o_metrics(task, y[mask], cv_pred[mask], classes)[col]
+        value = fold_metric(task, y[mask], cv_pred[mask], classes, col)
         rows.append({"model_id": model_id, "group": group, "fold": int(k), col: value})
     return pd.DataFrame(rows)
 

@@ -204,14 +204,12 @@ def run(args, out=None):
     keras_board, keras_folds, keras_secs, aml = run_keras(data, args)
 
     task = data.task
-    sort_col, descending = automl.resolve_sort_metric(task, args.sort_metric)
+    sort_col, _ = automl.resolve_sort_metric(task, args.sort_metric)
     cv_cols = automl.LEADERBOARD_COLUMNS[task][1:]
     columns = ["source", "model_id", *cv_cols, "normalization", "algo", "training_time_ms",
                "predict_time_per_row_ms", *[f"test_{c}" for c in cv_cols]]
     board = pd.concat([b for b in (keras_board, h2o_board) if b is not None and len(b)], ignore_index=True)
-    board = board.reindex(columns=columns)
-    board = board.sort_values(sort_col, ascending=not descending, kind="mergesort",
-                              na_position="last").reset_index(drop=True)
+    board = automl.sort_leaderboard(board.reindex(columns=columns), task, args.sort_metric)
     fold_scores = pd.concat([f for f in (keras_folds, h2o_folds) if f is not None], ignore_index=True)
 
     ctx = dict(dataset=data.name, task=task, task_source=_task_source(args), shape=tuple(data.X.shape),

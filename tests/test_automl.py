@@ -195,9 +195,10 @@ def test_bad_input_is_named():
 
 
 def test_search_space_pairs_every_configuration_with_every_normalization():
-    aml = AutoML(seed=0)
+    from keras_ln.automl._search import candidates
+
     cands = []
-    for mid, params in aml._candidates("mlp", ("layer", "batch", None)):
+    for mid, params in candidates("mlp", ("layer", "batch", None), 0):
         cands.append((mid, params))
         if len(cands) == 9:
             break
@@ -209,7 +210,7 @@ def test_search_space_pairs_every_configuration_with_every_normalization():
     # the three models of a configuration differ only in their normalization
     strip = [{k: v for k, v in p.items() if k != "normalization"} for _, p in cands]
     assert strip[3] == strip[4] == strip[5] and strip[3] != strip[0]
-    rnn = [p for _, p in zip(range(40), aml._candidates("rnn", ("layer", "batch", None)))]
+    rnn = [p for _, p in zip(range(40), candidates("rnn", ("layer", "batch", None), 0))]
     assert not any(p["cell"] == "gru" and p["normalization"] == "batch" for _, p in rnn)
     assert {p["cell"] for _, p in rnn} == {"lstm", "gru"}
 
@@ -250,7 +251,7 @@ def test_regression_with_given_folds_and_runtime_budget(monkeypatch):
     X, y = _subset(X, y, 90)
     folds = np.arange(90) % 2
     clock = iter(np.arange(0, 1000, 1.0))  # every call of the clock advances 1 s
-    monkeypatch.setattr(automl, "_clock", lambda: next(clock))
+    monkeypatch.setattr(automl._automl, "_clock", lambda: next(clock))
     aml = AutoML(max_runtime_secs=2.5, seed=1, max_iter=2, normalizations=("layer", None)).fit(X, y, folds=folds)
     # checks at t=1 and t=2 start a model; the check at t=3 is past the budget
     assert len(aml.leaderboard) == 2 and aml.stopped_by_ == "max_runtime_secs"
