@@ -22,17 +22,6 @@ RNN_SPACE = {
 _NORM_TAG = {"layer": "LN", "batch": "BN", None: "none"}
 
 
-def _estimator_classes():
-    from keras_ln import sklearn as kls  # deferred: pulls in the keras estimators
-
-    return {
-        ("mlp", True): kls.MLPClassifier,
-        ("mlp", False): kls.MLPRegressor,
-        ("rnn", True): kls.LSTMClassifier,
-        ("rnn", False): kls.LSTMRegressor,
-    }
-
-
 def candidates(family, norms, seed):
     """Yield (model_id, params) in search order until the declared space is exhausted.
 
