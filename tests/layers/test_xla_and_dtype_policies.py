@@ -107,7 +107,6 @@ def test_inside_any_jit_compiled_tf_function(name, inside, outside,
     x = tf.constant(x)
     layer(x)
 
-    @tf.function(jit_compile=True)
     def outputs_and_gradient(x):
         with tf.GradientTape() as tape:
             tape.watch(x)
@@ -115,16 +114,9 @@ def test_inside_any_jit_compiled_tf_function(name, inside, outside,
             loss = tf.reduce_sum(y * y)
         return y, tape.gradient(loss, [x] + layer.trainable_weights)
 
-    def eager(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-            loss = tf.reduce_sum(y * y)
-        return y, tape.gradient(loss, [x] + layer.trainable_weights)
-
-    y_jit, g_jit = outputs_and_gradient(x)
+    y_jit, g_jit = tf.function(outputs_and_gradient, jit_compile=True)(x)
     assert chosen[-1] == inside
-    y, g = eager(x)
+    y, g = outputs_and_gradient(x)
     assert chosen[-1] == outside
     np.testing.assert_allclose(y_jit.numpy(), y.numpy(), atol=1e-5)
     for a, b in zip(g_jit, g):
