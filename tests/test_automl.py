@@ -194,25 +194,145 @@ def test_bad_input_is_named():
         AutoML(max_models=1).fit(np.zeros((10, 2)), np.zeros(10, dtype=int), task="binary")
 
 
-def test_search_space_pairs_every_configuration_with_every_normalization():
-    from keras_ln.automl._search import candidates
+# ---------------------------------------------------------------------------
+# the search (Optuna), with fast stand-in models where only the search is tested
+# ---------------------------------------------------------------------------
+def _stand_in_make(self, family, classification, params, seed):
+    """A fast stand-in for the nets: linear discriminant analysis whose shrinkage follows the
+    learning rate; a learning rate below 1.5e-4 gives a constant predictor instead, a
+    configuration made to be bad (AUC 0.5 on every fold)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.dummy import DummyClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
 
-    cands = []
-    for mid, params in candidates("mlp", ("layer", "batch", None), 0):
-        cands.append((mid, params))
-        if len(cands) == 9:
-            break
-    assert [c[0] for c in cands[:3]] == ["MLP_1_LN", "MLP_1_BN", "MLP_1_none"]
-    assert [c[1]["normalization"] for c in cands] == ["layer", "batch", None] * 3
-    # the first configuration is the declared default
-    assert {k: v for k, v in cands[0][1].items() if k != "normalization"} == {
-        k: v[0] for k, v in automl.MLP_SPACE.items()}
-    # the three models of a configuration differ only in their normalization
-    strip = [{k: v for k, v in p.items() if k != "normalization"} for _, p in cands]
-    assert strip[3] == strip[4] == strip[5] and strip[3] != strip[0]
-    rnn = [p for _, p in zip(range(40), candidates("rnn", ("layer", "batch", None), 0))]
-    assert not any(p["cell"] == "gru" and p["normalization"] == "batch" for _, p in rnn)
-    assert {p["cell"] for _, p in rnn} == {"lstm", "gru"}
+    lr = params["learning_rate_init"]
+    model = DummyClassifier() if lr < 1.5e-4 else LinearDiscriminantAnalysis(solver="lsqr", shrinkage=min(1, 30 * lr))
+    return make_pipeline(FunctionTransformer(lambda X: X.reshape(len(X), -1)), model)
+
+
+@pytest.fixture
+def stand_in_models(monkeypatch):
+    monkeypatch.setattr(AutoML, "_make", _stand_in_make)
+
+
+def _nets(lb):
+    """The leaderboard's nets."""
+    return lb[lb["normalization"].isin(["layer", "batch", "none"])]
+
+
+def _config(params):
+    return {k: v for k, v in params.items() if k != "normalization"}
+
+
+def test_the_portfolio_comes_first_then_optuna_samples_the_declared_space(stand_in_models):
+    from keras_ln.automl import _search
+
+    X, y, _ = load_breast_cancer()
+    aml = AutoML(max_models=30, nfolds=2, seed=0).fit(*_subset(X, y, 100))
+    portfolio = _search.PORTFOLIO["mlp"]
+    trials = aml.study_.trials
+    assert len(trials) >= 10 and aml.stopped_by_ == "max_models"  # 10, and those pruned
+    assert [t.params for t in trials[: len(portfolio)]] == portfolio
+    assert all(t.user_attrs.get("portfolio") for t in trials[: len(portfolio)])
+    assert not any(t.user_attrs.get("portfolio") for t in trials[len(portfolio):])
+    for t in trials:  # every sampled value lies in the declared space
+        assert set(t.params) == set(automl.MLP_SPACE)
+        assert all(automl.MLP_SPACE[k]._contains(automl.MLP_SPACE[k].to_internal_repr(v))
+                   for k, v in t.params.items())
+    # the estimator parameters of configuration 1: depth x width becomes hidden_layer_sizes
+    first = portfolio[0]
+    assert aml.params_["MLP_1_LN"] == {
+        "hidden_layer_sizes": (first["width"],) * first["depth"], "normalization": "layer",
+        **{k: v for k, v in first.items() if k not in ("depth", "width")}}
+    # the value Optuna was told is the mean over the configuration's normalizations
+    lb = aml.leaderboard.set_index("model_id")
+    assert trials[0].value == pytest.approx(lb.loc[["MLP_1_LN", "MLP_1_BN", "MLP_1_none"], "auc"].mean())
+    assert aml.study_.direction.name == "MAXIMIZE"
+
+
+def test_same_seed_same_configurations_and_leaderboard(stand_in_models):
+    X, y, _ = load_breast_cancer()
+    X, y = _subset(X, y, 100)
+    runs = [AutoML(max_models=36, nfolds=2, seed=s, normalizations=("layer", None)).fit(X, y) for s in (5, 5, 6)]
+    same, again, other = ([t.params for t in aml.study_.trials] for aml in runs)
+    assert len(same) >= 18 and same == again  # 18 configurations trained, and those pruned
+    assert other != same  # after the portfolio, the seed decides
+    volatile = ["training_time_ms", "predict_time_per_row_ms"]
+    pd.testing.assert_frame_equal(runs[0].leaderboard.drop(columns=volatile),
+                                  runs[1].leaderboard.drop(columns=volatile))
+
+
+def test_every_configuration_is_trained_with_every_normalization_on_the_same_folds(stand_in_models):
+    X, y, _ = load_sequential_digits()
+    keep = y < 2
+    X, y = _subset(X[keep], y[keep], 60)
+    aml = AutoML(max_models=40, nfolds=3, seed=2).fit(X, y)
+    by_config = {}
+    for model_id, params in aml.params_.items():
+        family, number, _ = model_id.split("_")
+        by_config.setdefault(int(number), []).append((model_id, params))
+    cells = set()
+    for number, models in by_config.items():
+        trial = aml.study_.trials[number - 1]
+        cells.add(trial.params["cell"])
+        expected = ["layer", None] if trial.params["cell"] == "gru" else ["layer", "batch", None]
+        if trial.state.name != "COMPLETE":  # cut short by max_models
+            assert number == max(by_config) and aml.stopped_by_ == "max_models"
+            continue
+        assert [p["normalization"] for _, p in models] == expected  # no batch-normalized GRU
+        assert all(_config(p) == _config(models[0][1]) for _, p in models)
+        assert all(m.startswith(trial.params["cell"].upper()) for m, _ in models)
+        folds = aml.fold_scores_[aml.fold_scores_["model_id"].isin([m for m, _ in models])]
+        assert len(folds) == 3 * len(models) and set(folds["fold"]) == {0, 1, 2}
+    assert cells == {"lstm", "gru"} and len(_nets(aml.leaderboard)) == 40
+
+
+def test_a_configuration_made_bad_is_pruned_with_its_normalizations(stand_in_models, monkeypatch):
+    from keras_ln.automl import _search
+
+    portfolio = _search.PORTFOLIO["mlp"]
+    good = [{**portfolio[0], "learning_rate_init": lr} for lr in (1e-3, 3e-3, 1e-2)]
+    bad = {**portfolio[0], "learning_rate_init": 1e-4}  # the stand-in cannot learn with it
+    monkeypatch.setitem(_search.PORTFOLIO, "mlp", good + [bad])
+    X, y, _ = load_breast_cancer()
+    aml = AutoML(max_models=12, nfolds=4, seed=0, normalizations=("layer", "batch", None)).fit(*_subset(X, y, 120))
+    states = [t.state.name for t in aml.study_.trials]
+    assert states == ["COMPLETE"] * 3 + ["PRUNED"] + ["COMPLETE"]
+    # pruned at the first fold it could be (the second), with its first model; its other
+    # normalizations were never trained, and nothing of it is in the leaderboard
+    assert list(aml.pruned_) == ["MLP_4_LN"] and aml.pruned_["MLP_4_LN"].startswith("pruned after fold 2 of 4")
+    assert aml.study_.trials[3].intermediate_values == {0: 0.5, 1: 0.5}
+    assert not any(m.startswith("MLP_4_") for m in aml.leaderboard["model_id"])
+    assert not any(m.startswith("MLP_4_") for m in aml.fold_scores_["model_id"])
+    assert set(_nets(aml.leaderboard)["model_id"].str[:5]) == {"MLP_1", "MLP_2", "MLP_3", "MLP_5"}
+
+
+def test_optuna_is_quiet_during_the_search_and_restored_after(stand_in_models, capfd):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        X, y, _ = load_breast_cancer()
+        aml = AutoML(max_models=6, nfolds=2, seed=0).fit(*_subset(X, y, 60))
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    assert len(aml.study_.trials) == 2 and "Trial" not in capfd.readouterr().err
+
+
+def test_a_fixed_batch_size_is_not_searched(monkeypatch):
+    real_make = AutoML._make
+    monkeypatch.setattr(AutoML, "_make", _stand_in_make)
+    X, y, _ = load_breast_cancer()
+    aml = AutoML(max_models=15, nfolds=2, seed=0, batch_size=16).fit(*_subset(X, y, 60))
+    assert all("batch_size" not in t.params for t in aml.study_.trials)
+    assert all("batch_size" not in p for p in aml.params_.values())
+    assert real_make(aml, "mlp", True, aml.params_["MLP_1_LN"], 0)[-1].batch_size == 16
+    # searched, it replaces batch_size="auto"
+    searched = AutoML(max_models=3, nfolds=2, seed=0).fit(*_subset(X, y, 60))
+    assert real_make(searched, "mlp", True, searched.params_["MLP_1_LN"], 0)[-1].batch_size == (
+        searched.study_.trials[0].params["batch_size"])
 
 
 # ---------------------------------------------------------------------------
@@ -241,6 +361,9 @@ def test_binary_search_end_to_end():
     assert sorted(aml.fold_scores_["fold"].unique()) == [0, 1, 2] and len(aml.fold_scores_) == 9
     assert aml.leader is aml.models_[lb["model_id"].iloc[0]]
     assert set(aml.models_) == set(lb["model_id"])
+    # the three nets are one configuration under each normalization, with the same seed
+    nets = [aml.models_[m][-1].get_params() for m in sorted(_nets(lb)["model_id"])]
+    assert [p.pop("normalization") for p in nets] == ["batch", "layer", None] and nets[0] == nets[1] == nets[2]
     proba = aml.leader.predict_proba(X[:7])
     assert proba.shape == (7, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
@@ -273,6 +396,18 @@ def test_sequence_search_uses_recurrent_nets():
     assert lb["mean_per_class_error"].is_monotonic_increasing
     assert aml.leader[-1].__class__.__name__ == "LSTMClassifier"
     assert aml.leader.predict(X[:4]).shape == (4,)
+
+
+def test_same_seed_same_leaderboard_with_real_nets():
+    X, y, _ = load_breast_cancer()
+    X, y = _subset(X, y, 60)
+    runs = [AutoML(max_models=2, nfolds=2, seed=3, max_iter=2, normalizations=("layer", "batch")).fit(X, y)
+            for _ in range(2)]
+    volatile = ["training_time_ms", "predict_time_per_row_ms"]
+    first, second = (_nets(aml.leaderboard).drop(columns=volatile) for aml in runs)
+    assert len(first) == 2
+    pd.testing.assert_frame_equal(first, second)
+    assert [t.params for t in runs[0].study_.trials] == [t.params for t in runs[1].study_.trials]
 
 
 def test_a_failing_model_is_skipped_like_h2o(monkeypatch):

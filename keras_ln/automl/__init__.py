@@ -4,7 +4,7 @@
 - `_leaderboard`: H2O's sort metrics and sorting (`sort_leaderboard`);
 - `_folds`: the fold assignment (`make_folds`);
 - `_preprocessing`: what every model puts in front of its net;
-- `_search`: the search space of each family and its order;
+- `_search`: the search (Optuna): the space of each family, its portfolio, pruning;
 - `_automl`: `AutoML` itself.
 
 Example

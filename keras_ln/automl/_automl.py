@@ -2,9 +2,12 @@
 
 `AutoML` searches the estimator families that fit the data (MLP for tabular
 X of shape (n, F), LSTM/GRU for sequences of shape (n, T, F)) over the
-normalizations ("layer", "batch", None) and a declared space of sizes,
-learning rates and dropout (`_search`). Every candidate is cross-validated
-on the same folds (`_folds`); the leaderboard holds H2O AutoML's own columns
+normalizations ("layer", "batch", None) and a declared space of depths,
+widths, learning rates, dropout, batch sizes and weight decay (plus cell and
+direction for recurrent nets) with Optuna (`_search`): a portfolio of strong
+default configurations first, then a seeded TPE sampler, poor configurations
+pruned on their first folds. Every configuration is trained once with each
+normalization, on the same folds (`_folds`) with the same seed; the leaderboard holds H2O AutoML's own columns
 for the task, computed from the cross-validated predictions with the
 definitions H2O uses (`_metrics`), and is sorted like H2O's
 (`_leaderboard`).
@@ -14,6 +17,7 @@ import time
 import warnings
 
 import numpy as np
+import optuna
 import pandas as pd
 from sklearn.base import clone
 from sklearn.model_selection import PredefinedSplit
@@ -28,10 +32,11 @@ from keras_ln.automl._metrics import LEADERBOARD_COLUMNS
 from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._metrics import h2o_metrics
 from keras_ln.automl._preprocessing import make_scaler
+from keras_ln.automl import _search
 from keras_ln.automl._search import _NORM_TAG
-from keras_ln.automl._search import candidates
 
 _clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
+_MAX_FAILED_IN_A_ROW = 10  # the search gives up after this many configurations without a model
 
 
 def _estimator_classes():
@@ -59,18 +64,25 @@ class AutoML:
     nfolds : int, default=5
         Folds of the cross-validation that fills the leaderboard.
     seed : int or None, default=None
-        Seeds the fold assignment, the sampling of the search space and every
-        estimator's ``random_state``.
+        Seeds the fold assignment, the sampling of the search space (Optuna's
+        ``TPESampler``; None: unseeded) and every estimator's ``random_state``
+        (None: 0).
     sort_metric : str, default="AUTO"
         As H2O's: "AUTO" sorts by auc (binary), mean_per_class_error
         (multiclass), mean_residual_deviance (regression).
     normalizations : tuple, default=("layer", "batch", None)
-        Every sampled configuration is trained once with each of these.
+        Every sampled configuration is trained once with each of these, on the
+        same folds with the same seed, so that its models differ only in their
+        normalization ("batch" is left out for GRU configurations: keras_ln
+        has no batch-normalized GRU). When a budget ends the search in the
+        middle of a configuration, that last one lacks some of them.
     max_iter : int, default=50
         Epochs per fit.
     early_stopping : bool, default=True
         Passed to the estimators (holds out 10% of each training fold).
     batch_size : int or "auto", default="auto"
+        "auto": searched (the family's ``batch_size`` in `_search`); an int
+        fixes it for every model.
     refit : {"leader", "all"}, default="leader"
         Refit the leader only, or every model, on all training rows (the
         refitted models are in ``models_``).
@@ -103,8 +115,22 @@ class AutoML:
     failed_ : dict
         model_id -> error of the models whose training failed; like H2O
         AutoML, a failing model is skipped (with a RuntimeWarning).
+    study_ : optuna.study.Study
+        The search: one trial per configuration, numbered like the model ids
+        (trial ``k - 1`` is configuration ``k``: ``MLP_k_LN``, ...); its
+        value is the mean of the configuration's models' sort metric.
+        Trials are COMPLETE, PRUNED, or FAIL (no model finished, or the
+        budget stopped the search within the configuration: user attribute
+        ``stopped_by``). The portfolio's trials have the user attribute
+        ``portfolio``.
+    pruned_ : dict
+        model_id -> why Optuna's pruner stopped it: a configuration whose first
+        model's folds are worse than the median of the finished
+        configurations; its other normalizations are not trained, and none
+        of it is in the leaderboard.
     stopped_by_ : str
-        "max_models", "max_runtime_secs" or "search space exhausted".
+        "max_models", "max_runtime_secs", or "10 configurations failed in a
+        row".
     runtime_secs_ : float
         Wall time of the search (without the leader's refit).
     """
@@ -164,14 +190,9 @@ class AutoML:
 
     def _make(self, family, classification, params, seed):
         est_cls = _estimator_classes()[(family, classification)]
-        est = est_cls(
-            **params,
-            max_iter=self.max_iter,
-            early_stopping=self.early_stopping,
-            batch_size=self.batch_size,
-            random_state=seed,
-            verbose=0,
-        )
+        kwargs = dict(max_iter=self.max_iter, early_stopping=self.early_stopping, batch_size=self.batch_size,
+                      random_state=seed, verbose=0)
+        est = est_cls(**{**kwargs, **params})  # a searched batch_size replaces "auto"
         return Pipeline([("scale", make_scaler(family)), ("model", est)])
 
     # -- fit ----------------------------------------------------------------
@@ -210,7 +231,7 @@ class AutoML:
             self.classes_ = np.unique(y)
             if len(self.classes_) < 2:
                 raise ValueError("`y` holds a single class; classification needs at least 2.")
-        sort_col, _ = resolve_sort_metric(self.task_, self.sort_metric)
+        sort_col, higher_is_better = resolve_sort_metric(self.task_, self.sort_metric)
 
         if folds is None:
             folds = make_folds(y, self.task_, self.nfolds, self.seed)
@@ -228,37 +249,72 @@ class AutoML:
         start = _clock()
         rows, fold_rows = [], []
         self.cv_predictions_, self.params_, self.models_, self.stopped_by_ = {}, {}, {}, None
-        self.failed_ = {}
+        self.failed_, self.pruned_ = {}, {}
         bar = tqdm(total=self.max_models, desc="keras_ln AutoML", unit="model",
                    disable=not self.verbose, leave=True)
         seed = self.seed if self.seed is not None else 0
-        for model_id, params in candidates(family, norms, self.seed):
+
+        def out_of_budget():  # checked before every model, as H2O does
             if self.max_models is not None and len(rows) >= self.max_models:
                 self.stopped_by_ = "max_models"
-                break
-            if budget is not None and _clock() - start >= budget:
+            elif budget is not None and _clock() - start >= budget:
                 self.stopped_by_ = "max_runtime_secs"
-                break
-            bar.set_postfix_str(f"training {model_id}", refresh=True)
-            try:
-                row, model_folds, cv_pred, full = self._train_one(
-                    X, y, splits, family, classification, model_id, params, seed, sort_col)
-            except Exception as exc:  # noqa: BLE001 - like H2O AutoML: a failing model is skipped
-                self.failed_[model_id] = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"AutoML: {model_id} failed and is skipped: {self.failed_[model_id]}",
-                              RuntimeWarning, stacklevel=2)
-                continue
-            rows.append(row)
-            bar.update(1)
-            fold_rows.extend(model_folds)
-            self.cv_predictions_[model_id] = cv_pred
-            self.params_[model_id] = params
-            if full is not None:
-                self.models_[model_id] = full
+            return self.stopped_by_ is not None
+
+        # Optuna proposes configurations (its portfolio first); each is trained
+        # once per normalization, paired, and its mean sort metric is told back.
+        fixed = {} if isinstance(self.batch_size, str) else {"batch_size": self.batch_size}
+        space = _search.search_space(family, fixed)
+        failed_in_a_row = 0
+        with _search.quiet_optuna():
+            self.study_ = _search.make_study(family, higher_is_better, self.seed, fixed)
+            while not out_of_budget():
+                trial = self.study_.ask(space)
+                config = _search.to_params(family, trial.params)
+                values, pruned = [], None
+                for i, norm in enumerate(_search.normalizations_for(config, norms)):
+                    if i and out_of_budget():
+                        break
+                    model_id = _search.model_id(family, trial.number + 1, config, norm)
+                    params = {**config, "normalization": norm}
+                    # the configuration's first model reports its folds to the pruner
+                    report = _search.fold_reporter(trial, len(splits), sort_col) if i == 0 else None
+                    bar.set_postfix_str(f"training {model_id}"
+                                        + (f" ({len(self.pruned_)} pruned)" if self.pruned_ else ""), refresh=True)
+                    try:
+                        row, model_folds, cv_pred, full = self._train_one(
+                            X, y, splits, family, classification, model_id, params, seed, sort_col, report)
+                    except optuna.TrialPruned as exc:
+                        pruned = self.pruned_[model_id] = str(exc)
+                        break
+                    except Exception as exc:  # noqa: BLE001 - like H2O AutoML: a failing model is skipped
+                        self.failed_[model_id] = f"{type(exc).__name__}: {exc}"
+                        warnings.warn(f"AutoML: {model_id} failed and is skipped: {self.failed_[model_id]}",
+                                      RuntimeWarning, stacklevel=2)
+                        continue
+                    rows.append(row)
+                    bar.update(1)
+                    fold_rows.extend(model_folds)
+                    self.cv_predictions_[model_id] = cv_pred
+                    self.params_[model_id] = params
+                    if full is not None:
+                        self.models_[model_id] = full
+                    values.append(row[sort_col])
+                failed_in_a_row = failed_in_a_row + 1 if not values and pruned is None else 0
+                if pruned is not None:
+                    self.study_.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                elif self.stopped_by_ is not None:  # cut short by the budget: not every normalization ran
+                    trial.set_user_attr("stopped_by", self.stopped_by_)
+                    self.study_.tell(trial, state=optuna.trial.TrialState.FAIL)
+                elif np.any(np.isfinite(values)):
+                    self.study_.tell(trial, float(np.nanmean(values)))
+                else:
+                    self.study_.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if failed_in_a_row >= _MAX_FAILED_IN_A_ROW:
+                    self.stopped_by_ = f"{_MAX_FAILED_IN_A_ROW} configurations failed in a row"
+                    break
         bar.set_postfix_str("done")
         bar.close()
-        if self.stopped_by_ is None and len(rows):
-            self.stopped_by_ = "search space exhausted"
 
         columns = LEADERBOARD_COLUMNS[self.task_] + EXTRA_COLUMNS
         self.leaderboard = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
@@ -277,8 +333,12 @@ class AutoML:
         self.leader = self.models_[leader_id]
         return self
 
-    def _train_one(self, X, y, splits, family, classification, model_id, params, seed, sort_col):
-        """Cross-validate one model (and refit it on all rows when refit="all")."""
+    def _train_one(self, X, y, splits, family, classification, model_id, params, seed, sort_col, report=None):
+        """Cross-validate one model (and refit it on all rows when refit="all").
+
+        ``report(fold, metric)``, if given, is called after every fold and may
+        raise ``optuna.TrialPruned`` to stop the model early.
+        """
         est = self._make(family, classification, params, seed)
         n_out = len(self.classes_) if classification else 1
         cv_pred = np.zeros((len(y), n_out)) if classification else np.zeros(len(y))
@@ -302,6 +362,8 @@ class AutoML:
             fit_s += t1 - t0
             fold_rows.append({"model_id": model_id, "normalization": params["normalization"] or "none",
                               "fold": k, sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)})
+            if report is not None:
+                report(k, fold_rows[-1][sort_col])
         if not np.all(np.isfinite(cv_pred)):
             raise ValueError("non-finite cross-validated predictions (the training diverged)")
         row = {"model_id": model_id}
