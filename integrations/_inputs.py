@@ -22,7 +22,8 @@ from integrations._errors import CLIError
 
 # keras_ln.datasets.DATASETS, spelled out so that --help imports nothing heavy
 # (tests/integrations/test_cli_inputs.py keeps the two equal).
-DATASET_NAMES = ("adding_problem", "breast_cancer", "diabetes", "digits", "sequential_digits", "wine")
+DATASET_NAMES = ("adding_problem", "breast_cancer", "diabetes", "digits", "ragged_sequences", "sequential_digits",
+                 "wine")
 TASKS = ("binary", "multiclass", "regression")
 
 

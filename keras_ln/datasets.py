@@ -3,7 +3,9 @@
 Every loader returns ``(X, y, task)`` where ``task`` is one of ``"binary"``,
 ``"multiclass"`` or ``"regression"``. Tabular loaders return ``X`` of shape
 ``(n_samples, n_features)``, sequence loaders ``(n_samples, n_timesteps,
-n_features)``.
+n_features)``. Sequences of different lengths are padded at the end with
+all-NaN time steps (`make_ragged_sequences`, `load_npz`), which
+`keras_ln.automl.AutoML` and the LSTM estimators (given a list) mask.
 
 Examples
 --------
@@ -31,8 +33,12 @@ __all__ = [
     "load_diabetes",
     "load_sequential_digits",
     "make_adding_problem",
+    "make_ragged_sequences",
     "load_csv",
     "load_npz",
+    "check_sequences",
+    "pad_sequences",
+    "sequence_lengths",
 ]
 
 TASKS = ("binary", "multiclass", "regression")
@@ -155,6 +161,124 @@ def make_adding_problem(n_samples=1000, n_timesteps=50, *, random_state=0):
     return X, y.astype(np.float64), "regression"
 
 
+def make_ragged_sequences(n_samples=300, min_timesteps=8, max_timesteps=24, *, n_classes=3, noise=0.3,
+                          random_state=0):
+    """Sequences of different lengths, NaN-padded at the end: which frequency is it? (multiclass).
+
+    Sequence ``i`` has ``T_i`` steps (uniform in [min_timesteps,
+    max_timesteps]) of two features, ``sin`` and ``cos`` of a phase that
+    turns ``c + 1`` times over the sequence (``c`` its class), from a random
+    start, plus Gaussian noise. The class is a property of the whole
+    sequence relative to its own length, so the padding must be ignored, not
+    read as data. Steps past ``T_i`` are all NaN.
+
+    Parameters
+    ----------
+    n_samples : int, default=300
+    min_timesteps, max_timesteps : int, default=8, 24
+        Range of the lengths; ``2 <= min_timesteps <= max_timesteps``. Below
+        ``2 * n_classes + 1`` steps the fastest phase is undersampled.
+    n_classes : int, default=3
+        At least 2.
+    noise : float, default=0.3
+        Standard deviation of the noise added to both features.
+    random_state : int, default=0
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, max_timesteps, 2), float32, NaN-padded
+    y : ndarray of shape (n_samples,), int64 in [0, n_classes)
+    task : "binary" (n_classes=2) or "multiclass"
+
+    Examples
+    --------
+    >>> X, y, task = make_ragged_sequences(n_samples=4, min_timesteps=3, max_timesteps=5, random_state=1)
+    >>> X.shape, task
+    ((4, 5, 2), 'multiclass')
+    >>> lengths = (~np.isnan(X[:, :, 0])).sum(axis=1)   # the real steps of each sequence
+    """
+    for name, value, low in (("n_samples", n_samples, 1), ("min_timesteps", min_timesteps, 2),
+                             ("max_timesteps", max_timesteps, 2), ("n_classes", n_classes, 2)):
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
+    if max_timesteps < min_timesteps:
+        raise ValueError(f"Expected `max_timesteps` >= `min_timesteps` ({min_timesteps}). "
+                         f"Received: max_timesteps={max_timesteps!r}")
+    rng = np.random.default_rng(random_state)
+    y = rng.integers(0, n_classes, size=n_samples)
+    lengths = rng.integers(min_timesteps, max_timesteps + 1, size=n_samples)
+    start = rng.uniform(0, 2 * np.pi, size=n_samples)
+    X = np.full((n_samples, max_timesteps, 2), np.nan)
+    for i in range(n_samples):
+        phase = start[i] + 2 * np.pi * (y[i] + 1) * np.arange(lengths[i]) / lengths[i]
+        X[i, : lengths[i]] = np.column_stack([np.sin(phase), np.cos(phase)])
+        X[i, : lengths[i]] += rng.normal(scale=noise, size=(lengths[i], 2))
+    return X.astype(np.float32), y.astype(np.int64), "binary" if n_classes == 2 else "multiclass"
+
+
+# ---------------------------------------------------------------------------
+# Sequences of different lengths: NaN padding at the end
+# ---------------------------------------------------------------------------
+def pad_sequences(sequences, name="X"):
+    """A list of (T_i, F) arrays as one float array (n, max T_i, F), NaN-padded at the end."""
+    arrays = []
+    for i, seq in enumerate(sequences):
+        a = np.asarray(seq)
+        if a.ndim != 2:
+            raise ValueError(f"Expected `{name}` as a list of 2-D arrays (n_timesteps_i, n_features). "
+                             f"Received: {name}[{i}] with shape {a.shape}")
+        if not np.issubdtype(a.dtype, np.number) or a.dtype.kind == "c":
+            raise ValueError(f"Expected `{name}` to hold real numbers. Received: {name}[{i}] of dtype {a.dtype}")
+        arrays.append(a)
+    if not arrays:
+        raise ValueError(f"Expected `{name}` to hold at least one sequence. Received: an empty list")
+    widths = sorted({a.shape[1] for a in arrays})
+    if len(widths) > 1:
+        raise ValueError(f"Expected every sequence of `{name}` to have the same number of features per time "
+                         f"step. Received: {widths}")
+    dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+    out = np.full((len(arrays), max(a.shape[0] for a in arrays), widths[0]), np.nan, dtype)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+    return out
+
+
+def sequence_lengths(X):
+    """Real time steps of each sequence of a NaN-padded (n, T, F) array."""
+    real = ~np.all(np.isnan(X), axis=2)
+    return np.where(real.any(axis=1), X.shape[1] - np.argmax(real[:, ::-1], axis=1), 0)
+
+
+def check_sequences(X, name="X"):
+    """Raise ValueError unless every NaN of the (n, T, F) array ``X`` belongs to whole time steps at the end.
+
+    Returns the length (real time steps) of every sequence.
+    """
+    X = np.asarray(X)
+    if np.isinf(X).any():
+        i, t, f = np.argwhere(np.isinf(X))[0]
+        raise ValueError(f"Expected `{name}` without infinite values. Received: {X[i, t, f]} in sequence {i}, "
+                         f"time step {t}, feature {f}")
+    nan = np.isnan(X)
+    partial = nan.any(axis=2) & ~nan.all(axis=2)
+    if partial.any():
+        i, t = np.argwhere(partial)[0]
+        raise ValueError(f"Expected `{name}` sequences whose NaN fill whole time steps at the end (padding). "
+                         f"Received: {int(partial.sum())} time step(s) with NaN in only some features, the first "
+                         f"in sequence {i}, time step {t}")
+    lengths = sequence_lengths(X)
+    inside = nan.all(axis=2) & (np.arange(X.shape[1]) < lengths[:, None])
+    if inside.any():
+        i, t = np.argwhere(inside)[0]
+        raise ValueError(f"Expected `{name}` sequences whose NaN fill whole time steps at the end (padding). "
+                         f"Received: an all-NaN time step inside sequence {i} (step {t} of {lengths[i]})")
+    if (lengths == 0).any():
+        empty = np.flatnonzero(lengths == 0)
+        raise ValueError(f"Expected every sequence of `{name}` to have at least one time step that is not NaN. "
+                         f"Received: {len(empty)} all-NaN sequence(s), the first at index {empty[0]}")
+    return lengths
+
+
 # ---------------------------------------------------------------------------
 # A user's files
 # ---------------------------------------------------------------------------
@@ -273,6 +397,10 @@ def load_csv(path, target, *, task=None, max_categories=50):
 def load_npz(path, *, task=None):
     """Load a user's ``.npz`` holding ``X`` (n × T × F, or n × F) and ``y`` (n,).
 
+    Sequences of different lengths are padded at the end with all-NaN time
+    steps; any other NaN in sequences is an error. In a table (n × F), NaN
+    are missing values (`keras_ln.automl.AutoML` imputes them).
+
     Returns
     -------
     X : ndarray, float32
@@ -308,10 +436,16 @@ def load_npz(path, *, task=None):
         raise ValueError(
             f"Expected y in {path!r} of shape ({len(X)},). Received: y with shape {y.shape}"
         )
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"X in {path!r} must be numeric. Received dtype {X.dtype}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"X in {path!r} holds NaN or infinite values.")
+    if not np.issubdtype(X.dtype, np.number) or X.dtype.kind == "c":
+        raise ValueError(f"X in {path!r} must hold real numbers. Received dtype {X.dtype}")
+    if X.ndim == 3:
+        try:
+            check_sequences(X, "X")
+        except ValueError as exc:
+            raise ValueError(f"X in {path!r}: {exc}") from None
+    elif np.isinf(X).any():
+        raise ValueError(f"X in {path!r} holds {int(np.isinf(X).sum())} infinite value(s); NaN (missing) are "
+                         "imputed, infinite values are not.")
     task = _check_task(task, y)
     return X.astype(np.float32), y, task
 
@@ -323,6 +457,7 @@ DATASETS = {
     "diabetes": load_diabetes,
     "sequential_digits": load_sequential_digits,
     "adding_problem": make_adding_problem,
+    "ragged_sequences": make_ragged_sequences,
 }
 
 

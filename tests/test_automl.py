@@ -186,10 +186,16 @@ def test_bad_parameters_are_named(kwargs, word):
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="shape"):
         AutoML(max_models=1).fit(np.zeros((10, 2, 2, 2)), np.arange(10))
-    with pytest.raises(ValueError, match="lengths"):
+    with pytest.raises(ValueError, match=r"`y` with one value per row of `X` \(10\)"):
         AutoML(max_models=1).fit(np.zeros((10, 2)), np.arange(9))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"every column of `X`.*2 column\(s\) of only NaN"):
         AutoML(max_models=1).fit(np.full((10, 2), np.nan), np.arange(10))
+    with pytest.raises(ValueError, match="`X` without infinite values"):
+        AutoML(max_models=1).fit(np.full((10, 2), np.inf), np.arange(10))
+    with pytest.raises(ValueError, match="`X` to hold real numbers.*DataFrame"):
+        AutoML(max_models=1).fit(np.array([["a", "b"]] * 10), np.arange(10))
+    with pytest.raises(ValueError, match="`y` without missing values"):
+        AutoML(max_models=1).fit(np.zeros((10, 2)), np.r_[np.arange(9.0), np.nan])
     with pytest.raises(ValueError, match="single class"):
         AutoML(max_models=1).fit(np.zeros((10, 2)), np.zeros(10, dtype=int), task="binary")
 
@@ -425,3 +431,165 @@ def test_a_failing_model_is_skipped_like_h2o(monkeypatch):
         aml = AutoML(max_models=2, nfolds=2, seed=0, max_iter=1, normalizations=("layer", "batch", None)).fit(X, y)
     assert set(aml.leaderboard["model_id"]) == {"MLP_1_LN", "MLP_1_none"}
     assert aml.failed_ == {"MLP_1_BN": "FloatingPointError: diverged"}
+
+
+# ---------------------------------------------------------------------------
+# AutoML as a scikit-learn estimator: parameters, DataFrames, predict
+# ---------------------------------------------------------------------------
+def test_parameters_like_an_sklearn_estimator():
+    from sklearn.base import clone
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    aml = AutoML(max_models=4, nfolds=3, seed=7, normalizations=("layer", None), max_iter=5)
+    params = aml.get_params()
+    assert params["max_models"] == 4 and params["normalizations"] == ("layer", None) and params["max_iter"] == 5
+    twin = clone(aml)
+    assert twin is not aml and twin.get_params() == params
+    assert aml.set_params(nfolds=4) is aml and aml.nfolds == 4
+    assert repr(AutoML(max_models=4, seed=7)) == "AutoML(max_models=4, seed=7)"  # BaseEstimator's repr
+    with pytest.raises(InvalidParameterError, match=r"'max_runtime_secs' parameter of AutoML .* Got 0 instead"):
+        AutoML(max_runtime_secs=0).fit(np.zeros((10, 2)), np.arange(10) % 2)
+    with pytest.raises(InvalidParameterError, match="'batch_size' parameter of AutoML"):
+        AutoML(batch_size="big").fit(np.zeros((10, 2)), np.arange(10) % 2)
+
+
+def test_predict_and_the_fitted_attributes_before_fit_raise_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    aml = AutoML()
+    for call in (lambda: aml.predict(np.zeros((2, 2))), lambda: aml.predict_proba(np.zeros((2, 2))),
+                 lambda: aml.leaderboard, lambda: aml.leader):
+        with pytest.raises(NotFittedError, match="AutoML"):
+            call()
+
+
+def test_the_table_preprocessing_imputes_and_one_hot_encodes():
+    from sklearn.compose import ColumnTransformer
+
+    from keras_ln.automl import make_preprocessor
+
+    df = pd.DataFrame({"age": [30.0, np.nan, 50.0, 40.0], "color": ["red", "blue", None, "red"],
+                       "size": pd.Categorical(["S", "M", "S", "L"])})
+    pre = make_preprocessor(df)
+    assert isinstance(pre, ColumnTransformer)
+    Xt = pre.fit_transform(df)
+    names = list(pre.get_feature_names_out())
+    assert names == ["numeric__age", "numeric__missingindicator_age", "categorical__color_blue",
+                     "categorical__color_missing", "categorical__color_red", "categorical__size_L",
+                     "categorical__size_M", "categorical__size_S"]
+    age = np.array([30.0, 40.0, 50.0, 40.0])  # the median, 40, fills the gap
+    np.testing.assert_allclose(Xt[:, 0], (age - age.mean()) / age.std())
+    np.testing.assert_array_equal(Xt[:, 1] > 0, [False, True, False, False])  # the indicator, standardized too
+    np.testing.assert_array_equal(Xt[:, 2:5], [[0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    # a category never seen in training encodes as zeros; a missing one as "missing"
+    new = pre.transform(pd.DataFrame({"age": [np.nan], "color": ["green"], "size": pd.Categorical(["XL"])}))
+    assert new[0, 1] > 0
+    np.testing.assert_array_equal(new[0, 2:], [0, 0, 0, 0, 0, 0])
+    # a numeric array: every column numeric
+    arr = np.array([[1.0, np.nan], [3.0, 4.0], [5.0, 6.0]])
+    assert make_preprocessor(arr).fit_transform(arr).shape == (3, 3)
+
+
+def _table_with_categories_and_gaps(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"num": rng.normal(size=n), "cat": rng.choice(["a", "b", "c"], size=n),
+                       "other": rng.normal(size=n)})
+    y = np.where((df["num"] > 0) | (df["cat"] == "a"), "yes", "no")
+    df.loc[::6, "num"] = np.nan
+    df.loc[1::5, "cat"] = None
+    return df, y
+
+
+def test_dataframe_with_categories_and_missing_values():
+    from sklearn.compose import ColumnTransformer
+
+    df, y = _table_with_categories_and_gaps()
+    aml = AutoML(max_models=1, nfolds=2, seed=0, max_iter=3, normalizations=("layer",)).fit(df, y)
+    assert aml.leaderboard is aml.leaderboard_ and aml.leader is aml.leader_
+    assert "MLP_1_LN" in set(aml.leaderboard_["model_id"])
+    assert list(aml.feature_names_in_) == ["num", "cat", "other"] and aml.n_features_in_ == 3
+    np.testing.assert_array_equal(aml.classes_, ["no", "yes"])
+    pre = aml.models_["MLP_1_LN"][0] if "MLP_1_LN" in aml.models_ else aml._make(
+        "mlp", True, aml.params_["MLP_1_LN"], 0)[0]
+    assert isinstance(pre, ColumnTransformer)
+    # new rows: an unseen category and missing values in both kinds of column
+    new = pd.DataFrame({"num": [np.nan, 1.0], "cat": ["zzz", None], "other": [0.0, 0.5]})
+    assert set(aml.predict(new)) <= {"no", "yes"}
+    proba = aml.predict_proba(new)
+    assert proba.shape == (2, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(aml.predict(new), aml.leader_.predict(new))
+    with pytest.raises(ValueError, match="feature names"):
+        aml.predict(new[["num", "other"]])
+    with pytest.raises(ValueError, match="`X` as table"):
+        aml.predict(np.zeros((2, 4, 3)))
+
+
+def test_a_regression_has_no_predict_proba():
+    X, y, _ = load_diabetes()
+    aml = AutoML(max_models=1, nfolds=2, seed=0, max_iter=1, normalizations=(None,)).fit(*_subset(X, y, 40))
+    assert aml.predict(X[:3]).shape == (3,)
+    with pytest.raises(AttributeError, match="classification"):
+        aml.predict_proba(X[:3])
+    with pytest.raises(ValueError, match="10 features"):
+        aml.predict(X[:3, :4])
+
+
+# ---------------------------------------------------------------------------
+# Sequences of different lengths
+# ---------------------------------------------------------------------------
+def test_sequence_scaler_ignores_the_padding_and_keeps_it():
+    from keras_ln.datasets import make_ragged_sequences, sequence_lengths
+
+    from keras_ln.automl._preprocessing import SequenceScaler
+
+    X, _, _ = make_ragged_sequences(n_samples=30, min_timesteps=3, max_timesteps=9, random_state=2)
+    lengths = sequence_lengths(X)
+    assert lengths.min() < 9  # there is padding
+    real = np.concatenate([x[:t] for x, t in zip(X, lengths)])
+    scaler = SequenceScaler().fit(X)
+    np.testing.assert_allclose(scaler.mean_, real.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(scaler.scale_, real.std(axis=0), rtol=1e-5)
+    Xt = scaler.transform(X)
+    np.testing.assert_array_equal(np.isnan(Xt), np.isnan(X))
+    np.testing.assert_allclose(Xt[0, : lengths[0]], (X[0, : lengths[0]] - real.mean(0)) / real.std(0), rtol=1e-4)
+
+
+def test_ragged_sequences_end_to_end():
+    from keras_ln.automl._preprocessing import RaggedSequences
+    from keras_ln.datasets import make_ragged_sequences, sequence_lengths
+
+    X, y, task = make_ragged_sequences(n_samples=48, min_timesteps=3, max_timesteps=8, random_state=1)
+    aml = AutoML(max_models=1, nfolds=2, seed=0, max_iter=2, normalizations=("layer",)).fit(X, y)
+    assert aml.task_ == task == "multiclass" and aml.n_features_in_ == 2
+    assert "LSTM_1_LN" in set(aml.leaderboard_["model_id"])
+    assert np.all(np.isfinite(aml.cv_predictions_["LSTM_1_LN"]))
+    # the net gets the sequences unpadded, as a list (keras_ln.sklearn pads and masks it)
+    pre = aml.leader_[0] if hasattr(aml.leader_, "steps") else aml._make("rnn", True, aml.params_["LSTM_1_LN"], 0)[0]
+    assert isinstance(pre.steps[-1][1], RaggedSequences)
+    unpadded = RaggedSequences().fit(X).transform(X)
+    assert [len(s) for s in unpadded] == sequence_lengths(X).tolist()
+    # a list of (T_i, F) arrays is the same input as the NaN-padded array
+    as_list = [x[:t] for x, t in zip(X, sequence_lengths(X))]
+    np.testing.assert_array_equal(aml._check_X(as_list, reset=False), X)
+    np.testing.assert_array_equal(aml.predict(as_list[:6]), aml.predict(X[:6]))
+    assert aml.predict_proba(X[:6]).shape == (6, 3)
+
+
+@pytest.mark.parametrize(
+    "hole, message",
+    [
+        ((0, 1, slice(None)), r"all-NaN time step inside sequence 0 \(step 1 of"),
+        ((2, 0, 0), r"NaN in only some features, the first in sequence 2, time step 0"),
+        ((1, slice(None), slice(None)), r"1 all-NaN sequence\(s\), the first at index 1"),
+    ],
+)
+def test_nan_that_is_not_padding_is_refused(hole, message):
+    X = np.ones((6, 4, 2))
+    X[:, 3] = np.nan  # padding: fine
+    X[hole] = np.nan
+    with pytest.raises(ValueError, match="`X`.*" + message):
+        AutoML(max_models=1).fit(X, np.arange(6) % 2)
+    with pytest.raises(ValueError, match="same number of features per time step"):
+        AutoML(max_models=1).fit([np.ones((3, 2)), np.ones((2, 3))], [0, 1])
+

@@ -1,6 +1,7 @@
 """keras_ln.datasets: bundled sets, synthetic sequences, a user's CSV and .npz."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn.datasets
 
@@ -158,8 +159,49 @@ def test_npz_round_trip_and_errors(tmp_path, rng):
         datasets.load_npz(tmp_path / "len.npz")
     X[0, 0, 0] = np.nan
     np.savez(tmp_path / "nan.npz", X=X, y=y)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="nan.npz.*NaN fill whole time steps at the end"):
         datasets.load_npz(tmp_path / "nan.npz")
+    X[0, 0, 0] = np.inf
+    np.savez(tmp_path / "inf.npz", X=X[:, :, 0], y=y)
+    with pytest.raises(ValueError, match="infinite"):
+        datasets.load_npz(tmp_path / "inf.npz")
     (tmp_path / "garbage.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="Cannot read"):
         datasets.load_npz(tmp_path / "garbage.npz")
+
+
+def test_npz_with_ragged_sequences_and_table_gaps(tmp_path):
+    X, y, _ = datasets.make_ragged_sequences(n_samples=10, min_timesteps=2, max_timesteps=5, random_state=0)
+    np.savez(tmp_path / "ragged.npz", X=X, y=y)
+    X2, _, _ = datasets.load_npz(tmp_path / "ragged.npz")
+    np.testing.assert_array_equal(X2, X)  # the padding stays NaN
+    table = np.ones((10, 3))
+    table[2, 1] = np.nan  # a missing value in a table: imputed later, not an error here
+    np.savez(tmp_path / "table.npz", X=table, y=y)
+    assert np.isnan(datasets.load_npz(tmp_path / "table.npz")[0][2, 1])
+
+
+def test_ragged_sequences_are_padded_at_the_end_only():
+    X, y, task = datasets.load("ragged_sequences")
+    assert X.shape == (300, 24, 2) and X.dtype == np.float32 and task == "multiclass"
+    assert sorted(np.unique(y)) == [0, 1, 2]
+    lengths = datasets.check_sequences(X)  # raises unless every NaN is trailing padding
+    assert lengths.min() == 8 and lengths.max() == 24
+    np.testing.assert_array_equal(lengths, (~np.isnan(X[:, :, 0])).sum(axis=1))
+    # the phase turns (class + 1) times over the sequence's own length
+    X2, y2, _ = datasets.make_ragged_sequences(n_samples=50, noise=0.0, random_state=3)
+    for x, c, t in zip(X2, y2, datasets.sequence_lengths(X2)):
+        turns = np.unwrap(np.arctan2(x[:t, 0], x[:t, 1]))
+        assert (turns[-1] - turns[0]) * t / (t - 1) == pytest.approx(2 * np.pi * (c + 1), rel=1e-4)
+    np.testing.assert_array_equal(datasets.make_ragged_sequences(n_samples=50, noise=0.0, random_state=3)[0], X2)
+    with pytest.raises(ValueError, match="max_timesteps"):
+        datasets.make_ragged_sequences(min_timesteps=5, max_timesteps=4)
+
+
+def test_pad_sequences():
+    X = datasets.pad_sequences([np.ones((2, 3)), np.zeros((4, 3))])
+    assert X.shape == (2, 4, 3) and np.isnan(X[0, 2:]).all() and not np.isnan(X[1]).any()
+    np.testing.assert_array_equal(datasets.sequence_lengths(X), [2, 4])
+    with pytest.raises(ValueError, match="same number of features"):
+        datasets.pad_sequences([np.ones((2, 3)), np.ones((2, 2))])
+

@@ -3,7 +3,8 @@
 - `_metrics`: H2O's leaderboard metrics (`h2o_metrics`, `fold_metric`);
 - `_leaderboard`: H2O's sort metrics and sorting (`sort_leaderboard`);
 - `_folds`: the fold assignment (`make_folds`);
-- `_preprocessing`: what every model puts in front of its net;
+- `_preprocessing`: what every model puts in front of its net (`make_preprocessor`:
+  imputation and one-hot encoding of tables, scaling and unpadding of sequences);
 - `_search`: the search (Optuna): the space of each family, its portfolio, pruning;
 - `_automl`: `AutoML` itself.
 
@@ -13,8 +14,8 @@ Example
 >>> from keras_ln.datasets import load_breast_cancer
 >>> X, y, _ = load_breast_cancer()
 >>> aml = AutoML(max_models=6, max_runtime_secs=120, nfolds=3, seed=1).fit(X, y)
->>> aml.leaderboard.head()          # doctest: +SKIP
->>> aml.leader.predict(X[:5])       # doctest: +SKIP
+>>> aml.leaderboard_.head()         # doctest: +SKIP
+>>> aml.predict(X[:5])              # doctest: +SKIP
 """
 
 from keras_ln.automl._automl import AutoML
@@ -26,6 +27,8 @@ from keras_ln.automl._leaderboard import sort_leaderboard
 from keras_ln.automl._metrics import LEADERBOARD_COLUMNS
 from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._metrics import h2o_metrics
+from keras_ln.automl._preprocessing import categorical_columns
+from keras_ln.automl._preprocessing import make_preprocessor
 from keras_ln.automl._search import MLP_SPACE
 from keras_ln.automl._search import RNN_SPACE
 
@@ -36,9 +39,11 @@ __all__ = [
     "MLP_SPACE",
     "RNN_SPACE",
     "SORT_METRICS",
+    "categorical_columns",
     "fold_metric",
     "h2o_metrics",
     "make_folds",
+    "make_preprocessor",
     "resolve_sort_metric",
     "sort_leaderboard",
 ]

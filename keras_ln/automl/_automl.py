@@ -15,13 +15,22 @@ definitions H2O uses (`_metrics`), and is sorted like H2O's
 
 import time
 import warnings
+from numbers import Integral
+from numbers import Real
 
 import numpy as np
 import optuna
 import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.base import _fit_context
 from sklearn.base import clone
 from sklearn.model_selection import PredefinedSplit
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import _check_feature_names
+from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
 from keras_ln.automl._folds import make_folds
@@ -31,9 +40,11 @@ from keras_ln.automl._leaderboard import sort_leaderboard
 from keras_ln.automl._metrics import LEADERBOARD_COLUMNS
 from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._metrics import h2o_metrics
-from keras_ln.automl._preprocessing import make_scaler
+from keras_ln.automl._preprocessing import make_preprocessor
 from keras_ln.automl import _search
 from keras_ln.automl._search import _NORM_TAG
+from keras_ln.datasets import check_sequences
+from keras_ln.datasets import pad_sequences
 
 _clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
 _MAX_FAILED_IN_A_ROW = 10  # the search gives up after this many configurations without a model
@@ -50,7 +61,7 @@ def _estimator_classes():
     }
 
 
-class AutoML:
+class AutoML(BaseEstimator):
     """H2O-style AutoML over keras_ln's MLP and LSTM/GRU estimators.
 
     Parameters
@@ -91,14 +102,22 @@ class AutoML:
 
     Attributes
     ----------
-    leaderboard : pandas.DataFrame
+    leaderboard_ : pandas.DataFrame
         H2O's columns for the task, then normalization ("layer", "batch",
         "none"), training_time_ms (the fit on all training rows with
         ``refit="all"``, else the mean fit time per fold) and
         predict_time_per_row_ms (from the cross-validated predictions);
         sorted like H2O's.
-    leader : estimator
-        The best model, refit on all training rows.
+    leader_ : estimator or None
+        The best model, refit on all training rows (a Pipeline of
+        `make_preprocessor`'s transformer and the net: it takes X as `fit`
+        does); None when no model finished.
+    leaderboard, leader
+        H2O's names for ``leaderboard_`` and ``leader_`` (read-only).
+    n_features_in_ : int
+        Columns of a table; features per time step of sequences.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names of a DataFrame X whose column names are all strings.
     task_ : str
     folds_ : ndarray of shape (n_samples,)
         Fold index of every training row.
@@ -162,46 +181,108 @@ class AutoML:
         self.refit = refit
         self.verbose = verbose
 
-    # -- validation ---------------------------------------------------------
-    def _validate(self):
-        if self.max_models is not None and (
-            not isinstance(self.max_models, (int, np.integer)) or self.max_models < 1
-        ):
-            raise ValueError(f"Expected `max_models` to be a positive int or None. Received: {self.max_models!r}")
-        if self.max_runtime_secs is not None and not (
-            isinstance(self.max_runtime_secs, (int, float)) and self.max_runtime_secs > 0
-        ):
-            raise ValueError(
-                f"Expected `max_runtime_secs` to be a positive number or None. Received: {self.max_runtime_secs!r}"
-            )
-        if not isinstance(self.nfolds, (int, np.integer)) or self.nfolds < 2:
-            raise ValueError(f"Expected `nfolds` to be an int >= 2. Received: nfolds={self.nfolds!r}")
-        norms = tuple(self.normalizations) if self.normalizations is not None else ()
+    _parameter_constraints: dict = {
+        "max_models": [Interval(Integral, 1, None, closed="left"), None],
+        "max_runtime_secs": [Interval(Real, 0, None, closed="neither"), None],
+        "nfolds": [Interval(Integral, 2, None, closed="left")],
+        "seed": [Interval(Integral, 0, None, closed="left"), None],
+        "sort_metric": [str],
+        "normalizations": ["array-like"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "refit": [StrOptions({"leader", "all"})],
+        "verbose": ["verbose"],
+    }
+
+    # -- input checks ---------------------------------------------------------
+    def _check_normalizations(self):
+        norms = tuple(self.normalizations)
         if not norms or any(n not in _NORM_TAG for n in norms) or len(set(norms)) != len(norms):
             raise ValueError(
                 "Expected `normalizations` to be a non-empty tuple of distinct values from "
-                f"('layer', 'batch', None). Received: {self.normalizations!r}"
+                f"('layer', 'batch', None). Received: normalizations={self.normalizations!r}"
             )
-        if self.refit not in ("leader", "all"):
-            raise ValueError(f"Expected `refit` in ('leader', 'all'). Received: refit={self.refit!r}")
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
-            raise ValueError(f"Expected `max_iter` to be a positive int. Received: {self.max_iter!r}")
         return norms
+
+    def _check_X(self, X, reset):
+        """``X`` as a DataFrame, a 2-D numeric array or a NaN-padded 3-D float array; sets or checks its width.
+
+        A list of (T_i, F) arrays is padded with NaN at the end. NaN in tables
+        is left to the preprocessing (imputed); NaN in sequences must fill
+        whole time steps at the end (padding).
+        """
+        if isinstance(X, (list, tuple)) and len(X) and all(np.ndim(x) == 2 for x in X):
+            X = pad_sequences(X, "X")
+        if isinstance(X, pd.DataFrame):
+            if X.shape[1] == 0:
+                raise ValueError(f"Expected `X` with at least one column. Received: a DataFrame of shape {X.shape}")
+            numeric = X.select_dtypes("number")
+            if numeric.shape[1] and np.isinf(numeric.to_numpy(dtype=float)).any():
+                cols = [c for c in numeric.columns if np.isinf(numeric[c].to_numpy(dtype=float)).any()]
+                raise ValueError(f"Expected `X` without infinite values (NaN are imputed). Received: infinite "
+                                 f"values in column(s) {cols[:5]}")
+        else:
+            try:
+                X = np.asarray(X)
+            except ValueError as exc:
+                raise ValueError(f"Expected `X` as a DataFrame, an array of shape (n_samples, n_features) or "
+                                 f"(n_samples, n_timesteps, n_features), or a list of (n_timesteps_i, n_features) "
+                                 f"arrays. Received: {type(X).__name__} ({exc})") from None
+            if X.ndim not in (2, 3):
+                raise ValueError(
+                    f"Expected `X` of shape (n_samples, n_features) or (n_samples, n_timesteps, "
+                    f"n_features). Received: X with shape {X.shape}"
+                )
+            if X.dtype.kind not in "biuf":
+                raise ValueError(f"Expected `X` to hold real numbers (a DataFrame for categorical columns). "
+                                 f"Received: X of dtype {X.dtype}")
+            if X.ndim == 3:
+                X = X.astype(np.float64) if X.dtype.kind != "f" else X
+                check_sequences(X, "X")
+            elif X.dtype.kind == "f" and np.isinf(X).any():
+                raise ValueError(f"Expected `X` without infinite values (NaN are imputed). Received: "
+                                 f"{int(np.isinf(X).sum())} infinite value(s), the first in column "
+                                 f"{int(np.argwhere(np.isinf(X))[0][1])}")
+        layout = "sequences" if np.ndim(X) == 3 else "table"
+        if reset and layout == "table":
+            empty = np.flatnonzero(np.asarray(pd.isna(X)).all(axis=0))
+            if len(empty):
+                names = list(X.columns[empty]) if isinstance(X, pd.DataFrame) else empty.tolist()
+                raise ValueError(f"Expected every column of `X` to hold at least one value. Received: "
+                                 f"{len(empty)} column(s) of only NaN/None: {names[:5]}")
+        width = X.shape[-1]
+        if not reset and layout != self._layout:
+            raise ValueError(f"Expected `X` as {self._layout} like the X given to fit. Received: X with shape "
+                             f"{np.shape(X)}")
+        _check_feature_names(self, X, reset=reset)
+        if reset:
+            self._layout, self.n_features_in_ = layout, width
+        elif width != self.n_features_in_:
+            what = "features per time step" if layout == "sequences" else "features"
+            raise ValueError(f"Expected `X` with {self.n_features_in_} {what}, like the X given to fit. "
+                             f"Received: {width}")
+        return X
 
     def _make(self, family, classification, params, seed):
         est_cls = _estimator_classes()[(family, classification)]
         kwargs = dict(max_iter=self.max_iter, early_stopping=self.early_stopping, batch_size=self.batch_size,
                       random_state=seed, verbose=0)
         est = est_cls(**{**kwargs, **params})  # a searched batch_size replaces "auto"
-        return Pipeline([("scale", make_scaler(family)), ("model", est)])
+        return Pipeline([("preprocess", clone(self._preprocessor)), ("model", est)])
 
     # -- fit ----------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, *, folds=None, task=None):
         """Search, cross-validate, rank, and refit the leader.
 
         Parameters
         ----------
-        X : array-like of shape (n, F) (tabular) or (n, T, F) (sequences)
+        X : pandas.DataFrame, array of shape (n, F), array of shape (n, T, F) or list of (T_i, F) arrays
+            A table (numeric and categorical columns, missing values allowed:
+            `make_preprocessor` imputes and encodes them inside every model)
+            or sequences. Sequences of different lengths: a list of (T_i, F)
+            arrays, or an array padded at the end with all-NaN time steps.
         y : array-like of shape (n,)
         folds : array-like of shape (n,) of int, default=None
             A fold index per row (0..nfolds-1). None: `make_folds` with
@@ -211,18 +292,19 @@ class AutoML:
         """
         from keras_ln.datasets import infer_task
 
-        norms = self._validate()
-        X = np.asarray(X)
+        norms = self._check_normalizations()
+        X = self._check_X(X, reset=True)
         y = np.asarray(y)
-        if X.ndim not in (2, 3):
-            raise ValueError(
-                f"Expected `X` of shape (n_samples, n_features) or (n_samples, n_timesteps, "
-                f"n_features). Received: X with shape {X.shape}"
-            )
+        if y.ndim != 1:
+            raise ValueError(f"Expected `y` of shape (n_samples,). Received: y with shape {y.shape}")
         if len(X) != len(y):
-            raise ValueError(f"`X` and `y` have different lengths: {len(X)} != {len(y)}")
-        if not np.issubdtype(X.dtype, np.number) or not np.all(np.isfinite(X)):
-            raise ValueError("`X` must be numeric without NaN or infinite values.")
+            raise ValueError(f"Expected `y` with one value per row of `X` ({len(X)}). Received: y of length "
+                             f"{len(y)}")
+        if len(pd.isna(y).nonzero()[0]):
+            missing = np.flatnonzero(pd.isna(y))
+            raise ValueError(f"Expected `y` without missing values. Received: {len(missing)} NaN/None, at rows "
+                             f"{missing[:5].tolist()}")
+        self._preprocessor = make_preprocessor(X)
         self.task_ = task or infer_task(y)
         if self.task_ not in LEADERBOARD_COLUMNS:
             raise ValueError(f"Expected `task` in {tuple(LEADERBOARD_COLUMNS)}. Received: task={task!r}")
@@ -317,20 +399,20 @@ class AutoML:
         bar.close()
 
         columns = LEADERBOARD_COLUMNS[self.task_] + EXTRA_COLUMNS
-        self.leaderboard = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
+        self.leaderboard_ = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
         self.fold_scores_ = pd.DataFrame(fold_rows, columns=["model_id", "normalization", "fold", sort_col])
         self.runtime_secs_ = _clock() - start
         if not rows:
-            self.leader = None
+            self.leader_ = None
             return self
-        leader_id = self.leaderboard["model_id"].iloc[0]
+        leader_id = self.leaderboard_["model_id"].iloc[0]
         if leader_id not in self.models_:
             full = self._make(family, classification, self.params_[leader_id], seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 full.fit(X, y)
             self.models_[leader_id] = full
-        self.leader = self.models_[leader_id]
+        self.leader_ = self.models_[leader_id]
         return self
 
     def _train_one(self, X, y, splits, family, classification, model_id, params, seed, sort_col, report=None):
@@ -349,15 +431,15 @@ class AutoML:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                fold_est.fit(X[train], y[train])
+                fold_est.fit(_safe_indexing(X, train), y[train])
             t1 = time.perf_counter()
             if classification:
-                proba = fold_est.predict_proba(X[test])
+                proba = fold_est.predict_proba(_safe_indexing(X, test))
                 part = np.zeros((len(test), n_out))
                 part[:, np.searchsorted(self.classes_, fold_est.classes_)] = proba
                 cv_pred[test] = part
             else:
-                cv_pred[test] = np.asarray(fold_est.predict(X[test]), dtype=float).ravel()
+                cv_pred[test] = np.asarray(fold_est.predict(_safe_indexing(X, test)), dtype=float).ravel()
             pred_s += time.perf_counter() - t1
             fit_s += t1 - t0
             fold_rows.append({"model_id": model_id, "normalization": params["normalization"] or "none",
@@ -384,7 +466,55 @@ class AutoML:
     def _fold_metric(self, y, pred, col):
         return fold_metric(self.task_, y, pred, getattr(self, "classes_", None), col)
 
-    def __repr__(self):
-        return (f"AutoML(max_models={self.max_models!r}, max_runtime_secs={self.max_runtime_secs!r}, "
-                f"nfolds={self.nfolds!r}, seed={self.seed!r}, sort_metric={self.sort_metric!r}, "
-                f"normalizations={self.normalizations!r})")
+    # -- the fitted AutoML ---------------------------------------------------
+    @property
+    def leaderboard(self):
+        """H2O's name for ``leaderboard_``."""
+        check_is_fitted(self, "leaderboard_")
+        return self.leaderboard_
+
+    @property
+    def leader(self):
+        """H2O's name for ``leader_``."""
+        check_is_fitted(self, "leaderboard_")
+        return self.leader_
+
+    def _fitted_leader(self):
+        check_is_fitted(self, "leaderboard_")
+        if self.leader_ is None:
+            raise ValueError("This AutoML has no leader to predict with: no model finished within its budget "
+                             f"({len(self.failed_)} failed, see failed_).")
+        return self.leader_
+
+    def predict(self, X):
+        """The leader's predictions: class labels (classification) or values (regression).
+
+        Parameters
+        ----------
+        X : like the X given to `fit` (same columns, or the same features per time step)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        leader = self._fitted_leader()
+        return leader.predict(self._check_X(X, reset=False))
+
+    def predict_proba(self, X):
+        """The leader's class probabilities, columns in the order of ``classes_`` (classification only).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        leader = self._fitted_leader()
+        if self.task_ == "regression":
+            raise AttributeError("predict_proba is only available for classification; this AutoML was fitted "
+                                 "on a regression task")
+        proba = np.asarray(leader.predict_proba(self._check_X(X, reset=False)))
+        classes = getattr(leader, "classes_", self.classes_)
+        if len(classes) == len(self.classes_) and np.array_equal(classes, self.classes_):
+            return proba
+        out = np.zeros((len(proba), len(self.classes_)))
+        out[:, np.searchsorted(self.classes_, classes)] = proba
+        return out
