@@ -30,9 +30,9 @@ from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OSta
 
 from integrations._errors import CLIError
 from integrations._h2o_watchdog import Watchdog, stop_jvms
-from keras_ln.automl import LEADERBOARD_COLUMNS, fold_metric, h2o_metrics, resolve_sort_metric
+from keras_ln.automl import LEADERBOARD_COLUMNS, categorical_columns, fold_metric, h2o_metrics, resolve_sort_metric
 
-__all__ = ["H2OSession", "h2o_fold_assignment", "run_h2o", "to_h2o_frame"]
+__all__ = ["H2OSession", "h2o_fold_assignment", "h2o_frame_data", "run_h2o", "to_h2o_frame"]
 
 
 # ---------------------------------------------------------------------------
@@ -176,9 +176,14 @@ class H2OSession:
 # Frames
 # ---------------------------------------------------------------------------
 def _feature_names(X):
-    if X.ndim == 3:
+    if np.ndim(X) == 3:
         return [f"t{t}_f{f}" for t in range(X.shape[1]) for f in range(X.shape[2])]
-    return [f"x{j}" for j in range(X.shape[1])]
+    return [f"x{j}" for j in range(np.shape(X)[1])]
+
+
+# A missing category as uploaded to H2O, read back as NA: h2o writes a pandas frame to a CSV in which NaN in a
+# text column is the word "nan" and None a quoted empty string, both read as levels.
+MISSING_CATEGORY = "__keras_ln_missing__"
 
 
 def _class_labels(n_classes):
@@ -186,16 +191,38 @@ def _class_labels(n_classes):
     return [f"class_{k:0{width}d}" for k in range(n_classes)]
 
 
-def to_h2o_frame(X, y=None, *, task, classes=None, folds=None):
-    """An H2OFrame of X (sequences flattened to T × F columns), y as "y" and folds as "fold".
+def h2o_frame_data(X, y=None, *, task, classes=None, folds=None):
+    """The pandas DataFrame and column types that `to_h2o_frame` sends to H2O (no cluster needed).
 
-    Classification labels are sent as ``class_<index into classes>`` so that
-    H2O's (sorted) domain has the order of ``classes``; ``task`` decides
-    whether "y" is an enum (classification) or a number (regression).
+    X's columns are named by position (``x<j>``; ``t<t>_f<f>`` for sequences,
+    flattened to T × F columns). NaN (the padding of shorter sequences, a
+    table's missing values) stay NaN, which H2O reads as missing. A
+    DataFrame's categorical columns (`keras_ln.automl.categorical_columns`)
+    are sent as text, typed "enum", with missing values as `MISSING_CATEGORY`
+    (which `to_h2o_frame` names as H2O's ``na_strings``); every other
+    column is typed "real" (so that a column all missing in the test rows,
+    such as the last steps of short sequences, is still a number).
     """
-    X = np.asarray(X)
-    df = pd.DataFrame(X.reshape(len(X), -1).astype(np.float64), columns=_feature_names(X))
     types = {}
+    if isinstance(X, pd.DataFrame):
+        categorical = set(categorical_columns(X))
+        df = pd.DataFrame(index=pd.RangeIndex(len(X)))
+        for name, col in zip(_feature_names(X), X.columns):
+            values = X[col]
+            if col in categorical:
+                text = values.astype(object).to_numpy()
+                missing = pd.isna(text)
+                text = text.astype(str).astype(object)
+                text[missing] = MISSING_CATEGORY  # NA in H2O (na_strings); NaN or None would become a level
+                df[name] = text
+                types[name] = "enum"
+            else:
+                df[name] = values.to_numpy(dtype=np.float64)
+                types[name] = "real"
+    else:
+        X = np.asarray(X)
+        df = pd.DataFrame(X.reshape(len(X), -1).astype(np.float64), columns=_feature_names(X))
+        types.update(dict.fromkeys(df.columns, "real"))
     if y is not None:
         if task == "regression":
             df["y"] = np.asarray(y, dtype=np.float64)
@@ -207,7 +234,19 @@ def to_h2o_frame(X, y=None, *, task, classes=None, folds=None):
     if folds is not None:
         df["fold"] = np.asarray(folds, dtype=np.int64)
         types["fold"] = "int"
-    return h2o.H2OFrame(df, column_types=types or None)
+    return df, types
+
+
+def to_h2o_frame(X, y=None, *, task, classes=None, folds=None):
+    """An H2OFrame of X (sequences flattened to T × F columns), y as "y" and folds as "fold".
+
+    Classification labels are sent as ``class_<index into classes>`` so that
+    H2O's (sorted) domain has the order of ``classes``; ``task`` decides
+    whether "y" is an enum (classification) or a number (regression). The
+    frame's data and types are `h2o_frame_data`'s.
+    """
+    df, types = h2o_frame_data(X, y, task=task, classes=classes, folds=folds)
+    return h2o.H2OFrame(df, column_types=types or None, na_strings=[MISSING_CATEGORY])
 
 
 def _as_df(frame):
@@ -286,7 +325,7 @@ def _automl(data, args):
     )
     try:
         t0 = time.monotonic()
-        aml.train(x=_feature_names(np.asarray(data.X_train)), y="y", training_frame=train, fold_column="fold")
+        aml.train(x=_feature_names(data.X_train), y="y", training_frame=train, fold_column="fold")
         seconds = time.monotonic() - t0
         board, fold_scores, check = _score(aml, train, test, data, args)
         return board, fold_scores, check, seconds

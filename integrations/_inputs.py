@@ -9,7 +9,10 @@ and what was received:
    inferred), the target (no NaN, at least two classes or distinct values,
    each class named by ``--task`` present), ``--sort-metric`` for the task.
 3. `split`: the held-out test split and the fold assignment, with every class
-   represented on both sides and in every fold.
+   represented on both sides and in every fold. With ``--test-csv`` or
+   ``--test-npz`` the test rows are the user's (`load_test`: the same columns
+   or features, the same kind of target, no class that training lacks) and
+   the main file is all training rows.
 """
 
 import dataclasses
@@ -41,6 +44,7 @@ class Inputs:
     y_train: object = None
     y_test: object = None
     folds: object = None
+    test_from: str = None  # the flag and path of the user's test rows; None: drawn with --test-size and --seed
 
 
 def check_path(flag, path):
@@ -139,10 +143,16 @@ def _override_task(task, values, numeric, integral, target):
     return task
 
 
+def _test_flag(args):
+    return "--test-csv" if getattr(args, "test_csv", None) else "--test-npz" if getattr(args, "test_npz", None) else None
+
+
 def split(args, data):
-    """``data`` with the test split (stratified for classification) and the training rows' folds."""
+    """``data`` with the test split (stratified for classification; or the user's) and the training rows' folds."""
     from sklearn import model_selection
 
+    if _test_flag(args):
+        return _given_split(args, data)
     automl = _imports.keras_ln("keras_ln.automl")
     y, n = data.y, len(data.y)
     n_test = math.ceil(args.test_size * n)
@@ -196,3 +206,137 @@ def _class_counts(classes, y):
     import numpy as np
 
     return {c: int(np.sum(y == c)) for c in np.asarray(classes).tolist()}
+
+
+# ---------------------------------------------------------------------------
+# The user's own test rows: --test-csv / --test-npz
+# ---------------------------------------------------------------------------
+def load_test(args, data):
+    """The test rows of ``--test-csv``/``--test-npz``, checked against the training data ``data``.
+
+    Returns ``(X_train, X_test, y_test)``: the training X unchanged, or
+    NaN-padded to the test sequences' length when those are longer (and the
+    test sequences to the training length when shorter), the test X with the
+    training columns in their order, and the test target read like the
+    training target. Bad test rows raise CLIError naming the flag.
+    """
+    datasets = _imports.keras_ln("keras_ln.datasets")
+    import numpy as np
+
+    flag = _test_flag(args)
+    path = args.test_csv or args.test_npz
+    try:
+        if args.test_csv:
+            X, y, _ = datasets.load_csv(path, args.target)
+        else:
+            X, y, _ = datasets.load_npz(path)
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"argument {flag}: {exc}") from None
+    X_train = data.X
+    if args.test_csv:
+        X = _same_columns(flag, path, X_train, X)
+        target = f"target column {args.target!r} of {path!r}"
+    else:
+        X, X_train = _same_features(flag, path, X_train, X)
+        target = f"y in {path!r}"
+    return X_train, X, _same_target(flag, target, data, np.asarray(y))
+
+
+def _same_columns(flag, path, train, test):
+    """The test DataFrame with the training columns, in their order, each of the same kind."""
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in train.columns if c not in test.columns]
+    if missing:
+        raise CLIError(f"argument {flag}: {path!r} lacks the column(s) {missing[:5]} of --csv; expected the same "
+                       f"feature columns {list(train.columns)[:10]}")
+    extra = [c for c in test.columns if c not in train.columns]
+    if extra:
+        raise CLIError(f"argument {flag}: {path!r} has column(s) {extra[:5]} that --csv has not; expected the same "
+                       f"feature columns {list(train.columns)[:10]}")
+    test = test[list(train.columns)].copy()
+    for c in train.columns:
+        numeric_train = pd.api.types.is_numeric_dtype(train[c])
+        numeric_test = pd.api.types.is_numeric_dtype(test[c])
+        if numeric_train and not numeric_test:
+            text = test[c].dropna()
+            raise CLIError(f"argument {flag}: column {c!r} is numeric in --csv but holds text in {path!r} "
+                           f"({_examples(text.unique())}); expected numbers")
+        if numeric_test and not numeric_train:  # categories that happen to look like numbers in the test rows
+            values = test[c].to_numpy(dtype=float)
+            test[c] = pd.Series([np.nan if np.isnan(v) else str(int(v)) if v == int(v) else str(v) for v in values],
+                                index=test.index, dtype=object)
+    return test
+
+
+def _same_features(flag, path, train, test):
+    """The test and training arrays with the same layout; sequences padded to the longer of the two."""
+    import numpy as np
+
+    if test.ndim != train.ndim:
+        kind = {2: "a table (n × F)", 3: "sequences (n × T × F)"}
+        raise CLIError(f"argument {flag}: X in {path!r} is {kind[test.ndim]} of shape {test.shape}; --npz holds "
+                       f"{kind[train.ndim]} of shape {train.shape}")
+    if test.shape[-1] != train.shape[-1]:
+        what = "features per time step" if train.ndim == 3 else "features"
+        raise CLIError(f"argument {flag}: X in {path!r} has {test.shape[-1]} {what}; --npz has {train.shape[-1]}")
+    if train.ndim == 3 and test.shape[1] != train.shape[1]:
+        steps = max(test.shape[1], train.shape[1])
+
+        def pad(X):
+            out = np.full((len(X), steps, X.shape[2]), np.nan, dtype=X.dtype)
+            out[:, : X.shape[1]] = X
+            return out
+
+        test, train = pad(test), pad(train)
+    return test, train
+
+
+def _same_target(flag, target, data, y):
+    """The test target read like the training target; CLIError for values training has not seen."""
+    import numpy as np
+
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise CLIError(f"argument {flag}: {target} holds {int(bad.sum())} NaN or infinite value(s) "
+                           f"(rows {np.flatnonzero(bad)[:5].tolist()}); drop or fill them")
+    if data.task == "regression":
+        if y.dtype.kind not in "iufb":
+            raise CLIError(f"argument {flag}: {target} holds values such as {_examples(np.unique(y))}; the "
+                           "regression needs numbers")
+        return y.astype(np.float64)
+    classes = np.asarray(data.classes)
+    if classes.dtype.kind in "iu" and y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+        y = y.astype(classes.dtype)
+    unseen = [v for v in np.unique(y).tolist() if v not in set(classes.tolist())]
+    if unseen:
+        raise CLIError(f"argument {flag}: {target} holds {len(unseen)} class(es) that the training rows have not "
+                       f"({_examples(unseen)}); the training classes are {_examples(classes, 10)}")
+    return y
+
+
+def _given_split(args, data):
+    """``data`` with the user's test rows and the folds of all the main file's rows."""
+    automl = _imports.keras_ln("keras_ln.automl")
+    flag = _test_flag(args)
+    X_train, X_test, y_test = load_test(args, data)
+    y = data.y
+    if data.task == "regression":
+        if len(y) < 2 * args.nfolds:
+            raise CLIError(f"argument --nfolds: {args.nfolds} folds need at least {2 * args.nfolds} training rows; "
+                           f"the main file holds {len(y)}")
+    else:
+        counts = _class_counts(data.classes, y)
+        rare = min(counts, key=counts.get)
+        if counts[rare] < args.nfolds:
+            raise CLIError(f"argument --nfolds: {args.nfolds} folds need at least {args.nfolds} training rows of "
+                           f"every class; class {rare!r} has {counts[rare]}")
+    try:
+        folds = automl.make_folds(y, data.task, args.nfolds, args.seed)
+    except ValueError as exc:
+        raise CLIError(f"argument --nfolds: {args.nfolds}: {exc}") from None
+    return dataclasses.replace(data, X=X_train, X_train=X_train, X_test=X_test, y_train=y, y_test=y_test,
+                               folds=folds, test_from=f"{flag} {getattr(args, flag[2:].replace('-', '_'))!r}")
+

@@ -226,6 +226,16 @@ def _seconds(secs):
     return format_duration_ms(None if secs is None else 1000 * secs)
 
 
+def _rows_line(ctx):
+    """Which rows trained and which tested: the user's test file, or a split drawn with its size and seed."""
+    if ctx.get("test_from"):
+        return (f"- Rows: {ctx['n_train']} for training and cross-validation (all rows of the main file), "
+                f"{ctx['n_test']} for the test split, given by the user ({ctx['test_from']}).")
+    return (f"- Rows: {ctx['n_train']} for training and cross-validation, {ctx['n_test']} held out for the test "
+            f"split, drawn at random (test_size={format_number(ctx['test_size'])}, seed={ctx['seed']}"
+            f"{', stratified by class' if ctx['task'] != 'regression' else ''}).")
+
+
 def markdown(ctx, board, fold_scores, sort_col):
     """The text of report.md; ``ctx`` describes the run (data, split, budgets, wall times, H2O)."""
     cv_cols = LEADERBOARD_COLUMNS[ctx["task"]][1:]
@@ -237,8 +247,7 @@ def markdown(ctx, board, fold_scores, sort_col):
         "",
         f"- Task: **{ctx['task']}** ({ctx['task_source']}); X of shape {ctx['shape']} "
         f"({'sequences, sent to H2O flattened to T × F columns' if ctx['sequence'] else 'tabular'}).",
-        f"- Rows: {ctx['n_train']} for training and cross-validation, {ctx['n_test']} held out for the test "
-        f"split (test_size={format_number(ctx['test_size'])}, seed={ctx['seed']}).",
+        _rows_line(ctx),
         f"- Folds: {ctx['nfolds']} ({'StratifiedKFold' if ctx['task'] != 'regression' else 'KFold'}, shuffled, "
         f"seed={ctx['seed']}), the same assignment for both sources (H2O's `fold_column`). "
         f"H2O's own fold assignment identical to keras_ln's: **{ctx['fold_check']}**.",

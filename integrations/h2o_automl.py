@@ -5,13 +5,19 @@ Usage::
     python -m integrations.h2o_automl --dataset breast_cancer --max-models 6 --max-runtime-secs 60
     python -m integrations.h2o_automl --csv data.csv --target label --h2o-url http://h2o-head:54321
     python -m integrations.h2o_automl --npz seqs.npz --no-h2o
+    python -m integrations.h2o_automl --csv train.csv --test-csv test.csv --target label
 
-The run holds out a test split (stratified for classification), assigns the
-training rows to folds once (``keras_ln.automl.make_folds``), runs H2OAutoML
-with that assignment as its ``fold_column`` and keras_ln's `AutoML` with the
-same ``folds``, scores every model of both on the test split with the same
-metric functions, and writes ``<out>/<dataset>/``: leaderboard.csv, report.md
-and PNG plots. Sequences reach H2O flattened (T × F columns).
+The run holds out a test split (stratified for classification; or takes the
+user's own with ``--test-csv``/``--test-npz``, the main file then being all
+training rows), assigns the training rows to folds once
+(``keras_ln.automl.make_folds``), runs H2OAutoML with that assignment as its
+``fold_column`` and keras_ln's `AutoML` with the same ``folds``, scores every
+model of both on the test rows with the same metric functions, and writes
+``<out>/<dataset>/``: leaderboard.csv, report.md and PNG plots. Sequences
+reach H2O flattened (T × F columns; the NaN padding of shorter sequences as
+missing values); a CSV's columns reach H2O as they are (categories as enums,
+missing values as NA) and keras_ln's AutoML imputes and encodes them inside
+every model.
 
 Bad input is one line on stderr naming the argument and what was received,
 exit status 2, before H2O is started or anything is written
@@ -41,6 +47,7 @@ from integrations._errors import EXIT_USAGE, CLIError  # noqa: E402
 __all__ = ["H2OSession", "h2o_fold_assignment", "main", "parse_args", "run", "to_h2o_frame"]
 
 EXIT_ENV = EXIT_USAGE  # kept for callers of the earlier name
+DEFAULT_TEST_SIZE = 0.2
 _H2O_NAMES = ("H2OSession", "h2o_fold_assignment", "to_h2o_frame")
 
 
@@ -70,11 +77,11 @@ def run_keras(data, args):
     runtime = time.monotonic() - t0
     for model_id, error in aml.failed_.items():
         print(f"keras_ln AutoML: {model_id} failed and was skipped: {error}", file=sys.stderr)
-    if aml.leader is None:
+    if aml.leader_ is None:
         raise CLIError(f"keras_ln AutoML finished no model within --max-runtime-secs {args.max_runtime_secs:g}"
                        + (f"; failures: {aml.failed_}" if aml.failed_ else ""))
     rows = []
-    for _, r in aml.leaderboard.iterrows():
+    for _, r in aml.leaderboard_.iterrows():
         est = aml.models_[r["model_id"]]
         pred = est.predict_proba(X_test) if task != "regression" else est.predict(X_test)
         row = {"source": "keras_ln", **r.to_dict(), "algo": r["model_id"].split("_")[0]}
@@ -87,7 +94,7 @@ def run_keras(data, args):
 def _learning_curves(aml):
     curves = {}
     for norm in ("layer", "batch"):
-        cand = aml.leaderboard[aml.leaderboard["normalization"] == norm]
+        cand = aml.leaderboard_[aml.leaderboard_["normalization"] == norm]
         if len(cand):
             model_id = cand["model_id"].iloc[0]
             est = aml.models_[model_id]
@@ -148,7 +155,13 @@ def parse_args(argv=None):
     src.add_argument("--dataset", choices=_inputs.DATASET_NAMES, help="a bundled/synthetic data set")
     src.add_argument("--csv", metavar="PATH", help="a CSV file (needs --target)")
     src.add_argument("--npz", metavar="PATH", help="an .npz holding X (n × T × F or n × F) and y")
-    p.add_argument("--target", metavar="COL", help="target column of --csv")
+    p.add_argument("--target", metavar="COL", help="target column of --csv (and --test-csv)")
+    test = p.add_mutually_exclusive_group()
+    test.add_argument("--test-csv", metavar="PATH",
+                      help="the test rows, with --csv: same columns; --csv is then all training rows (no --test-size)")
+    test.add_argument("--test-npz", metavar="PATH",
+                      help="the test rows, with --npz: same features (per time step); --npz is then all training "
+                           "rows (no --test-size)")
     p.add_argument("--task", choices=_inputs.TASKS,
                    help="read the target this way instead of inferring it (text or at most 10 integer "
                         "values: classes; other numbers: regression)")
@@ -162,8 +175,9 @@ def parse_args(argv=None):
     p.add_argument("--sort-metric", metavar="M", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
     p.add_argument("--max-iter", metavar="EPOCHS", type=_positive_int, default=50,
                    help="epochs per keras_ln fit (default: 50)")
-    p.add_argument("--test-size", metavar="F", type=_fraction, default=0.2,
-                   help="held-out share of the rows, in (0, 1) (default: 0.2)")
+    p.add_argument("--test-size", metavar="F", type=_fraction, default=None,
+                   help="held-out share of the rows, in (0, 1), drawn with --seed (default: 0.2; not with "
+                        "--test-csv/--test-npz)")
     p.add_argument("--h2o-url", metavar="URL", help="connect to this running H2O cluster instead of starting one")
     p.add_argument("--no-h2o", action="store_true", help="run the keras_ln side alone (needs no h2o, no Java)")
     p.add_argument("--out", metavar="DIR", default="reports", help="report folder (default: reports)")
@@ -176,9 +190,20 @@ def parse_args(argv=None):
         p.error(f"argument --nfolds: must be at least 2, got {args.nfolds}")
     if args.no_h2o and args.h2o_url:
         p.error("argument --no-h2o: not allowed with argument --h2o-url")
+    if args.test_csv and not args.csv:
+        p.error(f"argument --test-csv: only used with --csv, got --test-csv {args.test_csv!r} without it")
+    if args.test_npz and not args.npz:
+        p.error(f"argument --test-npz: only used with --npz, got --test-npz {args.test_npz!r} without it")
+    given = "--test-csv" if args.test_csv else "--test-npz" if args.test_npz else None
+    if given and args.test_size is not None:
+        p.error(f"argument --test-size: not allowed with argument {given} (the test rows are given), got "
+                f"--test-size {args.test_size:g}")
+    if not given and args.test_size is None:
+        args.test_size = DEFAULT_TEST_SIZE
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         p.error(f"argument --out: {args.out!r} exists and is not a directory")
-    for flag, path in (("--csv", args.csv), ("--npz", args.npz)):
+    for flag, path in (("--csv", args.csv), ("--npz", args.npz), ("--test-csv", args.test_csv),
+                       ("--test-npz", args.test_npz)):
         if path is not None:
             try:
                 _inputs.check_path(flag, path)
@@ -214,7 +239,7 @@ def run(args, out=None):
 
     ctx = dict(dataset=data.name, task=task, task_source=_task_source(args), shape=tuple(data.X.shape),
                sequence=data.X.ndim == 3, n_train=len(data.y_train), n_test=len(data.y_test),
-               test_size=args.test_size, seed=args.seed, nfolds=args.nfolds, fold_check=fold_check,
+               test_size=args.test_size, test_from=data.test_from, seed=args.seed, nfolds=args.nfolds, fold_check=fold_check,
                max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, max_iter=args.max_iter,
                keras_secs=keras_secs, n_keras=len(keras_board), stopped_by=aml.stopped_by_, failed=aml.failed_,
                h2o_secs=h2o_secs, n_h2o=0 if h2o_board is None else len(h2o_board), h2o=h2o_desc)

@@ -2,7 +2,8 @@
 
 Every loader returns ``(X, y, task)`` where ``task`` is one of ``"binary"``,
 ``"multiclass"`` or ``"regression"``. Tabular loaders return ``X`` of shape
-``(n_samples, n_features)``, sequence loaders ``(n_samples, n_timesteps,
+``(n_samples, n_features)`` (`load_csv`: a pandas DataFrame, categories and
+missing values as they are), sequence loaders ``(n_samples, n_timesteps,
 n_features)``. Sequences of different lengths are padded at the end with
 all-NaN time steps (`make_ragged_sequences`, `load_npz`), which
 `keras_ln.automl.AutoML` and the LSTM estimators (given a list) mask.
@@ -301,13 +302,15 @@ def _numeric_or_raise(series, name, path):
 
 
 def load_csv(path, target, *, task=None, max_categories=50):
-    """Load a user's CSV file.
+    """Load a user's CSV file: the feature columns as a DataFrame, parsed, not encoded.
 
-    Categorical (non-numeric) feature columns are one-hot encoded, with a
-    separate indicator for missing values; missing numeric values are replaced
-    by the column median (plus an ``<col>_missing`` indicator column). Rows
-    whose target is missing are an error, as is a numeric column holding a few
-    unparseable cells.
+    Numeric columns become float64 (booleans 0/1), the other columns stay
+    categories (text); missing cells stay missing (NaN). Encoding and
+    imputation belong to the model, fitted on its training rows only:
+    `keras_ln.automl.AutoML` does both (`keras_ln.automl.make_preprocessor`:
+    median plus a missing indicator, one-hot with a "missing" category).
+    Rows whose target is missing are an error, as are a numeric column
+    holding a few unparseable cells and a column without any value.
 
     Parameters
     ----------
@@ -322,7 +325,7 @@ def load_csv(path, target, *, task=None, max_categories=50):
 
     Returns
     -------
-    X : ndarray of shape (n_samples, n_features), float32
+    X : pandas.DataFrame of shape (n_samples, n_features)
     y : ndarray of shape (n_samples,)
     task : str
     """
@@ -354,25 +357,17 @@ def load_csv(path, target, *, task=None, max_categories=50):
     if df.shape[1] == 0:
         raise ValueError(f"{path!r} has no feature columns besides the target {target!r}.")
 
-    parts = []
+    columns = {}
     for name in df.columns:
         col = df[name]
+        if col.isna().all():
+            raise ValueError(f"{path!r}: column {name!r} has no values at all.")
         if _is_text(col):
             parsed = _numeric_or_raise(col, name, path)
             if parsed is not None:
                 col = parsed
-        if col.dtype == bool:
-            col = col.astype(float)
-        if pd.api.types.is_numeric_dtype(col):
-            col = col.astype(float)
-            missing = col.isna()
-            if missing.all():
-                raise ValueError(f"{path!r}: column {name!r} has no values at all.")
-            if missing.any():
-                parts.append(col.fillna(col.median()).rename(name).to_frame())
-                parts.append(missing.astype(float).rename(f"{name}_missing").to_frame())
-            else:
-                parts.append(col.rename(name).to_frame())
+        if pd.api.types.is_numeric_dtype(col):  # booleans included
+            columns[name] = col.astype(np.float64)
         else:
             n_cat = col.nunique(dropna=True)
             if n_cat > max_categories:
@@ -380,11 +375,8 @@ def load_csv(path, target, *, task=None, max_categories=50):
                     f"{path!r}: categorical column {name!r} has {n_cat} distinct values "
                     f"(more than max_categories={max_categories}); drop it or encode it yourself."
                 )
-            parts.append(
-                pd.get_dummies(col.astype("string"), prefix=name, dummy_na=bool(col.isna().any()),
-                               dtype=float)
-            )
-    X = pd.concat(parts, axis=1).to_numpy(dtype=np.float32)
+            columns[name] = col.astype(object)
+    X = pd.DataFrame(columns, index=pd.RangeIndex(len(df)))
     y = y.to_numpy()
     task = _check_task(task, y)
     if task == "regression":

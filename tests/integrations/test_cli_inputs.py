@@ -81,6 +81,10 @@ def _tabular(n=60, classes=("a", "b"), seed=0):
         (["--dataset", "wine", "--target", "y"], ["--target", "'y'"]),
         (["--csv", "x.csv"], ["--csv", "--target"]),
         (["--dataset", "wine", "--no-h2o", "--h2o-url", "http://x:1"], ["--no-h2o", "--h2o-url"]),
+        (["--dataset", "wine", "--test-csv", "t.csv"], ["--test-csv", "only used with --csv"]),
+        (["--dataset", "wine", "--test-npz", "t.npz"], ["--test-npz", "only used with --npz"]),
+        (["--csv", "x.csv", "--target", "y", "--test-csv", "t.csv", "--test-npz", "t.npz"],
+         ["--test-npz", "not allowed with argument --test-csv"]),
     ],
 )
 def test_argument_errors_are_one_line_and_status_2(argv, names, tmp_path, capsys, no_h2o_side):
@@ -374,3 +378,190 @@ def test_absl_notices_below_the_log_level_are_dropped():
     assert _imports.drop_absl_notices(text, 1) == ("W0000 00:00:1796094618.710480    3607 gpu.cc:12] a warning\n"
                                                    "a line of our own\n")
     assert _imports.drop_absl_notices(text, 0) == text
+
+
+# ---------------------------------------------------------------------------
+# The user's own test rows: --test-csv / --test-npz
+# ---------------------------------------------------------------------------
+def _table_with_gaps(n=80, seed=0):
+    """Numbers, a category and missing values in both."""
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"num": rng.normal(size=n), "cat": rng.choice(["a", "b", "c"], size=n),
+                       "other": rng.normal(size=n)})
+    df["y"] = np.where((df["num"] > 0) | (df["cat"] == "a"), "yes", "no")
+    df.loc[::6, "num"] = np.nan
+    df.loc[1::5, "cat"] = None
+    return df
+
+
+def _train_test_csv(tmp_path, test=None):
+    df = _table_with_gaps()
+    train = _csv(tmp_path, df[:60], "train.csv")
+    return train, _csv(tmp_path, df[60:] if test is None else test, "test.csv")
+
+
+def test_test_size_with_a_test_file_is_an_argument_error(tmp_path, capsys, no_h2o_side):
+    train, test = _train_test_csv(tmp_path)
+    out = tmp_path / "reports"
+    assert cli.main(["--csv", str(train), "--test-csv", str(test), "--target", "y", "--test-size", "0.3",
+                     "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err, "--test-size", "--test-csv")
+    assert "not allowed" in line and not out.exists()
+    assert cli.parse_args(["--dataset", "wine"]).test_size == 0.2  # the default when no test file is given
+    assert cli.parse_args(["--csv", str(train), "--test-csv", str(test), "--target", "y"]).test_size is None
+
+
+def test_a_missing_test_file_is_an_argument_error(tmp_path, capsys, no_h2o_side):
+    train, _ = _train_test_csv(tmp_path)
+    assert cli.main(["--csv", str(train), "--test-csv", str(tmp_path / "nope.csv"), "--target", "y",
+                     "--out", str(tmp_path / "r")]) == 2
+    _one_error_line(capsys.readouterr().err, "--test-csv", "no such file")
+
+
+@pytest.mark.parametrize(
+    "change, names",
+    [
+        (lambda df: df.drop(columns=["other"]), ["--test-csv", "lacks the column(s) ['other']"]),
+        (lambda df: df.assign(extra=1.0), ["--test-csv", "['extra']", "that --csv has not"]),
+        (lambda df: df.assign(num=["n/a", "x"] * 10), ["--test-csv", "column 'num' is numeric in --csv"]),
+        (lambda df: df.assign(y=["yes", "maybe"] * 10), ["--test-csv", "1 class(es)", "'maybe'", "'no', 'yes'"]),
+        (lambda df: df.drop(columns=["y"]), ["--test-csv", "target='y'"]),
+    ],
+)
+def test_bad_test_csv_is_one_line_before_anything_starts(tmp_path, capsys, no_h2o_side, change, names):
+    train, test = _train_test_csv(tmp_path, change(_table_with_gaps()[60:].reset_index(drop=True)))
+    _data_error(tmp_path, capsys, ["--csv", str(train), "--test-csv", str(test), "--target", "y"], *names)
+
+
+def _npz(tmp_path, name, X, y):
+    path = tmp_path / name
+    np.savez(path, X=X, y=y)
+    return path
+
+
+@pytest.mark.parametrize(
+    "X_test, y_test, names",
+    [
+        (np.zeros((10, 4, 3)), np.arange(10) % 3, ["--test-npz", "3 features per time step; --npz has 2"]),
+        (np.zeros((10, 8)), np.arange(10) % 3, ["--test-npz", "is a table", "--npz holds sequences"]),
+        (np.zeros((10, 4, 2)), np.arange(10) % 4, ["--test-npz", "class(es) that the training rows have not", "3"]),
+        (np.zeros((10, 4, 2)), np.r_[np.nan, np.arange(9.0) % 3], ["--test-npz", "1 NaN", "[0]"]),
+        (np.r_[np.full((1, 4, 2), np.nan), np.zeros((9, 4, 2))], np.arange(10) % 3,
+         ["--test-npz", "all-NaN sequence(s)"]),
+    ],
+)
+def test_bad_test_npz_is_one_line_before_anything_starts(tmp_path, capsys, no_h2o_side, X_test, y_test, names):
+    from keras_ln.datasets import make_ragged_sequences
+
+    X, y, _ = make_ragged_sequences(n_samples=30, min_timesteps=3, max_timesteps=6)
+    train = _npz(tmp_path, "train.npz", X, y)
+    test = _npz(tmp_path, "test.npz", X_test, y_test)
+    _data_error(tmp_path, capsys, ["--npz", str(train), "--test-npz", str(test)], *names)
+
+
+def test_a_class_too_rare_for_the_folds_of_the_training_file(tmp_path, capsys, no_h2o_side):
+    df = _table_with_gaps()
+    df.loc[:1, "y"] = "rare"  # 2 training rows; 5 folds need 5
+    train, test = _train_test_csv(tmp_path)
+    df[:60].to_csv(train, index=False)
+    _data_error(tmp_path, capsys, ["--csv", str(train), "--test-csv", str(test), "--target", "y"],
+                "--nfolds", "'rare'", "has 2")
+
+
+def test_test_rows_of_a_csv_are_read_like_the_training_rows(tmp_path):
+    df = _table_with_gaps()
+    test = df[60:].reset_index(drop=True)[["y", "other", "cat", "num"]]  # another column order
+    test["cat"] = [1, 2] * 10  # categories that look like numbers in the test rows
+    train, test_path = _train_test_csv(tmp_path, test)
+    args = cli.parse_args(["--csv", str(train), "--test-csv", str(test_path), "--target", "y", "--nfolds", "3"])
+    data = _inputs.split(args, _inputs.load(args))
+    assert list(data.X_test.columns) == ["num", "cat", "other"]
+    assert data.X_test["cat"].tolist()[:2] == ["1", "2"]  # text, like the training column
+    assert len(data.X_train) == len(data.y_train) == len(data.folds) == 60 and len(data.y_test) == 20
+    assert set(data.folds) == {0, 1, 2}
+    assert data.test_from == f"--test-csv {str(test_path)!r}"
+
+
+def test_test_csv_end_to_end_without_h2o(tmp_path, capsys, no_h2o_side):
+    """A CSV with a category and missing values, and the user's own test rows."""
+    train, test = _train_test_csv(tmp_path)
+    out = tmp_path / "reports"
+    code = cli.main(["--csv", str(train), "--test-csv", str(test), "--target", "y", "--no-h2o", "--nfolds", "2",
+                     "--max-models", "1", "--max-iter", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    board = pd.read_csv(out / "train" / "leaderboard.csv")
+    net = board[board["model_id"] == "MLP_1_LN"]
+    assert len(net) == 1 and net["test_auc"].between(0, 1).all()
+    report = (out / "train" / "report.md").read_text()
+    assert (f"60 for training and cross-validation (all rows of the main file), 20 for the test split, given by "
+            f"the user (--test-csv {str(test)!r})") in report
+
+
+def test_ragged_npz_with_its_test_npz_end_to_end_without_h2o(tmp_path, capsys, no_h2o_side):
+    """Sequences of different lengths, NaN-padded; the test sequences padded to fewer steps than training's."""
+    from keras_ln.datasets import make_ragged_sequences
+
+    X, y, _ = make_ragged_sequences(n_samples=48, min_timesteps=3, max_timesteps=8, n_classes=2, random_state=0)
+    train = _npz(tmp_path, "seqs.npz", X[:36], y[:36])
+    test = _npz(tmp_path, "seqs_test.npz", X[36:, :6][np.isnan(X[36:, 6:, 0]).all(axis=1)], y[36:][
+        np.isnan(X[36:, 6:, 0]).all(axis=1)])
+    out = tmp_path / "reports"
+    code = cli.main(["--npz", str(train), "--test-npz", str(test), "--no-h2o", "--nfolds", "2", "--max-models", "1",
+                     "--max-iter", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    board = pd.read_csv(out / "seqs" / "leaderboard.csv")
+    assert {"LSTM_1_LN", "LSTM_1_BN"} & set(board["model_id"])
+    assert board["test_auc"].notna().all()
+    report = (out / "seqs" / "report.md").read_text()
+    assert "(36, 8, 2)" in report and "given by the user (--test-npz" in report
+
+
+def test_a_drawn_split_is_described_with_its_size_and_seed(tmp_path):
+    from integrations import _report
+
+    ctx = dict(n_train=64, n_test=16, test_size=0.2, seed=3, task="binary", test_from=None)
+    assert _report._rows_line(ctx) == ("- Rows: 64 for training and cross-validation, 16 held out for the test "
+                                       "split, drawn at random (test_size=0.2, seed=3, stratified by class).")
+
+
+def test_ragged_npz_split_keeps_the_padding(tmp_path):
+    from keras_ln.datasets import make_ragged_sequences, sequence_lengths
+
+    X, y, _ = make_ragged_sequences(n_samples=40, min_timesteps=3, max_timesteps=8, random_state=0)
+    path = _npz(tmp_path, "seqs.npz", X, y)
+    args = cli.parse_args(["--npz", str(path), "--nfolds", "2"])
+    data = _inputs.split(args, _inputs.load(args))
+    assert data.X_train.shape[1:] == (8, 2) and data.test_from is None
+    lengths = sequence_lengths(data.X_train)
+    assert lengths.min() < 8 and np.isnan(data.X_train[lengths < 8, -1]).all()
+
+
+# ---------------------------------------------------------------------------
+# What H2O receives (no cluster: the frame's data before it is uploaded)
+# ---------------------------------------------------------------------------
+def test_h2o_gets_the_padding_as_missing_values_and_categories_as_enums():
+    pytest.importorskip("h2o")
+    from integrations import _h2o
+    from integrations._h2o import h2o_frame_data
+    from keras_ln.datasets import make_ragged_sequences, sequence_lengths
+
+    X, y, _ = make_ragged_sequences(n_samples=12, min_timesteps=3, max_timesteps=6, random_state=0)
+    df, types = h2o_frame_data(X, y, task="multiclass", classes=np.unique(y), folds=np.arange(12) % 2)
+    assert list(df.columns[:4]) == ["t0_f0", "t0_f1", "t1_f0", "t1_f1"] and df.shape == (12, 6 * 2 + 2)
+    lengths = sequence_lengths(X)
+    for i, t in enumerate(lengths):
+        row = df.iloc[i, :12].to_numpy(dtype=float)
+        assert not np.isnan(row[: 2 * t]).any() and np.isnan(row[2 * t:]).all()  # the padding: missing values
+        np.testing.assert_array_equal(row[: 2 * t], X[i, :t].reshape(-1).astype(np.float64))
+    assert all(types[c] == "real" for c in df.columns[:12]) and types["y"] == "enum" and types["fold"] == "int"
+
+    table = _table_with_gaps(n=12).drop(columns=["y"])
+    df, types = h2o_frame_data(table, task="binary")
+    assert types == {"x0": "real", "x1": "enum", "x2": "real"}
+    assert df["x0"].isna().sum() == table["num"].isna().sum() == 2
+    missing = df["x1"] == _h2o.MISSING_CATEGORY  # what to_h2o_frame tells H2O to read as NA
+    np.testing.assert_array_equal(missing, table["cat"].isna())
+    assert missing.any() and set(df["x1"][~missing]) <= {"a", "b", "c"}
+

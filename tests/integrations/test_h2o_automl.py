@@ -26,7 +26,7 @@ from integrations import _h2o  # noqa: E402
 from integrations._report import format_duration_ms  # noqa: E402
 from integrations.h2o_automl import H2OSession, h2o_fold_assignment, main, to_h2o_frame  # noqa: E402
 from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds  # noqa: E402
-from keras_ln.datasets import load_breast_cancer, load_diabetes, load_wine  # noqa: E402
+from keras_ln.datasets import load_breast_cancer, load_diabetes, load_wine, make_ragged_sequences  # noqa: E402
 
 pytestmark = pytest.mark.h2o
 
@@ -92,7 +92,7 @@ def test_leaderboard_columns_equal_h2os(h2o_run):
     h2o_columns = list(aml.leaderboard.columns)
     assert h2o_columns == LEADERBOARD_COLUMNS[task]
     ours = AutoML(max_models=1, seed=0, max_iter=2, normalizations=("layer",)).fit(X, y, folds=folds, task=task)
-    assert list(ours.leaderboard.columns)[: len(h2o_columns)] == h2o_columns
+    assert list(ours.leaderboard_.columns)[: len(h2o_columns)] == h2o_columns
 
 
 def test_metric_functions_reproduce_h2os_cv_metrics(h2o_run):
@@ -129,6 +129,19 @@ def test_frames_follow_the_task(cluster):
     assert as_classes["y"].isfactor()[0] and len(as_classes["y"].levels()[0]) == 12
     assert not as_numbers["y"].isfactor()[0] and as_numbers.type("y") in ("int", "real")
     h2o.remove([as_classes, as_numbers])
+
+
+def test_padding_and_missing_values_reach_h2o_as_missing(cluster):
+    """Shorter sequences' NaN padding and a table's gaps are NA in H2O; categories are enums."""
+    X, y, _ = make_ragged_sequences(n_samples=12, min_timesteps=3, max_timesteps=6, random_state=0)
+    frame = to_h2o_frame(X, y, task="multiclass", classes=np.unique(y))
+    assert frame.nacnt()[:12] == np.isnan(X.reshape(12, -1)).sum(axis=0).tolist()
+    assert sum(frame.nacnt()[:12]) > 0 and all(frame.types[f"t{t}_f{f}"] == "real" for t in range(6) for f in range(2))
+    table = pd.DataFrame({"num": [1.0, np.nan, 3.0], "cat": ["a", None, "b"]})
+    frame2 = to_h2o_frame(table, task="binary")
+    assert frame2.nacnt() == [1, 1] and frame2.types["x0"] in ("int", "real") and frame2.types["x1"] == "enum"
+    assert sorted(frame2["x1"].levels()[0]) == ["a", "b"]
+    h2o.remove([frame, frame2])
 
 
 def _tiny_csv(tmp_path):
