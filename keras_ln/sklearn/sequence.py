@@ -30,6 +30,9 @@ from sklearn.utils.validation import validate_data
 
 from keras_ln.models import build_recurrent
 from keras_ln.models import recurrent_layer_class
+from keras_ln.sklearn._base import _FIT_ATTRIBUTES_DOC
+from keras_ln.sklearn._base import _TRAINING_PARAMETERS_DOC
+from keras_ln.sklearn._base import _STANDARDIZE_TARGET_DOC
 from keras_ln.sklearn._base import _ClassifierOutputs
 from keras_ln.sklearn._base import _KerasEstimator
 from keras_ln.sklearn._base import _RegressorOutputs
@@ -273,32 +276,7 @@ _PARAMETERS_DOC = """
         Strength of the L2 penalty on the weight matrices (kernels and
         recurrent kernels), `0.5 * alpha * ||W||^2` divided by the batch's
         total sample weight, as in sklearn's MLP.
-    batch_size : int or "auto", default="auto"
-        Minibatch size; "auto" is `min(200, n_samples)`.
-    learning_rate_init : float, default=0.001
-        Adam's step size.
-    max_iter : int, default=200
-        Maximum number of epochs (per call to `fit`).
-    shuffle : bool, default=True
-        Shuffle the samples every epoch.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initial weights, dropout, shuffling and the validation
-        split: two fits with the same int give identical predictions.
-    tol : float, default=1e-4
-        Improvement needed in the loss (or validation score) to count as
-        progress.
-    verbose : int, default=0
-        0 prints nothing; >0 prints one line per epoch.
-    warm_start : bool, default=False
-        Continue training the fitted network (same architecture parameters).
-    early_stopping : bool, default=False
-        Hold out `validation_fraction` of the data, stop when its score stops
-        improving, and restore the best weights.
-    validation_fraction : float in (0, 1), default=0.1
-        Held-out fraction for early stopping.
-    n_iter_no_change : int, default=10
-        Epochs without improvement by `tol` before stopping.
-"""
+""" + _TRAINING_PARAMETERS_DOC.lstrip("\n")
 
 _ATTRIBUTES_DOC = """
     n_features_in_ : int
@@ -306,18 +284,7 @@ _ATTRIBUTES_DOC = """
         feature per step) the number of columns, i.e. time steps.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Column names, for a DataFrame X.
-    n_iter_ : int
-        Epochs run by the last call to `fit`.
-    loss_ : float
-        Training loss of the last epoch.
-    loss_curve_ : list of float
-        Training loss of every epoch (continued by warm starts).
-    best_loss_ : float or None
-        Smallest training loss (None with early stopping).
-    validation_scores_ : list of float or None
-        Validation score of every epoch, with early stopping (else None).
-    best_validation_score_ : float or None
-        Best validation score, with early stopping (else None).
+""" + _FIT_ATTRIBUTES_DOC.strip("\n") + """
     model_ : keras.Model
         The fitted network; input `(batch, steps, features)`, NaN steps are
         padding.
@@ -363,10 +330,12 @@ class LSTMRegressor(RegressorMixin, _RegressorOutputs, _Recurrent):
     __doc__ = (
         """Recurrent-network regressor for sequences, with tunable normalization.
 
-    Trained like `MLPRegressor` (Adam, half squared error) on sequences (see
-    `LSTMClassifier` for the accepted X); one or several outputs.
+    Trained like `MLPRegressor` (Adam, half squared error, standardized
+    targets) on sequences (see `LSTMClassifier` for the accepted X); one or
+    several outputs.
 """
         + _PARAMETERS_DOC
+        + _STANDARDIZE_TARGET_DOC
         + """
     Attributes
     ----------
@@ -390,3 +359,54 @@ class LSTMRegressor(RegressorMixin, _RegressorOutputs, _Recurrent):
     (2,)
     """
     )
+
+    _parameter_constraints: dict = {
+        **_Recurrent._parameter_constraints,
+        "standardize_target": ["boolean"],
+    }
+    _architecture_params = _Recurrent._architecture_params + ("standardize_target",)
+
+    def __init__(
+        self,
+        units=(64,),
+        *,
+        cell="lstm",
+        normalization="layer",
+        bidirectional=False,
+        activation="tanh",
+        dropout=0.0,
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=0,
+        warm_start=False,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        standardize_target=True,
+    ):
+        super().__init__(
+            units,
+            cell=cell,
+            normalization=normalization,
+            bidirectional=bidirectional,
+            activation=activation,
+            dropout=dropout,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate_init=learning_rate_init,
+            max_iter=max_iter,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+        )
+        self.standardize_target = standardize_target

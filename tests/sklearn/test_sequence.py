@@ -4,6 +4,9 @@ import keras
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import log_loss
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 import keras_ln
@@ -20,6 +23,11 @@ LAYERS = {
     ("lstm", None): keras.layers.LSTM,
     ("gru", None): keras.layers.GRU,
 }
+
+
+def _seed(random_state):
+    """The model seed the estimators derive from an int random_state."""
+    return int(check_random_state(random_state).randint(1, np.iinfo(np.int32).max))
 
 
 @pytest.fixture
@@ -61,15 +69,18 @@ def test_batch_gru_is_rejected_before_anything_is_fitted(sequences):
 
 def test_reference_keras_lstm_gives_same_predictions(sequences):
     X, y = sequences
+    target = X[:, :, 1].mean(axis=1)
     reg = LSTMRegressor((5,), normalization=None, max_iter=4, random_state=0)
-    reg.fit(X, X[:, :, 1].mean(axis=1))
+    reg.fit(X, target)
     ref = keras.Sequential([
         keras.Input((None, 2), dtype="float64"),
         keras.layers.LSTM(5, dtype="float64"),
         keras.layers.Dense(1, dtype="float64"),
     ])
     ref.set_weights(reg.model_.get_weights())
-    np.testing.assert_allclose(reg.predict(X), ref(X).numpy().ravel(), rtol=1e-10)
+    # The network predicts the standardized target (standardize_target).
+    expected = ref(X).numpy().ravel() * target.std() + target.mean()
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-10)
 
 
 def test_two_d_input_is_one_feature_per_step(sequences):
@@ -118,6 +129,22 @@ def test_multi_output_and_sample_weight(sequences):
     dropped = LSTMRegressor(**params).fit(X[:40], Y[:40])
     assert weighted.predict(X).shape == (48, 2)
     np.testing.assert_array_equal(weighted.predict(X), dropped.predict(X))
+
+
+def test_regressor_standardizes_target(sequences):
+    """Predictions on the scale of y, training independent of it."""
+    X, _ = sequences
+    y = X[:, :, 0].sum(1)
+    params = dict(units=(4,), max_iter=15, learning_rate_init=0.02, random_state=0)
+    reg = LSTMRegressor(**params).fit(X, y)
+    big = LSTMRegressor(**params).fit(X, y * 1000 + 5000)
+    np.testing.assert_allclose(big.predict(X), reg.predict(X) * 1000 + 5000,
+                               rtol=1e-12)
+    np.testing.assert_allclose(big.score(X, y * 1000 + 5000), reg.score(X, y),
+                               rtol=1e-10)
+    assert reg.score(X, y) > 0.5
+    raw = LSTMRegressor(**params, standardize_target=False).fit(X, y * 1000 + 5000)
+    assert raw.score(X, y * 1000 + 5000) < 0
 
 
 def test_integer_weights_are_repetitions_bitwise():
@@ -170,10 +197,24 @@ def test_units_and_early_stopping(sequences):
     X, y = sequences
     with pytest.raises(ValueError, match="units"):
         LSTMClassifier(units=(4, 0)).fit(X, y)
-    clf = LSTMClassifier((4, 3), early_stopping=True, validation_fraction=0.25,
-                         n_iter_no_change=1, max_iter=30, random_state=0).fit(X, y)
-    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    # 48 rows: a validation part of 12 is too small to stop on.
+    params = dict(units=(4, 3), early_stopping=True, validation_fraction=0.25,
+                  n_iter_no_change=1, max_iter=5, random_state=0)
+    with pytest.warns(UserWarning, match="gives 12 validation rows"):
+        clf = LSTMClassifier(**params).fit(X, y)
+    assert not clf.early_stopping_used_ and clf.validation_scores_ is None
     assert clf.model_.get_layer("rnn_1").units == 3
+    # 240 rows: 60 held out; the lowest validation log-loss is restored.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(240, 5, 2))
+    y = (X[:, :, 0].sum(axis=1) > 0).astype(int)
+    clf = LSTMClassifier(**dict(params, max_iter=30)).fit(X, y)
+    assert clf.early_stopping_used_
+    assert clf.best_validation_loss_ == min(clf.validation_loss_curve_)
+    _, val = train_test_split(np.arange(240), test_size=0.25, stratify=y,
+                              random_state=_seed(0))
+    np.testing.assert_allclose(log_loss(y[val], clf.predict_proba(X[val])),
+                               clf.best_validation_loss_, rtol=1e-9)
 
 
 def test_batch_norm_lstm_population_statistics_after_fit(sequences):

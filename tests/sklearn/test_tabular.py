@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -49,10 +50,13 @@ def test_reference_keras_model_gives_same_predictions(blobs):
     np.testing.assert_allclose(clf.predict_proba(X), ref(X), rtol=1e-12)
     np.testing.assert_array_equal(clf.predict(X), np.argmax(ref(X), axis=1))
 
+    target = X @ [1.0, -2.0, 0.5] + 100.0
     reg = MLPRegressor((4,), activation="identity", normalization=None,
-                       max_iter=5, random_state=0).fit(X, X @ [1.0, -2.0, 0.5])
+                       max_iter=5, random_state=0).fit(X, target)
     w1, b1, w2, b2 = reg.model_.get_weights()
-    np.testing.assert_allclose(reg.predict(X), ((X @ w1 + b1) @ w2 + b2).ravel(), rtol=1e-12)
+    # The network predicts the standardized target (standardize_target).
+    expected = ((X @ w1 + b1) @ w2 + b2).ravel() * target.std() + target.mean()
+    np.testing.assert_allclose(reg.predict(X), expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize("normalization", ["layer", None])
@@ -180,8 +184,12 @@ def test_sample_weight_zero_equals_dropping(blobs, normalization, batch_size):
 def test_integer_weights_are_repetitions_bitwise(blobs, Estimator):
     """One batch: weights 0..4 on shuffled rows give bitwise the fit on the
     rows repeated that many times (sklearn's check asks for rtol=1e-7; the
-    rounding of the two sums used to differ and grow with training)."""
+    rounding of the two sums used to differ and grow with training). The
+    regressor's target, far from mean 0 and std 1, is standardized with
+    the weighted mean and std: bitwise those of the repeated rows too."""
     X, y = blobs
+    if Estimator is MLPRegressor:
+        y = X @ [1.5, -2.0, 0.7] * 300.0 + 40.0
     w = np.random.default_rng(1).integers(0, 5, len(y))
     params = dict(hidden_layer_sizes=(6,), max_iter=20, random_state=0)
     repeated = Estimator(**params).fit(X.repeat(w, axis=0), y.repeat(w))
@@ -241,17 +249,178 @@ def test_convergence_warning(blobs):
         MLPClassifier((4,), max_iter=2, random_state=0).fit(X, y)
 
 
-def test_early_stopping_restores_best_weights(blobs):
-    X, y = blobs
-    clf = MLPClassifier((8,), early_stopping=True, validation_fraction=0.3,
-                        n_iter_no_change=2, learning_rate_init=0.05, max_iter=40,
+@pytest.fixture
+def overlapping_blobs():
+    """300 rows: a validation fifth of 60 rows, enough for early stopping."""
+    rng = np.random.default_rng(4)
+    centers = np.array([[0.0, 0.0, 0.0], [2.0, 2.0, 0.0], [0.0, 2.0, 2.0]])
+    y = rng.integers(0, 3, 300)
+    X = centers[y] + rng.normal(scale=1.0, size=(300, 3))
+    return X, y
+
+
+def _validation_rows(y, fraction, random_state, stratify=True):
+    """The rows the estimators hold out for early stopping."""
+    _, val = train_test_split(np.arange(len(y)), random_state=_seed(random_state),
+                              test_size=fraction, stratify=y if stratify else None)
+    return val
+
+
+def _stopping_epoch(curve, tol, n_iter_no_change):
+    """The epoch at which sklearn's rule stops on `curve` (a loss), or None."""
+    count, best = 0, np.inf
+    for epoch, value in enumerate(curve, start=1):
+        count = count + 1 if value > best - tol else 0
+        best = min(best, value)
+        if count > n_iter_no_change:
+            return epoch
+    return None
+
+
+@pytest.mark.parametrize("normalization", ["layer", "batch", None])
+def test_early_stopping_watches_validation_loss(overlapping_blobs, normalization):
+    """sklearn's rule, applied to the validation log-loss; the weights of
+    the lowest validation loss are restored."""
+    X, y = overlapping_blobs
+    clf = MLPClassifier((8,), normalization=normalization, early_stopping=True,
+                        validation_fraction=0.2, n_iter_no_change=3,
+                        learning_rate_init=0.02, max_iter=300,
                         random_state=0).fit(X, y)
-    assert clf.best_loss_ is None
-    assert len(clf.validation_scores_) == clf.n_iter_
-    assert clf.best_validation_score_ == max(clf.validation_scores_)
-    _, val = train_test_split(np.arange(len(y)), random_state=_seed(0),
-                              test_size=0.3, stratify=y)
+    curve = clf.validation_loss_curve_
+    assert clf.early_stopping_used_ and clf.best_loss_ is None
+    assert len(curve) == len(clf.validation_scores_) == clf.n_iter_
+    assert _stopping_epoch(curve, clf.tol, 3) == clf.n_iter_ < 300
+    best = int(np.argmin(curve))
+    assert clf.best_validation_loss_ == curve[best]
+    assert clf.best_validation_score_ == clf.validation_scores_[best]
+    val = _validation_rows(y, 0.2, 0)
+    assert len(val) == 60
+    np.testing.assert_allclose(
+        log_loss(y[val], clf.predict_proba(X[val])), curve[best], rtol=1e-9
+    )
     assert clf.score(X[val], y[val]) == clf.best_validation_score_
+
+
+def test_early_stopping_goes_on_while_accuracy_plateaus():
+    """Separable classes: the validation accuracy is 1 within a few epochs,
+    which a stopping rule on accuracy (as before, like sklearn's) would
+    stop on; the log-loss still falls, so training goes on."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    X = np.c_[4.0 * y - 2.0, np.zeros(300)] + rng.normal(scale=0.5, size=(300, 2))
+    clf = MLPClassifier((8,), early_stopping=True, validation_fraction=0.2,
+                        n_iter_no_change=5, max_iter=200, learning_rate_init=0.01,
+                        random_state=0).fit(X, y)
+    scores, curve = clf.validation_scores_, clf.validation_loss_curve_
+    first_perfect = scores.index(1.0) + 1
+    assert min(scores[first_perfect - 1:]) == 1.0
+    # The accuracy rule would have stopped by this epoch.
+    accuracy_stop = first_perfect + 5 + 1
+    assert clf.n_iter_ > 2 * accuracy_stop
+    assert clf.best_validation_loss_ < 0.5 * curve[accuracy_stop - 1]
+
+
+def test_small_validation_part_trains_without_early_stopping(blobs):
+    """27 validation rows: early stopping is not used (a warning says so),
+    and the fit is bitwise the fit with early_stopping=False."""
+    X, y = blobs
+    params = dict(hidden_layer_sizes=(8,), validation_fraction=0.3, max_iter=30,
+                  random_state=0)
+    with pytest.warns(UserWarning, match="gives 27 validation rows"):
+        clf = MLPClassifier(**params, early_stopping=True).fit(X, y)
+    plain = MLPClassifier(**params).fit(X, y)
+    assert not clf.early_stopping_used_ and not plain.early_stopping_used_
+    assert clf.validation_loss_curve_ is None and clf.validation_scores_ is None
+    assert clf.best_validation_loss_ is None and clf.best_validation_score_ is None
+    assert clf.loss_curve_ == plain.loss_curve_ and clf.best_loss_ == plain.best_loss_
+    np.testing.assert_array_equal(clf.predict_proba(X), plain.predict_proba(X))
+
+
+@pytest.mark.parametrize("n_samples, used", [(500, True), (490, False)])
+def test_early_stopping_needs_50_validation_rows(n_samples, used):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_samples, 3))
+    reg = MLPRegressor((4,), early_stopping=True, max_iter=3, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg.fit(X, X[:, 0])
+    assert reg.early_stopping_used_ is used
+    assert any("validation rows" in str(w.message) for w in caught) is not used
+    if used:
+        val = _validation_rows(X[:, 0], 0.1, 0, stratify=False)
+        assert len(val) == 50 and len(reg.validation_loss_curve_) == 3
+
+
+def test_early_stopping_needs_two_validation_rows_per_class():
+    """600 rows, 60 held out, but the rare class 'c' gets one of them."""
+    rng = np.random.default_rng(0)
+    y = np.array(["a"] * 295 + ["b"] * 295 + ["c"] * 10)
+    X = rng.normal(size=(600, 3))
+    clf = MLPClassifier((4,), early_stopping=True, max_iter=2, random_state=0)
+    with pytest.warns(UserWarning, match="gives 1 validation rows of class 'c'"):
+        clf.fit(X, y)
+    assert not clf.early_stopping_used_
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="early_stopping")
+        clf.set_params(validation_fraction=0.2).fit(X, y)
+    assert clf.early_stopping_used_
+
+
+@pytest.mark.parametrize("normalization", ["layer", "batch", None])
+def test_regressor_standardizes_target(normalization):
+    """The network learns (y - mean) / std: a regressor on y * 1000 + 5000
+    predicts 1000 times the one on y, plus 5000, and scores the same."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 4))
+    y = np.sin(X[:, 0]) + X[:, 1] * X[:, 2] + 0.1 * rng.normal(size=150)
+    params = dict(hidden_layer_sizes=(16,), normalization=normalization,
+                  learning_rate_init=0.01, max_iter=40, random_state=0)
+    reg = MLPRegressor(**params).fit(X, y)
+    big = MLPRegressor(**params).fit(X, y * 1000 + 5000)
+    np.testing.assert_allclose(big.predict(X), reg.predict(X) * 1000 + 5000,
+                               rtol=1e-12)
+    np.testing.assert_allclose(big.score(X, y * 1000 + 5000), reg.score(X, y),
+                               rtol=1e-12)
+    np.testing.assert_allclose(big.loss_curve_, reg.loss_curve_, rtol=1e-12)
+    assert reg.score(X, y) > 0.7
+    # As sklearn's MLPRegressor: the same steps on y as it is do not get far.
+    raw = MLPRegressor(**params, standardize_target=False).fit(X, y * 1000 + 5000)
+    assert raw.score(X, y * 1000 + 5000) < 0
+    assert raw.loss_curve_[0] > 1e6
+
+
+def test_target_scale_is_weighted_mean_and_std():
+    """Per output column: the sample-weighted mean and standard deviation
+    (ddof 0) of the rows of positive weight; a constant column keeps 1."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 3))
+    Y = np.c_[X @ [1.0, 2.0, 0.0] * 1000 + 5000, X @ [0.0, 1.0, -1.0] * 1e-3,
+              np.full(60, 7.0)]
+    w = rng.integers(0, 4, 60).astype(float)
+    Y[w == 0] = 1e9  # rows of weight 0 count nowhere
+    reg = MLPRegressor((4,), activation="identity", normalization=None,
+                       max_iter=3, random_state=0).fit(X, Y, sample_weight=w)
+    w1, b1, w2, b2 = reg.model_.get_weights()
+    mean = np.average(Y[w > 0], axis=0, weights=w[w > 0])
+    std = np.sqrt(np.average((Y[w > 0] - mean) ** 2, axis=0, weights=w[w > 0]))
+    assert std[2] == 0
+    std[2] = 1.0
+    np.testing.assert_allclose(reg.predict(X), ((X @ w1 + b1) @ w2 + b2) * std + mean,
+                               rtol=1e-12)
+
+
+def test_warm_start_keeps_the_target_scale():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 2))
+    y = X[:, 0] * 10 + 3
+    reg = MLPRegressor((8,), max_iter=20, warm_start=True, random_state=0).fit(X, y)
+    before = reg.predict(X)
+    # Continuing on targets of another scale trains the same network on the
+    # first fit's scale, so a few more epochs move the predictions little.
+    reg.set_params(max_iter=1, learning_rate_init=1e-6).fit(X, 2 * y)
+    np.testing.assert_allclose(reg.predict(X), before, atol=1e-3)
+    with pytest.raises(ValueError, match="standardize_target changed"):
+        reg.set_params(standardize_target=False).fit(X, y)
 
 
 def test_warm_start_continues(blobs):
@@ -384,8 +553,10 @@ def test_batch_norm_population_statistics_after_fit(Estimator):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
     train_mode = np.asarray(model(X, training=True))
-    got = (est.predict(X) if Estimator is MLPRegressor
-           else est.predict_proba(X))
+    if Estimator is MLPRegressor:  # the network predicts standardized y
+        got = (est.predict(X) - y.mean()) / y.std()
+    else:
+        got = est.predict_proba(X)
     np.testing.assert_allclose(
         got.reshape(train_mode.shape), train_mode, atol=1e-5
     )
