@@ -11,8 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics as skm
+from sklearn.model_selection import PredefinedSplit
+from sklearn.model_selection import cross_val_predict
 
 from keras_ln import automl
+from keras_ln.automl import _baselines
+from keras_ln.automl import _ensembles
 from keras_ln.automl import LEADERBOARD_COLUMNS, AutoML, h2o_metrics, make_folds, sort_leaderboard
 from keras_ln.datasets import load_breast_cancer, load_diabetes, load_sequential_digits
 
@@ -344,6 +348,11 @@ def test_a_fixed_batch_size_is_not_searched(monkeypatch):
 # ---------------------------------------------------------------------------
 # the search, end to end, on tiny data
 # ---------------------------------------------------------------------------
+def _leader_id(lb):
+    """The first model of a leaderboard that is not a baseline (the baselines are references)."""
+    return lb.loc[~lb["model_id"].isin(_baselines.BASELINE_IDS), "model_id"].iloc[0]
+
+
 def _subset(X, y, n, seed=0):
     idx = np.random.default_rng(seed).permutation(len(y))[:n]
     return X[idx], y[idx]
@@ -355,8 +364,9 @@ def test_binary_search_end_to_end():
     aml = AutoML(max_models=3, nfolds=3, seed=0, max_iter=3, refit="all").fit(X, y)
     lb = aml.leaderboard
     assert list(lb.columns) == LEADERBOARD_COLUMNS["binary"] + automl.EXTRA_COLUMNS
-    assert len(lb) == 3 and aml.stopped_by_ == "max_models"
-    assert set(lb["normalization"]) == {"layer", "batch", "none"}
+    assert len(_nets(lb)) == 3 and aml.stopped_by_ == "max_models"
+    assert set(_nets(lb)["normalization"]) == {"layer", "batch", "none"}
+    assert set(lb["normalization"]) == {"layer", "batch", "none", "ensemble", "n/a"}
     assert lb["auc"].is_monotonic_decreasing
     assert (lb["training_time_ms"] > 0).all() and (lb["predict_time_per_row_ms"] > 0).all()
     # the leaderboard is computed from the stored cross-validated predictions
@@ -364,8 +374,8 @@ def test_binary_search_end_to_end():
         m = h2o_metrics("binary", y, aml.cv_predictions_[row["model_id"]], aml.classes_)
         assert m["auc"] == pytest.approx(row["auc"]) and m["logloss"] == pytest.approx(row["logloss"])
     np.testing.assert_array_equal(aml.folds_, make_folds(y, "binary", 3, 0))
-    assert sorted(aml.fold_scores_["fold"].unique()) == [0, 1, 2] and len(aml.fold_scores_) == 9
-    assert aml.leader is aml.models_[lb["model_id"].iloc[0]]
+    assert sorted(aml.fold_scores_["fold"].unique()) == [0, 1, 2] and len(aml.fold_scores_) == 3 * len(lb)
+    assert aml.leader is aml.models_[_leader_id(lb)]
     assert set(aml.models_) == set(lb["model_id"])
     # the three nets are one configuration under each normalization, with the same seed
     nets = [aml.models_[m][-1].get_params() for m in sorted(_nets(lb)["model_id"])]
@@ -383,12 +393,17 @@ def test_regression_with_given_folds_and_runtime_budget(monkeypatch):
     monkeypatch.setattr(automl._automl, "_clock", lambda: next(clock))
     aml = AutoML(max_runtime_secs=2.5, seed=1, max_iter=2, normalizations=("layer", None)).fit(X, y, folds=folds)
     # checks at t=1 and t=2 start a model; the check at t=3 is past the budget
-    assert len(aml.leaderboard) == 2 and aml.stopped_by_ == "max_runtime_secs"
+    assert len(_nets(aml.leaderboard)) == 2 and aml.stopped_by_ == "max_runtime_secs"
     assert list(aml.leaderboard.columns) == LEADERBOARD_COLUMNS["regression"] + automl.EXTRA_COLUMNS
     assert aml.leaderboard["mean_residual_deviance"].is_monotonic_increasing
     np.testing.assert_array_equal(aml.folds_, folds)
     assert aml.leader.predict(X[:3]).shape == (3,)
-    assert set(aml.models_) == {aml.leaderboard["model_id"].iloc[0]}  # refit="leader"
+    leader_id = _leader_id(aml.leaderboard)  # refit="leader": the leader (and an ensemble's base nets) only
+    assert set(aml.models_) == {leader_id, *[m for m, w in aml.ensemble_weights_.get(leader_id, {}).items() if w]}
+    # the baselines, cross-validated exactly as scikit-learn does on the same folds
+    for model_id, est in _baselines.make_baselines("regression", automl.make_preprocessor(X)).items():
+        np.testing.assert_array_equal(aml.cv_predictions_[model_id],
+                                      cross_val_predict(est, X, y, cv=PredefinedSplit(folds)))
 
 
 def test_sequence_search_uses_recurrent_nets():
@@ -398,10 +413,16 @@ def test_sequence_search_uses_recurrent_nets():
     aml = AutoML(max_models=2, nfolds=2, seed=0, max_iter=2, normalizations=("layer", "batch")).fit(X, y)
     lb = aml.leaderboard
     assert list(lb.columns) == LEADERBOARD_COLUMNS["multiclass"] + automl.EXTRA_COLUMNS
-    assert set(lb["model_id"]) == {"LSTM_1_LN", "LSTM_1_BN"}
+    assert set(_nets(lb)["model_id"]) == {"LSTM_1_LN", "LSTM_1_BN"}
     assert lb["mean_per_class_error"].is_monotonic_increasing
-    assert aml.leader[-1].__class__.__name__ == "LSTMClassifier"
+    leader = aml.leader
+    nets = leader.estimators.values() if isinstance(leader, _ensembles.StackedEnsemble) else [leader]
+    assert {net[-1].__class__.__name__ for net in nets} == {"LSTMClassifier"}
     assert aml.leader.predict(X[:4]).shape == (4,)
+    # the GLM baseline sees the scaled sequences flattened
+    glm = _baselines.make_baselines("multiclass", automl.make_preprocessor(X), sequences=True)["Baseline_GLM"]
+    np.testing.assert_array_equal(aml.cv_predictions_["Baseline_GLM"],
+                                  cross_val_predict(glm, X, y, cv=PredefinedSplit(aml.folds_), method="predict_proba"))
 
 
 def test_same_seed_same_leaderboard_with_real_nets():
@@ -429,8 +450,200 @@ def test_a_failing_model_is_skipped_like_h2o(monkeypatch):
     monkeypatch.setattr(AutoML, "_train_one", flaky)
     with pytest.warns(RuntimeWarning, match="MLP_1_BN failed"):
         aml = AutoML(max_models=2, nfolds=2, seed=0, max_iter=1, normalizations=("layer", "batch", None)).fit(X, y)
-    assert set(aml.leaderboard["model_id"]) == {"MLP_1_LN", "MLP_1_none"}
+    assert set(_nets(aml.leaderboard)["model_id"]) == {"MLP_1_LN", "MLP_1_none"}
     assert aml.failed_ == {"MLP_1_BN": "FloatingPointError: diverged"}
+
+
+# ---------------------------------------------------------------------------
+# baselines and stacked ensembles
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def binary_run():
+    """Two nets of two normalizations (LN, none) on 120 rows, every model refit."""
+    X, y, _ = load_breast_cancer()
+    X, y = _subset(X, y, 120)
+    aml = AutoML(max_models=2, nfolds=3, seed=0, max_iter=2, refit="all", normalizations=("layer", None)).fit(X, y)
+    return X, y, aml
+
+
+def test_baselines_are_cross_validated_on_the_same_folds_as_sklearn_does(binary_run):
+    X, y, aml = binary_run
+    lb = aml.leaderboard_.set_index("model_id")
+    cv = PredefinedSplit(aml.folds_)
+    for model_id, est in _baselines.make_baselines("binary", automl.make_preprocessor(X)).items():
+        expected = cross_val_predict(est, X, y, cv=cv, method="predict_proba")
+        np.testing.assert_array_equal(aml.cv_predictions_[model_id], expected)
+        assert lb.loc[model_id, "normalization"] == "n/a"
+        assert lb.loc[model_id, LEADERBOARD_COLUMNS["binary"][1:]].to_dict() == h2o_metrics("binary", y, expected)
+        scores = aml.fold_scores_[aml.fold_scores_["model_id"] == model_id]
+        assert scores["auc"].tolist() == [automl.fold_metric("binary", y[aml.folds_ == k], expected[aml.folds_ == k],
+                                                             aml.classes_, "auc") for k in range(3)]
+        # refit on all training rows, like the nets
+        np.testing.assert_array_equal(aml.models_[model_id].predict_proba(X[:9]),
+                                      est.fit(X, y).predict_proba(X[:9]))
+
+
+def test_baselines_do_not_count_against_max_models_and_never_lead(binary_run):
+    X, y, aml = binary_run
+    lb = aml.leaderboard_
+    assert len(_nets(lb)) == 2 and aml.stopped_by_ == "max_models"
+    assert lb["model_id"].iloc[0] == "Baseline_GLM"  # 2-epoch nets lose to the GLM on breast_cancer...
+    assert aml.leader_ is aml.models_[_leader_id(lb)] and _leader_id(lb) != "Baseline_GLM"  # ...which never leads
+
+
+def test_flattened_sequences_for_the_glm_from_padded_arrays_or_lists(rng):
+    X = rng.normal(size=(4, 5, 2))
+    X[1, 3:] = np.nan  # a ragged sequence, NaN-padded
+    flat = _baselines.FlattenSequences().fit(X)
+    expected = np.nan_to_num(X.reshape(4, 10), nan=0.0)
+    np.testing.assert_array_equal(flat.transform(X), expected)
+    np.testing.assert_array_equal(flat.transform([x[: 3 if i == 1 else 5] for i, x in enumerate(X)]), expected)
+    np.testing.assert_array_equal(flat.transform([X[1, :3]]), expected[1:2])  # shorter rows padded to 5 steps
+
+
+def _noisy_binary(rng, n=150, noise=(2.0, 2.0, 3.0)):
+    """Binary targets and class probabilities of models of growing, independent noise."""
+    y = rng.integers(0, 2, size=n)
+    preds = []
+    for scale in noise:
+        p1 = 1.0 / (1.0 + np.exp(-(1.5 * (2 * y - 1) + rng.normal(scale=scale, size=n))))
+        preds.append(np.column_stack([1 - p1, p1]))
+    return y, preds
+
+
+def test_metalearner_weights_are_non_negative_and_optimal(rng):
+    grid = [np.array([a, b, 1 - a - b]) for a in np.linspace(0, 1, 101) for b in np.linspace(0, 1 - a, 101)]
+    y, preds = _noisy_binary(rng)
+    Z = np.column_stack([p[np.arange(len(y)), y] for p in preds])  # probability of the true class
+    w = _ensembles.fit_weights("binary", Z)
+    assert (w >= 0).all() and w.sum() == pytest.approx(1, abs=1e-12)
+    logloss = lambda v: -np.mean(np.log(Z @ v))  # noqa: E731
+    assert logloss(w) <= min(logloss(g) for g in grid) + 1e-9
+    t = rng.normal(size=200)
+    Z = np.column_stack([t + rng.normal(scale=0.5, size=200), t + 1.0, -t])
+    w = _ensembles.fit_weights("regression", Z, t)
+    assert (w >= 0).all() and w.sum() == pytest.approx(1, abs=1e-12)
+    mse = lambda v: np.mean((Z @ v - t) ** 2)  # noqa: E731
+    assert mse(w) <= min(mse(g) for g in grid) + 1e-9
+
+
+def test_ensemble_cv_predictions_come_from_weights_fitted_without_the_fold(rng):
+    y, preds = _noisy_binary(rng)
+    folds = np.arange(len(y)) % 3
+    splits = list(PredefinedSplit(folds).split())
+    classes = np.array([0, 1])
+    cv_pred, fold_weights = _ensembles.cross_validate_weights("binary", y, preds, splits, classes)
+    for (train, test), w in zip(splits, fold_weights):  # a manual implementation
+        Z = np.column_stack([p[train, y[train]] for p in preds])
+        np.testing.assert_array_equal(w, _ensembles.fit_weights("binary", Z))
+        np.testing.assert_allclose(cv_pred[test], sum(wm * p[test] for wm, p in zip(w, preds)), rtol=1e-12)
+    # fold 0's own rows (targets and level-one predictions) change: its weights do not, its
+    # predictions change only through the base predictions
+    test0 = splits[0][1]
+    y2, preds2 = y.copy(), [p.copy() for p in preds]
+    y2[test0] = 1 - y2[test0]
+    for p in preds2:
+        p[test0] = rng.dirichlet([1.0, 1.0], size=len(test0))
+    cv2, fold_weights2 = _ensembles.cross_validate_weights("binary", y2, preds2, splits, classes)
+    np.testing.assert_array_equal(fold_weights2[0], fold_weights[0])
+    np.testing.assert_allclose(cv2[test0], sum(wm * p[test0] for wm, p in zip(fold_weights[0], preds2)), rtol=1e-12)
+    assert not np.array_equal(fold_weights2[1], fold_weights[1])  # fold 0's rows train the other folds' weights
+
+
+def test_an_ensemble_of_identical_models_is_that_model(rng):
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    X = rng.normal(size=(90, 3))
+    y = (X[:, 0] + rng.normal(size=90) > 0).astype(int)
+    splits = list(PredefinedSplit(np.arange(90) % 3).split())
+    clf = LogisticRegression().fit(X, y)
+    cv = cross_val_predict(LogisticRegression(), X, y, cv=splits, method="predict_proba")
+    cv_pred, _ = _ensembles.cross_validate_weights("binary", y, [cv] * 3, splits, np.array([0, 1]))
+    np.testing.assert_allclose(cv_pred, cv, rtol=1e-12)
+    w = _ensembles.fit_weights("binary", np.column_stack([cv[np.arange(90), y]] * 3))
+    ens = _ensembles.StackedEnsemble(dict(zip("abc", [clf] * 3)), dict(zip("abc", w)), np.array([0, 1]))
+    np.testing.assert_allclose(ens.predict_proba(X), clf.predict_proba(X), rtol=1e-12)
+    np.testing.assert_array_equal(ens.predict(X), clf.predict(X))
+    t = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=90)
+    reg = Ridge().fit(X, t)
+    w = _ensembles.fit_weights("regression", np.column_stack([reg.predict(X)] * 2), t)
+    ens = _ensembles.StackedEnsemble({"a": reg, "b": reg}, dict(zip("ab", w)))
+    np.testing.assert_allclose(ens.predict(X), reg.predict(X), rtol=1e-12)
+
+
+def test_best_of_family_stacks_the_best_net_of_each_normalization(rng):
+    board = pd.DataFrame({"model_id": ["B2", "L1", "B1", "N1", "L2"],  # sorted, best first
+                          "normalization": ["batch", "layer", "batch", "none", "layer"],
+                          "predict_time_per_row_ms": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    assert _ensembles.best_of_family(board) == ["L1", "B2", "N1"]
+    y, preds = _noisy_binary(rng, noise=(1.0, 2.0, 3.0, 1.5, 2.5))
+    cv = dict(zip(board["model_id"], preds))
+    splits = list(PredefinedSplit(np.arange(len(y)) % 2).split())
+    out = _ensembles.stacked_ensembles("binary", y, splits, board, cv, "auc", np.array([0, 1]))
+    assert list(out[_ensembles.BEST_OF_FAMILY][3]) == ["L1", "B2", "N1"]
+    assert list(out[_ensembles.ALL_MODELS][3]) == ["B2", "L1", "B1", "N1", "L2"]
+    for row, fold_rows, cv_pred, weights in out.values():
+        assert row["normalization"] == "ensemble" and len(fold_rows) == 2
+        assert min(weights.values()) >= 0 and sum(weights.values()) == pytest.approx(1)
+    # BestOfFamily needs two normalizations, AllModels two nets
+    layer_only = board[board["normalization"] == "layer"].reset_index(drop=True)
+    assert list(_ensembles.stacked_ensembles("binary", y, splits, layer_only, cv, "auc", np.array([0, 1]))) == [
+        _ensembles.ALL_MODELS]
+    assert _ensembles.stacked_ensembles("binary", y, splits, layer_only[:1], cv, "auc", np.array([0, 1])) == {}
+
+
+def test_ensembles_in_the_leaderboard_and_refit(binary_run):
+    X, y, aml = binary_run
+    lb = aml.leaderboard_.set_index("model_id")
+    nets = _nets(aml.leaderboard_)
+    splits = list(PredefinedSplit(aml.folds_).split())
+    assert set(aml.ensemble_weights_) == set(_ensembles.ENSEMBLE_IDS)
+    assert list(aml.ensemble_weights_[_ensembles.ALL_MODELS]) == list(nets["model_id"])
+    assert list(aml.ensemble_weights_[_ensembles.BEST_OF_FAMILY]) == [
+        nets.loc[nets["normalization"] == n, "model_id"].iloc[0] for n in ("layer", "none")]
+    for model_id, weights in aml.ensemble_weights_.items():
+        assert lb.loc[model_id, "normalization"] == "ensemble"
+        assert min(weights.values()) >= 0 and sum(weights.values()) == pytest.approx(1)
+        base = [aml.cv_predictions_[m] for m in weights]
+        expected, _ = _ensembles.cross_validate_weights("binary", y, base, splits, aml.classes_)
+        np.testing.assert_array_equal(aml.cv_predictions_[model_id], expected)
+        assert lb.loc[model_id, LEADERBOARD_COLUMNS["binary"][1:]].to_dict() == h2o_metrics("binary", y, expected)
+        assert len(aml.fold_scores_[aml.fold_scores_["model_id"] == model_id]) == 3
+        # refit: the base nets refit on all rows, combined with the weights fitted on all level-one rows
+        combined = sum(w * aml.models_[m].predict_proba(X[:9]) for m, w in weights.items())
+        np.testing.assert_allclose(aml.models_[model_id].predict_proba(X[:9]), combined, rtol=1e-6)
+
+
+def test_an_ensemble_can_lead_and_is_refit_from_its_base_nets(monkeypatch):
+    """Stand-in nets whose CV predictions carry independent noise: averaging them wins."""
+    import zlib
+
+    X, y, _ = load_breast_cancer()
+    X, y = _subset(X, y, 80)
+
+    def noisy(self, X, y, splits, family, classification, model_id, params, seed, sort_col, *args, **kwargs):
+        noise = np.random.default_rng(zlib.crc32(model_id.encode())).normal(scale=2.0, size=len(y))
+        p1 = 1.0 / (1.0 + np.exp(-(1.0 * (2 * y - 1) + noise)))
+        cv_pred = np.column_stack([1 - p1, p1])
+        norm = params["normalization"] or "none"
+        row = {"model_id": model_id, **h2o_metrics("binary", y, cv_pred, self.classes_), "normalization": norm,
+               "training_time_ms": 1.0, "predict_time_per_row_ms": 0.01}
+        folds = [{"model_id": model_id, "normalization": norm, "fold": k,
+                  sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)} for k, (_, test) in enumerate(splits)]
+        return row, folds, cv_pred, None
+
+    monkeypatch.setattr(AutoML, "_train_one", noisy)
+    aml = AutoML(max_models=3, nfolds=2, seed=0, max_iter=1).fit(X, y)
+    leader_id = _leader_id(aml.leaderboard_)
+    assert leader_id in _ensembles.ENSEMBLE_IDS
+    assert isinstance(aml.leader_, _ensembles.StackedEnsemble) and aml.models_[leader_id] is aml.leader_
+    used = {m for m, w in aml.ensemble_weights_[leader_id].items() if w > 0}
+    assert len(used) >= 2 and set(aml.leader_.estimators) == used and set(aml.models_) == used | {leader_id}
+    proba = aml.leader_.predict_proba(X[:5])
+    np.testing.assert_allclose(proba, sum(w * aml.models_[m].predict_proba(X[:5])
+                                          for m, w in aml.ensemble_weights_[leader_id].items() if w > 0))
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    np.testing.assert_array_equal(aml.leader_.predict(X[:5]), aml.classes_[proba.argmax(axis=1)])
 
 
 # ---------------------------------------------------------------------------

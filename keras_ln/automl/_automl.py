@@ -10,7 +10,9 @@ pruned on their first folds. Every configuration is trained once with each
 normalization, on the same folds (`_folds`) with the same seed; the leaderboard holds H2O AutoML's own columns
 for the task, computed from the cross-validated predictions with the
 definitions H2O uses (`_metrics`), and is sorted like H2O's
-(`_leaderboard`).
+(`_leaderboard`). After the search come H2O's two stacked ensembles of the
+nets (`_ensembles`) and two reference rows, a GLM and a constant
+(`_baselines`).
 """
 
 import time
@@ -33,6 +35,8 @@ from sklearn.utils.validation import _check_feature_names
 from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
+from keras_ln.automl import _baselines
+from keras_ln.automl import _ensembles
 from keras_ln.automl._folds import make_folds
 from keras_ln.automl._leaderboard import EXTRA_COLUMNS
 from keras_ln.automl._leaderboard import resolve_sort_metric
@@ -69,6 +73,8 @@ class AutoML(BaseEstimator):
     max_models : int or None, default=None
         Most models to train (one model = one configuration with one
         normalization, cross-validated). None: only ``max_runtime_secs`` limits.
+        The stacked ensembles and the baselines, built after the search, do
+        not count.
     max_runtime_secs : float or None, default=None
         No new model starts after this many seconds; the models that finished
         are reported. If both are None, ``max_runtime_secs=3600`` like H2O.
@@ -96,7 +102,8 @@ class AutoML(BaseEstimator):
         fixes it for every model.
     refit : {"leader", "all"}, default="leader"
         Refit the leader only, or every model, on all training rows (the
-        refitted models are in ``models_``).
+        refitted models are in ``models_``; an ensemble's refit is its base
+        nets' refits with its weights).
     verbose : int, default=0
         >0 shows a progress bar over the models on stderr.
 
@@ -104,14 +111,21 @@ class AutoML(BaseEstimator):
     ----------
     leaderboard_ : pandas.DataFrame
         H2O's columns for the task, then normalization ("layer", "batch",
-        "none"), training_time_ms (the fit on all training rows with
-        ``refit="all"``, else the mean fit time per fold) and
-        predict_time_per_row_ms (from the cross-validated predictions);
-        sorted like H2O's.
+        "none"; "ensemble" and "n/a" below), training_time_ms (the fit on all
+        training rows with ``refit="all"``, else the mean fit time per fold;
+        an ensemble's: its metalearner's fits) and predict_time_per_row_ms
+        (from the cross-validated predictions; an ensemble's: the sum over its
+        base nets); sorted like H2O's. Besides the nets it holds H2O's
+        ``StackedEnsemble_AllModels`` and ``StackedEnsemble_BestOfFamily``
+        (`_ensembles`; normalization "ensemble") and the references
+        ``Baseline_GLM`` and ``Baseline_constant`` (`_baselines`;
+        normalization "n/a"), cross-validated on the same folds.
     leader_ : estimator or None
-        The best model, refit on all training rows (a Pipeline of
+        The best net or ensemble, refit on all training rows (a Pipeline of
         `make_preprocessor`'s transformer and the net: it takes X as `fit`
-        does); None when no model finished.
+        does); None when no model finished. Like H2O's
+        leader it may be a stacked ensemble (a `_ensembles.StackedEnsemble`);
+        it is never a baseline, which are references, not candidates.
     leaderboard, leader
         H2O's names for ``leaderboard_`` and ``leader_`` (read-only).
     n_features_in_ : int
@@ -129,7 +143,10 @@ class AutoML(BaseEstimator):
     models_ : dict
         model_id -> estimator refit on all training rows (see ``refit``).
     params_ : dict
-        model_id -> the estimator's parameters.
+        model_id -> the estimator's parameters (the nets).
+    ensemble_weights_ : dict
+        ensemble model_id -> {base model_id: weight}, the metalearner fitted
+        on all level-one rows (non-negative, summing to one).
     classes_ : ndarray (classification)
     failed_ : dict
         model_id -> error of the models whose training failed; like H2O
@@ -151,7 +168,8 @@ class AutoML(BaseEstimator):
         "max_models", "max_runtime_secs", or "10 configurations failed in a
         row".
     runtime_secs_ : float
-        Wall time of the search (without the leader's refit).
+        Wall time of the search, the ensembles and the baselines (without
+        the leader's refit).
     """
 
     def __init__(
@@ -399,21 +417,53 @@ class AutoML(BaseEstimator):
         bar.close()
 
         columns = LEADERBOARD_COLUMNS[self.task_] + EXTRA_COLUMNS
+        # After the search, outside max_models and max_runtime_secs: H2O's two
+        # stacked ensembles of the nets, and the two baselines as references.
+        classes = self.classes_ if classification else None
+        nets = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
+        ensembles = _ensembles.stacked_ensembles(self.task_, y, splits, nets, self.cv_predictions_, sort_col, classes)
+        baselines = _baselines.cross_validate_baselines(
+            self.task_, X, y, splits, self._preprocessor, sort_col, classes=classes, sequences=family == "rnn",
+            refit=self.refit == "all")
+        for model_id, (row, model_folds, cv_pred, _) in {**ensembles, **baselines}.items():
+            rows.append(row)
+            fold_rows.extend(model_folds)
+            self.cv_predictions_[model_id] = cv_pred
+        self.ensemble_weights_ = {model_id: spec[3] for model_id, spec in ensembles.items()}
+        self.models_.update({model_id: spec[3] for model_id, spec in baselines.items() if spec[3] is not None})
         self.leaderboard_ = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
         self.fold_scores_ = pd.DataFrame(fold_rows, columns=["model_id", "normalization", "fold", sort_col])
         self.runtime_secs_ = _clock() - start
-        if not rows:
+        if self.refit == "all":
+            for model_id in self.ensemble_weights_:
+                self._refit_model(model_id, X, y, family, classification, seed)
+        # the baselines are references: the leader is the best net or ensemble
+        contenders = self.leaderboard_.loc[~self.leaderboard_["model_id"].isin(_baselines.BASELINE_IDS), "model_id"]
+        if not len(contenders):
             self.leader_ = None
             return self
-        leader_id = self.leaderboard_["model_id"].iloc[0]
-        if leader_id not in self.models_:
-            full = self._make(family, classification, self.params_[leader_id], seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                full.fit(X, y)
-            self.models_[leader_id] = full
-        self.leader_ = self.models_[leader_id]
+        self.leader_ = self._refit_model(contenders.iloc[0], X, y, family, classification, seed)
         return self
+
+    def _refit_model(self, model_id, X, y, family, classification, seed):
+        """``models_[model_id]``, refit on all training rows first if it is not there yet.
+
+        An ensemble is its base nets of positive weight (refit likewise)
+        combined with the weights fitted on all level-one rows.
+        """
+        if model_id not in self.models_:
+            if model_id in self.ensemble_weights_:
+                weights = self.ensemble_weights_[model_id]
+                base = {m: self._refit_model(m, X, y, family, classification, seed) for m, w in weights.items()
+                        if w > 0}
+                full = _ensembles.StackedEnsemble(base, weights, self.classes_ if classification else None)
+            else:
+                full = self._make(family, classification, self.params_[model_id], seed)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    full.fit(X, y)
+            self.models_[model_id] = full
+        return self.models_[model_id]
 
     def _train_one(self, X, y, splits, family, classification, model_id, params, seed, sort_col, report=None):
         """Cross-validate one model (and refit it on all rows when refit="all").
