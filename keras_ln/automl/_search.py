@@ -19,6 +19,7 @@ leaderboard is complete (paired), and the pruned model is left out of it.
 """
 
 import contextlib
+import warnings
 
 import optuna
 from optuna.distributions import CategoricalDistribution
@@ -28,15 +29,17 @@ from optuna.distributions import IntDistribution
 # The declared spaces. A net has `depth` hidden layers of the same width
 # (`width` for MLPs, `units` for recurrent nets); the other names are the
 # estimators' own parameters (keras_ln.sklearn.MLPClassifier/LSTMClassifier),
-# `alpha` being the L2 weight decay. Widths and batch sizes are powers of two,
-# a few shapes that compiled kernels are reused for.
+# `alpha` being the L2 weight decay: as in sklearn, 0.5 * alpha * ||W||^2 is
+# divided by the batch's size, so it matters from about 1e-2 up. Widths and
+# batch sizes are powers of two, a few shapes that compiled kernels are
+# reused for.
 MLP_SPACE = {
     "depth": IntDistribution(1, 3),
     "width": CategoricalDistribution((32, 64, 128, 256, 512)),
     "learning_rate_init": FloatDistribution(1e-4, 3e-2, log=True),
     "dropout": FloatDistribution(0.0, 0.5, step=0.05),
     "batch_size": CategoricalDistribution((16, 32, 64, 128, 256)),
-    "alpha": FloatDistribution(1e-6, 1e-2, log=True),
+    "alpha": FloatDistribution(1e-5, 1.0, log=True),
 }
 RNN_SPACE = {
     "depth": IntDistribution(1, 2),
@@ -137,7 +140,10 @@ def fold_reporter(trial, n_folds, metric):
     def report(fold, value):
         values.append(float(value))
         trial.report(float(value), fold)
-        if trial.should_prune():
+        with warnings.catch_warnings():  # numpy's "All-NaN slice" for a NaN metric: that trial is pruned
+            warnings.simplefilter("ignore", RuntimeWarning)
+            prune = trial.should_prune()
+        if prune:
             raise optuna.TrialPruned(
                 f"pruned after fold {fold + 1} of {n_folds} ({metric} by fold: "
                 + ", ".join(f"{v:.4g}" for v in values)
