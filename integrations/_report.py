@@ -81,23 +81,50 @@ def format_table(df):
         align.append("right")
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
-_COLORS = {"layer": "#1f77b4", "batch": "#ff7f0e", "none": "#7f7f7f", "h2o": "#2ca02c"}
+_COLORS = {"layer": "#1f77b4", "batch": "#ff7f0e", "none": "#7f7f7f", "ensemble": "#9467bd", "baseline": "#d62728",
+           "h2o": "#2ca02c"}
 _LABELS = {"layer": "keras_ln, layer norm", "batch": "keras_ln, batch norm", "none": "keras_ln, no norm",
+           "ensemble": "keras_ln, stacked ensemble", "baseline": "keras_ln, baseline (GLM, constant)",
            "h2o": "H2O AutoML"}
+_NETS = ("layer", "batch", "none")  # keras_ln's normalization column of a net
+_GLM = "Baseline_GLM"
+_CONSTANT = "Baseline_constant"
 
 
 def _group(row):
-    return "h2o" if row["source"] == "h2o" else row["normalization"]
+    if row["source"] == "h2o":
+        return "h2o"
+    return "baseline" if row["normalization"] == "n/a" else row["normalization"]
+
+
+def _without_an_off_scale_constant(board, col, test_col):
+    """The board without keras_ln's constant baseline when its CV or test value lies outside the span of the
+    other models' values (by more than that span), so that it does not squeeze them into one point; and its
+    CV value (None when kept)."""
+    is_constant = (board["source"] == "keras_ln") & (board["model_id"] == _CONSTANT)
+    cols = [c for c in (col, test_col) if c in board]
+    others = board.loc[~is_constant, cols].to_numpy(dtype=float)
+    others = others[np.isfinite(others)]
+    if not is_constant.any() or not len(others):
+        return board, None
+    lo, hi = others.min(), others.max()
+    span = max(hi - lo, 1e-12)
+    values = board.loc[is_constant, cols].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) and (values.min() >= lo - span and values.max() <= hi + span):
+        return board, None
+    return board[~is_constant], float(board.loc[is_constant, col].iloc[0])
 
 
 def plot_metric_by_model(board, task, sort_metric, path):
     """Dot plot: CV sort metric of every model (both sources), test metric as diamonds."""
     col, descending = resolve_sort_metric(task, sort_metric)
-    df = board.iloc[::-1].reset_index(drop=True)  # best at the top
+    test_col = f"test_{col}"
+    df, off_scale = _without_an_off_scale_constant(board, col, test_col)
+    df = df.iloc[::-1].reset_index(drop=True)  # best at the top
     groups = [_group(r) for _, r in df.iterrows()]
     fig, ax = plt.subplots(figsize=(9.5, max(2.8, 0.3 * len(df) + 1.5)))
     y = np.arange(len(df))
-    test_col = f"test_{col}"
     has_test = test_col in df and df[test_col].notna().any()
     if has_test:
         ax.hlines(y, df[col], df[test_col], color="#bbbbbb", linewidth=1, zorder=1)
@@ -114,7 +141,9 @@ def plot_metric_by_model(board, task, sort_metric, path):
         handles.append(plt.Line2D([], [], color="black", marker="D", linestyle="", markersize=5))
         labels.append("same model on the test split")
     ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)
-    ax.set_title(f"{len(df)} models ranked by cross-validated {col} (best at the top)", fontsize=10)
+    ax.set_title(f"{len(df)} models ranked by cross-validated {col} (best at the top)"
+                 + (f"\n{_CONSTANT}: {col} {format_number(off_scale)}, off the scale" if off_scale is not None
+                    else ""), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -156,7 +185,7 @@ def plot_normalization_folds(fold_scores, task, sort_metric, path):
                color=_COLORS[g], alpha=0.85, label=f"best {_LABELS[g]}: {top}")
     ax.set_xticks(np.arange(len(folds)))
     ax.set_xticklabels([f"fold {k}" for k in folds], fontsize=8)
-    vals = fold_scores[col].replace([np.inf, -np.inf], np.nan).dropna()
+    vals = fold_scores.loc[fold_scores["group"].isin(groups), col].replace([np.inf, -np.inf], np.nan).dropna()
     if len(vals):
         lo, hi = vals.min(), vals.max()
         pad = (hi - lo) * 0.2 or 0.01
@@ -236,6 +265,41 @@ def _rows_line(ctx):
             f"{', stratified by class' if ctx['task'] != 'regression' else ''}).")
 
 
+def nets_worse_than_glm(board, task, sort_col):
+    """The keras_ln nets and ensembles whose cross-validated ``sort_col`` is worse than ``Baseline_GLM``'s.
+
+    Returns ``(glm_value, DataFrame of those rows)``; ``glm_value`` is None when the board has no GLM row.
+    """
+    keras = board[board["source"] == "keras_ln"]
+    glm = keras.loc[keras["model_id"] == _GLM, sort_col]
+    if not len(glm) or pd.isna(glm.iloc[0]):
+        return None, keras.iloc[:0]
+    descending = resolve_sort_metric(task, "deviance" if sort_col == "mean_residual_deviance" else sort_col)[1]
+    models = keras[keras["normalization"].isin([*_NETS, "ensemble"])]
+    worse = models[sort_col] < glm.iloc[0] if descending else models[sort_col] > glm.iloc[0]
+    return float(glm.iloc[0]), models[worse.fillna(False).astype(bool)]
+
+
+def baseline_sentence(board, task, sort_col):
+    """A warning, in words, naming the keras_ln nets (and ensembles) worse than the GLM baseline; else a
+    line saying that none is."""
+    glm, worse = nets_worse_than_glm(board, task, sort_col)
+    if glm is None:
+        return "- No GLM baseline in this leaderboard: the keras_ln models are not compared with a linear model."
+    if not len(worse):
+        return (f"- Every keras_ln net and ensemble is at least as good as the GLM baseline (`{_GLM}`, a regularized "
+                f"linear model on the same preprocessing and folds: cross-validated {sort_col} "
+                f"{format_number(glm)}).")
+    n_nets = int(worse["normalization"].isin(_NETS).sum())
+    who = " and ".join(part for part in (f"{n_nets} keras_ln net(s)" if n_nets else "",
+                                         f"{len(worse) - n_nets} ensemble(s)" if len(worse) > n_nets else "") if part)
+    names = ", ".join(f"`{r['model_id']}` ({format_number(r[sort_col])})" for _, r in worse.iterrows())
+    return (f"> **Warning: {who} worse than the GLM baseline** (`{_GLM}`, a regularized linear model on the same "
+            f"preprocessing and folds: cross-validated {sort_col} {format_number(glm)}): {names}. A net that a "
+            f"linear model beats has usually not learned what this data allows (too few epochs, too small a "
+            f"budget, or a poor configuration); its normalization's effect is not measured by it.")
+
+
 def markdown(ctx, board, fold_scores, sort_col):
     """The text of report.md; ``ctx`` describes the run (data, split, budgets, wall times, H2O)."""
     cv_cols = LEADERBOARD_COLUMNS[ctx["task"]][1:]
@@ -260,6 +324,8 @@ def markdown(ctx, board, fold_scores, sort_col):
         *(["- keras_ln models that failed and were skipped: "
            + "; ".join(f"`{k}` ({v[:200]})" for k, v in ctx["failed"].items())] if ctx["failed"] else []),
         "",
+        baseline_sentence(board, ctx["task"], sort_col),
+        "",
         f"## Leaderboard (sorted by cross-validated `{sort_col}`, like H2O's)",
         "",
         "CV columns are computed from cross-validated predictions (H2O's numbers for H2O's models, the same "
@@ -272,15 +338,17 @@ def markdown(ctx, board, fold_scores, sort_col):
         "",
     ]
     if fold_scores is not None and len(fold_scores):
-        summary = (fold_scores.groupby("group")[sort_col].agg(["mean", "std", "min", "max", "count"])
+        shown_folds = fold_scores[fold_scores["group"] != "n/a"]  # not the baselines, two unlike models
+        summary = (shown_folds.groupby("group")[sort_col].agg(["mean", "std", "min", "max", "count"])
                    .rename(columns={"count": "(model, fold) pairs"}).reset_index())
         lines += [f"`{sort_col}` per (model, fold) of each group (h2o: H2O's best model with holdout "
                   "predictions):", "", format_table(summary), ""]
     best = []
-    for norm in ("layer", "batch", "none"):
+    for norm in (*_NETS, "ensemble"):
         cand = board[(board["source"] == "keras_ln") & (board["normalization"] == norm)]
         if len(cand):
             best.append(cand.iloc[0])
+    best.extend(row for _, row in board[(board["source"] == "keras_ln") & (board["model_id"] == _GLM)].iterrows())
     h2o_rows = board[board["source"] == "h2o"]
     if len(h2o_rows):
         best.append(h2o_rows.iloc[0])
@@ -304,6 +372,15 @@ def markdown(ctx, board, fold_scores, sort_col):
         "mean_residual_deviance = mse (gaussian). training time: the refit on all training rows "
         "(keras_ln) / H2O's reported time; predict_time_per_row_ms (leaderboard.csv) from the CV predictions "
         "(keras_ln) / H2O.",
+        "",
+        "keras_ln's references and ensembles, cross-validated on the same folds: `Baseline_GLM` is a logistic "
+        "(classification) or ridge (regression) regression on the nets' preprocessing (sequences flattened), its "
+        "regularization chosen by an inner cross-validation on each fold's training rows; `Baseline_constant` "
+        "predicts the training rows' class shares or mean. They are never keras_ln's leader. "
+        "`StackedEnsemble_AllModels` (every net) and `StackedEnsemble_BestOfFamily` (the best net of each "
+        "normalization) average their base nets' predictions with non-negative weights summing to one, fitted "
+        "on the cross-validated predictions; their CV metrics come from fitting those weights without the "
+        "predicted fold, and their test metrics from the base nets refit on all training rows.",
         "",
     ]
     return "\n".join(lines)

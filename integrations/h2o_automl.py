@@ -237,11 +237,12 @@ def run(args, out=None):
     board = automl.sort_leaderboard(board.reindex(columns=columns), task, args.sort_metric)
     fold_scores = pd.concat([f for f in (keras_folds, h2o_folds) if f is not None], ignore_index=True)
 
+    n_keras = int((keras_board["normalization"] != "n/a").sum())  # nets and ensembles, not the baselines
     ctx = dict(dataset=data.name, task=task, task_source=_task_source(args), shape=tuple(data.X.shape),
                sequence=data.X.ndim == 3, n_train=len(data.y_train), n_test=len(data.y_test),
                test_size=args.test_size, test_from=data.test_from, seed=args.seed, nfolds=args.nfolds, fold_check=fold_check,
                max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, max_iter=args.max_iter,
-               keras_secs=keras_secs, n_keras=len(keras_board), stopped_by=aml.stopped_by_, failed=aml.failed_,
+               keras_secs=keras_secs, n_keras=n_keras, stopped_by=aml.stopped_by_, failed=aml.failed_,
                h2o_secs=h2o_secs, n_h2o=0 if h2o_board is None else len(h2o_board), h2o=h2o_desc)
     folder = _report.write_report(args.out, data.name, board, fold_scores, _learning_curves(aml), task=task,
                                   sort_metric=args.sort_metric,
@@ -250,6 +251,8 @@ def run(args, out=None):
              "normalization"]
     print(f"\nLeaderboard for {data.name} ({task}), sorted by CV {sort_col}:", file=out)
     print(board[list(dict.fromkeys(shown))].to_markdown(index=False, floatfmt=".4f"), file=out)
+    sentence = _report.baseline_sentence(board, task, sort_col)
+    print("\n" + sentence.lstrip("-> ").replace("**", "").replace("`", ""), file=out)
     print(f"\nReport: {os.path.join(folder, 'report.md')}", file=out, flush=True)
     return folder
 

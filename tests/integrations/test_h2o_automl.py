@@ -187,8 +187,12 @@ def test_no_h2o_end_to_end(tmp_path, capsys):
                  "--max-iter", "2", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     board = pd.read_csv(out / "tiny" / "leaderboard.csv")
-    assert set(board["source"]) == {"keras_ln"} and len(board) == 2
-    assert set(board["normalization"]) == {"layer", "batch"}
+    assert set(board["source"]) == {"keras_ln"} and len(board) == 6
+    # pandas reads "n/a" (the baselines' normalization) as NaN
+    assert sorted(board["normalization"].fillna("n/a")) == ["batch", "ensemble", "ensemble", "layer", "n/a", "n/a"]
+    assert {"Baseline_GLM", "Baseline_constant", "StackedEnsemble_AllModels",
+            "StackedEnsemble_BestOfFamily"} <= set(board["model_id"])
+    assert board["test_auc"].notna().all()  # every row, baselines and ensembles too, scored on the test split
     assert sorted(os.listdir(out)) == ["tiny"]  # no partial folders left behind
     assert sorted(os.listdir(out / "tiny")) == ["leaderboard.csv", "learning_curves.png", "metric_by_model.png",
                                                 "normalization_folds.png", "report.md"]

@@ -94,3 +94,85 @@ def test_written_report_keeps_exact_values_in_the_csv(tmp_path):
                                   markdown="# tiny\n")
     again = pd.read_csv(f"{folder}/leaderboard.csv")
     assert again["training_time_ms"].tolist() == board["training_time_ms"].tolist()
+
+
+# ---------------------------------------------------------------------------
+# the baselines and the ensembles in the report
+# ---------------------------------------------------------------------------
+def _board_with_references(ln=0.97, bn=0.93, ensemble=0.96, glm=0.95):
+    """keras_ln's nets, an ensemble and the two baselines next to an H2O model (whose normalization is n/a too)."""
+    return pd.DataFrame({
+        "source": ["keras_ln"] * 5 + ["h2o"],
+        "model_id": ["MLP_1_LN", "MLP_1_BN", "StackedEnsemble_AllModels", "Baseline_GLM", "Baseline_constant",
+                     "GBM_1_AutoML_1"],
+        "auc": [ln, bn, ensemble, glm, 0.5, 0.9],
+        "normalization": ["layer", "batch", "ensemble", "n/a", "n/a", "n/a"],
+        "test_auc": [0.96, 0.92, 0.95, 0.94, 0.5, 0.9],
+    }).sort_values("auc", ascending=False, ignore_index=True)
+
+
+def _ctx():
+    return dict(dataset="tiny", task="binary", task_source="inferred from the target", shape=(80, 5),
+                sequence=False, n_train=64, n_test=16, test_size=0.2, seed=3, nfolds=2, fold_check="yes",
+                max_models=2, max_runtime_secs=60, max_iter=2, keras_secs=12.0, n_keras=3,
+                stopped_by="max_models", failed={}, h2o_secs=15.31, n_h2o=1, h2o="3.46, local cluster")
+
+
+def _warning(text):
+    lines = [line for line in text.splitlines() if "Warning" in line]
+    assert len(lines) <= 1
+    return lines[0] if lines else None
+
+
+def test_report_warns_in_words_naming_the_nets_worse_than_the_glm_baseline():
+    text = _report.markdown(_ctx(), _board_with_references(), None, "auc")
+    warning = _warning(text)
+    assert warning.startswith("> **Warning: 1 keras_ln net(s) worse than the GLM baseline**")
+    assert "`MLP_1_BN` (0.93)" in warning and "cross-validated auc 0.95" in warning
+    # the better net, the ensemble, the constant and H2O's model (worse than the GLM) are not named
+    assert not any(name in warning for name in ("MLP_1_LN", "StackedEnsemble", "Baseline_constant", "GBM"))
+    text = _report.markdown(_ctx(), _board_with_references(ensemble=0.94), None, "auc")
+    assert _warning(text).startswith("> **Warning: 1 keras_ln net(s) and 1 ensemble(s) worse than")
+
+
+def test_report_does_not_warn_when_every_net_is_as_good_as_the_glm():
+    text = _report.markdown(_ctx(), _board_with_references(bn=0.95), None, "auc")  # a tie is not worse
+    assert _warning(text) is None
+    assert "Every keras_ln net and ensemble is at least as good as the GLM baseline" in text
+
+
+def test_worse_follows_the_direction_of_the_sort_metric():
+    board = pd.DataFrame({"source": ["keras_ln"] * 3, "model_id": ["MLP_1_LN", "MLP_1_none", "Baseline_GLM"],
+                          "normalization": ["layer", "none", "n/a"], "mean_residual_deviance": [3.0, 1.0, 2.0]})
+    glm, worse = _report.nets_worse_than_glm(board, "regression", "mean_residual_deviance")
+    assert glm == 2.0 and list(worse["model_id"]) == ["MLP_1_LN"]  # lower is better
+    glm, worse = _report.nets_worse_than_glm(board.iloc[:2], "regression", "mean_residual_deviance")
+    assert glm is None and worse.empty
+
+
+def test_best_of_each_kind_and_plots_with_baseline_and_ensemble_rows(tmp_path):
+    board = _board_with_references()
+    folds = pd.DataFrame({"model_id": np.repeat(board["model_id"].to_numpy(), 2), "fold": [0, 1] * len(board),
+                          "group": np.repeat(board["normalization"].where(board["source"] == "keras_ln", "h2o"), 2),
+                          "auc": np.repeat(board["auc"].to_numpy(), 2)})
+    text = _report.markdown(_ctx(), board, folds, "auc")
+    best = text[text.index("Best model of each kind"):text.index("## Plots")]
+    assert all(m in best for m in ("MLP_1_LN", "MLP_1_BN", "StackedEnsemble_AllModels", "Baseline_GLM",
+                                   "GBM_1_AutoML_1")) and "Baseline_constant" not in best
+    groups = text[text.index("across folds"):text.index("Best model of each kind")]
+    assert "| ensemble" in groups and "n/a" not in groups  # the baselines are two unlike models
+    folder = _report.write_report(str(tmp_path), "tiny", board, folds, {}, task="binary", sort_metric="AUTO",
+                                  markdown=text)
+    for png in ("metric_by_model.png", "normalization_folds.png", "learning_curves.png"):
+        assert (tmp_path / "tiny" / png).stat().st_size > 5000
+    assert folder.endswith("tiny")
+
+
+def test_an_off_scale_constant_baseline_leaves_the_dot_plot():
+    board = _board_with_references()  # the constant's auc 0.5 is far below the others' 0.9-0.97
+    shown, off_scale = _report._without_an_off_scale_constant(board, "auc", "test_auc")
+    assert off_scale == 0.5 and "Baseline_constant" not in set(shown["model_id"]) and len(shown) == len(board) - 1
+    near = board.assign(auc=board["auc"].where(board["model_id"] != "Baseline_constant", 0.88),
+                        test_auc=board["test_auc"].where(board["model_id"] != "Baseline_constant", 0.88))
+    shown, off_scale = _report._without_an_off_scale_constant(near, "auc", "test_auc")
+    assert off_scale is None and len(shown) == len(board)
