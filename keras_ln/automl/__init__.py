@@ -6,6 +6,8 @@
 - `_preprocessing`: what every model puts in front of its net (`make_preprocessor`:
   imputation and one-hot encoding of tables, scaling and unpadding of sequences);
 - `_search`: the search (Optuna): the space of each family, its portfolio, pruning;
+- `_ensembles`: H2O's stacked ensembles of the nets (`StackedEnsemble`);
+- `_baselines`: the reference rows, a GLM and a constant;
 - `_automl`: `AutoML` itself.
 
 Example
@@ -19,6 +21,7 @@ Example
 """
 
 from keras_ln.automl._automl import AutoML
+from keras_ln.automl._ensembles import StackedEnsemble
 from keras_ln.automl._folds import make_folds
 from keras_ln.automl._leaderboard import EXTRA_COLUMNS
 from keras_ln.automl._leaderboard import SORT_METRICS
@@ -39,6 +42,7 @@ __all__ = [
     "MLP_SPACE",
     "RNN_SPACE",
     "SORT_METRICS",
+    "StackedEnsemble",
     "categorical_columns",
     "fold_metric",
     "h2o_metrics",
