@@ -367,9 +367,9 @@ class AutoML(BaseEstimator):
         space = _search.search_space(family, fixed)
         failed_in_a_row = 0
         with _search.quiet_optuna():
-            self.study_ = _search.make_study(family, higher_is_better, self.seed, fixed)
+            self.study_ = _search.make_study(family, higher_is_better, self.seed)
             while not out_of_budget():
-                trial = self.study_.ask(space)
+                trial = _search.ask(self.study_, family, space, fixed)
                 config = _search.to_params(family, trial.params)
                 values, pruned = [], None
                 for i, norm in enumerate(_search.normalizations_for(config, norms)):
