@@ -54,7 +54,7 @@ _SPACES = {"mlp": MLP_SPACE, "rnn": RNN_SPACE}
 
 # Strong default configurations, tried first, in this order: the enqueued
 # start of every search, so also what a small budget trains. Chosen with
-# benchmarks/automl_portfolio.py (commit 088102a, seed 0, 3 folds, early
+# benchmarks/automl_portfolio.py (at commit d775225, seed 0, 3 folds, early
 # stopping off, max_iter 100 for MLPs and 50 for RNNs, regression targets
 # standardized): 12 MLP and 6 RNN candidates were cross-validated under every
 # normalization on every bundled set of their family, each set's scores
