@@ -148,9 +148,14 @@ def build_mlp(
 ):
     """Build a multilayer perceptron with a chosen normalization.
 
-    Each hidden block is `Dense(units)` (without bias when a normalization
-    layer follows, whose `beta` plays that role), the normalization layer,
-    the activation and, when `dropout > 0`, `Dropout(dropout)`.
+    Each hidden block is `Dense(units)`, the normalization layer, the
+    activation and, when `dropout > 0`, `Dropout(dropout)`. The `Dense` has
+    no bias only before batch normalization, which subtracts each unit's
+    batch mean and so removes any bias (its `beta` plays that role). Layer
+    normalization keeps the bias: it subtracts the mean over the units of one
+    example, which a per-unit bias does not cancel, and without it the block
+    could not tell an example from the same example scaled by a positive
+    factor.
 
     Args:
         n_features: Number of input features.
@@ -189,7 +194,7 @@ def build_mlp(
         for i, units in enumerate(sizes):
             h = keras.layers.Dense(
                 units,
-                use_bias=normalization is None,
+                use_bias=normalization != "batch",
                 dtype=dtype,
                 name=f"dense_{i}",
             )(h)

@@ -36,8 +36,9 @@ def test_build_mlp_structure(normalization, norm_type):
     for i, units in enumerate((7, 4)):
         dense = model.get_layer(f"dense_{i}")
         assert dense.units == units
-        # The normalization's beta replaces the Dense bias.
-        assert dense.use_bias == (normalization is None)
+        # Batch norm's beta replaces the Dense bias (batch norm removes it);
+        # layer norm does not remove a per-unit bias, so the Dense keeps it.
+        assert dense.use_bias == (normalization != "batch")
         assert model.get_layer(f"act_{i}").activation is keras.activations.tanh
         assert model.get_layer(f"dropout_{i}").rate == 0.25
         if norm_type is None:
