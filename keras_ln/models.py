@@ -281,7 +281,19 @@ def build_recurrent(
     `NaNPaddingMask` (NaN time steps are padding and masked), then one
     recurrent layer per entry of `units` (all but the last return
     sequences), each wrapped in `keras.layers.Bidirectional` when
-    `bidirectional`, then a `Dense` head on the last state.
+    `bidirectional` and followed, when `dropout > 0`, by `Dropout(dropout)`,
+    then a `Dense` head on the last state.
+
+    Dropout is on the non-recurrent connections between layers and before
+    the head (Zaremba et al., 2014), as `build_mlp` puts it after each
+    hidden block, not on the input features: a recurrent layer's `dropout`
+    draws one mask per sequence, which with few features zeroes every
+    feature of some sequences (a tenth of them with one feature at rate
+    0.1). A layer-normalized cell started from zero states on all-zero
+    inputs keeps its states exactly zero, where layer normalization's slope
+    is `gamma / sqrt(epsilon)` (about 32): the gradient then grows about a
+    hundredfold per step back in time and overflows float32 within some
+    twenty steps.
 
     Args:
         n_features: Number of features per time step.
@@ -293,7 +305,7 @@ def build_recurrent(
         bidirectional: Wrap each recurrent layer in `Bidirectional`.
         activation: Activation of the recurrent layers (Keras or sklearn
             name).
-        dropout: Input dropout rate of each recurrent layer, in `[0, 1)`.
+        dropout: Dropout rate after each recurrent layer, in `[0, 1)`.
         output_activation: As in `build_mlp`.
         dtype: Dtype of every layer.
         seed: Optional int; the same seed gives the same initial weights and
@@ -333,8 +345,6 @@ def build_recurrent(
                 return_sequences=i < len(sizes) - 1,
                 dtype=dtype,
             )
-            if dropout:
-                kwargs.update(dropout=dropout, seed=random.randint(1, 10**9))
             if normalization == "batch" and max_steps is not None:
                 kwargs.update(max_steps=int(max_steps))
             if bidirectional:
@@ -346,5 +356,10 @@ def build_recurrent(
             else:
                 layer = layer_class(width, name=f"rnn_{i}", **kwargs)
             h = layer(h)
+            if dropout:
+                h = keras.layers.Dropout(
+                    dropout, seed=random.randint(1, 10**9), dtype=dtype,
+                    name=f"dropout_{i}",
+                )(h)
         outputs = _head(h, int(n_outputs), output_activation, dtype)
         return keras.Model(inputs, outputs, name=name)

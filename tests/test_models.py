@@ -117,6 +117,16 @@ def test_build_recurrent_structure(bidirectional):
     assert isinstance(first, keras_ln.LayerNormGRU)
     assert first.units == 5 and first.return_sequences
     assert second.units == 4 and not second.return_sequences
+    assert "dropout_0" not in {layer.name for layer in model.layers}
+
+
+def test_build_recurrent_dropout_between_layers_not_on_inputs():
+    model = build_recurrent(3, 1, units=(5, 4), dropout=0.2, seed=0)
+    names = [layer.name for layer in model.layers][1:]
+    assert names == ["padding_mask", "rnn_0", "dropout_0", "rnn_1",
+                     "dropout_1", "output"]
+    assert model.get_layer("dropout_1").rate == 0.2
+    assert model.get_layer("rnn_0").dropout == 0.0
 
 
 def test_build_recurrent_rejects_batch_gru_and_bad_sizes():

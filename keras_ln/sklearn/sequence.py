@@ -271,7 +271,9 @@ _PARAMETERS_DOC = """
     activation : {"tanh", "relu", "logistic", "identity"}, default="tanh"
         Activation of the recurrent layers.
     dropout : float in [0, 1), default=0.0
-        Input dropout rate of each recurrent layer.
+        Dropout rate after each recurrent layer (on the connections between
+        layers and before the output layer; see `keras_ln.models.
+        build_recurrent`).
     alpha : float, default=0.0001
         Strength of the L2 penalty on the weight matrices (kernels and
         recurrent kernels), `0.5 * alpha * ||W||^2` divided by the batch's

@@ -58,6 +58,23 @@ def test_every_combination(sequences, cell, normalization, bidirectional):
     np.testing.assert_array_equal(proba, LSTMClassifier(**params).fit(X, y).predict_proba(X))
 
 
+@pytest.mark.parametrize("normalization", ["layer", "batch", None])
+def test_dropout_on_the_adding_problem_trains(normalization):
+    """Two features, one of them almost always 0: dropout on the input
+    features zeroed whole sequences (up to their first marker), where a
+    layer-normalized LSTM's states stay exactly zero and its gradient
+    overflowed (loss nan at the first iteration). Dropout now sits between
+    the layers, and every normalization trains with finite losses."""
+    from keras_ln.datasets import make_adding_problem
+
+    X, y = make_adding_problem(200, 50)[:2]
+    reg = LSTMRegressor(units=(16,), normalization=normalization, dropout=0.1,
+                        max_iter=3, batch_size=32, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(reg.loss_curve_))
+    assert reg.model_.get_layer("dropout_0").rate == 0.1
+    assert np.all(np.isfinite(reg.predict(X)))
+
+
 def test_batch_gru_is_rejected_before_anything_is_fitted(sequences):
     X, y = sequences
     clf = LSTMClassifier((4,), cell="gru", normalization="batch")
