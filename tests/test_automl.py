@@ -621,14 +621,16 @@ def test_an_ensemble_can_lead_and_is_refit_from_its_base_nets(monkeypatch):
     X, y, _ = load_breast_cancer()
     X, y = _subset(X, y, 80)
 
-    def noisy(self, X, y, splits, family, classification, model_id, params, seed, sort_col, *args, **kwargs):
+    def noisy(self, X, y, repeats, family, classification, model_id, params, seed, sort_col, *args, **kwargs):
+        splits = repeats[0]
         noise = np.random.default_rng(zlib.crc32(model_id.encode())).normal(scale=2.0, size=len(y))
         p1 = 1.0 / (1.0 + np.exp(-(1.0 * (2 * y - 1) + noise)))
         cv_pred = np.column_stack([1 - p1, p1])
         norm = params["normalization"] or "none"
         row = {"model_id": model_id, **h2o_metrics("binary", y, cv_pred, self.classes_), "normalization": norm,
                "training_time_ms": 1.0, "predict_time_per_row_ms": 0.01}
-        folds = [{"model_id": model_id, "normalization": norm, "fold": k,
+        folds = [{"model_id": model_id, "config": model_id.rsplit("_", 1)[0], "normalization": norm,
+                  "repeat": 0, "fold": k,
                   sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)} for k, (_, test) in enumerate(splits)]
         return row, folds, cv_pred, None
 

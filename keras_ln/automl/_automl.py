@@ -46,6 +46,7 @@ from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._metrics import h2o_metrics
 from keras_ln.automl._preprocessing import make_preprocessor
 from keras_ln.automl import _search
+from keras_ln.automl import _verdict
 from keras_ln.automl._search import _NORM_TAG
 from keras_ln.datasets import check_sequences
 from keras_ln.datasets import pad_sequences
@@ -80,6 +81,16 @@ class AutoML(BaseEstimator):
         are reported. If both are None, ``max_runtime_secs=3600`` like H2O.
     nfolds : int, default=5
         Folds of the cross-validation that fills the leaderboard.
+    n_repeats : int, default=1
+        Repeated cross-validation for the normalization verdict: the fold
+        assignment is drawn ``n_repeats`` times (the first is ``folds`` or
+        ``make_folds(y, task, nfolds, seed)``, the one H2O shares; repeat
+        ``r`` is ``make_folds(y, task, nfolds, seed + r)``, seed None
+        counting as 0), and every model is trained on every fold of every
+        repeat. The leaderboard, the pruner, the ensembles and the baselines
+        use the first repeat only (so that they stay comparable with H2O's,
+        on the same folds); the other repeats add rows to ``fold_scores_``,
+        which `verdict` pairs up. Costs ``n_repeats`` times the training.
     seed : int or None, default=None
         Seeds the fold assignment, the sampling of the search space (Optuna's
         ``TPESampler``; None: unseeded) and every estimator's ``random_state``
@@ -134,12 +145,18 @@ class AutoML(BaseEstimator):
         Column names of a DataFrame X whose column names are all strings.
     task_ : str
     folds_ : ndarray of shape (n_samples,)
-        Fold index of every training row.
+        Fold index of every training row (the first repeat's).
+    repeat_folds_ : ndarray of shape (n_repeats, n_samples)
+        The fold assignment of every repeat (``repeat_folds_[0]`` is
+        ``folds_``).
     cv_predictions_ : dict
         model_id -> cross-validated predictions (probabilities per class for
         classification, in the order of ``classes_``).
     fold_scores_ : pandas.DataFrame
-        model_id, normalization, fold and the sort metric on that fold's rows.
+        model_id, config (the configuration a net was trained from, e.g.
+        ``MLP_3``, shared by its normalizations; empty for the ensembles and
+        baselines), normalization, repeat, fold and the sort metric on that
+        fold's rows. The ensembles and baselines have the first repeat only.
     models_ : dict
         model_id -> estimator refit on all training rows (see ``refit``).
     params_ : dict
@@ -181,6 +198,7 @@ class AutoML(BaseEstimator):
         sort_metric="AUTO",
         normalizations=("layer", "batch", None),
         *,
+        n_repeats=1,
         max_iter=50,
         early_stopping=True,
         batch_size="auto",
@@ -190,6 +208,7 @@ class AutoML(BaseEstimator):
         self.max_models = max_models
         self.max_runtime_secs = max_runtime_secs
         self.nfolds = nfolds
+        self.n_repeats = n_repeats
         self.seed = seed
         self.sort_metric = sort_metric
         self.normalizations = normalizations
@@ -203,6 +222,7 @@ class AutoML(BaseEstimator):
         "max_models": [Interval(Integral, 1, None, closed="left"), None],
         "max_runtime_secs": [Interval(Real, 0, None, closed="neither"), None],
         "nfolds": [Interval(Integral, 2, None, closed="left")],
+        "n_repeats": [Interval(Integral, 1, None, closed="left")],
         "seed": [Interval(Integral, 0, None, closed="left"), None],
         "sort_metric": [str],
         "normalizations": ["array-like"],
@@ -341,6 +361,10 @@ class AutoML(BaseEstimator):
                 raise ValueError(f"Expected `folds` of non-negative ints with shape ({len(y)},). Received: {folds!r}")
         self.folds_ = folds
         splits = list(PredefinedSplit(folds).split())
+        nfolds = len(splits)
+        self.repeat_folds_ = np.stack([folds] + [
+            make_folds(y, self.task_, nfolds, (self.seed or 0) + r) for r in range(1, self.n_repeats)])
+        repeats = [splits] + [list(PredefinedSplit(f).split()) for f in self.repeat_folds_[1:]]
 
         family = "mlp" if X.ndim == 2 else "rnn"
         budget = self.max_runtime_secs
@@ -383,7 +407,7 @@ class AutoML(BaseEstimator):
                                         + (f" ({len(self.pruned_)} pruned)" if self.pruned_ else ""), refresh=True)
                     try:
                         row, model_folds, cv_pred, full = self._train_one(
-                            X, y, splits, family, classification, model_id, params, seed, sort_col, report)
+                            X, y, repeats, family, classification, model_id, params, seed, sort_col, report)
                     except optuna.TrialPruned as exc:
                         pruned = self.pruned_[model_id] = str(exc)
                         break
@@ -427,12 +451,13 @@ class AutoML(BaseEstimator):
             refit=self.refit == "all")
         for model_id, (row, model_folds, cv_pred, _) in {**ensembles, **baselines}.items():
             rows.append(row)
-            fold_rows.extend(model_folds)
+            fold_rows.extend({**r, "config": None, "repeat": 0} for r in model_folds)
             self.cv_predictions_[model_id] = cv_pred
         self.ensemble_weights_ = {model_id: spec[3] for model_id, spec in ensembles.items()}
         self.models_.update({model_id: spec[3] for model_id, spec in baselines.items() if spec[3] is not None})
         self.leaderboard_ = sort_leaderboard(pd.DataFrame(rows, columns=columns), self.task_, self.sort_metric)
-        self.fold_scores_ = pd.DataFrame(fold_rows, columns=["model_id", "normalization", "fold", sort_col])
+        self.fold_scores_ = pd.DataFrame(
+            fold_rows, columns=["model_id", "config", "normalization", "repeat", "fold", sort_col])
         self.runtime_secs_ = _clock() - start
         if self.refit == "all":
             for model_id in self.ensemble_weights_:
@@ -465,17 +490,47 @@ class AutoML(BaseEstimator):
             self.models_[model_id] = full
         return self.models_[model_id]
 
-    def _train_one(self, X, y, splits, family, classification, model_id, params, seed, sort_col, report=None):
-        """Cross-validate one model (and refit it on all rows when refit="all").
+    def _train_one(self, X, y, repeats, family, classification, model_id, params, seed, sort_col, report=None):
+        """Cross-validate one model on every repeat's folds (and refit it on all rows when refit="all").
 
-        ``report(fold, metric)``, if given, is called after every fold and may
-        raise ``optuna.TrialPruned`` to stop the model early.
+        The leaderboard row and the cross-validated predictions are the first
+        repeat's. ``report(fold, metric)``, if given, is called after every
+        fold of the first repeat and may raise ``optuna.TrialPruned`` to stop
+        the model early.
         """
         est = self._make(family, classification, params, seed)
         n_out = len(self.classes_) if classification else 1
+        config = model_id.rsplit("_", 1)[0]
+        fold_rows = []
+        for r, splits in enumerate(repeats):
+            cv_pred, fit_s, pred_s = self._cross_validate(
+                est, X, y, splits, classification, n_out, sort_col, fold_rows,
+                {"model_id": model_id, "config": config, "normalization": params["normalization"] or "none",
+                 "repeat": r}, report if r == 0 else None)
+            if r == 0:
+                first = cv_pred, fit_s, pred_s
+        cv_pred, fit_s, pred_s = first
+        splits = repeats[0]
+        row = {"model_id": model_id}
+        row.update(h2o_metrics(self.task_, y, cv_pred, self.classes_ if classification else None))
+        row["normalization"] = params["normalization"] or "none"
+        row["training_time_ms"] = 1000.0 * fit_s / len(splits)
+        row["predict_time_per_row_ms"] = 1000.0 * pred_s / len(y)
+        full = None
+        if self.refit == "all":
+            full = clone(est)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                full.fit(X, y)
+            row["training_time_ms"] = 1000.0 * (time.perf_counter() - t0)
+        return row, fold_rows, cv_pred, full
+
+    def _cross_validate(self, est, X, y, splits, classification, n_out, sort_col, fold_rows, keys, report):
+        """One repeat's cross-validation of ``est``: its predictions and seconds fitting and predicting; appends
+        a row per fold (``keys`` and the fold's metric) to ``fold_rows``."""
         cv_pred = np.zeros((len(y), n_out)) if classification else np.zeros(len(y))
         fit_s = pred_s = 0.0
-        fold_rows = []
         for k, (train, test) in enumerate(splits):
             fold_est = clone(est)
             t0 = time.perf_counter()
@@ -492,26 +547,12 @@ class AutoML(BaseEstimator):
                 cv_pred[test] = np.asarray(fold_est.predict(_safe_indexing(X, test)), dtype=float).ravel()
             pred_s += time.perf_counter() - t1
             fit_s += t1 - t0
-            fold_rows.append({"model_id": model_id, "normalization": params["normalization"] or "none",
-                              "fold": k, sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)})
+            fold_rows.append({**keys, "fold": k, sort_col: self._fold_metric(y[test], cv_pred[test], sort_col)})
             if report is not None:
                 report(k, fold_rows[-1][sort_col])
         if not np.all(np.isfinite(cv_pred)):
             raise ValueError("non-finite cross-validated predictions (the training diverged)")
-        row = {"model_id": model_id}
-        row.update(h2o_metrics(self.task_, y, cv_pred, self.classes_ if classification else None))
-        row["normalization"] = params["normalization"] or "none"
-        row["training_time_ms"] = 1000.0 * fit_s / len(splits)
-        row["predict_time_per_row_ms"] = 1000.0 * pred_s / len(y)
-        full = None
-        if self.refit == "all":
-            full = clone(est)
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                full.fit(X, y)
-            row["training_time_ms"] = 1000.0 * (time.perf_counter() - t0)
-        return row, fold_rows, cv_pred, full
+        return cv_pred, fit_s, pred_s
 
     def _fold_metric(self, y, pred, col):
         return fold_metric(self.task_, y, pred, getattr(self, "classes_", None), col)
@@ -528,6 +569,71 @@ class AutoML(BaseEstimator):
         """H2O's name for ``leader_``."""
         check_is_fitted(self, "leaderboard_")
         return self.leader_
+
+    def verdict(self):
+        """The normalization verdict: every pair of the normalizations trained, over the paired fold scores.
+
+        Pairs the nets' ``fold_scores_`` by (configuration, repeat, fold) and
+        reports per pair ("layer-batch", "layer-none", "batch-none") the mean
+        difference of the sort metric (positive when the first is better), a
+        95% confidence interval by the corrected resampled t-test (Nadeau &
+        Bengio, 2003), a Wilcoxon signed-rank p-value and a one-line verdict;
+        once over all configurations trained under both, once over each
+        normalization's best configuration alone (`_verdict.verdict`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns pair, metric, scope, mean_diff, ci_low, ci_high, p_value,
+            n_pairs, verdict; no rows when fewer than two normalizations
+            have finished models.
+        """
+        check_is_fitted(self, "leaderboard_")
+        metric = self.fold_scores_.columns[-1]
+        _, higher_is_better = resolve_sort_metric(self.task_, self.sort_metric)
+        nets = self.fold_scores_[self.fold_scores_["config"].notna()]
+        return _verdict.verdict(nets, metric, higher_is_better, int(self.folds_.max()) + 1)
+
+    def best_configurations(self):
+        """normalization (None for "none") -> the unfitted model (a Pipeline of the preprocessing and the
+        estimator) of that normalization's best net on the leaderboard, in the order of ``normalizations``."""
+        check_is_fitted(self, "leaderboard_")
+        best = {}
+        for model_id, norm in zip(self.leaderboard_["model_id"], self.leaderboard_["normalization"]):
+            if model_id in self.params_:
+                best.setdefault(None if norm == "none" else norm, model_id)
+        family = "mlp" if self._layout == "table" else "rnn"
+        classification = self.task_ != "regression"
+        seed = self.seed if self.seed is not None else 0
+        return {norm: self._make(family, classification, self.params_[best[norm]], seed)
+                for norm in self._check_normalizations() if norm in best}
+
+    def measure_claims(self, X, y, out_dir=None, budget_secs=None):
+        """Measure the claims made for layer normalization on ``X, y`` (the data given to `fit`), for the best
+        configuration of each normalization (`best_configurations`), on ``folds_``.
+
+        See `keras_ln.automl._claims.measure_claims` for the claims, the
+        budget and the files written to ``out_dir`` (claims.csv and a figure
+        per claim).
+
+        Returns
+        -------
+        pandas.DataFrame
+            The claims' rows (`_claims.COLUMNS`).
+        """
+        from keras_ln.automl import _claims
+
+        configs = self.best_configurations()
+        if not configs:
+            raise ValueError("This AutoML has no finished net to measure the claims on (see failed_ and pruned_).")
+        X = self._check_X(X, reset=False)
+        y = np.asarray(y)
+        if len(y) != len(self.folds_):
+            raise ValueError(f"Expected `X` and `y` to be the training rows given to fit ({len(self.folds_)} rows). "
+                             f"Received: y of length {len(y)}")
+        seed = self.seed if self.seed is not None else 0
+        return _claims.measure_claims(configs, X, y, self.folds_, self.task_, out_dir=out_dir,
+                                      budget_secs=budget_secs, seed=seed, sort_metric=self.sort_metric)
 
     def _fitted_leader(self):
         check_is_fitted(self, "leaderboard_")
