@@ -153,6 +153,8 @@ def plot_metric_by_model(board, task, sort_metric, path):
 def plot_normalization_folds(fold_scores, task, sort_metric, path):
     """Per-fold sort metric of the keras_ln nets grouped by normalization (+ H2O's leader)."""
     col, descending = resolve_sort_metric(task, sort_metric)
+    if "repeat" in fold_scores:  # the first repeat: H2O's folds
+        fold_scores = fold_scores[fold_scores["repeat"].isna() | (fold_scores["repeat"] == 0)]
     groups = [g for g in ("layer", "batch", "none", "h2o") if (fold_scores["group"] == g).any()]
     folds = sorted(fold_scores["fold"].unique())
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.0), gridspec_kw={"width_ratios": [1, 1.3]})
@@ -218,8 +220,41 @@ def plot_learning_curves(curves, path):
     plt.close(fig)
 
 
-def write_report(out_dir, dataset, board, fold_scores, curves, *, task, sort_metric, markdown):
-    """Write leaderboard.csv, report.md and the plots into ``out_dir/dataset`` atomically.
+def plot_verdict(verdict, path):
+    """The mean difference of every pair of normalizations with its 95% confidence interval (corrected
+    resampled t-test), over all configurations and over each normalization's best configuration."""
+    fig, ax = plt.subplots(figsize=(8, max(2.6, 0.55 * len(verdict) + 1.4)))
+    if len(verdict):
+        rows = verdict.iloc[::-1].reset_index(drop=True)
+        y = np.arange(len(rows))
+        colors = ["#1f77b4" if scope == "all configurations" else "#ff7f0e" for scope in rows["scope"]]
+        for i, r in rows.iterrows():
+            low, high = r["ci_low"], r["ci_high"]
+            if np.isfinite(low) and np.isfinite(high):
+                ax.hlines(i, low, high, color=colors[i], linewidth=2)
+            ax.plot(r["mean_diff"], i, "o", color=colors[i])
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels([f"{r['pair']} ({r['scope']}, {r['n_pairs']} pairs)" for _, r in rows.iterrows()],
+                           fontsize=8)
+        metric = rows["metric"].iloc[0]
+        ax.set_xlabel(f"mean paired difference in {metric} (> 0: the first of the pair is better)", fontsize=8)
+        ax.set_title("Normalization verdict: paired differences with 95% intervals\n(corrected resampled "
+                     "t-test; an interval across 0 is no detectable difference)", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    else:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no verdict: fewer than two normalizations have finished models", ha="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out_dir, dataset, board, fold_scores, curves, *, task, sort_metric, markdown, verdict=None,
+                 claims=None):
+    """Write leaderboard.csv, report.md and the plots into ``out_dir/dataset`` atomically; with ``verdict``
+    also verdict.csv and verdict.png, with ``claims`` claims.csv and a figure per claim.
 
     Returns the final folder.
     """
@@ -231,6 +266,14 @@ def write_report(out_dir, dataset, board, fold_scores, curves, *, task, sort_met
         plot_metric_by_model(board, task, sort_metric, os.path.join(tmp, "metric_by_model.png"))
         plot_normalization_folds(fold_scores, task, sort_metric, os.path.join(tmp, "normalization_folds.png"))
         plot_learning_curves(curves, os.path.join(tmp, "learning_curves.png"))
+        if verdict is not None:
+            verdict.to_csv(os.path.join(tmp, "verdict.csv"), index=False)
+            plot_verdict(verdict, os.path.join(tmp, "verdict.png"))
+        if claims is not None:
+            from keras_ln.automl import _claims
+
+            claims.to_csv(os.path.join(tmp, "claims.csv"), index=False)
+            _claims.write_figures(claims, tmp)
         with open(os.path.join(tmp, "report.md"), "w") as fh:
             fh.write(markdown)
         os.chmod(tmp, 0o755)
@@ -253,6 +296,15 @@ def write_report(out_dir, dataset, board, fold_scores, curves, *, task, sort_met
 # ---------------------------------------------------------------------------
 def _seconds(secs):
     return format_duration_ms(None if secs is None else 1000 * secs)
+
+
+def _search_line(search, nrepeats):
+    """keras_ln's search in one line: configurations, the portfolio's share, pruned and failed models."""
+    return (f"- keras_ln search (Optuna, TPE sampler after a portfolio of {search['portfolio']} configuration(s)): "
+            f"{search['configurations']} configuration(s) asked, {search['complete']} trained under every "
+            f"normalization, {search['pruned']} pruned on their first folds (worse than the median of the "
+            f"finished ones; not in the leaderboard), {search['failed']} model(s) failed; "
+            f"{nrepeats} repeat(s) of the folds.")
 
 
 def _rows_line(ctx):
@@ -300,7 +352,86 @@ def baseline_sentence(board, task, sort_col):
             f"budget, or a poor configuration); its normalization's effect is not measured by it.")
 
 
-def markdown(ctx, board, fold_scores, sort_col):
+def verdict_lines(verdict):
+    """The verdict, one markdown line per pair over all configurations (then per pair of the best
+    configurations), for the top of report.md and the console."""
+    if verdict is None:
+        return []
+    if not len(verdict):
+        return ["- No verdict on normalization: fewer than two normalizations have finished models."]
+    lines = []
+    for scope in ("all configurations", "best configuration"):
+        part = verdict[verdict["scope"] == scope]
+        for _, r in part.iterrows():
+            p = "n/a" if pd.isna(r["p_value"]) else format_number(r["p_value"], 2)
+            lines.append(f"- **{r['pair']}** ({scope}, {r['n_pairs']} paired fold scores): {r['verdict']}; "
+                         f"Wilcoxon p = {p}.")
+    return lines
+
+
+_CLAIM_TITLES = {
+    "per_example": ("Per-example statistics", "In training mode, the largest change of one example's output when "
+                    "the rest of its batch is replaced (layer norm and none: 0 up to rounding; batch norm: > 0)."),
+    "batch_size": ("Batch size", "The configuration refit at each batch size (capped by the data); "
+                   "cross-validated metric per batch size."),
+    "convergence": ("Convergence", "Epochs and seconds until the watched loss comes within 1% of its best, "
+                    "median over folds (detail in claims.csv: validation or training loss)."),
+    "gradient_flow": ("Recurrent stability", "Norm of the gradient of the loss with respect to the hidden state "
+                      "at each time step, and the spread of the hidden states over time."),
+    "overhead": ("Overhead", "Training seconds per epoch, median over folds, relative to the un-normalized net."),
+}
+
+
+def claims_summary(claims, claim):
+    """The summary numbers of one claim: a row per quantity (and batch size), a column per normalization."""
+    part = claims[(claims["claim"] == claim) & ~claims["quantity"].isin(["skipped", "failed"])]
+    if claim == "gradient_flow":
+        rows = []
+        for quantity in ("grad_norm", "hidden_std"):
+            q = part[part["quantity"] == quantity].sort_values("step")
+            for label, g in q.groupby("normalization"):
+                first, last = g["value"].iloc[0], g["value"].iloc[-1]
+                rows += [{"quantity": f"{quantity} at the first step", "normalization": label, "value": first},
+                         {"quantity": f"{quantity} at the last step", "normalization": label, "value": last}]
+        part = pd.DataFrame(rows, columns=["quantity", "normalization", "value"])
+        keys = ["quantity"]
+    else:
+        part = part[part["fold"].isna() & part["epoch"].isna()]
+        keys = ["quantity", "batch_size"] if claim in ("batch_size", "per_example") else ["quantity"]
+        keys = [k for k in keys if part[k].notna().any()]
+    if not len(part):
+        return None
+    table = part.pivot_table(index=keys, columns="normalization", values="value", aggfunc="first")
+    table = table[[c for c in ("layer", "batch", "none") if c in table.columns]].reset_index()
+    table.columns.name = None
+    return table
+
+
+def claims_section(claims, ctx):
+    """The "Claims" section of report.md."""
+    from keras_ln.automl import _claims
+
+    cost = claims[claims["claim"] == "cost"]["value"].sum()
+    lines = ["## Claims made for layer normalization, measured on this data", "",
+             f"On the best net of each normalization (keras_ln's leaderboard), on the same folds; budget "
+             f"{_seconds(ctx.get('claims_budget'))}, spent {_seconds(ctx.get('claims_secs'))} "
+             f"({_seconds(cost)} in the measurements). Every number is in claims.csv.", ""]
+    skipped, failed = claims.attrs.get("skipped", []), claims.attrs.get("failed", [])
+    if skipped:
+        lines += [f"- Not measured for lack of time: {len(skipped)} unit(s) ({'; '.join(skipped[:6])}"
+                  f"{'; ...' if len(skipped) > 6 else ''}).", ""]
+    if failed:
+        lines += [f"- Failed: {'; '.join(failed[:6])}.", ""]
+    for claim, (title, text) in _CLAIM_TITLES.items():
+        table = claims_summary(claims, claim)
+        if table is None:
+            continue
+        lines += [f"### {title}", "", text, "", format_table(table), "",
+                  f"![{title}]({_claims.FIGURES[claim]})", ""]
+    return lines
+
+
+def markdown(ctx, board, fold_scores, sort_col, *, verdict=None, claims=None):
     """The text of report.md; ``ctx`` describes the run (data, split, budgets, wall times, H2O)."""
     cv_cols = LEADERBOARD_COLUMNS[ctx["task"]][1:]
     shown = ["source", "model_id", *cv_cols, f"test_{sort_col}", "normalization", "training_time_ms"]
@@ -309,6 +440,26 @@ def markdown(ctx, board, fold_scores, sort_col):
     lines = [
         f"# keras_ln AutoML vs H2O AutoML: {ctx['dataset']}",
         "",
+    ]
+    if verdict is not None:
+        repeats = ctx.get("nrepeats", 1)
+        lines += [
+            f"## Verdict on normalization (`{sort_col}`)",
+            "",
+            "Every configuration of keras_ln's search was trained under each normalization on the same folds "
+            f"({ctx['nfolds']} folds × {repeats} repeat(s)); the differences pair up by (configuration, repeat, "
+            "fold), positive when the first of the pair is better. Interval: 95%, corrected resampled t-test "
+            "(Nadeau & Bengio, 2003), which widens the plain t interval for the overlap of the training sets. "
+            "verdict.csv has every number.",
+            "",
+            *verdict_lines(verdict),
+            "",
+            "![verdict](verdict.png)",
+            "",
+            "## Run",
+            "",
+        ]
+    lines += [
         f"- Task: **{ctx['task']}** ({ctx['task_source']}); X of shape {ctx['shape']} "
         f"({'sequences, sent to H2O flattened to T × F columns' if ctx['sequence'] else 'tabular'}).",
         _rows_line(ctx),
@@ -321,6 +472,7 @@ def markdown(ctx, board, fold_scores, sort_col):
         f"- Wall time: keras_ln {_seconds(ctx['keras_secs'])} ({ctx['n_keras']} model(s), stopped by "
         f"{ctx['stopped_by']}); H2O {h2o_time}.",
         f"- H2O: {ctx['h2o']}.",
+        *([_search_line(ctx["search"], ctx.get("nrepeats", 1))] if ctx.get("search") else []),
         *(["- keras_ln models that failed and were skipped: "
            + "; ".join(f"`{k}` ({v[:200]})" for k, v in ctx["failed"].items())] if ctx["failed"] else []),
         "",
@@ -355,6 +507,8 @@ def markdown(ctx, board, fold_scores, sort_col):
     if best:
         best = pd.DataFrame(best)[["source", "model_id", "normalization", sort_col, f"test_{sort_col}"]]
         lines += ["Best model of each kind:", "", format_table(best.infer_objects()), ""]
+    if claims is not None:
+        lines += claims_section(claims, ctx)
     lines += [
         "## Plots",
         "",

@@ -68,8 +68,8 @@ def run_keras(data, args):
     automl = _imports.keras_ln("keras_ln.automl")
     task, X_test = data.task, data.X_test
     aml = automl.AutoML(max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, nfolds=args.nfolds,
-                        seed=args.seed, sort_metric=args.sort_metric, max_iter=args.max_iter, refit="all",
-                        verbose=1)
+                        seed=args.seed, sort_metric=args.sort_metric, n_repeats=args.nrepeats,
+                        max_iter=args.max_iter, refit="all", verbose=1)
     t0 = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # failures are printed once below
@@ -170,6 +170,16 @@ def parse_args(argv=None):
     p.add_argument("--max-runtime-secs", metavar="S", type=_positive_float, default=300.0,
                    help="per source; no new model starts after it (default: 300)")
     p.add_argument("--nfolds", metavar="K", type=_positive_int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument("--nrepeats", metavar="R", type=_positive_int, default=1,
+                   help="keras_ln: draw the folds R times and train every model on each repeat's folds, for the "
+                        "normalization verdict (the first repeat is H2O's folds and fills the leaderboard; "
+                        "R times the training; default: 1)")
+    p.add_argument("--claims", action=argparse.BooleanOptionalAction, default=False,
+                   help="measure the claims made for layer normalization (per-example statistics, batch size, "
+                        "convergence, gradient flow of sequences, overhead) on the best net of each "
+                        "normalization, after the search (default: --no-claims)")
+    p.add_argument("--claims-secs", metavar="S", type=_positive_float, default=120.0,
+                   help="time budget of --claims; no new fit starts after it (default: 120)")
     p.add_argument("--seed", metavar="S", type=int, default=1,
                    help="seed for the split, the folds and the search (default: 1)")
     p.add_argument("--sort-metric", metavar="M", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
@@ -227,6 +237,14 @@ def run(args, out=None):
         h2o_board, h2o_folds, fold_check, h2o_secs, h2o_desc = h2o_side.run_h2o(data, args, out)
     print(f"keras_ln AutoML on {len(data.y_train)} rows", file=out, flush=True)
     keras_board, keras_folds, keras_secs, aml = run_keras(data, args)
+    verdict = aml.verdict()
+    claims, claims_secs = None, None
+    if args.claims:
+        print(f"Claims of layer normalization on the best net of each normalization (budget "
+              f"{args.claims_secs:g} s)", file=out, flush=True)
+        t0 = time.monotonic()
+        claims = aml.measure_claims(data.X_train, data.y_train, budget_secs=args.claims_secs)
+        claims_secs = time.monotonic() - t0
 
     task = data.task
     sort_col, _ = automl.resolve_sort_metric(task, args.sort_metric)
@@ -243,18 +261,33 @@ def run(args, out=None):
                test_size=args.test_size, test_from=data.test_from, seed=args.seed, nfolds=args.nfolds, fold_check=fold_check,
                max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, max_iter=args.max_iter,
                keras_secs=keras_secs, n_keras=n_keras, stopped_by=aml.stopped_by_, failed=aml.failed_,
-               h2o_secs=h2o_secs, n_h2o=0 if h2o_board is None else len(h2o_board), h2o=h2o_desc)
+               h2o_secs=h2o_secs, n_h2o=0 if h2o_board is None else len(h2o_board), h2o=h2o_desc,
+               nrepeats=args.nrepeats, search=_search_summary(aml), claims_secs=claims_secs,
+               claims_budget=args.claims_secs if args.claims else None)
     folder = _report.write_report(args.out, data.name, board, fold_scores, _learning_curves(aml), task=task,
-                                  sort_metric=args.sort_metric,
-                                  markdown=_report.markdown(ctx, board, fold_scores, sort_col))
+                                  sort_metric=args.sort_metric, verdict=verdict, claims=claims,
+                                  markdown=_report.markdown(ctx, board, fold_scores, sort_col, verdict=verdict,
+                                                            claims=claims))
     shown = ["source", "model_id", sort_col, *[c for c in cv_cols if c != sort_col][:2], f"test_{sort_col}",
              "normalization"]
     print(f"\nLeaderboard for {data.name} ({task}), sorted by CV {sort_col}:", file=out)
     print(board[list(dict.fromkeys(shown))].to_markdown(index=False, floatfmt=".4f"), file=out)
     sentence = _report.baseline_sentence(board, task, sort_col)
     print("\n" + sentence.lstrip("-> ").replace("**", "").replace("`", ""), file=out)
+    for line in _report.verdict_lines(verdict):
+        print(line.replace("**", "").replace("`", ""), file=out)
     print(f"\nReport: {os.path.join(folder, 'report.md')}", file=out, flush=True)
     return folder
+
+
+def _search_summary(aml):
+    """What keras_ln's search did: configurations asked, models trained, pruned and failed."""
+    import optuna
+
+    states = [t.state for t in aml.study_.trials]
+    return dict(configurations=len(states), complete=states.count(optuna.trial.TrialState.COMPLETE),
+                pruned=len(aml.pruned_), failed=len(aml.failed_),
+                portfolio=sum(1 for t in aml.study_.trials if "portfolio" in t.user_attrs))
 
 
 def _task_source(args):

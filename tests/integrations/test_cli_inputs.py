@@ -78,6 +78,8 @@ def _tabular(n=60, classes=("a", "b"), seed=0):
         (["--dataset", "nope"], ["--dataset", "nope"]),
         (["--dataset", "wine", "--task", "ordinal"], ["--task", "ordinal"]),
         (["--dataset", "wine", "--nfolds", "1"], ["--nfolds", "1"]),
+        (["--dataset", "wine", "--nrepeats", "0"], ["--nrepeats", "'0'"]),
+        (["--dataset", "wine", "--claims-secs", "-5"], ["--claims-secs", "'-5'"]),
         (["--dataset", "wine", "--target", "y"], ["--target", "'y'"]),
         (["--csv", "x.csv"], ["--csv", "--target"]),
         (["--dataset", "wine", "--no-h2o", "--h2o-url", "http://x:1"], ["--no-h2o", "--h2o-url"]),

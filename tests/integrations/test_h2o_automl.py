@@ -195,7 +195,42 @@ def test_no_h2o_end_to_end(tmp_path, capsys):
     assert board["test_auc"].notna().all()  # every row, baselines and ensembles too, scored on the test split
     assert sorted(os.listdir(out)) == ["tiny"]  # no partial folders left behind
     assert sorted(os.listdir(out / "tiny")) == ["leaderboard.csv", "learning_curves.png", "metric_by_model.png",
-                                                "normalization_folds.png", "report.md"]
+                                                "normalization_folds.png", "report.md", "verdict.csv",
+                                                "verdict.png"]
+    verdict = pd.read_csv(out / "tiny" / "verdict.csv")
+    assert sorted(verdict["pair"]) == ["layer-batch", "layer-batch"]  # two nets: one configuration, two norms
+    assert sorted(verdict["scope"]) == ["all configurations", "best configuration"]
+    assert (verdict["n_pairs"] == 2).all()  # 2 folds, 1 repeat
+
+
+def test_no_h2o_sequences_with_repeats_verdict_and_claims(tmp_path, capsys):
+    """--nrepeats and --claims: verdict.csv/png at the top of report.md, the claims section with a figure per
+    claim (gradient flow: sequences), claims.csv; the console prints the verdict."""
+    X, y = make_ragged_sequences(90, 4, 8, n_classes=2, random_state=0)[:2]
+    np.savez(tmp_path / "seq.npz", X=X, y=y)
+    out = tmp_path / "reports"
+    code = main(["--npz", str(tmp_path / "seq.npz"), "--no-h2o", "--max-models", "3", "--nfolds", "2",
+                 "--nrepeats", "2", "--max-iter", "2", "--claims", "--claims-secs", "60", "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 0, err
+    folder = out / "seq"
+    files = set(os.listdir(folder))
+    assert {"verdict.csv", "verdict.png", "claims.csv", "per_example.png", "gradient_flow.png", "convergence.png",
+            "overhead.png", "batch_size.png"} <= files
+    verdict = pd.read_csv(folder / "verdict.csv")
+    assert list(verdict.columns) == ["pair", "metric", "scope", "mean_diff", "ci_low", "ci_high", "p_value",
+                                     "n_pairs", "verdict"]
+    assert set(verdict["pair"]) == {"layer-batch", "layer-none", "batch-none"}
+    everything = verdict[verdict["scope"] == "all configurations"]
+    assert (everything["n_pairs"] == 2 * 2).all()  # one configuration x 2 repeats x 2 folds
+    text = (folder / "report.md").read_text()
+    assert text.index("## Verdict on normalization") < text.index("## Run") < text.index("## Leaderboard")
+    assert "## Claims made for layer normalization" in text and "### Recurrent stability" in text
+    assert "2 repeat(s) of the folds" in text
+    claims = pd.read_csv(folder / "claims.csv")
+    assert {"per_example", "gradient_flow", "convergence", "overhead", "batch_size", "cost"} <= set(claims["claim"])
+    for line in verdict["verdict"]:
+        assert line in printed
 
 
 def _closed_port():

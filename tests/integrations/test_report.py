@@ -176,3 +176,51 @@ def test_an_off_scale_constant_baseline_leaves_the_dot_plot():
                         test_auc=board["test_auc"].where(board["model_id"] != "Baseline_constant", 0.88))
     shown, off_scale = _report._without_an_off_scale_constant(near, "auc", "test_auc")
     assert off_scale is None and len(shown) == len(board)
+
+
+# ---------------------------------------------------------------------------
+# the verdict at the top of the report
+# ---------------------------------------------------------------------------
+def _verdict_table(effect):
+    from keras_ln.automl import _verdict
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for config in ("MLP_1", "MLP_2", "MLP_3"):
+        for repeat in (0, 1):
+            for fold in range(3):
+                base = 0.9 + 0.02 * rng.standard_normal()
+                for norm, shift in (("layer", effect), ("batch", 0.0), ("none", 0.0)):
+                    rows.append({"config": config, "normalization": norm, "repeat": repeat, "fold": fold,
+                                 "auc": base + shift + 0.001 * rng.standard_normal()})
+    return _verdict.verdict(pd.DataFrame(rows), "auc", True, 3)
+
+
+def test_verdict_heads_the_report_and_is_written(tmp_path):
+    verdict = _verdict_table(0.05)
+    ctx = {**_ctx(), "nrepeats": 2}
+    text = _report.markdown(ctx, _board_with_references(), None, "auc", verdict=verdict)
+    assert text.index("## Verdict on normalization (`auc`)") < text.index("## Run") < text.index("## Leaderboard")
+    lines = _report.verdict_lines(verdict)
+    assert len(lines) == 6 and all(line in text for line in lines)
+    first = lines[0]
+    assert re.fullmatch(r"- \*\*layer-batch\*\* \(all configurations, 18 paired fold scores\): layer norm better "
+                        r"than batch norm by 0\.0\d+ auc, 95% CI \[0\.04\d+, 0\.05\d+\]; Wilcoxon p = 0\.0\d+\.", first), first
+    assert "(2 folds × 2 repeat(s))" in text
+    assert not _EXPONENT.search(text)
+    folds = pd.DataFrame({"model_id": ["MLP_1_LN"], "group": ["layer"], "repeat": [0], "fold": [0], "auc": [0.98]})
+    folder = _report.write_report(str(tmp_path), "tiny", _board_with_references(), folds, {}, task="binary",
+                                  sort_metric="AUTO", markdown=text, verdict=verdict)
+    again = pd.read_csv(f"{folder}/verdict.csv")
+    pd.testing.assert_frame_equal(again, verdict, check_dtype=False)
+    assert (tmp_path / "tiny" / "verdict.png").stat().st_size > 5000
+
+
+def test_no_verdict_with_one_normalization(tmp_path):
+    from keras_ln.automl._verdict import VERDICT_COLUMNS
+
+    empty = pd.DataFrame(columns=VERDICT_COLUMNS)
+    assert _report.verdict_lines(empty) == [
+        "- No verdict on normalization: fewer than two normalizations have finished models."]
+    _report.plot_verdict(empty, str(tmp_path / "v.png"))
+    assert (tmp_path / "v.png").stat().st_size > 1000
