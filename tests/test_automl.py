@@ -231,6 +231,21 @@ def _nets(lb):
     return lb[lb["normalization"].isin(["layer", "batch", "none"])]
 
 
+def test_epochs_are_searched_only_where_early_stopping_cannot_run(stand_in_models):
+    """Training folds of 500 rows give early stopping its 50 validation rows: the epochs are then not a
+    searched parameter, unless early stopping is off."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 4))
+    y = (X[:, 0] > 0).astype(int)
+    aml = AutoML(max_models=3, nfolds=2, seed=0).fit(X, y)
+    assert not aml.epochs_searched_
+    assert all("max_iter" not in t.params for t in aml.study_.trials)
+    off = AutoML(max_models=3, nfolds=2, seed=0, early_stopping=False).fit(X, y)
+    assert off.epochs_searched_ and all("max_iter" in t.params for t in off.study_.trials)
+    small = AutoML(max_models=3, nfolds=3, seed=0).fit(X[:600], y[:600])  # training folds of 400 rows
+    assert small.epochs_searched_
+
+
 def _config(params):
     return {k: v for k, v in params.items() if k != "normalization"}
 
@@ -239,21 +254,26 @@ def test_the_portfolio_comes_first_then_optuna_samples_the_declared_space(stand_
     from keras_ln.automl import _search
 
     X, y, _ = load_breast_cancer()
-    aml = AutoML(max_models=30, nfolds=2, seed=0).fit(*_subset(X, y, 100))
+    aml = AutoML(max_models=30, nfolds=2, seed=0, max_iter=40).fit(*_subset(X, y, 100))
     portfolio = _search.PORTFOLIO["mlp"]
     trials = aml.study_.trials
     assert len(trials) >= 10 and aml.stopped_by_ == "max_models"  # 10, and those pruned
-    assert [t.params for t in trials[: len(portfolio)]] == portfolio
+    # training folds of 50 rows leave 5 validation rows: no early stopping, the search picks the epochs,
+    # and the portfolio trains max_iter
+    assert aml.epochs_searched_
+    space = {**automl.MLP_SPACE, "max_iter": _search.epochs_distribution(40)}
+    assert space["max_iter"].choices == (10, 20, 40)
+    assert [t.params for t in trials[: len(portfolio)]] == [{**p, "max_iter": 40} for p in portfolio]
     assert all(t.user_attrs.get("portfolio") for t in trials[: len(portfolio)])
     assert not any(t.user_attrs.get("portfolio") for t in trials[len(portfolio):])
     for t in trials:  # every sampled value lies in the declared space
-        assert set(t.params) == set(automl.MLP_SPACE)
-        assert all(automl.MLP_SPACE[k]._contains(automl.MLP_SPACE[k].to_internal_repr(v))
-                   for k, v in t.params.items())
+        assert set(t.params) == set(space)
+        assert all(space[k]._contains(space[k].to_internal_repr(v)) for k, v in t.params.items())
+    assert len({t.params["max_iter"] for t in trials}) > 1
     # the estimator parameters of configuration 1: depth x width becomes hidden_layer_sizes
     first = portfolio[0]
     assert aml.params_["MLP_1_LN"] == {
-        "hidden_layer_sizes": (first["width"],) * first["depth"], "normalization": "layer",
+        "hidden_layer_sizes": (first["width"],) * first["depth"], "normalization": "layer", "max_iter": 40,
         **{k: v for k, v in first.items() if k not in ("depth", "width")}}
     # the value Optuna was told is the mean over the configuration's normalizations
     lb = aml.leaderboard.set_index("model_id")

@@ -15,6 +15,7 @@ nets (`_ensembles`) and two reference rows, a GLM and a constant
 (`_baselines`).
 """
 
+import math
 import time
 import warnings
 from numbers import Integral
@@ -53,6 +54,15 @@ from keras_ln.datasets import pad_sequences
 
 _clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
 _MAX_FAILED_IN_A_ROW = 10  # the search gives up after this many configurations without a model
+
+
+def _early_stopping_applies(n_train):
+    """Whether the estimators' early stopping can run on ``n_train`` training rows: its validation part
+    (``validation_fraction`` 0.1) holds at least ``MIN_VALIDATION_ROWS`` (a rare class may still make an
+    estimator train without it; see ``early_stopping_used_``)."""
+    from keras_ln.sklearn._base import MIN_VALIDATION_ROWS
+
+    return math.ceil(0.1 * n_train) >= MIN_VALIDATION_ROWS
 
 
 def _estimator_classes():
@@ -105,9 +115,14 @@ class AutoML(BaseEstimator):
         has no batch-normalized GRU). When a budget ends the search in the
         middle of a configuration, that last one lacks some of them.
     max_iter : int, default=50
-        Epochs per fit.
+        Epochs per fit: the most, with early stopping.
     early_stopping : bool, default=True
-        Passed to the estimators (holds out 10% of each training fold).
+        Passed to the estimators: they hold out 10% of each training fold
+        and stop when its loss stops improving, where that part has at least
+        50 rows (training folds of 500 rows or more). Otherwise, or with
+        False, the search picks the epochs among a quarter, half and all of
+        ``max_iter`` (``epochs_searched_``; the portfolio trains
+        ``max_iter``).
     batch_size : int or "auto", default="auto"
         "auto": searched (the family's ``batch_size`` in `_search`); an int
         fixes it for every model.
@@ -181,6 +196,9 @@ class AutoML(BaseEstimator):
         model's folds are worse than the median of the finished
         configurations; its other normalizations are not trained, and none
         of it is in the leaderboard.
+    epochs_searched_ : bool
+        Whether the epoch count (``max_iter``) was a searched parameter
+        (early stopping off or impossible on folds this small).
     stopped_by_ : str
         "max_models", "max_runtime_secs", or "10 configurations failed in a
         row".
@@ -389,11 +407,17 @@ class AutoML(BaseEstimator):
         # once per normalization, paired, and its mean sort metric is told back.
         fixed = {} if isinstance(self.batch_size, str) else {"batch_size": self.batch_size}
         space = _search.search_space(family, fixed)
+        # Where early stopping cannot run on the training folds (too few validation rows), the search picks the
+        # epoch count; the portfolio's configurations train max_iter epochs.
+        smallest = min(len(train) for reps in repeats for train, _ in reps)
+        self.epochs_searched_ = not (self.early_stopping and _early_stopping_applies(smallest))
+        if self.epochs_searched_:
+            space["max_iter"] = _search.epochs_distribution(self.max_iter)
         failed_in_a_row = 0
         with _search.quiet_optuna():
             self.study_ = _search.make_study(family, higher_is_better, self.seed)
             while not out_of_budget():
-                trial = _search.ask(self.study_, family, space, fixed)
+                trial = _search.ask(self.study_, family, space, fixed, defaults={"max_iter": self.max_iter})
                 config = _search.to_params(family, trial.params)
                 values, pruned = [], None
                 for i, norm in enumerate(_search.normalizations_for(config, norms)):

@@ -102,13 +102,25 @@ PRUNE_FROM_FOLD = 1
 
 _NORM_TAG = {"layer": "LN", "batch": "BN", None: "none"}
 
-__all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ask", "fold_reporter", "make_study", "model_id", "normalizations_for",
-           "quiet_optuna", "search_space", "to_params"]
+__all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ask", "epochs_distribution", "fold_reporter", "make_study",
+           "model_id", "normalizations_for", "quiet_optuna", "search_space", "to_params"]
 
 
 def search_space(family, fixed=()):
     """The distributions sampled for `family`, without the parameters in `fixed`."""
     return {name: dist for name, dist in _SPACES[family].items() if name not in fixed}
+
+
+def epochs_distribution(max_iter):
+    """The epoch counts searched where early stopping cannot choose one: a quarter, half and all of ``max_iter``.
+
+    Early stopping needs a validation part large enough to tell a better
+    epoch from a worse one (see `keras_ln.sklearn`); on smaller training
+    folds the nets would all train ``max_iter`` epochs, so the search picks
+    the count instead (as ``max_iter``, an estimator parameter).
+    """
+    max_iter = int(max_iter)
+    return CategoricalDistribution(tuple(sorted({max(1, max_iter // 4), max(1, max_iter // 2), max_iter})))
 
 
 def to_params(family, sampled):
@@ -154,15 +166,18 @@ def make_study(family, maximize, seed):
                                pruner=pruner, study_name=f"keras_ln_automl_{family}")
 
 
-def ask(study, family, space, fixed=()):
+def ask(study, family, space, fixed=(), defaults=None):
     """The next configuration's trial: the portfolio's next entry while one is left, then the sampler's.
 
     Each portfolio entry is enqueued (`study.enqueue_trial`) just before it
     is asked for, so that a study cut short holds no trial left waiting.
+    ``defaults`` fills the portfolio entries' parameters of ``space`` that
+    they do not set (e.g. ``max_iter`` where the epochs are searched).
     """
     n = len(study.trials)
     if n < len(PORTFOLIO[family]):
-        study.enqueue_trial({k: v for k, v in PORTFOLIO[family][n].items() if k not in fixed},
+        entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **PORTFOLIO[family][n]}
+        study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
                             user_attrs={"portfolio": True})
     return study.ask(space)
 
