@@ -307,6 +307,14 @@ def _search_line(search, nrepeats):
             f"{nrepeats} repeat(s) of the folds.")
 
 
+def _epochs_text(ctx):
+    """How the keras_ln nets' epochs were set: early stopping, or searched where it cannot run."""
+    if ctx.get("epochs_searched"):
+        return (f"the epochs searched among a quarter, half and all of max_iter={ctx['max_iter']} (the training "
+                "folds are too small for early stopping's 50 validation rows)")
+    return f"at most max_iter={ctx['max_iter']} epochs, stopped early on the loss of 10% of each training fold"
+
+
 def _rows_line(ctx):
     """Which rows trained and which tested: the user's test file, or a split drawn with its size and seed."""
     if ctx.get("test_from"):
@@ -468,7 +476,7 @@ def markdown(ctx, board, fold_scores, sort_col, *, verdict=None, claims=None):
         f"H2O's own fold assignment identical to keras_ln's: **{ctx['fold_check']}**.",
         f"- Budget per source: max_models={ctx['max_models']}, "
         f"max_runtime_secs={format_number(ctx['max_runtime_secs'])}; "
-        f"keras_ln nets: max_iter={ctx['max_iter']} epochs with early stopping.",
+        f"keras_ln nets: {_epochs_text(ctx)}.",
         f"- Wall time: keras_ln {_seconds(ctx['keras_secs'])} ({ctx['n_keras']} model(s), stopped by "
         f"{ctx['stopped_by']}); H2O {h2o_time}.",
         f"- H2O: {ctx['h2o']}.",

@@ -263,6 +263,7 @@ def run(args, out=None):
                keras_secs=keras_secs, n_keras=n_keras, stopped_by=aml.stopped_by_, failed=aml.failed_,
                h2o_secs=h2o_secs, n_h2o=0 if h2o_board is None else len(h2o_board), h2o=h2o_desc,
                nrepeats=args.nrepeats, search=_search_summary(aml), claims_secs=claims_secs,
+               epochs_searched=aml.epochs_searched_,
                claims_budget=args.claims_secs if args.claims else None)
     folder = _report.write_report(args.out, data.name, board, fold_scores, _learning_curves(aml), task=task,
                                   sort_metric=args.sort_metric, verdict=verdict, claims=claims,

@@ -197,6 +197,8 @@ def test_no_h2o_end_to_end(tmp_path, capsys):
     assert sorted(os.listdir(out / "tiny")) == ["leaderboard.csv", "learning_curves.png", "metric_by_model.png",
                                                 "normalization_folds.png", "report.md", "verdict.csv",
                                                 "verdict.png"]
+    text = (out / "tiny" / "report.md").read_text()
+    assert "keras_ln nets: the epochs searched among a quarter, half and all of max_iter=2" in text
     verdict = pd.read_csv(out / "tiny" / "verdict.csv")
     assert sorted(verdict["pair"]) == ["layer-batch", "layer-batch"]  # two nets: one configuration, two norms
     assert sorted(verdict["scope"]) == ["all configurations", "best configuration"]
