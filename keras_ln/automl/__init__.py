@@ -8,6 +8,7 @@
 - `_search`: the search (Optuna): the space of each family, its portfolio, pruning;
 - `_ensembles`: H2O's stacked ensembles of the nets (`StackedEnsemble`);
 - `_baselines`: the reference rows, a GLM and a constant;
+- `_store`: the persistent study (Optuna's RDB storage): every finished model committed, resume;
 - `_automl`: `AutoML` itself.
 
 Example
@@ -34,6 +35,7 @@ from keras_ln.automl._preprocessing import categorical_columns
 from keras_ln.automl._preprocessing import make_preprocessor
 from keras_ln.automl._search import MLP_SPACE
 from keras_ln.automl._search import RNN_SPACE
+from keras_ln.automl._store import load_leaderboard
 
 __all__ = [
     "AutoML",
@@ -46,6 +48,7 @@ __all__ = [
     "categorical_columns",
     "fold_metric",
     "h2o_metrics",
+    "load_leaderboard",
     "make_folds",
     "make_preprocessor",
     "resolve_sort_metric",

@@ -47,6 +47,7 @@ from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._metrics import h2o_metrics
 from keras_ln.automl._preprocessing import make_preprocessor
 from keras_ln.automl import _search
+from keras_ln.automl import _store
 from keras_ln.automl import _verdict
 from keras_ln.automl._search import _NORM_TAG
 from keras_ln.datasets import check_sequences
@@ -130,6 +131,27 @@ class AutoML(BaseEstimator):
         Refit the leader only, or every model, on all training rows (the
         refitted models are in ``models_``; an ensemble's refit is its base
         nets' refits with its weights).
+    storage : str or None, default=None
+        Where the search is kept: None in memory; an Optuna storage URL
+        (SQLAlchemy: ``"sqlite:///automl.db"``, PostgreSQL, MySQL) commits
+        every finished model (its row, fold scores, cross-validated
+        predictions and, with ``refit="all"``, its refit) the moment it
+        finishes (`_store`), so that a killed run loses nothing and
+        `keras_ln.automl.load_leaderboard` reads the partial leaderboard at
+        any time.
+    study_name : str or None, default=None
+        The study's name in ``storage`` (None: ``keras_ln_automl_mlp`` or
+        ``keras_ln_automl_rnn``).
+    resume : bool or "auto", default="auto"
+        With ``storage``: continue the study of that name if it exists
+        ("auto") or always (True: an error if there is none; False: an
+        existing one is deleted and the search starts anew). Finished models
+        are not trained again, a model an interrupted process was training
+        is trained again, and ``max_runtime_secs`` counts the seconds
+        already spent. The data, folds and settings must be the same (a
+        fingerprint is checked; ValueError otherwise). With a fixed seed
+        the final leaderboard equals an uninterrupted run's (but for the
+        timing columns).
     verbose : int, default=0
         >0 shows a progress bar over the models on stderr.
 
@@ -221,6 +243,9 @@ class AutoML(BaseEstimator):
         early_stopping=True,
         batch_size="auto",
         refit="leader",
+        storage=None,
+        study_name=None,
+        resume="auto",
         verbose=0,
     ):
         self.max_models = max_models
@@ -234,6 +259,9 @@ class AutoML(BaseEstimator):
         self.early_stopping = early_stopping
         self.batch_size = batch_size
         self.refit = refit
+        self.storage = storage
+        self.study_name = study_name
+        self.resume = resume
         self.verbose = verbose
 
     _parameter_constraints: dict = {
@@ -248,6 +276,9 @@ class AutoML(BaseEstimator):
         "early_stopping": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "refit": [StrOptions({"leader", "all"})],
+        "storage": [str, None],
+        "study_name": [str, None],
+        "resume": ["boolean", StrOptions({"auto"})],
         "verbose": ["verbose"],
     }
 
@@ -392,8 +423,6 @@ class AutoML(BaseEstimator):
         rows, fold_rows = [], []
         self.cv_predictions_, self.params_, self.models_, self.stopped_by_ = {}, {}, {}, None
         self.failed_, self.pruned_ = {}, {}
-        bar = tqdm(total=self.max_models, desc="keras_ln AutoML", unit="model",
-                   disable=not self.verbose, leave=True)
         seed = self.seed if self.seed is not None else 0
 
         def out_of_budget():  # checked before every model, as H2O does
@@ -413,20 +442,67 @@ class AutoML(BaseEstimator):
         self.epochs_searched_ = not (self.early_stopping and _early_stopping_applies(smallest))
         if self.epochs_searched_:
             space["max_iter"] = _search.epochs_distribution(self.max_iter)
+        persistent = self.storage is not None
+        settings = dict(task=self.task_, family=family, seed=self.seed, n_repeats=self.n_repeats,
+                        normalizations=list(norms), max_iter=self.max_iter, early_stopping=self.early_stopping,
+                        batch_size=self.batch_size, sort_metric=self.sort_metric, refit=self.refit)
         failed_in_a_row = 0
+
+        def add(model_id, row, model_folds, cv_pred, params, full):
+            rows.append(row)
+            fold_rows.extend(model_folds)
+            self.cv_predictions_[model_id] = cv_pred
+            self.params_[model_id] = params
+            if full is not None:
+                self.models_[model_id] = full
+
         with _search.quiet_optuna():
-            self.study_ = _search.make_study(family, higher_is_better, self.seed)
-            while not out_of_budget():
-                trial = _search.ask(self.study_, family, space, fixed, defaults={"max_iter": self.max_iter})
+            self.study_, abandoned = _search.make_study(
+                family, higher_is_better, self.seed, storage=self.storage, study_name=self.study_name,
+                fingerprint=_store.fingerprint(X, y, self.repeat_folds_, settings) if persistent else None,
+                resume=self.resume)
+            stored = _store.finished_models(self.study_) if persistent else {}
+            if persistent:
+                # What an interrupted run finished: its models, failures and pruned configurations, its time.
+                self.study_.set_user_attr("task", self.task_)
+                start -= self.study_.user_attrs.get("spent_secs", 0.0)
+                self.stopped_by_ = self.study_.user_attrs.get("stopped_by")
+                for t in _store.done_trials(self.study_):
+                    config = _search.to_params(family, t.params)
+                    ids = [_search.model_id(family, t.user_attrs["configuration"], config, n)
+                           for n in _search.normalizations_for(config, norms)]
+                    for model_id in ids:
+                        if model_id in stored:
+                            add(model_id, *_store.load_model(stored[model_id]))
+                        elif _store.FAILED + model_id in t.user_attrs:
+                            self.failed_[model_id] = t.user_attrs[_store.FAILED + model_id]
+                    self.pruned_.update(t.user_attrs.get("pruned", {}))
+                    trained = any(model_id in stored for model_id in ids)
+                    failed_in_a_row = failed_in_a_row + 1 if not trained and not t.user_attrs.get("pruned") else 0
+            bar = tqdm(total=self.max_models, initial=len(rows), desc="keras_ln AutoML", unit="model",
+                       disable=not self.verbose, leave=True)
+            while self.stopped_by_ is None and not out_of_budget():
+                trial = _search.ask(self.study_, family, space, fixed, defaults={"max_iter": self.max_iter},
+                                    seed=self.seed, retry=abandoned.pop(0) if abandoned else None)
                 config = _search.to_params(family, trial.params)
                 values, pruned = [], None
                 for i, norm in enumerate(_search.normalizations_for(config, norms)):
                     if i and out_of_budget():
                         break
-                    model_id = _search.model_id(family, trial.number + 1, config, norm)
+                    model_id = _search.model_id(family, trial.user_attrs["configuration"], config, norm)
                     params = {**config, "normalization": norm}
                     # the configuration's first model reports its folds to the pruner
                     report = _search.fold_reporter(trial, len(splits), sort_col) if i == 0 else None
+                    if model_id in stored:  # finished by an interrupted run: not trained again
+                        row, model_folds, cv_pred, _, full = _store.load_model(stored[model_id])
+                        if i == 0:
+                            for r in model_folds:
+                                if r["repeat"] == 0:
+                                    trial.report(float(r[sort_col]), r["fold"])
+                        add(model_id, row, model_folds, cv_pred, params, full)
+                        bar.update(1)
+                        values.append(row[sort_col])
+                        continue
                     bar.set_postfix_str(f"training {model_id}"
                                         + (f" ({len(self.pruned_)} pruned)" if self.pruned_ else ""), refresh=True)
                     try:
@@ -434,19 +510,20 @@ class AutoML(BaseEstimator):
                             X, y, repeats, family, classification, model_id, params, seed, sort_col, report)
                     except optuna.TrialPruned as exc:
                         pruned = self.pruned_[model_id] = str(exc)
+                        trial.set_user_attr("pruned", {model_id: pruned})
                         break
                     except Exception as exc:  # noqa: BLE001 - like H2O AutoML: a failing model is skipped
                         self.failed_[model_id] = f"{type(exc).__name__}: {exc}"
                         warnings.warn(f"AutoML: {model_id} failed and is skipped: {self.failed_[model_id]}",
                                       RuntimeWarning, stacklevel=2)
+                        if persistent:
+                            _store.save_failure(trial, model_id, self.failed_[model_id])
                         continue
-                    rows.append(row)
+                    if persistent:  # committed the moment it finishes
+                        _store.save_model(trial, model_id, row, model_folds, cv_pred, params, full)
+                        self.study_.set_user_attr("spent_secs", _clock() - start)
+                    add(model_id, row, model_folds, cv_pred, params, full)
                     bar.update(1)
-                    fold_rows.extend(model_folds)
-                    self.cv_predictions_[model_id] = cv_pred
-                    self.params_[model_id] = params
-                    if full is not None:
-                        self.models_[model_id] = full
                     values.append(row[sort_col])
                 failed_in_a_row = failed_in_a_row + 1 if not values and pruned is None else 0
                 if pruned is not None:
@@ -458,9 +535,13 @@ class AutoML(BaseEstimator):
                     self.study_.tell(trial, float(np.nanmean(values)))
                 else:
                     self.study_.tell(trial, state=optuna.trial.TrialState.FAIL)
+                if persistent:
+                    self.study_.set_user_attr("spent_secs", _clock() - start)
                 if failed_in_a_row >= _MAX_FAILED_IN_A_ROW:
                     self.stopped_by_ = f"{_MAX_FAILED_IN_A_ROW} configurations failed in a row"
                     break
+            if persistent:
+                self.study_.set_user_attr("stopped_by", self.stopped_by_)
         bar.set_postfix_str("done")
         bar.close()
 

@@ -102,8 +102,8 @@ PRUNE_FROM_FOLD = 1
 
 _NORM_TAG = {"layer": "LN", "batch": "BN", None: "none"}
 
-__all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ask", "epochs_distribution", "fold_reporter", "make_study",
-           "model_id", "normalizations_for", "quiet_optuna", "search_space", "to_params"]
+__all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ask", "epochs_distribution", "fold_reporter", "make_sampler",
+           "make_study", "model_id", "normalizations_for", "quiet_optuna", "search_space", "to_params"]
 
 
 def search_space(family, fixed=()):
@@ -151,35 +151,57 @@ def model_id(family, number, params, norm):
     return f"{name}_{number}_{_NORM_TAG[norm]}"
 
 
-def make_study(family, maximize, seed):
+def make_sampler(family, seed, configuration=0):
+    """The sampler that proposes configuration number ``configuration`` (from 0): a `TPESampler` seeded
+    from ``seed`` and that number, so that a configuration depends on the seed and the finished trials only,
+    not on how many samplers a process made before (a resumed study asks what an uninterrupted one would).
+    The first trials after the portfolio are random, then TPE models the results."""
+    if seed is not None:
+        seed = (int(seed) * 1_000_003 + int(configuration)) % 2**32
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(PORTFOLIO[family]) + 4)
+
+
+def make_study(family, maximize, seed, *, storage=None, study_name=None, fingerprint=None, resume=False):
     """A study for `family`'s search (`ask` gives its trials, the portfolio first).
 
-    The sampler is `TPESampler(seed=seed)`, so that the same seed and the same
-    results give the same configurations; the first trials after the
-    portfolio are random, then TPE models the results.
+    ``storage`` None keeps it in memory; a SQLAlchemy URL keeps it in Optuna's RDB storage (`_store`), where
+    ``resume`` continues the study of that name. Returns ``(study, abandoned)``, see `_store.open_study`.
     """
-    portfolio = PORTFOLIO[family]
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(portfolio) + 4)
+    from keras_ln.automl import _store
+
     pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_CONFIGURATIONS,
                                          n_warmup_steps=PRUNE_FROM_FOLD)
-    return optuna.create_study(direction="maximize" if maximize else "minimize", sampler=sampler,
-                               pruner=pruner, study_name=f"keras_ln_automl_{family}")
+    return _store.open_study(storage, study_name or f"keras_ln_automl_{family}",
+                             "maximize" if maximize else "minimize", make_sampler(family, seed), pruner,
+                             fingerprint, resume)
 
 
-def ask(study, family, space, fixed=(), defaults=None):
+def ask(study, family, space, fixed=(), defaults=None, seed=None, retry=None):
     """The next configuration's trial: the portfolio's next entry while one is left, then the sampler's.
 
     Each portfolio entry is enqueued (`study.enqueue_trial`) just before it
     is asked for, so that a study cut short holds no trial left waiting.
     ``defaults`` fills the portfolio entries' parameters of ``space`` that
     they do not set (e.g. ``max_iter`` where the epochs are searched).
+    ``retry``, ``(configuration, params, user_attrs)`` of a trial a killed
+    run abandoned, asks that configuration again under its number. The
+    trial's user attribute ``configuration`` is its number, from 1 (abandoned
+    trials are not counted).
     """
-    n = len(study.trials)
-    if n < len(PORTFOLIO[family]):
-        entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **PORTFOLIO[family][n]}
+    number = sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("abandoned"))
+    if retry is not None:
+        number, params, attrs = retry
+        number = number - 1 if number is not None else sum(
+            1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("abandoned"))
+        study.enqueue_trial(params, user_attrs=attrs)
+    elif number < len(PORTFOLIO[family]):
+        entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **PORTFOLIO[family][number]}
         study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
                             user_attrs={"portfolio": True})
-    return study.ask(space)
+    study.sampler = make_sampler(family, seed, number)
+    trial = study.ask(space)
+    trial.set_user_attr("configuration", number + 1)
+    return trial
 
 
 def fold_reporter(trial, n_folds, metric):
