@@ -321,7 +321,7 @@ def _automl(data, args):
     aml = H2OAutoML(
         max_models=args.max_models, max_runtime_secs=int(np.ceil(args.max_runtime_secs)), seed=args.seed,
         sort_metric=args.sort_metric, keep_cross_validation_predictions=True,
-        project_name=f"keras_ln_{uuid.uuid4().hex[:8]}", verbosity=None,
+        project_name=args.h2o_project or f"keras_ln_{uuid.uuid4().hex[:8]}", verbosity=None,
     )
     try:
         t0 = time.monotonic()
@@ -330,7 +330,8 @@ def _automl(data, args):
         board, fold_scores, check = _score(aml, train, test, data, args)
         return board, fold_scores, check, seconds
     finally:
-        if args.h2o_url:  # leave a shared cluster as we found it: drop our frames, models and AutoML run
+        if args.h2o_url and not args.h2o_project:  # leave a shared cluster as we found it: drop our frames,
+            # models and AutoML run (a named project stays, to be continued)
             with contextlib.suppress(Exception):
                 h2o.remove(aml, cascade=True)
             with contextlib.suppress(Exception):

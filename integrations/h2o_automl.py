@@ -69,11 +69,19 @@ def run_keras(data, args):
     task, X_test = data.task, data.X_test
     aml = automl.AutoML(max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, nfolds=args.nfolds,
                         seed=args.seed, sort_metric=args.sort_metric, n_repeats=args.nrepeats,
-                        max_iter=args.max_iter, refit="all", verbose=1)
+                        max_iter=args.max_iter, refit="all", storage=data.storage, study_name=data.study_name,
+                        resume=bool(args.resume), verbose=1)
+    if not args.storage:
+        os.makedirs(args.out, exist_ok=True)  # for the default SQLite study
     t0 = time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # failures are printed once below
-        aml.fit(data.X_train, data.y_train, folds=data.folds, task=task)
+        try:
+            aml.fit(data.X_train, data.y_train, folds=data.folds, task=task)
+        except ValueError as exc:
+            if str(exc).startswith("Cannot resume"):
+                raise CLIError(f"argument --resume: {' '.join(str(exc).split())}") from None
+            raise
     runtime = time.monotonic() - t0
     for model_id, error in aml.failed_.items():
         print(f"keras_ln AutoML: {model_id} failed and was skipped: {error}", file=sys.stderr)
@@ -188,7 +196,18 @@ def parse_args(argv=None):
     p.add_argument("--test-size", metavar="F", type=_fraction, default=None,
                    help="held-out share of the rows, in (0, 1), drawn with --seed (default: 0.2; not with "
                         "--test-csv/--test-npz)")
+    p.add_argument("--storage", metavar="URL",
+                   help="keras_ln's study (Optuna storage, a SQLAlchemy URL such as postgresql://... for a shared "
+                        "database); every finished model is committed to it (default: sqlite:///OUT/NAME.study.db)")
+    p.add_argument("--study-name", metavar="NAME", help="the study's name in --storage (default: keras_ln_NAME)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the keras_ln study of an interrupted run (Ctrl-C, kill, power loss): finished "
+                        "models are not trained again and the time budget counts what was spent; the data and "
+                        "settings must be the same")
     p.add_argument("--h2o-url", metavar="URL", help="connect to this running H2O cluster instead of starting one")
+    p.add_argument("--h2o-project", metavar="NAME",
+                   help="H2O AutoML's project_name: a run with the same name on the same cluster (--h2o-url) "
+                        "continues that project; its frames and models are then left on the cluster")
     p.add_argument("--no-h2o", action="store_true", help="run the keras_ln side alone (needs no h2o, no Java)")
     p.add_argument("--out", metavar="DIR", default="reports", help="report folder (default: reports)")
     args = p.parse_args(argv)
@@ -226,6 +245,10 @@ def run(args, out=None):
     """The whole comparison; returns the report folder. Bad input raises CLIError before H2O starts."""
     out = out or sys.stdout
     data = _inputs.split(args, _inputs.load(args))  # all checks on the data, before anything starts
+    data.storage = args.storage or f"sqlite:///{os.path.abspath(os.path.join(args.out, data.name))}.study.db"
+    data.study_name = args.study_name or f"keras_ln_{data.name}"
+    if args.resume:
+        _check_resumable(data.storage, data.study_name)
     h2o_side = None if args.no_h2o else _imports.h2o_side()
     import pandas as pd
 
@@ -235,7 +258,8 @@ def run(args, out=None):
     h2o_board, h2o_folds, fold_check, h2o_secs, h2o_desc = None, None, "not checked (--no-h2o)", None, "not run"
     if h2o_side is not None:
         h2o_board, h2o_folds, fold_check, h2o_secs, h2o_desc = h2o_side.run_h2o(data, args, out)
-    print(f"keras_ln AutoML on {len(data.y_train)} rows", file=out, flush=True)
+    print(f"keras_ln AutoML on {len(data.y_train)} rows; every finished model is committed to {data.storage} "
+          f"(study {data.study_name}{', resumed' if args.resume else ''})", file=out, flush=True)
     keras_board, keras_folds, keras_secs, aml = run_keras(data, args)
     verdict = aml.verdict()
     claims, claims_secs = None, None
@@ -281,6 +305,22 @@ def run(args, out=None):
     return folder
 
 
+def _check_resumable(storage, study_name):
+    """--resume needs the study: one clear error before anything starts otherwise."""
+    path = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else None
+    if path is not None and not os.path.isfile(path):
+        raise CLIError(f"argument --resume: no study to resume: {path!r} does not exist (run without --resume "
+                       "first, with the same --out, or give the run's --storage)")
+    import optuna
+
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as exc:  # noqa: BLE001 - any storage error is the user's URL
+        raise CLIError(f"argument --storage: cannot read {storage!r}: {' '.join(str(exc).split())[:200]}") from None
+    if study_name not in names:
+        raise CLIError(f"argument --resume: {storage!r} holds no study {study_name!r} (it holds {names})")
+
+
 def _search_summary(aml):
     """What keras_ln's search did: configurations asked, models trained, pruned and failed."""
     import optuna
@@ -301,8 +341,43 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt  # SIGTERM (a killed job) cleans up like Ctrl-C
 
 
+def status(argv=None, out=None):
+    """``status``: print the leaderboard of the models a keras_ln study has finished so far."""
+    out = out or sys.stdout
+    p = _Parser(prog="python -m integrations.h2o_automl status",
+                description="The keras_ln models a run (running, interrupted or finished) has committed so far.")
+    p.add_argument("--storage", metavar="URL", required=True,
+                   help="the run's --storage (by default sqlite:///OUT/NAME.study.db)")
+    p.add_argument("--study-name", metavar="NAME", help="the study (default: the storage's only one)")
+    p.add_argument("--sort-metric", metavar="M", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    path = args.storage[len("sqlite:///"):] if args.storage.startswith("sqlite:///") else None
+    if path is not None and not os.path.isfile(path):
+        print(f"error: argument --storage: no such SQLite file {path!r}", file=sys.stderr)
+        return EXIT_USAGE
+    automl = _imports.keras_ln("keras_ln.automl")
+    try:
+        board = automl.load_leaderboard(args.storage, args.study_name, args.sort_metric)
+    except (ValueError, KeyError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    state = (f"search ended ({board.attrs['stopped_by']})" if board.attrs["stopped_by"]
+             else f"search not finished ({board.attrs['running']} configuration(s) running or interrupted)")
+    print(f"{len(board)} keras_ln model(s) finished, {board.attrs['spent_secs']:.1f} s spent; {state}", file=out)
+    if len(board):
+        print(board.drop(columns=["training_time_ms", "predict_time_per_row_ms"], errors="ignore")
+              .to_markdown(index=False, floatfmt=".4f"), file=out)
+    return 0
+
+
 def main(argv=None):
     """Run the CLI; returns the exit status (0, 2 for bad input or environment, 130 when interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["status"]:
+        return status(argv[1:])
     try:
         args = parse_args(argv)
     except SystemExit as exc:  # --help (0) or a bad argument (2), already printed
@@ -315,8 +390,8 @@ def main(argv=None):
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\ninterrupted; the H2O cluster started by this run (if any) was shut down, no report written",
-              file=sys.stderr)
+        print("\ninterrupted; the H2O cluster started by this run (if any) was shut down, no report written; "
+              "the keras_ln models finished so far are kept: rerun with --resume to continue", file=sys.stderr)
         return 130
     finally:
         if in_main_thread:

@@ -193,7 +193,7 @@ def test_no_h2o_end_to_end(tmp_path, capsys):
     assert {"Baseline_GLM", "Baseline_constant", "StackedEnsemble_AllModels",
             "StackedEnsemble_BestOfFamily"} <= set(board["model_id"])
     assert board["test_auc"].notna().all()  # every row, baselines and ensembles too, scored on the test split
-    assert sorted(os.listdir(out)) == ["tiny"]  # no partial folders left behind
+    assert sorted(os.listdir(out)) == ["tiny", "tiny.study.db"]  # no partial folders left behind; the study
     assert sorted(os.listdir(out / "tiny")) == ["leaderboard.csv", "learning_curves.png", "metric_by_model.png",
                                                 "normalization_folds.png", "report.md", "verdict.csv",
                                                 "verdict.png"]
@@ -203,6 +203,40 @@ def test_no_h2o_end_to_end(tmp_path, capsys):
     assert sorted(verdict["pair"]) == ["layer-batch", "layer-batch"]  # two nets: one configuration, two norms
     assert sorted(verdict["scope"]) == ["all configurations", "best configuration"]
     assert (verdict["n_pairs"] == 2).all()  # 2 folds, 1 repeat
+
+
+def test_status_and_resume(tmp_path, capsys, monkeypatch):
+    """The study of a run (default: OUT/NAME.study.db): `status` prints its leaderboard; --resume trains no
+    finished model again and writes the same leaderboard; --resume without a study is one error line."""
+    from integrations.h2o_automl import status
+
+    path = _tiny_csv(tmp_path)
+    out = tmp_path / "reports"
+    argv = ["--csv", str(path), "--target", "diagnosis", "--no-h2o", "--max-models", "3", "--nfolds", "2",
+            "--max-iter", "2", "--out", str(out)]
+    code = main(argv + ["--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: argument --resume: no study to resume") and err.count("\n") == 1
+    assert not out.exists()
+    assert main(argv) == 0
+    first = pd.read_csv(out / "tiny" / "leaderboard.csv")
+    capsys.readouterr()
+    url = f"sqlite:///{out / 'tiny.study.db'}"
+    assert status(["--storage", url]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("3 keras_ln model(s) finished") and "search ended (max_models)" in printed
+    for model_id in first.loc[first["normalization"].isin(["layer", "batch", "none"]), "model_id"]:
+        assert model_id in printed
+    trained = []
+    original = AutoML._train_one
+    monkeypatch.setattr(AutoML, "_train_one", lambda self, *a, **k: trained.append(a[5]) or original(self, *a, **k))
+    assert main(argv + ["--resume"]) == 0
+    assert trained == []
+    again = pd.read_csv(out / "tiny" / "leaderboard.csv")
+    cols = [c for c in first.columns if "time" not in c]
+    pd.testing.assert_frame_equal(again[cols], first[cols])
+    assert status(["--storage", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    assert "no such SQLite file" in capsys.readouterr().err
 
 
 def test_no_h2o_sequences_with_repeats_verdict_and_claims(tmp_path, capsys):
