@@ -10,14 +10,20 @@ input validation and the network (through `keras_ln.models`).
 
 The loop follows `sklearn.neural_network.MLPClassifier(solver="adam")`: per
 epoch, shuffled minibatches (`batch_size="auto"` is `min(200, n_samples)`);
-the loss of a batch is the sample-weighted mean of the data loss (log-loss,
-or half the squared error averaged over outputs) plus `0.5 * alpha *
-||W||^2` over every weight matrix, divided by the batch's total sample
-weight; `loss_curve_` holds the per-epoch mean of the batch losses, weighted
-by the batches' total sample weights (by their row counts when every weight
-is 1, as in sklearn). Training stops by sklearn's rule (`_no_improvement`)
-when the training loss has not improved by `tol` for `n_iter_no_change`
-epochs. Early stopping departs from sklearn on purpose: the rule watches the
+the loss of a batch is the sample-weighted mean of the data loss (log-loss;
+for a multilabel indicator y the binary log-loss summed over the labels; or
+half the squared error averaged over outputs) plus `0.5 * alpha * ||W||^2`
+over every weight matrix, divided by the batch's total sample weight;
+`loss_curve_` holds the per-epoch mean of the batch losses, weighted by the
+batches' total sample weights (by their row counts when every weight is 1,
+as in sklearn). Each batch takes one step of sklearn's Adam (`beta_1`,
+`beta_2`, `epsilon`, with the bias correction in the step size). Training
+stops by sklearn's rule (`_no_improvement`) when the training loss has not
+improved by `tol` for `n_iter_no_change` epochs. `partial_fit` (as
+sklearn's `incremental` fit) runs one epoch without the stopping rule and
+continues Adam's moments and step count from the last fit or partial fit
+(`_adam_state`, NumPy arrays, pickled with the estimator); `fit`, warm or
+not, starts Adam afresh, as sklearn. Early stopping departs from sklearn on purpose: the rule watches the
 validation *loss* (sklearn watches the accuracy or R^2, which on a small
 validation part stops at the first plateau of a few rows while the net is
 still learning), the weights of the lowest validation loss are restored,
@@ -83,6 +89,7 @@ from numbers import Real
 
 import keras
 import numpy as np
+import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.base import _fit_context
 from sklearn.base import is_classifier
@@ -94,6 +101,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import _check_sample_weight
 from sklearn.utils.validation import check_is_fitted
 from sklearn.utils.validation import column_or_1d
@@ -105,6 +114,8 @@ from keras_ln.sklearn._execution import _PROGRAMS  # noqa: F401 (benchmarks clea
 from keras_ln.sklearn._execution import _tf
 from keras_ln.sklearn._execution import _tf_variables
 from keras_ln.sklearn._execution import _training_view
+from keras_ln.sklearn._execution import adam_slots
+from keras_ln.sklearn._execution import adam_state
 from keras_ln.sklearn._execution import recompute_batch_statistics
 
 # A fit with at most this many minibatch steps in all runs eagerly; a longer
@@ -134,6 +145,7 @@ _FITTED = (
     "n_features_in_",
     "feature_names_in_",
     "n_iter_",
+    "t_",
     "loss_",
     "loss_curve_",
     "best_loss_",
@@ -149,7 +161,8 @@ _FITTED = (
     "_architecture",
     "_net_kwargs",
     "_dtype",
-    "_y_ndim",
+    "_multilabel",
+    "_adam_state",
     "_input_layout",
     "_n_step_features",
 )
@@ -192,6 +205,32 @@ def _merge_duplicates(idx, groups, weights):
         inverse.ravel(), weights=weights[idx], minlength=len(first)
     )
     return idx[first], summed
+
+
+def _batches(order, batch_size, groups, weights, pad):
+    """The minibatches of one epoch over the training rows in `order`.
+
+    Yields `(idx, w, n)`: row indices and their weights, padded (repeated
+    first row, weight 0) to the batch's shape, and the number of rows that
+    are not padding. With `groups` (see `_row_groups`) the duplicates of a
+    batch are merged (`_merge_duplicates`). Full batches keep the shape
+    `batch_size` (merged ones are padded back to it); the others, with
+    `pad`, are padded to a bucket (`_bucket`).
+    """
+    n_train = len(order)
+    for start in range(0, n_train, batch_size):
+        idx = order[start:start + batch_size]
+        size = batch_size if len(idx) == batch_size < n_train else None
+        if groups is None:
+            w = weights[idx]
+        else:
+            idx, w = _merge_duplicates(idx, groups, weights)
+        n = len(idx)
+        size = n if not pad else size or _bucket(n)
+        if size > n:
+            idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
+            w = np.concatenate([w, np.zeros(size - n)])
+        yield idx, w, n
 
 
 def _no_improvement(count, value, best, tol):
@@ -244,12 +283,16 @@ def check_sizes(value, name):
 
 # Docstring parts shared by the four estimators (numpydoc entries).
 _TRAINING_PARAMETERS_DOC = """
+    solver : {"adam"}, default="adam"
+        The optimizer: Adam, the only one (sklearn's default); any other
+        value raises ValueError.
     batch_size : int or "auto", default="auto"
         Minibatch size; "auto" is `min(200, n_samples)`.
     learning_rate_init : float, default=0.001
         Adam's step size.
     max_iter : int, default=200
-        Maximum number of epochs (per call to `fit`).
+        Maximum number of epochs (per call to `fit`; `partial_fit`, where
+        the estimator has it, runs one).
     shuffle : bool, default=True
         Shuffle the samples every epoch.
     random_state : int, RandomState instance or None, default=None
@@ -274,6 +317,13 @@ _TRAINING_PARAMETERS_DOC = """
         (`early_stopping_used_` is then False).
     validation_fraction : float in (0, 1), default=0.1
         Held-out fraction for early stopping.
+    beta_1 : float in [0, 1), default=0.9
+        Adam's decay rate of the first moment (mean) of the gradients.
+    beta_2 : float in [0, 1), default=0.999
+        Adam's decay rate of the second moment of the gradients.
+    epsilon : float > 0, default=1e-8
+        Adam's numerical stability term, added to the square root of the
+        second moment (as in sklearn's and Keras' Adam).
     n_iter_no_change : int, default=10
         Epochs without improvement by `tol` before stopping (training stops
         when the count exceeds it, as in sklearn).
@@ -281,15 +331,19 @@ _TRAINING_PARAMETERS_DOC = """
 
 _FIT_ATTRIBUTES_DOC = """
     n_iter_ : int
-        Epochs run by the last call to `fit`.
+        Epochs run by the last call to `fit` (1 after `partial_fit`).
+    t_ : int
+        Training rows the optimizer has gone through, as sklearn's `t_`:
+        rows per epoch (without the early-stopping validation part) times
+        epochs, accumulated over warm starts and partial fits.
     loss_ : float
         Training loss of the last epoch.
     loss_curve_ : list of float
-        Training loss of every epoch (continued by warm starts): the
-        weighted mean data loss plus the L2 penalty, on the scale the
-        network trains on (for regressors, standardized targets by default:
-        0.5 is then the loss of predicting the mean; see
-        `standardize_target`).
+        Training loss of every epoch (continued by warm starts and
+        partial fits): the weighted mean data loss plus the L2 penalty, on
+        the scale the network trains on (for regressors, standardized
+        targets by default: 0.5 is then the loss of predicting the mean;
+        see `standardize_target`).
     best_loss_ : float or None
         Smallest training loss (None with early stopping).
     early_stopping_used_ : bool
@@ -344,6 +398,7 @@ class _KerasEstimator(BaseEstimator):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
+        "solver": [StrOptions({"adam"})],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
@@ -353,6 +408,9 @@ class _KerasEstimator(BaseEstimator):
         "warm_start": ["boolean"],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -399,15 +457,34 @@ class _KerasEstimator(BaseEstimator):
         """
         return self._fit(X, y, sample_weight)
 
-    def _fit(self, X, y, sample_weight):
+    def _partial_fit(self, X, y, sample_weight, classes=None):
+        """One epoch on `X, y` from the fitted network and Adam's state (a
+        new network on the first call), as sklearn's MLP `partial_fit`."""
+        # `_fit_context` validates the parameters on the first call only;
+        # a later one may have changed them (set_params) too.
+        self._validate_params()
+        if self.early_stopping:
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: it trains "
+                "one epoch on the rows it is given, with no validation part "
+                "(as sklearn's MLP). Received: early_stopping=True; set "
+                "early_stopping=False to call partial_fit."
+            )
+        return self._fit(X, y, sample_weight, incremental=True, classes=classes)
+
+    def _fit(self, X, y, sample_weight, incremental=False, classes=None):
+        """`fit` (`incremental=False`) or `partial_fit` (True): a fit
+        continues the fitted network with `warm_start`, a partial fit
+        always."""
         tf = _tf()
         self._check_architecture()
-        continuing = self.warm_start and hasattr(self, "model_")
+        continuing = hasattr(self, "model_") and (self.warm_start or incremental)
+        args = (X, y, sample_weight, continuing, incremental, classes, tf)
         if continuing:
-            return self._fit_checked(X, y, sample_weight, continuing, tf)
+            return self._fit_checked(*args)
         self._forget_fitted()
         try:
-            return self._fit_checked(X, y, sample_weight, continuing, tf)
+            return self._fit_checked(*args)
         except BaseException:
             self._forget_fitted()
             raise
@@ -416,21 +493,34 @@ class _KerasEstimator(BaseEstimator):
         for name in _FITTED:
             self.__dict__.pop(name, None)
 
-    def _fit_checked(self, X, y, sample_weight, continuing, tf):
+    def _check_unchanged_architecture(self, architecture, incremental):
+        """A continued fit trains the fitted network: raise ValueError if a
+        parameter that defines it changed."""
+        if architecture == self._architecture:
+            return
+        changed = sorted(
+            p for p in architecture if architecture[p] != self._architecture[p]
+        )
+        how, instead = (
+            ("partial_fit", "Call fit") if incremental
+            else ("warm_start=True", "Set warm_start=False")
+        )
+        raise ValueError(
+            f"{how} continues training the fitted network, so "
+            "the parameters that define it must not change; "
+            f"{', '.join(changed)} changed since the last fit. {instead} "
+            "to fit a new network. Received: "
+            + ", ".join(f"{p}={architecture[p]!r}" for p in changed)
+        )
+
+    def _fit_checked(
+        self, X, y, sample_weight, continuing, incremental, classes, tf
+    ):
         architecture = {
             p: _hashable(getattr(self, p)) for p in self._architecture_params
         }
-        if continuing and architecture != self._architecture:
-            changed = sorted(
-                p for p in architecture if architecture[p] != self._architecture[p]
-            )
-            raise ValueError(
-                "warm_start=True continues training the fitted network, so "
-                "the parameters that define it must not change; "
-                f"{', '.join(changed)} changed since the last fit. Set "
-                "warm_start=False to fit a new network. Received: "
-                + ", ".join(f"{p}={architecture[p]!r}" for p in changed)
-            )
+        if continuing:
+            self._check_unchanged_architecture(architecture, incremental)
         X, y = self._validate_fit_data(X, y, reset=not continuing)
         dtype = self._dtype if continuing else self._compute_dtype(X)
         X = X.astype(dtype, copy=False)
@@ -439,13 +529,17 @@ class _KerasEstimator(BaseEstimator):
             sample_weight, np.empty((n_samples, 0)), dtype=np.float64,
             ensure_non_negative=True,
         )
-        targets, n_outputs = self._encode_targets(y, reset=not continuing)
+        targets, n_outputs = self._encode_targets(
+            y, reset=not continuing, classes=classes, incremental=incremental
+        )
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(1, np.iinfo(np.int32).max))
         shuffle_rng = np.random.default_rng(seed)
 
         train_idx, val_idx = self._validation_split(targets, sample_weight, seed)
+        # Rows per epoch as sklearn counts them in `t_` (weight 0 included).
+        epoch_rows = len(train_idx)
         # A row of weight 0 is a removed row: it takes no place in batches.
         train_idx = train_idx[sample_weight[train_idx] > 0]
         n_train = len(train_idx)
@@ -457,7 +551,7 @@ class _KerasEstimator(BaseEstimator):
                 f"{n_samples} rows, validation_fraction="
                 f"{self.validation_fraction}"
             )
-        if not continuing:  # a warm start keeps the scale it was trained on
+        if not continuing:  # a continued fit keeps the scale it trained on
             self._fit_target_scale(targets[train_idx], sample_weight[train_idx])
         targets = self._scale_targets(targets).astype(targets.dtype, copy=False)
         if self.batch_size == "auto":
@@ -487,16 +581,20 @@ class _KerasEstimator(BaseEstimator):
         key = (
             type(self).__name__,
             tuple(sorted(architecture.items(), key=str)),
-            X.ndim, n_inputs, n_outputs, dtype,
+            X.ndim, n_inputs, n_outputs, output_activation, dtype,
             tuple(sorted(net_kwargs.items())),
         )
         program = _program(key, lambda: build(0), self._loss_fn(tf))
         view = _training_view(model)
         tv = _tf_variables(view.trainable_variables)
         ntv = _tf_variables(view.non_trainable_variables)
-        ms = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in tv]
-        vs = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in tv]
-        t = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # A partial fit continues Adam's state (that of the last fit or
+        # partial fit); a fit, warm or not, starts it afresh (as sklearn).
+        ms, vs, t = adam_slots(
+            tv,
+            getattr(self, "_adam_state", None)
+            if continuing and incremental else None,
+        )
         x_t = tf.constant(X[train_idx])
         y_t = tf.constant(targets[train_idx])
         train_weight = sample_weight[train_idx]
@@ -509,10 +607,17 @@ class _KerasEstimator(BaseEstimator):
             if self.dropout == 0 and self.normalization != "batch"
             else None
         )
-        lr = tf.constant(self.learning_rate_init, tf.float64)
-        half_alpha = tf.constant(0.5 * self.alpha, dtype)
+        hyperparameters = (
+            tf.constant(self.learning_rate_init, tf.float64),
+            tf.constant(0.5 * self.alpha, dtype),
+            tf.constant(self.beta_1, tf.float64),
+            tf.constant(self.beta_2, tf.float64),
+            tf.constant(self.epsilon, tf.float64),
+        )
+        # partial_fit: one epoch (sklearn's `incremental`).
+        epochs = 1 if incremental else self.max_iter
         n_batches = math.ceil(n_train / batch_size)
-        compiled = self.max_iter * n_batches > EAGER_MAX_STEPS
+        compiled = epochs * n_batches > EAGER_MAX_STEPS
         # Batches are padded (zero weight) to a few sizes, so that compiled
         # kernels keyed by shape (the layer-norm fast path is XLA-compiled)
         # are reused across batches and fits; not with batch statistics.
@@ -520,7 +625,7 @@ class _KerasEstimator(BaseEstimator):
 
         # What the stopping rule watches (see `_no_improvement`): the
         # validation loss with early stopping, else the training loss. A
-        # warm start continues the curves and the best values, as sklearn.
+        # continued fit continues the curves and the best values, as sklearn.
         early = val_idx is not None
         loss_curve = list(self.loss_curve_) if continuing else []
         best_loss = self.best_loss_ if continuing else None
@@ -540,29 +645,19 @@ class _KerasEstimator(BaseEstimator):
         no_improvement = 0
         n_iter = 0
         converged = False
-        for _ in range(self.max_iter):
+        for _ in range(epochs):
             if self.shuffle and n_batches > 1:
                 order = shuffle_rng.permutation(n_train).astype(np.int32)
             else:
                 order = np.arange(n_train, dtype=np.int32)
             batch_losses = []
-            for start in range(0, n_train, batch_size):
-                idx = order[start:start + batch_size]
-                # Full batches keep one shape (merged rows are padded back to
-                # batch_size); the others are padded to a bucket.
-                size = batch_size if len(idx) == batch_size < n_train else None
-                if groups is None:
-                    w = train_weight[idx]
-                else:
-                    idx, w = _merge_duplicates(idx, groups, train_weight)
-                n = len(idx)
-                size = n if not pad else size or _bucket(n)
-                if size > n:
-                    idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
-                    w = np.concatenate([w, np.zeros(size - n)])
+            for idx, w, n in _batches(
+                order, batch_size, groups, train_weight, pad
+            ):
                 loss = program.run(compiled, (
                     x_t, y_t, tf.constant(w.astype(dtype)), tf.constant(idx),
-                    tf.constant(n, tf.int32), tv, ntv, ms, vs, t, lr, half_alpha,
+                    tf.constant(n, tf.int32), tv, ntv, ms, vs, t,
+                    *hyperparameters,
                 ))
                 batch_losses.append((loss, w.sum()))
             # The batch losses are weighted means: weight them by the batch
@@ -617,7 +712,7 @@ class _KerasEstimator(BaseEstimator):
         if self.normalization == "batch":
             # Population statistics of the final weights (see the helper).
             recompute_batch_statistics(model, X[train_idx])
-        if not converged:
+        if not converged and not incremental:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
@@ -628,7 +723,9 @@ class _KerasEstimator(BaseEstimator):
         self._dtype = dtype
         self._architecture = architecture
         self._net_kwargs = net_kwargs
+        self._adam_state = adam_state(ms, vs, t)
         self.n_iter_ = n_iter
+        self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_iter * epoch_rows
         self.loss_ = loss_curve[-1]
         self.loss_curve_ = loss_curve
         self.best_loss_ = best_loss
@@ -644,9 +741,10 @@ class _KerasEstimator(BaseEstimator):
         stopping.
 
         Like sklearn, early stopping holds out `validation_fraction` of the
-        rows (stratified for classifiers), but only where the held-out part
-        can tell a better epoch from a worse one: at least
-        `MIN_VALIDATION_ROWS` rows of positive weight and, for classifiers,
+        rows (stratified for classifiers, except multilabel ones, as
+        sklearn), but only where the held-out part can tell a better epoch
+        from a worse one: at least `MIN_VALIDATION_ROWS` rows of positive
+        weight and, for stratified classifiers,
         `MIN_VALIDATION_ROWS_PER_CLASS` of every class. Otherwise (sklearn
         stops on a validation accuracy of as few as 2 rows) a warning says
         so and every row trains, as with `early_stopping=False`.
@@ -655,7 +753,8 @@ class _KerasEstimator(BaseEstimator):
         rows = np.arange(n_samples)
         if not self.early_stopping:
             return rows, None
-        classifier = is_classifier(self)
+        # "classifier": stratified, with rows of every class.
+        classifier = is_classifier(self) and not getattr(self, "_multilabel", False)
         n_val = math.ceil(self.validation_fraction * n_samples)
         problem = None
         if n_val < MIN_VALIDATION_ROWS:
@@ -757,32 +856,117 @@ class _KerasEstimator(BaseEstimator):
 
 
 class _ClassifierOutputs:
-    """Classification: labels <-> class indices, log-loss, predict_proba."""
+    """Classification: labels <-> class indices, log-loss, predict_proba.
+
+    Class labels train a softmax output on the log-loss; a multilabel
+    indicator matrix `(n_samples, n_labels)` of 0 and 1 (where the input
+    validation lets it through: `MLPClassifier`) trains one sigmoid output
+    per label on the binary log-loss summed over the labels, as sklearn's
+    MLP, and `classes_` is then `arange(n_labels)`.
+    """
 
     def _output_activation(self):
-        return "softmax"
+        return "sigmoid" if getattr(self, "_multilabel", False) else "softmax"
 
-    def _encode_targets(self, y, reset):
+    def _encode_targets(self, y, reset, classes=None, incremental=False):
+        """Class indices (int32), or the 0/1 matrix of a multilabel `y`
+        (float64), and the number of network outputs. With `reset`, sets
+        `classes_` (from `classes` where given: partial_fit's first call);
+        otherwise checks `y` against them."""
+        name = type(self).__name__
+        if sp.issparse(y):
+            y = y.toarray()
         check_classification_targets(y)
-        y = column_or_1d(y, warn=True)
+        kind = type_of_target(y)
+        multilabel = kind == "multilabel-indicator"
+        if not multilabel and np.ndim(y) == 2 and np.shape(y)[1] > 1:
+            raise ValueError(
+                f"{name} expects y of shape (n_samples,) (class labels) or a "
+                "multilabel indicator matrix (n_samples, n_labels) of 0 and "
+                f"1. Received: y of shape {np.shape(y)}, of type {kind!r}"
+            )
+        if not multilabel:
+            y = column_or_1d(y, warn=True)
+        if not reset:
+            fitted = getattr(self, "_multilabel", False)
+            if multilabel != fitted:
+                described = {
+                    True: "a multilabel indicator matrix",
+                    False: "class labels",
+                }
+                raise ValueError(
+                    f"{name} was fitted on {described[fitted]}, so y must be "
+                    f"{described[fitted]} too. Received: y of shape "
+                    f"{np.shape(y)}, of type {kind!r}"
+                )
+        if multilabel:
+            labels = np.arange(y.shape[1])
+            if reset:
+                if classes is not None and not np.array_equal(
+                    unique_labels(classes), labels
+                ):
+                    raise ValueError(
+                        "For a multilabel indicator y, `classes` must be its "
+                        f"column indices, {labels.tolist()}. Received: "
+                        f"classes={classes!r}"
+                    )
+                self.classes_ = labels
+                self._multilabel = True
+            elif y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {y.shape[1]} labels, but {name} was fitted with "
+                    f"{len(self.classes_)} labels."
+                )
+            return y.astype(np.float64), y.shape[1]
         if reset:
-            classes = np.unique(y)
-            if len(classes) < 2:
+            if classes is None:
+                found = np.unique(y)
+                if len(found) < 2:
+                    raise ValueError(
+                        f"{name} requires at least 2 classes in the data, but "
+                        f"the data contains only one class: {found[0]!r}"
+                    )
+            else:
+                found = unique_labels(classes)
+                if len(found) < 2:
+                    raise ValueError(
+                        f"{name} requires at least 2 classes in `classes`. "
+                        f"Received: classes={classes!r}"
+                    )
+            self.classes_ = found
+            self._multilabel = False
+        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        if len(unseen):
+            if incremental:
+                # sklearn's message (partial_fit).
                 raise ValueError(
-                    f"{type(self).__name__} requires at least 2 classes in the "
-                    "data, but the data contains only one class: "
-                    f"{classes[0]!r}"
+                    "`y` has classes not in `self.classes_`. `self.classes_` "
+                    f"has {self.classes_}. 'y' has {np.unique(y)}. Pass every "
+                    "class in `classes` on the first call to partial_fit."
                 )
-            self.classes_ = classes
-        else:
-            unseen = np.setdiff1d(np.unique(y), self.classes_)
-            if len(unseen):
-                raise ValueError(
-                    "warm_start can only be used where `y` has the same "
-                    f"classes as in the previous call to fit. Previously got "
-                    f"{self.classes_}, `y` has {np.unique(y)}"
-                )
+            raise ValueError(
+                "warm_start can only be used where `y` has the same "
+                f"classes as in the previous call to fit. Previously got "
+                f"{self.classes_}, `y` has {np.unique(y)}"
+            )
         return np.searchsorted(self.classes_, y).astype(np.int32), len(self.classes_)
+
+    def _check_partial_fit_classes(self, classes):
+        """sklearn's rules for `classes` in `partial_fit`
+        (`sklearn.utils.multiclass._check_partial_fit_first_call`)."""
+        fitted = hasattr(self, "model_")
+        if not fitted and classes is None:
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit. "
+                "Received: classes=None"
+            )
+        if fitted and classes is not None and not np.array_equal(
+            self.classes_, unique_labels(classes)
+        ):
+            raise ValueError(
+                f"`classes={classes!r}` is not the same as on last call to "
+                f"partial_fit, was: {self.classes_!r}"
+            )
 
     def _fit_target_scale(self, targets, sample_weight):
         """Class indices are trained as they are."""
@@ -791,6 +975,18 @@ class _ClassifierOutputs:
         return targets
 
     def _loss_fn(self, tf):
+        if getattr(self, "_multilabel", False):
+            def binary_log_loss(y, logits):
+                # Summed over the labels, as sklearn's `binary_log_loss`.
+                return tf.reduce_sum(
+                    tf.nn.sigmoid_cross_entropy_with_logits(
+                        labels=tf.cast(y, logits.dtype), logits=logits
+                    ),
+                    axis=-1,
+                )
+
+            return binary_log_loss
+
         def log_loss(y, logits):
             return tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=y, logits=logits
@@ -800,6 +996,10 @@ class _ClassifierOutputs:
 
     def _data_loss(self, logits, y, sample_weight):
         """Weighted mean log-loss, from the logits (float64)."""
+        if getattr(self, "_multilabel", False):
+            # log(1 + exp(z)) - y z, summed over the labels.
+            losses = np.sum(np.logaddexp(0.0, logits) - y * logits, axis=1)
+            return float(np.average(losses, weights=sample_weight))
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_proba = shifted[np.arange(len(y)), y] - np.log(
             np.exp(shifted).sum(axis=1)
@@ -807,6 +1007,11 @@ class _ClassifierOutputs:
         return float(np.average(-log_proba, weights=sample_weight))
 
     def _score_outputs(self, logits, y, sample_weight):
+        if getattr(self, "_multilabel", False):  # subset accuracy
+            return accuracy_score(
+                y.astype(int), (logits > 0).astype(int),
+                sample_weight=sample_weight,
+            )
         return accuracy_score(y, logits.argmax(axis=1), sample_weight=sample_weight)
 
     def predict(self, X):
@@ -819,10 +1024,13 @@ class _ClassifierOutputs:
 
         Returns
         -------
-        y : ndarray of shape (n_samples,)
-            The predicted classes.
+        y : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            The predicted classes; for a multilabel fit, the indicator
+            matrix (int) of the labels of probability above 0.5.
         """
         proba = self._predict_outputs(X)
+        if getattr(self, "_multilabel", False):
+            return (proba > 0.5).astype(int)
         return self.classes_[proba.argmax(axis=1)]
 
     def predict_proba(self, X):
@@ -836,9 +1044,13 @@ class _ClassifierOutputs:
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Class probabilities, columns in the order of `classes_`.
+            Class probabilities, columns in the order of `classes_`; for a
+            multilabel fit, the probability of every label (the rows need
+            not sum to 1).
         """
         proba = self._predict_outputs(X)
+        if getattr(self, "_multilabel", False):
+            return proba
         # A float32 network's softmax sums to 1 within float32 rounding:
         # normalize again in float64, where sklearn's metrics check it.
         return proba / proba.sum(axis=1, keepdims=True)
@@ -866,16 +1078,19 @@ class _RegressorOutputs:
     def _output_activation(self):
         return None
 
-    def _encode_targets(self, y, reset):
+    def _encode_targets(self, y, reset, classes=None, incremental=False):
         y = np.asarray(y)
         if y.ndim not in (1, 2):
             raise ValueError(
                 "Expected y of shape (n_samples,) or (n_samples, n_outputs). "
                 f"Received: y.shape={y.shape}"
             )
+        if y.ndim == 2 and y.shape[1] == 1:
+            # One output, as sklearn's MLPRegressor: a DataConversionWarning,
+            # and predict returns shape (n_samples,).
+            y = column_or_1d(y, warn=True)
         targets = y.reshape(len(y), -1)
         if reset:
-            self._y_ndim = y.ndim
             self.n_outputs_ = targets.shape[1]
         elif targets.shape[1] != self.n_outputs_:
             raise ValueError(
@@ -928,10 +1143,11 @@ class _RegressorOutputs:
         Returns
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            The predicted values (float64).
+            The predicted values (float64); shape (n_samples,) for one
+            output (also for y of shape (n_samples, 1), as sklearn).
         """
         pred = self._predict_outputs(X) * self._y_scale + self._y_mean
-        return pred.ravel() if self._y_ndim == 1 else pred
+        return pred.ravel() if self.n_outputs_ == 1 else pred
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -2,8 +2,9 @@
 
 `_Program` is the training step of one network structure (see the module
 docstring of `_base.py`, "Execution"); `_program` keeps a small LRU cache of
-them. `recompute_batch_statistics` sets the moving statistics of every batch
-norm to population values after training. `_model_to_bytes` and
+them; `adam_slots` and `adam_state` hold Adam's state between fits
+(`partial_fit`). `recompute_batch_statistics` sets the moving statistics of
+every batch norm to population values after training. `_model_to_bytes` and
 `_model_from_bytes` carry a fitted network through pickles as the bytes of
 its `.keras` archive.
 """
@@ -33,11 +34,13 @@ class _Program:
     The step runs the network through `stateless_call` of a *template*
     model (built with the same architecture), on variable values passed as
     arguments, and updates the variables passed in with one fused
-    `ResourceApplyAdam` each (Adam with sklearn's defaults: beta_1=0.9,
-    beta_2=0.999, epsilon=1e-8). So its `tf.function` is traced once per
-    structure and reused by every fit of that structure in the process
-    (folds of a grid search, sklearn's checks, repeated fits) instead of
-    once per fit; `_PROGRAMS` keeps the most recent ones.
+    `ResourceApplyAdam` each (the update of sklearn's `AdamOptimizer`).
+    The step size, the penalty and Adam's `beta_1`, `beta_2` and `epsilon`
+    are scalar tensor arguments too. So its `tf.function` is traced once
+    per structure and reused by every fit of that structure in the process
+    (folds of a grid search, sklearn's checks, repeated fits, any values of
+    the hyperparameters) instead of once per fit; `_PROGRAMS` keeps the
+    most recent ones.
     """
 
     def __init__(self, template, loss_fn):
@@ -67,9 +70,13 @@ class _Program:
             self.traced.add(signature)
         return self.compiled(*args)
 
-    def step(self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha):
+    def step(
+        self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha,
+        beta_1, beta_2, epsilon,
+    ):
         """One Adam step on rows `idx[:n_valid]` of `x` and `y`, weighted by
-        `w` (one weight per entry of `idx`); the rest is padding."""
+        `w` (one weight per entry of `idx`); the rest is padding. `ms`, `vs`
+        and `t` are Adam's moments and step count (see `adam_slots`)."""
         tf = self.tf
         x = tf.gather(x, idx)
         y = tf.gather(y, idx)
@@ -95,22 +102,50 @@ class _Program:
         for var, m, v, g in zip(tv, ms, vs, grads):
             if g is None:
                 continue
-            one = tf.ones([], var.dtype)
+            # The betas come as float64 tensors, so the bias correction of
+            # a float64 network uses their exact values, as sklearn's (a
+            # Python float through tf.cast, as in Keras' Adam, is rounded to
+            # float32 first: 0.9 -> 0.89999998).
+            b1 = tf.cast(beta_1, var.dtype)
+            b2 = tf.cast(beta_2, var.dtype)
             tf.raw_ops.ResourceApplyAdam(
                 var=var.handle,
                 m=m.handle,
                 v=v.handle,
-                beta1_power=tf.pow(tf.cast(0.9, var.dtype), tf.cast(step, var.dtype)),
-                beta2_power=tf.pow(tf.cast(0.999, var.dtype), tf.cast(step, var.dtype)),
+                beta1_power=tf.pow(b1, tf.cast(step, var.dtype)),
+                beta2_power=tf.pow(b2, tf.cast(step, var.dtype)),
                 lr=tf.cast(lr, var.dtype),
-                beta1=0.9 * one,
-                beta2=0.999 * one,
-                epsilon=1e-8 * one,
+                beta1=b1,
+                beta2=b2,
+                epsilon=tf.cast(epsilon, var.dtype),
                 grad=tf.convert_to_tensor(g),
             )
         for var, value in zip(ntv, new_states):
             var.assign(value)
         return loss
+
+
+def adam_slots(variables, state=None):
+    """Adam's state for `variables`: first and second moments and the step
+    count, as `tf.Variable`s; zeros, or the values of `state` (what
+    `adam_state` returned for the same variables)."""
+    tf = _tf()
+    if state is None:
+        ms = [tf.zeros(v.shape, v.dtype) for v in variables]
+        vs = [tf.zeros(v.shape, v.dtype) for v in variables]
+        t = 0
+    else:
+        ms, vs, t = state
+    return (
+        [tf.Variable(m, trainable=False) for m in ms],
+        [tf.Variable(v, trainable=False) for v in vs],
+        tf.Variable(t, dtype=tf.int64, trainable=False),
+    )
+
+
+def adam_state(ms, vs, t):
+    """Adam's state as NumPy values (picklable), for `adam_slots`."""
+    return [m.numpy() for m in ms], [v.numpy() for v in vs], int(t.numpy())
 
 
 # Programs by network structure, most recent last (a small LRU cache).

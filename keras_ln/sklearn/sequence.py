@@ -91,6 +91,7 @@ class _Recurrent(_KerasEstimator):
         activation="tanh",
         dropout=0.0,
         alpha=0.0001,
+        solver="adam",
         batch_size="auto",
         learning_rate_init=0.001,
         max_iter=200,
@@ -101,6 +102,9 @@ class _Recurrent(_KerasEstimator):
         warm_start=False,
         early_stopping=False,
         validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
         n_iter_no_change=10,
     ):
         self.units = units
@@ -110,6 +114,7 @@ class _Recurrent(_KerasEstimator):
         self.activation = activation
         self.dropout = dropout
         self.alpha = alpha
+        self.solver = solver
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
@@ -120,6 +125,9 @@ class _Recurrent(_KerasEstimator):
         self.warm_start = warm_start
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
 
     def _check_architecture(self):
@@ -378,6 +386,7 @@ class LSTMRegressor(RegressorMixin, _RegressorOutputs, _Recurrent):
         activation="tanh",
         dropout=0.0,
         alpha=0.0001,
+        solver="adam",
         batch_size="auto",
         learning_rate_init=0.001,
         max_iter=200,
@@ -388,6 +397,9 @@ class LSTMRegressor(RegressorMixin, _RegressorOutputs, _Recurrent):
         warm_start=False,
         early_stopping=False,
         validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
         n_iter_no_change=10,
         standardize_target=True,
     ):
@@ -399,6 +411,7 @@ class LSTMRegressor(RegressorMixin, _RegressorOutputs, _Recurrent):
             activation=activation,
             dropout=dropout,
             alpha=alpha,
+            solver=solver,
             batch_size=batch_size,
             learning_rate_init=learning_rate_init,
             max_iter=max_iter,
@@ -409,6 +422,9 @@ class LSTMRegressor(RegressorMixin, _RegressorOutputs, _Recurrent):
             warm_start=warm_start,
             early_stopping=early_stopping,
             validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
         )
         self.standardize_target = standardize_target

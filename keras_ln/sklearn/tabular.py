@@ -5,6 +5,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.base import RegressorMixin
+from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import validate_data
 
@@ -43,6 +44,7 @@ class _MLP(_KerasEstimator):
         normalization="layer",
         dropout=0.0,
         alpha=0.0001,
+        solver="adam",
         batch_size="auto",
         learning_rate_init=0.001,
         max_iter=200,
@@ -53,6 +55,9 @@ class _MLP(_KerasEstimator):
         warm_start=False,
         early_stopping=False,
         validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
         n_iter_no_change=10,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -60,6 +65,7 @@ class _MLP(_KerasEstimator):
         self.normalization = normalization
         self.dropout = dropout
         self.alpha = alpha
+        self.solver = solver
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
@@ -70,21 +76,25 @@ class _MLP(_KerasEstimator):
         self.warm_start = warm_start
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
 
     def _check_architecture(self):
         check_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
 
     def _validate_fit_data(self, X, y, reset):
-        regression = not isinstance(self, ClassifierMixin)
+        # y: several outputs for the regressor, a multilabel indicator
+        # matrix for the classifier (checked in `_encode_targets`).
         return validate_data(
             self,
             X,
             y,
             reset=reset,
             dtype=[np.float64, np.float32],
-            multi_output=regression,
-            y_numeric=regression,
+            multi_output=True,
+            y_numeric=not isinstance(self, ClassifierMixin),
         )
 
     def _validate_predict_data(self, X):
@@ -141,14 +151,19 @@ class MLPClassifier(ClassifierMixin, _ClassifierOutputs, _MLP):
         """Multilayer perceptron classifier with tunable normalization.
 
     A Keras network trained like `sklearn.neural_network.MLPClassifier`
-    (Adam, log-loss): binary and multiclass targets, any label type.
+    (Adam, log-loss): binary and multiclass targets, any label type, and
+    multilabel indicator matrices `(n_samples, n_labels)` of 0 and 1 (one
+    sigmoid output per label, the binary log-loss summed over the labels;
+    `predict` returns the indicator matrix, `predict_proba` the label
+    probabilities and `score` the subset accuracy, as sklearn's).
+    `partial_fit` trains one epoch at a time, as sklearn's.
 """
         + _PARAMETERS_DOC
         + """
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels."""
+        Class labels (for a multilabel fit, `arange(n_labels)`)."""
         + _ATTRIBUTES_DOC
         + """
     See Also
@@ -168,14 +183,59 @@ class MLPClassifier(ClassifierMixin, _ClassifierOutputs, _MLP):
     """
     )
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the network with one epoch over the given data.
+
+        As sklearn's `MLPClassifier.partial_fit`: the first call (on an
+        unfitted estimator) builds the network; every call then trains one
+        epoch (minibatches of `batch_size`, shuffled with `shuffle`),
+        continuing the weights and Adam's state of the previous call (or
+        of `fit`). `n_iter_` is 1 after each call; `t_` and `loss_curve_`
+        grow. No stopping rule and no `ConvergenceWarning` apply, and
+        `early_stopping=True` raises ValueError. A first call equals
+        `fit` with `max_iter=1` on the same data and `random_state`. With
+        `normalization="batch"`, the population statistics are those of
+        the last call's rows (see `fit`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a multilabel indicator matrix.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights (see `fit`).
+        classes : array-like of shape (n_classes,), default=None
+            Every class of all calls: required on the first call (for a
+            multilabel y, `arange(n_labels)`), optional afterwards, where
+            it must equal `classes_`. `y` need not hold all of them; a
+            label outside them raises ValueError.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        self._check_partial_fit_classes(classes)
+        return self._partial_fit(X, y, sample_weight, classes=classes)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
 
 class MLPRegressor(RegressorMixin, _RegressorOutputs, _MLP):
     __doc__ = (
         """Multilayer perceptron regressor with tunable normalization.
 
     A Keras network trained like `sklearn.neural_network.MLPRegressor`
-    (Adam, half squared error); one or several outputs. Unlike sklearn's,
-    it trains on standardized targets by default (`standardize_target`).
+    (Adam, half squared error); one or several outputs (y of shape
+    `(n_samples, 1)` is one output: predictions of shape `(n_samples,)`, as
+    sklearn's). Unlike sklearn's, it trains on standardized targets by
+    default (`standardize_target`). `partial_fit` trains one epoch at a
+    time, as sklearn's.
 """
         + _PARAMETERS_DOC
         + _STANDARDIZE_TARGET_DOC
@@ -218,6 +278,7 @@ class MLPRegressor(RegressorMixin, _RegressorOutputs, _MLP):
         normalization="layer",
         dropout=0.0,
         alpha=0.0001,
+        solver="adam",
         batch_size="auto",
         learning_rate_init=0.001,
         max_iter=200,
@@ -228,6 +289,9 @@ class MLPRegressor(RegressorMixin, _RegressorOutputs, _MLP):
         warm_start=False,
         early_stopping=False,
         validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
         n_iter_no_change=10,
         standardize_target=True,
     ):
@@ -237,6 +301,7 @@ class MLPRegressor(RegressorMixin, _RegressorOutputs, _MLP):
             normalization=normalization,
             dropout=dropout,
             alpha=alpha,
+            solver=solver,
             batch_size=batch_size,
             learning_rate_init=learning_rate_init,
             max_iter=max_iter,
@@ -247,6 +312,42 @@ class MLPRegressor(RegressorMixin, _RegressorOutputs, _MLP):
             warm_start=warm_start,
             early_stopping=early_stopping,
             validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
         )
         self.standardize_target = standardize_target
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the network with one epoch over the given data.
+
+        As sklearn's `MLPRegressor.partial_fit`: the first call (on an
+        unfitted estimator) builds the network; every call then trains one
+        epoch (minibatches of `batch_size`, shuffled with `shuffle`),
+        continuing the weights and Adam's state of the previous call (or
+        of `fit`). `n_iter_` is 1 after each call; `t_` and `loss_curve_`
+        grow. No stopping rule and no `ConvergenceWarning` apply, and
+        `early_stopping=True` raises ValueError. A first call equals
+        `fit` with `max_iter=1` on the same data and `random_state`. With
+        `standardize_target`, the target scale is that of the first
+        call's `y` (or of `fit`), kept by the later calls. With
+        `normalization="batch"`, the population statistics are those of
+        the last call's rows (see `fit`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative sample weights (see `fit`).
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._partial_fit(X, y, sample_weight)

@@ -95,15 +95,30 @@ def test_first_epoch_loss_matches_numpy(blobs, normalization):
     np.testing.assert_allclose(clf.loss_curve_[0], expected, rtol=1e-10)
 
 
-def test_adam_step_matches_keras_adam(blobs):
-    """Three full-batch steps equal Keras' Adam (epsilon=1e-8) on the same loss."""
+# Adam's hyperparameters as float32 values: Keras keeps the learning rate in
+# a float32 variable and casts beta_1 and beta_2 from Python floats through
+# float32 in its bias correction (0.9 -> 0.89999998), where the estimators
+# use the float64 values (as sklearn's AdamOptimizer, compared exactly in
+# test_sklearn_parity.py); with float32-exact values both are the same.
+_F32 = [float(np.float32(v)) for v in (0.9, 0.999, 0.01)]
+
+
+@pytest.mark.parametrize(
+    "beta_1, beta_2, epsilon",
+    [(_F32[0], _F32[1], 1e-8), (0.5, 0.75, 1e-3), (0.0, 0.25, 1.0)],
+)
+def test_adam_step_matches_keras_adam(blobs, beta_1, beta_2, epsilon):
+    """Three full-batch steps equal Keras' Adam with the same beta_1,
+    beta_2 and epsilon on the same loss."""
     X, y = blobs
+    lr = _F32[2]
     clf = MLPClassifier((5,), normalization=None, alpha=0.0, max_iter=3,
-                        learning_rate_init=0.01, random_state=3).fit(X, y)
+                        learning_rate_init=lr, beta_1=beta_1, beta_2=beta_2,
+                        epsilon=epsilon, random_state=3).fit(X, y)
     init = build_mlp(3, 3, (5,), normalization=None, output_activation="softmax",
                      dtype="float64", seed=_seed(3))
     logits = keras.Model(init.inputs, init.get_layer("logits").output)
-    opt = keras.optimizers.Adam(0.01, epsilon=1e-8)
+    opt = keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     x = tf.constant(X)
     for _ in range(3):
         with tf.GradientTape() as tape:
@@ -111,10 +126,8 @@ def test_adam_step_matches_keras_adam(blobs):
                 labels=y, logits=logits(x, training=True)))
         grads = tape.gradient(loss, logits.trainable_variables)
         opt.apply(grads, logits.trainable_variables)
-    # Keras keeps the learning rate in a float32 variable (0.01 -> 0.0099999998),
-    # hence agreement to ~1e-8 relative, not to float64 rounding.
     for ours, ref in zip(clf.model_.get_weights(), init.get_weights()):
-        np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("normalization", ["layer", "batch", None])
