@@ -15,8 +15,8 @@ Every layer gets an explicit, stable name (`dense_0`, `norm_0`, `rnn_0`,
 `logits`, `output`, ...), so models built in one process never depend on
 Keras' global name counters, and `keras.backend.clear_session()` cannot
 change them. With `seed` set, two calls build identical weights and dropout
-streams; Python's global `random` state, which Keras draws default seeds
-from, is restored afterwards.
+streams, drawn from a generator of the model's own (never from Python's
+global `random`, which other threads share).
 
 Sequence models take float input of shape `(batch, steps, features)`; time
 steps whose features are all NaN are padding: `NaNPaddingMask` replaces them
@@ -24,7 +24,6 @@ by zeros and masks them, so genuine zeros in the data are never mistaken for
 padding.
 """
 
-import contextlib
 import random
 
 import keras
@@ -78,18 +77,25 @@ class NaNPaddingMask(keras.layers.Layer):
         return tuple(input_shape)
 
 
-@contextlib.contextmanager
-def _seeded(seed):
-    """Seed Python's `random` (Keras' default-seed source), then restore it."""
-    if seed is None:
-        yield
-        return
-    state = random.getstate()
-    random.seed(int(seed))
-    try:
-        yield
-    finally:
-        random.setstate(state)
+def _seeds(seed):
+    """The seeds of a model's random parts (initializers, dropout), drawn from a generator of its own.
+
+    Python's global `random`, where Keras draws the seeds left unset, is
+    shared by every thread of the process (a Dask worker's, a web server's),
+    and another thread drawing from it between two of ours changed the
+    weights; so every random part gets an explicit seed from this generator.
+    """
+    rng = random.Random(None if seed is None else int(seed))
+    return lambda: rng.randint(1, 10**9)
+
+
+def _kernel_init(draw):
+    return keras.initializers.GlorotUniform(seed=draw())
+
+
+def _recurrent_inits(draw):
+    return dict(kernel_initializer=keras.initializers.GlorotUniform(seed=draw()),
+                recurrent_initializer=keras.initializers.Orthogonal(seed=draw()))
 
 
 def _check_sizes(sizes, name):
@@ -124,11 +130,13 @@ def _activation(name):
     return {"identity": "linear", "logistic": "sigmoid"}.get(name, name)
 
 
-def _head(h, n_outputs, output_activation, dtype):
+def _head(h, n_outputs, output_activation, dtype, draw):
     """Dense head: `output` (linear) or `logits` followed by `output`."""
     if output_activation in (None, "linear", "identity"):
-        return keras.layers.Dense(n_outputs, dtype=dtype, name="output")(h)
-    logits = keras.layers.Dense(n_outputs, dtype=dtype, name="logits")(h)
+        return keras.layers.Dense(n_outputs, kernel_initializer=_kernel_init(draw), dtype=dtype,
+                                  name="output")(h)
+    logits = keras.layers.Dense(n_outputs, kernel_initializer=_kernel_init(draw), dtype=dtype,
+                                name="logits")(h)
     return keras.layers.Activation(
         _activation(output_activation), dtype=dtype, name="output"
     )(logits)
@@ -188,34 +196,34 @@ def build_mlp(
         raise ValueError(
             f"Expected `dropout` to be in [0, 1). Received: dropout={dropout}"
         )
-    with _seeded(seed):
-        inputs = keras.Input((int(n_features),), dtype=dtype, name="features")
-        h = inputs
-        for i, units in enumerate(sizes):
-            h = keras.layers.Dense(
-                units,
-                use_bias=normalization != "batch",
-                dtype=dtype,
-                name=f"dense_{i}",
-            )(h)
-            if normalization == "layer":
-                from keras_ln.layers import LayerNormalization
+    draw = _seeds(seed)
+    inputs = keras.Input((int(n_features),), dtype=dtype, name="features")
+    h = inputs
+    for i, units in enumerate(sizes):
+        h = keras.layers.Dense(
+            units,
+            use_bias=normalization != "batch",
+            kernel_initializer=_kernel_init(draw),
+            dtype=dtype,
+            name=f"dense_{i}",
+        )(h)
+        if normalization == "layer":
+            from keras_ln.layers import LayerNormalization
 
-                h = LayerNormalization(dtype=dtype, name=f"norm_{i}")(h)
-            elif normalization == "batch":
-                h = keras.layers.BatchNormalization(
-                    dtype=dtype, name=f"norm_{i}"
-                )(h)
-            h = keras.layers.Activation(
-                _activation(activation), dtype=dtype, name=f"act_{i}"
+            h = LayerNormalization(dtype=dtype, name=f"norm_{i}")(h)
+        elif normalization == "batch":
+            h = keras.layers.BatchNormalization(
+                dtype=dtype, name=f"norm_{i}"
             )(h)
-            if dropout:
-                h = keras.layers.Dropout(
-                    dropout, seed=random.randint(1, 10**9), dtype=dtype,
-                    name=f"dropout_{i}",
-                )(h)
-        outputs = _head(h, int(n_outputs), output_activation, dtype)
-        return keras.Model(inputs, outputs, name=name)
+        h = keras.layers.Activation(
+            _activation(activation), dtype=dtype, name=f"act_{i}"
+        )(h)
+        if dropout:
+            h = keras.layers.Dropout(
+                dropout, seed=draw(), dtype=dtype, name=f"dropout_{i}",
+            )(h)
+    outputs = _head(h, int(n_outputs), output_activation, dtype, draw)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def recurrent_layer_class(cell="lstm", normalization="layer"):
@@ -336,30 +344,31 @@ def build_recurrent(
         raise ValueError(
             f"Expected `dropout` to be in [0, 1). Received: dropout={dropout}"
         )
-    with _seeded(seed):
-        inputs = keras.Input((None, int(n_features)), dtype=dtype, name="sequences")
-        h = NaNPaddingMask(dtype=dtype, name="padding_mask")(inputs)
-        for i, width in enumerate(sizes):
-            kwargs = dict(
-                activation=_activation(activation),
-                return_sequences=i < len(sizes) - 1,
+    draw = _seeds(seed)
+    inputs = keras.Input((None, int(n_features)), dtype=dtype, name="sequences")
+    h = NaNPaddingMask(dtype=dtype, name="padding_mask")(inputs)
+    for i, width in enumerate(sizes):
+        kwargs = dict(
+            activation=_activation(activation),
+            return_sequences=i < len(sizes) - 1,
+            dtype=dtype,
+        )
+        if normalization == "batch" and max_steps is not None:
+            kwargs.update(max_steps=int(max_steps))
+        if bidirectional:  # each direction its own initial weights
+            layer = keras.layers.Bidirectional(
+                layer_class(width, name=f"rnn_{i}_cell", **kwargs, **_recurrent_inits(draw)),
+                backward_layer=layer_class(width, name=f"backward_rnn_{i}_cell", go_backwards=True,
+                                           **kwargs, **_recurrent_inits(draw)),
                 dtype=dtype,
+                name=f"rnn_{i}",
             )
-            if normalization == "batch" and max_steps is not None:
-                kwargs.update(max_steps=int(max_steps))
-            if bidirectional:
-                layer = keras.layers.Bidirectional(
-                    layer_class(width, name=f"rnn_{i}_cell", **kwargs),
-                    dtype=dtype,
-                    name=f"rnn_{i}",
-                )
-            else:
-                layer = layer_class(width, name=f"rnn_{i}", **kwargs)
-            h = layer(h)
-            if dropout:
-                h = keras.layers.Dropout(
-                    dropout, seed=random.randint(1, 10**9), dtype=dtype,
-                    name=f"dropout_{i}",
-                )(h)
-        outputs = _head(h, int(n_outputs), output_activation, dtype)
-        return keras.Model(inputs, outputs, name=name)
+        else:
+            layer = layer_class(width, name=f"rnn_{i}", **kwargs, **_recurrent_inits(draw))
+        h = layer(h)
+        if dropout:
+            h = keras.layers.Dropout(
+                dropout, seed=draw(), dtype=dtype, name=f"dropout_{i}",
+            )(h)
+    outputs = _head(h, int(n_outputs), output_activation, dtype, draw)
+    return keras.Model(inputs, outputs, name=name)

@@ -176,3 +176,39 @@ def test_recurrent_model_saves_and_loads(tmp_path):
     x[0, 3:] = np.nan
     np.testing.assert_allclose(loaded(x), model(x), rtol=1e-6)
     assert isinstance(loaded.get_layer("padding_mask"), NaNPaddingMask)
+
+
+def test_seeded_weights_ignore_other_threads_drawing_from_random():
+    """Keras draws unset seeds from Python's global `random`, which every thread shares (a Dask worker's
+    event loop draws from it): the seeded models take none of their seeds from it."""
+    import random
+    import threading
+
+    expected_mlp = [w.copy() for w in build_mlp(4, 2, (8, 8), seed=42, dropout=0.5).get_weights()]
+    expected_rnn = [w.copy() for w in build_recurrent(3, 2, units=(4,), bidirectional=True, seed=42).get_weights()]
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            random.random()
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        for _ in range(3):
+            for a, b in zip(build_mlp(4, 2, (8, 8), seed=42, dropout=0.5).get_weights(), expected_mlp):
+                np.testing.assert_array_equal(a, b)
+            got = build_recurrent(3, 2, units=(4,), bidirectional=True, seed=42).get_weights()
+            for a, b in zip(got, expected_rnn):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_bidirectional_directions_start_from_different_weights():
+    model = build_recurrent(3, 2, units=(4,), bidirectional=True, seed=0)
+    layer = model.get_layer("rnn_0")
+    forward, backward = layer.forward_layer.get_weights(), layer.backward_layer.get_weights()
+    assert not np.array_equal(forward[0], backward[0]) and not np.array_equal(forward[1], backward[1])
+    assert layer.backward_layer.go_backwards and not layer.forward_layer.go_backwards

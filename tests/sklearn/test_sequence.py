@@ -152,11 +152,13 @@ def test_regressor_standardizes_target(sequences):
     """Predictions on the scale of y, training independent of it."""
     X, _ = sequences
     y = X[:, :, 0].sum(1)
-    params = dict(units=(4,), max_iter=15, learning_rate_init=0.02, random_state=0)
+    # 40 epochs: at 15 the training R^2 still ranged 0.27-0.83 over seeds 0-4; at 30, 0.66-0.93
+    params = dict(units=(4,), max_iter=40, learning_rate_init=0.02, random_state=0)
     reg = LSTMRegressor(**params).fit(X, y)
     big = LSTMRegressor(**params).fit(X, y * 1000 + 5000)
+    # the standardized targets agree to rounding (1e-16), which 40 epochs grow to about 1e-11
     np.testing.assert_allclose(big.predict(X), reg.predict(X) * 1000 + 5000,
-                               rtol=1e-12)
+                               rtol=1e-9)
     np.testing.assert_allclose(big.score(X, y * 1000 + 5000), reg.score(X, y),
                                rtol=1e-10)
     assert reg.score(X, y) > 0.5
