@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[h2o,test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[h2o,test,dask]'
 	touch $(STAMP)
 
 # The native recurrent kernels (C++, against the installed TensorFlow). A failed

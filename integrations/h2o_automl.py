@@ -70,7 +70,9 @@ def run_keras(data, args):
     aml = automl.AutoML(max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, nfolds=args.nfolds,
                         seed=args.seed, sort_metric=args.sort_metric, n_repeats=args.nrepeats,
                         max_iter=args.max_iter, refit="all", storage=data.storage, study_name=data.study_name,
-                        resume=bool(args.resume), verbose=1)
+                        resume=bool(args.resume), dask_scheduler=args.dask_scheduler,
+                        n_jobs=args.n_jobs or (None if args.dask_scheduler else 1),
+                        verbose=1)
     if not args.storage:
         os.makedirs(args.out, exist_ok=True)  # for the default SQLite study
     t0 = time.monotonic()
@@ -204,6 +206,12 @@ def parse_args(argv=None):
                    help="continue the keras_ln study of an interrupted run (Ctrl-C, kill, power loss): finished "
                         "models are not trained again and the time budget counts what was spent; the data and "
                         "settings must be the same")
+    p.add_argument("--n-jobs", metavar="N", type=_positive_int, default=None,
+                   help="keras_ln models trained at once, by N Dask worker processes on this machine sharing the "
+                        "study (default: 1, in this process)")
+    p.add_argument("--dask-scheduler", metavar="ADDRESS",
+                   help="run keras_ln's workers on this Dask cluster (tcp://host:8786), --n-jobs of them (default: "
+                        "one per worker thread); needs a --storage every worker reaches (PostgreSQL, MySQL)")
     p.add_argument("--h2o-url", metavar="URL", help="connect to this running H2O cluster instead of starting one")
     p.add_argument("--h2o-project", metavar="NAME",
                    help="H2O AutoML's project_name: a run with the same name on the same cluster (--h2o-url) "
@@ -217,6 +225,9 @@ def parse_args(argv=None):
         p.error(f"argument --target: only used with --csv, got --target {args.target!r} without it")
     if args.nfolds < 2:
         p.error(f"argument --nfolds: must be at least 2, got {args.nfolds}")
+    if args.dask_scheduler and not args.storage:
+        p.error("argument --dask-scheduler: needs --storage URL, a database the Dask workers reach (the default "
+                "SQLite file is on this machine only)")
     if args.no_h2o and args.h2o_url:
         p.error("argument --no-h2o: not allowed with argument --h2o-url")
     if args.test_csv and not args.csv:

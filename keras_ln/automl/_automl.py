@@ -15,8 +15,13 @@ nets (`_ensembles`) and two reference rows, a GLM and a constant
 (`_baselines`).
 """
 
+import dataclasses
 import math
+import os
+import shutil
+import tempfile
 import time
+import uuid
 import warnings
 from numbers import Integral
 from numbers import Real
@@ -55,6 +60,52 @@ from keras_ln.datasets import pad_sequences
 
 _clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
 _MAX_FAILED_IN_A_ROW = 10  # the search gives up after this many configurations without a model
+
+
+@dataclasses.dataclass
+class _Search:
+    """What the search loop needs, in this process or in a worker's."""
+
+    family: str
+    classification: bool
+    norms: tuple
+    space: dict
+    fixed: dict
+    sort_col: str
+    seed: int
+    repeats: list
+    budget: float
+    max_models: int
+    persistent: bool
+    shared: bool = False  # other processes work on the same study (count its models there)
+
+
+def _cap_threads(threads):
+    """TensorFlow's thread pools for one of several workers on a machine (before TensorFlow starts)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already started in this process: its pools stay
+        pass
+
+
+def _search_worker(params, state, search, X, y, deadline, threads):
+    """One parallel worker's part of the search: configurations asked from the shared study until its budget
+    is spent; every finished model is committed to the study. Returns the models it trained."""
+    _cap_threads(threads)
+    aml = AutoML(**params)
+    for name, value in state.items():
+        setattr(aml, name, value)
+    aml._rows, aml._fold_rows = [], []
+    aml.cv_predictions_, aml.params_, aml.models_, aml.stopped_by_ = {}, {}, {}, None
+    aml.failed_, aml.pruned_ = {}, {}
+    search = dataclasses.replace(search, shared=True)
+    with _search.quiet_optuna():
+        aml.study_ = _search.join_study(search.family, params["seed"], params["storage"], params["study_name"])
+        aml._search_loop(X, y, search, [], 0, lambda: time.time() >= deadline, None)
+    return len(aml._rows)
 
 
 def _early_stopping_applies(n_train):
@@ -152,6 +203,22 @@ class AutoML(BaseEstimator):
         fingerprint is checked; ValueError otherwise). With a fixed seed
         the final leaderboard equals an uninterrupted run's (but for the
         timing columns).
+    n_jobs : int or None, default=1
+        Models trained at once: ``n_jobs`` worker processes on this machine
+        (a `dask.distributed.LocalCluster`; the ``dask`` extra), or, with
+        ``dask_scheduler``, that many tasks on an existing Dask cluster (None:
+        one per worker thread of the cluster). The workers share the study
+        (``storage``, or a temporary SQLite file of this fit), each asking
+        configurations and committing its models; the data is sent to each
+        worker once. TensorFlow's threads are capped to the cores per worker.
+        A model's result depends only on its configuration, folds and seed;
+        which configurations are asked depends on the order in which the
+        workers finish (the budget checks also, so ``max_models`` may be
+        exceeded by up to ``n_jobs - 1``).
+    dask_scheduler : str or None, default=None
+        The address of a Dask scheduler (``"tcp://head:8786"``) to run the
+        workers on instead of this machine; ``storage`` must then be a
+        database the workers reach (PostgreSQL, MySQL).
     verbose : int, default=0
         >0 shows a progress bar over the models on stderr.
 
@@ -246,6 +313,8 @@ class AutoML(BaseEstimator):
         storage=None,
         study_name=None,
         resume="auto",
+        n_jobs=1,
+        dask_scheduler=None,
         verbose=0,
     ):
         self.max_models = max_models
@@ -262,6 +331,8 @@ class AutoML(BaseEstimator):
         self.storage = storage
         self.study_name = study_name
         self.resume = resume
+        self.n_jobs = n_jobs
+        self.dask_scheduler = dask_scheduler
         self.verbose = verbose
 
     _parameter_constraints: dict = {
@@ -279,6 +350,8 @@ class AutoML(BaseEstimator):
         "storage": [str, None],
         "study_name": [str, None],
         "resume": ["boolean", StrOptions({"auto"})],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+        "dask_scheduler": [str, None],
         "verbose": ["verbose"],
     }
 
@@ -420,17 +493,11 @@ class AutoML(BaseEstimator):
         if budget is None and self.max_models is None:
             budget = 3600
         start = _clock()
-        rows, fold_rows = [], []
+        self._rows, self._fold_rows = [], []
+        rows, fold_rows = self._rows, self._fold_rows
         self.cv_predictions_, self.params_, self.models_, self.stopped_by_ = {}, {}, {}, None
         self.failed_, self.pruned_ = {}, {}
         seed = self.seed if self.seed is not None else 0
-
-        def out_of_budget():  # checked before every model, as H2O does
-            if self.max_models is not None and len(rows) >= self.max_models:
-                self.stopped_by_ = "max_models"
-            elif budget is not None and _clock() - start >= budget:
-                self.stopped_by_ = "max_runtime_secs"
-            return self.stopped_by_ is not None
 
         # Optuna proposes configurations (its portfolio first); each is trained
         # once per normalization, paired, and its mean sort metric is told back.
@@ -442,108 +509,47 @@ class AutoML(BaseEstimator):
         self.epochs_searched_ = not (self.early_stopping and _early_stopping_applies(smallest))
         if self.epochs_searched_:
             space["max_iter"] = _search.epochs_distribution(self.max_iter)
-        persistent = self.storage is not None
+        workers = self._n_workers()
+        parallel = workers > 1 or self.dask_scheduler is not None
+        storage, scratch = self.storage, None
+        if parallel and storage is None:  # the workers share a study: a SQLite file of this fit's own
+            scratch = tempfile.mkdtemp(prefix="keras_ln_automl_")
+            storage = f"sqlite:///{os.path.join(scratch, 'study.db')}"
+        persistent = storage is not None
         settings = dict(task=self.task_, family=family, seed=self.seed, n_repeats=self.n_repeats,
                         normalizations=list(norms), max_iter=self.max_iter, early_stopping=self.early_stopping,
                         batch_size=self.batch_size, sort_metric=self.sort_metric, refit=self.refit)
-        failed_in_a_row = 0
-
-        def add(model_id, row, model_folds, cv_pred, params, full):
-            rows.append(row)
-            fold_rows.extend(model_folds)
-            self.cv_predictions_[model_id] = cv_pred
-            self.params_[model_id] = params
-            if full is not None:
-                self.models_[model_id] = full
-
-        with _search.quiet_optuna():
-            self.study_, abandoned = _search.make_study(
-                family, higher_is_better, self.seed, storage=self.storage, study_name=self.study_name,
-                fingerprint=_store.fingerprint(X, y, self.repeat_folds_, settings) if persistent else None,
-                resume=self.resume)
-            stored = _store.finished_models(self.study_) if persistent else {}
-            if persistent:
-                # What an interrupted run finished: its models, failures and pruned configurations, its time.
-                self.study_.set_user_attr("task", self.task_)
-                start -= self.study_.user_attrs.get("spent_secs", 0.0)
-                self.stopped_by_ = self.study_.user_attrs.get("stopped_by")
-                for t in _store.done_trials(self.study_):
-                    config = _search.to_params(family, t.params)
-                    ids = [_search.model_id(family, t.user_attrs["configuration"], config, n)
-                           for n in _search.normalizations_for(config, norms)]
-                    for model_id in ids:
-                        if model_id in stored:
-                            add(model_id, *_store.load_model(stored[model_id]))
-                        elif _store.FAILED + model_id in t.user_attrs:
-                            self.failed_[model_id] = t.user_attrs[_store.FAILED + model_id]
-                    self.pruned_.update(t.user_attrs.get("pruned", {}))
-                    trained = any(model_id in stored for model_id in ids)
-                    failed_in_a_row = failed_in_a_row + 1 if not trained and not t.user_attrs.get("pruned") else 0
-            bar = tqdm(total=self.max_models, initial=len(rows), desc="keras_ln AutoML", unit="model",
-                       disable=not self.verbose, leave=True)
-            while self.stopped_by_ is None and not out_of_budget():
-                trial = _search.ask(self.study_, family, space, fixed, defaults={"max_iter": self.max_iter},
-                                    seed=self.seed, retry=abandoned.pop(0) if abandoned else None)
-                config = _search.to_params(family, trial.params)
-                values, pruned = [], None
-                for i, norm in enumerate(_search.normalizations_for(config, norms)):
-                    if i and out_of_budget():
-                        break
-                    model_id = _search.model_id(family, trial.user_attrs["configuration"], config, norm)
-                    params = {**config, "normalization": norm}
-                    # the configuration's first model reports its folds to the pruner
-                    report = _search.fold_reporter(trial, len(splits), sort_col) if i == 0 else None
-                    if model_id in stored:  # finished by an interrupted run: not trained again
-                        row, model_folds, cv_pred, _, full = _store.load_model(stored[model_id])
-                        if i == 0:
-                            for r in model_folds:
-                                if r["repeat"] == 0:
-                                    trial.report(float(r[sort_col]), r["fold"])
-                        add(model_id, row, model_folds, cv_pred, params, full)
-                        bar.update(1)
-                        values.append(row[sort_col])
-                        continue
-                    bar.set_postfix_str(f"training {model_id}"
-                                        + (f" ({len(self.pruned_)} pruned)" if self.pruned_ else ""), refresh=True)
-                    try:
-                        row, model_folds, cv_pred, full = self._train_one(
-                            X, y, repeats, family, classification, model_id, params, seed, sort_col, report)
-                    except optuna.TrialPruned as exc:
-                        pruned = self.pruned_[model_id] = str(exc)
-                        trial.set_user_attr("pruned", {model_id: pruned})
-                        break
-                    except Exception as exc:  # noqa: BLE001 - like H2O AutoML: a failing model is skipped
-                        self.failed_[model_id] = f"{type(exc).__name__}: {exc}"
-                        warnings.warn(f"AutoML: {model_id} failed and is skipped: {self.failed_[model_id]}",
-                                      RuntimeWarning, stacklevel=2)
-                        if persistent:
-                            _store.save_failure(trial, model_id, self.failed_[model_id])
-                        continue
-                    if persistent:  # committed the moment it finishes
-                        _store.save_model(trial, model_id, row, model_folds, cv_pred, params, full)
-                        self.study_.set_user_attr("spent_secs", _clock() - start)
-                    add(model_id, row, model_folds, cv_pred, params, full)
-                    bar.update(1)
-                    values.append(row[sort_col])
-                failed_in_a_row = failed_in_a_row + 1 if not values and pruned is None else 0
-                if pruned is not None:
-                    self.study_.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                elif self.stopped_by_ is not None:  # cut short by the budget: not every normalization ran
-                    trial.set_user_attr("stopped_by", self.stopped_by_)
-                    self.study_.tell(trial, state=optuna.trial.TrialState.FAIL)
-                elif np.any(np.isfinite(values)):
-                    self.study_.tell(trial, float(np.nanmean(values)))
-                else:
-                    self.study_.tell(trial, state=optuna.trial.TrialState.FAIL)
+        search = _Search(family=family, classification=classification, norms=norms, space=space, fixed=fixed,
+                         sort_col=sort_col, seed=seed, repeats=repeats, budget=budget,
+                         max_models=self.max_models, persistent=persistent)
+        try:
+            with _search.quiet_optuna():
+                self.study_, abandoned = _search.make_study(
+                    family, higher_is_better, self.seed, storage=storage, study_name=self.study_name,
+                    fingerprint=_store.fingerprint(X, y, self.repeat_folds_, settings) if persistent else None,
+                    resume=self.resume if scratch is None else False)
                 if persistent:
+                    self.study_.set_user_attr("task", self.task_)
+                    start -= self.study_.user_attrs.get("spent_secs", 0.0)
+                if parallel:
+                    _search.enqueue_pending(self.study_, family, space, abandoned, fixed, {"max_iter": self.max_iter})
+                    if self.study_.user_attrs.get("stopped_by") is None:
+                        self._run_workers(workers, storage, X, y, search, time.time() + (
+                            budget - (_clock() - start) if budget is not None else 1e12))
+                failed_in_a_row = self._restore(X, y, search) if persistent else 0
+                if not parallel:
+                    self._search_loop(X, y, search, abandoned, failed_in_a_row,
+                                      lambda: budget is not None and _clock() - start >= budget, start)
+                else:
+                    self.stopped_by_ = self.stopped_by_ or self._stopped_by(
+                        len(rows), budget is not None and _clock() - start >= budget) or (
+                        f"{_MAX_FAILED_IN_A_ROW} configurations failed in a row")
                     self.study_.set_user_attr("spent_secs", _clock() - start)
-                if failed_in_a_row >= _MAX_FAILED_IN_A_ROW:
-                    self.stopped_by_ = f"{_MAX_FAILED_IN_A_ROW} configurations failed in a row"
-                    break
-            if persistent:
-                self.study_.set_user_attr("stopped_by", self.stopped_by_)
-        bar.set_postfix_str("done")
-        bar.close()
+                    self.study_.set_user_attr("stopped_by", self.stopped_by_)
+        finally:
+            if scratch is not None:
+                self.study_ = _search.in_memory_copy(self.study_)
+                shutil.rmtree(scratch, ignore_errors=True)
 
         columns = LEADERBOARD_COLUMNS[self.task_] + EXTRA_COLUMNS
         # After the search, outside max_models and max_runtime_secs: H2O's two
@@ -574,6 +580,169 @@ class AutoML(BaseEstimator):
             return self
         self.leader_ = self._refit_model(contenders.iloc[0], X, y, family, classification, seed)
         return self
+
+    def _n_workers(self):
+        if self.dask_scheduler is not None and self.storage is None:
+            raise ValueError("Expected `storage` (a database URL the Dask workers reach) with `dask_scheduler`. "
+                             "Received: storage=None")
+        if self.dask_scheduler is not None and self.n_jobs is None:
+            from dask.distributed import Client
+
+            with Client(self.dask_scheduler, timeout=30) as client:
+                return max(1, sum(client.nthreads().values()))
+        return int(self.n_jobs or os.cpu_count() or 1)
+
+    def _stopped_by(self, n_models, out_of_time):
+        if self.max_models is not None and n_models >= self.max_models:
+            return "max_models"
+        return "max_runtime_secs" if out_of_time else None
+
+    def _add(self, model_id, row, model_folds, cv_pred, params, full):
+        self._rows.append(row)
+        self._fold_rows.extend(model_folds)
+        self.cv_predictions_[model_id] = cv_pred
+        self.params_[model_id] = params
+        if full is not None:
+            self.models_[model_id] = full
+
+    def _restore(self, X, y, search):
+        """What the study holds (an interrupted run, or the parallel workers): its models, failures and pruned
+        configurations, in configuration order; returns the configurations without a model in a row."""
+        stored = _store.finished_models(self.study_)
+        self.stopped_by_ = self.study_.user_attrs.get("stopped_by")
+        failed_in_a_row = 0
+        for t in _store.done_trials(self.study_):
+            config = _search.to_params(search.family, t.params)
+            ids = [_search.model_id(search.family, t.user_attrs["configuration"], config, n)
+                   for n in _search.normalizations_for(config, search.norms)]
+            for model_id in ids:
+                if model_id in stored and model_id not in self.params_:
+                    self._add(model_id, *_store.load_model(stored[model_id]))
+                elif _store.FAILED + model_id in t.user_attrs:
+                    self.failed_[model_id] = t.user_attrs[_store.FAILED + model_id]
+            self.pruned_.update(t.user_attrs.get("pruned", {}))
+            trained = any(model_id in stored for model_id in ids)
+            failed_in_a_row = failed_in_a_row + 1 if not trained and not t.user_attrs.get("pruned") else 0
+        return failed_in_a_row
+
+    def _run_workers(self, workers, storage, X, y, search, deadline):
+        """The search on ``workers`` Dask workers sharing the study (this machine's LocalCluster, or the
+        cluster at ``dask_scheduler``); returns when all have stopped."""
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise ImportError("n_jobs > 1 and dask_scheduler need Dask: pip install 'keras_ln[dask]'") from None
+        params = {**self.get_params(), "n_jobs": 1, "dask_scheduler": None, "storage": storage,
+                  "study_name": self.study_.study_name, "verbose": 0}
+        state = {name: getattr(self, name) for name in ("task_", "classes_", "_preprocessor", "_layout",
+                                                        "n_features_in_", "folds_", "repeat_folds_",
+                                                        "epochs_searched_") if hasattr(self, name)}
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        cluster = None
+        if self.dask_scheduler is None:
+            env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
+                   "OMP_NUM_THREADS": str(threads),
+                   "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   env=env)
+            client = Client(cluster)
+        else:
+            client = Client(self.dask_scheduler, timeout=30)
+        try:
+            data = client.scatter([X, y], broadcast=True)
+            run = uuid.uuid4().hex[:8]
+            futures = [client.submit(_search_worker, params, state, search, data[0], data[1], deadline, threads,
+                                     key=f"keras_ln-search-{run}-{i}", pure=False) for i in range(workers)]
+            client.gather(futures)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+
+    def _search_loop(self, X, y, search, abandoned, failed_in_a_row, out_of_time, start):
+        """Ask configurations and train each under every normalization until the budget is spent; with a
+        persistent study every finished model is committed to it the moment it finishes."""
+        study = self.study_
+        stored = _store.finished_models(study) if search.persistent else {}
+        bar = tqdm(total=self.max_models, initial=len(self._rows), desc="keras_ln AutoML", unit="model",
+                   disable=not self.verbose or search.shared, leave=True)
+
+        def out_of_budget():  # checked before every model, as H2O does
+            n = _store.count_models(study) if search.shared else len(self._rows)
+            self.stopped_by_ = self._stopped_by(n, out_of_time())
+            return self.stopped_by_ is not None
+
+        heartbeat = optuna.storages._heartbeat.get_heartbeat_thread
+        while self.stopped_by_ is None and not out_of_budget():
+            trial = _search.ask(study, search.family, search.space, search.fixed,
+                                defaults={"max_iter": self.max_iter},
+                                retry=abandoned.pop(0) if abandoned else None, portfolio=not search.shared)
+            with heartbeat(trial._trial_id, study._storage):
+                values, pruned = self._configuration(X, y, search, trial, stored, out_of_budget, bar)
+                failed_in_a_row = failed_in_a_row + 1 if not values and pruned is None else 0
+                if pruned is not None:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                elif self.stopped_by_ is not None:  # cut short by the budget: not every normalization ran
+                    trial.set_user_attr("stopped_by", self.stopped_by_)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                elif np.any(np.isfinite(values)):
+                    study.tell(trial, float(np.nanmean(values)))
+                else:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            if search.persistent and start is not None:
+                study.set_user_attr("spent_secs", _clock() - start)
+            if failed_in_a_row >= _MAX_FAILED_IN_A_ROW:
+                self.stopped_by_ = f"{_MAX_FAILED_IN_A_ROW} configurations failed in a row"
+                break
+        if search.persistent and not search.shared:
+            study.set_user_attr("stopped_by", self.stopped_by_)
+        bar.set_postfix_str("done")
+        bar.close()
+
+    def _configuration(self, X, y, search, trial, stored, out_of_budget, bar):
+        """Train one configuration under each normalization; returns its sort metrics and why it was pruned."""
+        config = _search.to_params(search.family, trial.params)
+        values, pruned = [], None
+        for i, norm in enumerate(_search.normalizations_for(config, search.norms)):
+            if i and out_of_budget():
+                break
+            model_id = _search.model_id(search.family, trial.user_attrs["configuration"], config, norm)
+            params = {**config, "normalization": norm}
+            # the configuration's first model reports its folds to the pruner
+            report = _search.fold_reporter(trial, len(search.repeats[0]), search.sort_col) if i == 0 else None
+            if model_id in stored:  # finished by an interrupted run: not trained again
+                row, model_folds, cv_pred, _, full = _store.load_model(stored[model_id])
+                if i == 0:
+                    for r in model_folds:
+                        if r["repeat"] == 0:
+                            trial.report(float(r[search.sort_col]), r["fold"])
+                self._add(model_id, row, model_folds, cv_pred, params, full)
+                bar.update(1)
+                values.append(row[search.sort_col])
+                continue
+            bar.set_postfix_str(f"training {model_id}"
+                                + (f" ({len(self.pruned_)} pruned)" if self.pruned_ else ""), refresh=True)
+            try:
+                row, model_folds, cv_pred, full = self._train_one(
+                    X, y, search.repeats, search.family, search.classification, model_id, params, search.seed,
+                    search.sort_col, report)
+            except optuna.TrialPruned as exc:
+                pruned = self.pruned_[model_id] = str(exc)
+                trial.set_user_attr("pruned", {model_id: pruned})
+                break
+            except Exception as exc:  # noqa: BLE001 - like H2O AutoML: a failing model is skipped
+                self.failed_[model_id] = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"AutoML: {model_id} failed and is skipped: {self.failed_[model_id]}",
+                              RuntimeWarning, stacklevel=3)
+                if search.persistent:
+                    _store.save_failure(trial, model_id, self.failed_[model_id])
+                continue
+            if search.persistent:  # committed the moment it finishes
+                _store.save_model(trial, model_id, row, model_folds, cv_pred, params, full)
+            self._add(model_id, row, model_folds, cv_pred, params, full)
+            bar.update(1)
+            values.append(row[search.sort_col])
+        return values, pruned
 
     def _refit_model(self, model_id, X, y, family, classification, seed):
         """``models_[model_id]``, refit on all training rows first if it is not there yet.

@@ -102,8 +102,10 @@ PRUNE_FROM_FOLD = 1
 
 _NORM_TAG = {"layer": "LN", "batch": "BN", None: "none"}
 
-__all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ask", "epochs_distribution", "fold_reporter", "make_sampler",
-           "make_study", "model_id", "normalizations_for", "quiet_optuna", "search_space", "to_params"]
+__all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ConfigurationSampler", "ask", "configuration_number",
+           "enqueue_pending", "epochs_distribution", "fold_reporter", "in_memory_copy", "join_study", "make_pruner",
+           "make_sampler", "make_study", "model_id", "normalizations_for", "quiet_optuna", "search_space",
+           "to_params"]
 
 
 def search_space(family, fixed=()):
@@ -161,6 +163,48 @@ def make_sampler(family, seed, configuration=0):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=len(PORTFOLIO[family]) + 4)
 
 
+def configuration_number(study, trial):
+    """The configuration number (from 1) of ``trial`` (a FrozenTrial): its ``configuration`` user attribute
+    (the portfolio's and retried trials carry one), else its trial number less the abandoned trials before it
+    (unique also when several processes ask at once)."""
+    if "configuration" in trial.user_attrs:
+        return int(trial.user_attrs["configuration"])
+    abandoned = sum(1 for t in study.get_trials(deepcopy=False)
+                    if t.number < trial.number and t.user_attrs.get("abandoned"))
+    return trial.number + 1 - abandoned
+
+
+class ConfigurationSampler(optuna.samplers.BaseSampler):
+    """`make_sampler`'s TPE, made anew for every trial from the seed and the trial's configuration number."""
+
+    def __init__(self, family, seed):
+        self.family, self.seed = family, seed
+        self._inner = make_sampler(family, seed, 0)
+
+    def before_trial(self, study, trial):
+        self._inner = make_sampler(self.family, self.seed, configuration_number(study, trial) - 1)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        pass
+
+
+def make_pruner():
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_CONFIGURATIONS, n_warmup_steps=PRUNE_FROM_FOLD)
+
+
 def make_study(family, maximize, seed, *, storage=None, study_name=None, fingerprint=None, resume=False):
     """A study for `family`'s search (`ask` gives its trials, the portfolio first).
 
@@ -169,38 +213,68 @@ def make_study(family, maximize, seed, *, storage=None, study_name=None, fingerp
     """
     from keras_ln.automl import _store
 
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_CONFIGURATIONS,
-                                         n_warmup_steps=PRUNE_FROM_FOLD)
     return _store.open_study(storage, study_name or f"keras_ln_automl_{family}",
-                             "maximize" if maximize else "minimize", make_sampler(family, seed), pruner,
-                             fingerprint, resume)
+                             "maximize" if maximize else "minimize", ConfigurationSampler(family, seed),
+                             make_pruner(), fingerprint, resume)
 
 
-def ask(study, family, space, fixed=(), defaults=None, seed=None, retry=None):
+def join_study(family, seed, storage, study_name):
+    """The study of a running search, for one more worker (nothing is abandoned or deleted)."""
+    from keras_ln.automl import _store
+
+    return optuna.load_study(study_name=study_name, storage=_store.rdb_storage(storage),
+                             sampler=ConfigurationSampler(family, seed), pruner=make_pruner())
+
+
+def enqueue_pending(study, family, space, abandoned, fixed=(), defaults=None):
+    """Before parallel workers start: the configurations a killed run abandoned (under their numbers), then
+    the portfolio's entries not yet asked, each with its configuration number; the workers then ask."""
+    trials = study.get_trials(deepcopy=False)
+    taken = {configuration_number(study, t) for t in trials if not t.user_attrs.get("abandoned")}
+    for number, params, attrs in abandoned:
+        study.enqueue_trial(params, user_attrs=attrs)
+        taken.add(number)
+    for i, entry in enumerate(PORTFOLIO[family]):
+        if i + 1 not in taken:
+            entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **entry}
+            study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
+                                user_attrs={"portfolio": True, "configuration": i + 1})
+
+
+def in_memory_copy(study):
+    """``study`` copied into memory (its storage is about to be removed)."""
+    to = optuna.storages.InMemoryStorage()
+    optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=to)
+    return optuna.load_study(study_name=study.study_name, storage=to)
+
+
+def ask(study, family, space, fixed=(), defaults=None, retry=None, portfolio=True):
     """The next configuration's trial: the portfolio's next entry while one is left, then the sampler's.
 
     Each portfolio entry is enqueued (`study.enqueue_trial`) just before it
-    is asked for, so that a study cut short holds no trial left waiting.
-    ``defaults`` fills the portfolio entries' parameters of ``space`` that
-    they do not set (e.g. ``max_iter`` where the epochs are searched).
-    ``retry``, ``(configuration, params, user_attrs)`` of a trial a killed
-    run abandoned, asks that configuration again under its number. The
-    trial's user attribute ``configuration`` is its number, from 1 (abandoned
-    trials are not counted).
+    is asked for, so that a study cut short holds no trial left waiting
+    (``portfolio=False``: parallel workers, for which `enqueue_pending`
+    enqueued it). ``defaults`` fills the portfolio entries' parameters of
+    ``space`` that they do not set (e.g. ``max_iter`` where the epochs are
+    searched). ``retry``, ``(configuration, params, user_attrs)`` of a trial
+    a killed run abandoned, asks that configuration again under its number.
+    The trial's user attribute ``configuration`` is its number, from 1
+    (`configuration_number`).
     """
-    number = sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("abandoned"))
+    trials = study.get_trials(deepcopy=False)
     if retry is not None:
-        number, params, attrs = retry
-        number = number - 1 if number is not None else sum(
-            1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("abandoned"))
-        study.enqueue_trial(params, user_attrs=attrs)
-    elif number < len(PORTFOLIO[family]):
-        entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **PORTFOLIO[family][number]}
-        study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
-                            user_attrs={"portfolio": True})
-    study.sampler = make_sampler(family, seed, number)
-    trial = study.ask(space)
-    trial.set_user_attr("configuration", number + 1)
+        study.enqueue_trial(retry[1], user_attrs=retry[2])
+    elif portfolio and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
+        index = sum(1 for t in trials if not t.user_attrs.get("abandoned"))
+        if index < len(PORTFOLIO[family]):
+            entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **PORTFOLIO[family][index]}
+            study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
+                                user_attrs={"portfolio": True, "configuration": index + 1})
+    with warnings.catch_warnings():  # "Heartbeat ... used with Study.optimize": the search runs its own
+        warnings.simplefilter("ignore")
+        trial = study.ask(space)
+    if "configuration" not in trial.user_attrs:
+        trial.set_user_attr("configuration", configuration_number(study, study._storage.get_trial(trial._trial_id)))
     return trial
 
 

@@ -37,6 +37,8 @@ import base64
 import hashlib
 import io
 import pickle
+import time
+import warnings
 
 import numpy as np
 import optuna
@@ -45,6 +47,10 @@ import pandas as pd
 from keras_ln.automl._leaderboard import sort_leaderboard
 
 MODEL = "model:"
+# Optuna's heartbeat: a process records one every HEARTBEAT_SECS for the trial it trains; a RUNNING trial
+# without one for GRACE_SECS belongs to a process that died.
+HEARTBEAT_SECS = 10
+GRACE_SECS = 60
 FAILED = "failed:"
 _STATES_DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -92,9 +98,26 @@ def fingerprint(X, y, folds, settings):
     return h.hexdigest()
 
 
+def rdb_storage(url):
+    """Optuna's RDB storage for ``url``, with heartbeats (an existing storage object is returned as is)."""
+    if not isinstance(url, str):
+        return url
+    with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECS, grace_period=GRACE_SECS,
+                                          engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if url.startswith("sqlite") else None)
+
+
+def count_models(study):
+    """The models the study has finished, over every process working on it."""
+    return sum(1 for t in study.get_trials(deepcopy=False) for k in t.user_attrs if k.startswith(MODEL))
+
+
 def open_study(storage, study_name, direction, sampler, pruner, data_fingerprint, resume):
     """The study: new, or resumed. ``resume`` False deletes an existing study of that name first, True
-    requires one, "auto" continues one if it exists.
+    requires one (and abandons every trial it left running), "auto" continues or joins one if it exists
+    (abandoning only the trials whose process stopped sending heartbeats).
 
     Resuming checks ``data_fingerprint`` against the stored one (ValueError
     on a mismatch) and marks the trials a killed process left RUNNING as
@@ -108,7 +131,7 @@ def open_study(storage, study_name, direction, sampler, pruner, data_fingerprint
         study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner, study_name=study_name)
         study.set_user_attr("fingerprint", data_fingerprint)
         return study, []
-    storage = optuna.storages.get_storage(storage)
+    storage = rdb_storage(storage)
     exists = study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if resume is True and not exists:
         raise ValueError(f"Cannot resume study {study_name!r}: the storage holds no study of that name. "
@@ -117,12 +140,22 @@ def open_study(storage, study_name, direction, sampler, pruner, data_fingerprint
         optuna.delete_study(study_name=study_name, storage=storage)
         exists = False
     if not exists:
-        study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner, study_name=study_name,
-                                    storage=storage)
-        study.set_user_attr("fingerprint", data_fingerprint)
-        return study, []
+        try:
+            study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner, study_name=study_name,
+                                        storage=storage)
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it just now: join it
+            if resume is False:
+                raise
+        else:
+            study.set_user_attr("fingerprint", data_fingerprint)
+            return study, []
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=pruner)
     stored = study.user_attrs.get("fingerprint")
+    for _ in range(100):  # a study another process has just created gets its fingerprint next
+        if stored is not None:
+            break
+        time.sleep(0.1)
+        stored = study.user_attrs.get("fingerprint")
     if stored != data_fingerprint:
         raise ValueError(
             f"Cannot resume study {study_name!r}: it was run on other data or settings (X, y, folds, task, seed, "
@@ -130,7 +163,12 @@ def open_study(storage, study_name, direction, sampler, pruner, data_fingerprint
             f"fingerprint {str(stored)[:12]}..., this run's {data_fingerprint[:12]}...). Resume with the same "
             "data and settings, or start a new study (another study_name, or without resume).")
     abandoned = []
+    # resume=True: the earlier run is over, all it left running is abandoned; "auto" may join live processes,
+    # so only the trials whose heartbeat stopped are.
+    stale = None if resume is True else set(storage._get_stale_trial_ids(study._study_id))
     for t in study.get_trials(deepcopy=False):
+        if stale is not None and t._trial_id not in stale:
+            continue
         if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
             attrs = {k: v for k, v in t.user_attrs.items() if k in ("configuration", "portfolio")}
             storage.set_trial_user_attr(t._trial_id, "abandoned", True)

@@ -79,6 +79,8 @@ def _tabular(n=60, classes=("a", "b"), seed=0):
         (["--dataset", "wine", "--task", "ordinal"], ["--task", "ordinal"]),
         (["--dataset", "wine", "--nfolds", "1"], ["--nfolds", "1"]),
         (["--dataset", "wine", "--nrepeats", "0"], ["--nrepeats", "'0'"]),
+        (["--dataset", "wine", "--dask-scheduler", "tcp://x:8786"], ["--dask-scheduler", "--storage"]),
+        (["--dataset", "wine", "--n-jobs", "0"], ["--n-jobs", "'0'"]),
         (["--dataset", "wine", "--claims-secs", "-5"], ["--claims-secs", "'-5'"]),
         (["--dataset", "wine", "--target", "y"], ["--target", "'y'"]),
         (["--csv", "x.csv"], ["--csv", "--target"]),

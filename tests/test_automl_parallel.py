@@ -1,0 +1,112 @@
+"""AutoML with parallel workers sharing one study: a Dask LocalCluster of 2 workers, and two OS processes.
+
+A model's result must depend only on its configuration, its folds and the
+seed, never on which worker trained it or how many ran at once: the
+portfolio's configurations (numbered 1.. in every run) are compared model by
+model with a single-process run.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_ln.automl import AutoML, load_leaderboard
+from keras_ln.automl import _search
+from keras_ln.datasets import load_breast_cancer
+
+pytest.importorskip("dask.distributed")
+
+SETTINGS = dict(nfolds=3, seed=0, max_iter=3)
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y, _ = load_breast_cancer()
+    idx = np.random.default_rng(0).permutation(len(y))[:120]
+    return X[idx], y[idx]
+
+
+@pytest.fixture(scope="module")
+def single(data):
+    return AutoML(max_models=6, **SETTINGS).fit(*data)
+
+
+def _same_models(a, b):
+    shared = sorted(set(a.params_) & set(b.params_))
+    for model_id in shared:
+        assert a.params_[model_id] == b.params_[model_id], model_id
+        np.testing.assert_array_equal(a.cv_predictions_[model_id], b.cv_predictions_[model_id], err_msg=model_id)
+    return shared
+
+
+def test_local_cluster_of_two_workers(data, single, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    aml = AutoML(max_models=6, n_jobs=2, storage=url, **SETTINGS).fit(*data)
+    assert aml.stopped_by_ == "max_models"
+    assert 6 <= len(aml.params_) <= 6 + 1  # a worker may start one model past the budget
+    nets = aml.leaderboard_[aml.leaderboard_["normalization"].isin(["layer", "batch", "none"])]
+    assert set(nets["model_id"]) == set(aml.params_)
+    assert {"StackedEnsemble_AllModels", "Baseline_GLM"} <= set(aml.leaderboard_["model_id"])
+    # both workers trained: the study's models carry two process ids' trials
+    assert len(load_leaderboard(url)) == len(aml.params_)
+    portfolio = {f"MLP_{i + 1}" for i in range(len(_search.PORTFOLIO["mlp"]))}
+    shared = _same_models(aml, single)
+    assert {m.rsplit("_", 1)[0] for m in shared} <= portfolio and len(shared) >= 3
+    assert aml.leader_ is not None and aml.predict(data[0]).shape == (len(data[1]),)
+
+
+def test_in_memory_study_with_workers_uses_a_temporary_file(data, single):
+    aml = AutoML(max_models=3, n_jobs=2, **SETTINGS).fit(*data)
+    assert len(aml.params_) >= 3 and len(aml.study_.trials) >= 1  # the study was copied into memory
+    _same_models(aml, single)
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from keras_ln.automl import AutoML
+    from keras_ln.datasets import load_breast_cancer
+    X, y, _ = load_breast_cancer()
+    idx = np.random.default_rng(0).permutation(len(y))[:120]
+    aml = AutoML(max_models=4, **{settings!r}, storage=sys.argv[1], study_name="shared").fit(X[idx], y[idx])
+    print(" ".join(sorted(aml.params_)))
+""")
+
+
+def test_two_processes_share_one_study(data, single, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(settings=SETTINGS))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    children = [subprocess.Popen([sys.executable, str(script), url], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [c.communicate(timeout=600) for c in children]
+    for child, (out, err) in zip(children, outs):
+        assert child.returncode == 0, err[-3000:]
+    seen = [set(out.split()) for out, _ in outs]
+    board = load_leaderboard(url, "shared")
+    assert set(board["model_id"]) == seen[0] | seen[1]
+    assert len(board) == len(set(board["model_id"]))  # each model once
+    # every model equals the single-process run's model of that id where both have it
+    stored = AutoML(max_models=1, **SETTINGS, storage=url, study_name="shared").fit(*data)
+    _same_models(stored, single)
+
+
+def test_an_existing_dask_cluster(data, single, tmp_path):
+    """dask_scheduler: the workers of a cluster the caller runs (one task per worker thread); it needs a
+    storage they reach."""
+    from dask.distributed import LocalCluster
+
+    with pytest.raises(ValueError, match="Expected `storage`"):
+        AutoML(max_models=3, dask_scheduler="tcp://127.0.0.1:1", **SETTINGS).fit(*data)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        aml = AutoML(max_models=4, n_jobs=None, dask_scheduler=cluster.scheduler_address, storage=url,
+                     **SETTINGS).fit(*data)
+        assert cluster.scheduler_address.startswith("tcp://")
+    assert 4 <= len(aml.params_) <= 5
+    assert len(_same_models(aml, single)) >= 3
