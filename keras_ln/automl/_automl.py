@@ -15,13 +15,11 @@ nets (`_ensembles`) and two reference rows, a GLM and a constant
 (`_baselines`).
 """
 
-import dataclasses
 import math
 import os
 import shutil
 import tempfile
 import time
-import uuid
 import warnings
 from numbers import Integral
 from numbers import Real
@@ -54,58 +52,13 @@ from keras_ln.automl._preprocessing import make_preprocessor
 from keras_ln.automl import _search
 from keras_ln.automl import _store
 from keras_ln.automl import _verdict
+from keras_ln.automl import _workers
 from keras_ln.automl._search import _NORM_TAG
 from keras_ln.datasets import check_sequences
 from keras_ln.datasets import pad_sequences
 
 _clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
 _MAX_FAILED_IN_A_ROW = 10  # the search gives up after this many configurations without a model
-
-
-@dataclasses.dataclass
-class _Search:
-    """What the search loop needs, in this process or in a worker's."""
-
-    family: str
-    classification: bool
-    norms: tuple
-    space: dict
-    fixed: dict
-    sort_col: str
-    seed: int
-    repeats: list
-    budget: float
-    max_models: int
-    persistent: bool
-    shared: bool = False  # other processes work on the same study (count its models there)
-
-
-def _cap_threads(threads):
-    """TensorFlow's thread pools for one of several workers on a machine (before TensorFlow starts)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already started in this process: its pools stay
-        pass
-
-
-def _search_worker(params, state, search, X, y, deadline, threads):
-    """One parallel worker's part of the search: configurations asked from the shared study until its budget
-    is spent; every finished model is committed to the study. Returns the models it trained."""
-    _cap_threads(threads)
-    aml = AutoML(**params)
-    for name, value in state.items():
-        setattr(aml, name, value)
-    aml._rows, aml._fold_rows = [], []
-    aml.cv_predictions_, aml.params_, aml.models_, aml.stopped_by_ = {}, {}, {}, None
-    aml.failed_, aml.pruned_ = {}, {}
-    search = dataclasses.replace(search, shared=True)
-    with _search.quiet_optuna():
-        aml.study_ = _search.join_study(search.family, params["seed"], params["storage"], params["study_name"])
-        aml._search_loop(X, y, search, [], 0, lambda: time.time() >= deadline, None)
-    return len(aml._rows)
 
 
 def _early_stopping_applies(n_train):
@@ -519,7 +472,7 @@ class AutoML(BaseEstimator):
         settings = dict(task=self.task_, family=family, seed=self.seed, n_repeats=self.n_repeats,
                         normalizations=list(norms), max_iter=self.max_iter, early_stopping=self.early_stopping,
                         batch_size=self.batch_size, sort_metric=self.sort_metric, refit=self.refit)
-        search = _Search(family=family, classification=classification, norms=norms, space=space, fixed=fixed,
+        search = _workers.Search(family=family, classification=classification, norms=norms, space=space, fixed=fixed,
                          sort_col=sort_col, seed=seed, repeats=repeats, budget=budget,
                          max_models=self.max_models, persistent=persistent)
         try:
@@ -626,38 +579,13 @@ class AutoML(BaseEstimator):
         return failed_in_a_row
 
     def _run_workers(self, workers, storage, X, y, search, deadline):
-        """The search on ``workers`` Dask workers sharing the study (this machine's LocalCluster, or the
-        cluster at ``dask_scheduler``); returns when all have stopped."""
-        try:
-            from dask.distributed import Client, LocalCluster
-        except ImportError:
-            raise ImportError("n_jobs > 1 and dask_scheduler need Dask: pip install 'keras_ln[dask]'") from None
+        """The search on ``workers`` Dask workers sharing the study (`_workers.run`)."""
         params = {**self.get_params(), "n_jobs": 1, "dask_scheduler": None, "storage": storage,
                   "study_name": self.study_.study_name, "verbose": 0}
         state = {name: getattr(self, name) for name in ("task_", "classes_", "_preprocessor", "_layout",
                                                         "n_features_in_", "folds_", "repeat_folds_",
                                                         "epochs_searched_") if hasattr(self, name)}
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        cluster = None
-        if self.dask_scheduler is None:
-            env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1",
-                   "OMP_NUM_THREADS": str(threads),
-                   "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   env=env)
-            client = Client(cluster)
-        else:
-            client = Client(self.dask_scheduler, timeout=30)
-        try:
-            data = client.scatter([X, y], broadcast=True)
-            run = uuid.uuid4().hex[:8]
-            futures = [client.submit(_search_worker, params, state, search, data[0], data[1], deadline, threads,
-                                     key=f"keras_ln-search-{run}-{i}", pure=False) for i in range(workers)]
-            client.gather(futures)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        _workers.run(workers, self.dask_scheduler, params, state, search, X, y, deadline)
 
     def _search_loop(self, X, y, search, abandoned, failed_in_a_row, out_of_time, start):
         """Ask configurations and train each under every normalization until the budget is spent; with a

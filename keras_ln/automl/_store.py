@@ -102,11 +102,20 @@ def rdb_storage(url):
     """Optuna's RDB storage for ``url``, with heartbeats (an existing storage object is returned as is)."""
     if not isinstance(url, str):
         return url
-    with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECS, grace_period=GRACE_SECS,
-                                          engine_kwargs={"connect_args": {"timeout": 60}}
-                                          if url.startswith("sqlite") else None)
+    import sqlalchemy.exc
+
+    for attempt in range(20):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECS, grace_period=GRACE_SECS,
+                                                  engine_kwargs={"connect_args": {"timeout": 60}}
+                                                  if url.startswith("sqlite") else None)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+            # Processes opening a new database at once race to create Optuna's tables; the loser retries.
+            if attempt == 19:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def count_models(study):
