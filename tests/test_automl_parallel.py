@@ -104,7 +104,7 @@ def test_an_existing_dask_cluster(data, single, tmp_path):
     with pytest.raises(ValueError, match="Expected `storage`"):
         AutoML(max_models=3, dask_scheduler="tcp://127.0.0.1:1", **SETTINGS).fit(*data)
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         aml = AutoML(max_models=4, n_jobs=None, dask_scheduler=cluster.scheduler_address, storage=url,
                      **SETTINGS).fit(*data)
         assert cluster.scheduler_address.startswith("tcp://")
