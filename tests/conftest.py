@@ -23,3 +23,13 @@ def _fixed_seeds():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def breast_cancer_120():
+    """120 rows of breast_cancer (seeded): small enough for whole AutoML searches in tests."""
+    from keras_ln.datasets import load_breast_cancer
+
+    X, y, _ = load_breast_cancer()
+    idx = np.random.default_rng(0).permutation(len(y))[:120]
+    return X[idx], y[idx]

@@ -16,7 +16,6 @@ import pytest
 
 from keras_ln.automl import AutoML, load_leaderboard
 from keras_ln.automl import _search
-from keras_ln.datasets import load_breast_cancer
 
 pytest.importorskip("dask.distributed")
 
@@ -24,15 +23,8 @@ SETTINGS = dict(nfolds=3, seed=0, max_iter=3)
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y, _ = load_breast_cancer()
-    idx = np.random.default_rng(0).permutation(len(y))[:120]
-    return X[idx], y[idx]
-
-
-@pytest.fixture(scope="module")
-def single(data):
-    return AutoML(max_models=6, **SETTINGS).fit(*data)
+def single(breast_cancer_120):
+    return AutoML(max_models=6, **SETTINGS).fit(*breast_cancer_120)
 
 
 def _same_models(a, b):
@@ -43,9 +35,9 @@ def _same_models(a, b):
     return shared
 
 
-def test_local_cluster_of_two_workers(data, single, tmp_path):
+def test_local_cluster_of_two_workers(breast_cancer_120, single, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    aml = AutoML(max_models=6, n_jobs=2, storage=url, **SETTINGS).fit(*data)
+    aml = AutoML(max_models=6, n_jobs=2, storage=url, **SETTINGS).fit(*breast_cancer_120)
     assert aml.stopped_by_ == "max_models"
     assert 6 <= len(aml.params_) <= 6 + 1  # a worker may start one model past the budget
     nets = aml.leaderboard_[aml.leaderboard_["normalization"].isin(["layer", "batch", "none"])]
@@ -56,11 +48,11 @@ def test_local_cluster_of_two_workers(data, single, tmp_path):
     portfolio = {f"MLP_{i + 1}" for i in range(len(_search.PORTFOLIO["mlp"]))}
     shared = _same_models(aml, single)
     assert {m.rsplit("_", 1)[0] for m in shared} <= portfolio and len(shared) >= 3
-    assert aml.leader_ is not None and aml.predict(data[0]).shape == (len(data[1]),)
+    assert aml.leader_ is not None and aml.predict(breast_cancer_120[0]).shape == (len(breast_cancer_120[1]),)
 
 
-def test_in_memory_study_with_workers_uses_a_temporary_file(data, single):
-    aml = AutoML(max_models=3, n_jobs=2, **SETTINGS).fit(*data)
+def test_in_memory_study_with_workers_uses_a_temporary_file(breast_cancer_120, single):
+    aml = AutoML(max_models=3, n_jobs=2, **SETTINGS).fit(*breast_cancer_120)
     assert len(aml.params_) >= 3 and len(aml.study_.trials) >= 1  # the study was copied into memory
     _same_models(aml, single)
 
@@ -77,7 +69,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_two_processes_share_one_study(data, single, tmp_path):
+def test_two_processes_share_one_study(breast_cancer_120, single, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     script = tmp_path / "child.py"
     script.write_text(_CHILD.format(settings=SETTINGS))
@@ -92,21 +84,21 @@ def test_two_processes_share_one_study(data, single, tmp_path):
     assert set(board["model_id"]) == seen[0] | seen[1]
     assert len(board) == len(set(board["model_id"]))  # each model once
     # every model equals the single-process run's model of that id where both have it
-    stored = AutoML(max_models=1, **SETTINGS, storage=url, study_name="shared").fit(*data)
+    stored = AutoML(max_models=1, **SETTINGS, storage=url, study_name="shared").fit(*breast_cancer_120)
     _same_models(stored, single)
 
 
-def test_an_existing_dask_cluster(data, single, tmp_path):
+def test_an_existing_dask_cluster(breast_cancer_120, single, tmp_path):
     """dask_scheduler: the workers of a cluster the caller runs (one task per worker thread); it needs a
     storage they reach."""
     from dask.distributed import LocalCluster
 
     with pytest.raises(ValueError, match="Expected `storage`"):
-        AutoML(max_models=3, dask_scheduler="tcp://127.0.0.1:1", **SETTINGS).fit(*data)
+        AutoML(max_models=3, dask_scheduler="tcp://127.0.0.1:1", **SETTINGS).fit(*breast_cancer_120)
     url = f"sqlite:///{tmp_path / 'study.db'}"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         aml = AutoML(max_models=4, n_jobs=None, dask_scheduler=cluster.scheduler_address, storage=url,
-                     **SETTINGS).fit(*data)
+                     **SETTINGS).fit(*breast_cancer_120)
         assert cluster.scheduler_address.startswith("tcp://")
     assert 4 <= len(aml.params_) <= 5
     assert len(_same_models(aml, single)) >= 3

@@ -16,24 +16,16 @@ from sklearn.base import clone
 
 from keras_ln.automl import AutoML, h2o_metrics, make_folds
 from keras_ln.automl import _verdict
-from keras_ln.datasets import load_breast_cancer
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y, _ = load_breast_cancer()
-    idx = np.random.default_rng(0).permutation(len(y))[:120]
-    return X[idx], y[idx]
-
-
-@pytest.fixture(scope="module")
-def repeated(data):
-    X, y = data
+def repeated(breast_cancer_120):
+    X, y = breast_cancer_120
     return AutoML(max_models=6, nfolds=3, n_repeats=2, seed=3, max_iter=3).fit(X, y)
 
 
-def test_repeats_redraw_the_folds_and_train_every_model_on_each(data, repeated):
-    X, y = data
+def test_repeats_redraw_the_folds_and_train_every_model_on_each(breast_cancer_120, repeated):
+    X, y = breast_cancer_120
     aml = repeated
     assert aml.repeat_folds_.shape == (2, len(y))
     np.testing.assert_array_equal(aml.repeat_folds_[0], aml.folds_)
@@ -53,10 +45,10 @@ def test_repeats_redraw_the_folds_and_train_every_model_on_each(data, repeated):
     assert len(others) and (others["repeat"] == 0).all()
 
 
-def test_leaderboard_is_the_first_repeat(data, repeated):
+def test_leaderboard_is_the_first_repeat(breast_cancer_120, repeated):
     """The leaderboard (shared with H2O's folds) is unchanged by the repeats; a second repeat's fold score is a
     real refit on the redrawn folds."""
-    X, y = data
+    X, y = breast_cancer_120
     aml = repeated
     single = AutoML(max_models=6, nfolds=3, seed=3, max_iter=3).fit(X, y)
     pd.testing.assert_frame_equal(
@@ -91,14 +83,14 @@ def test_verdict_pairs_by_configuration_repeat_and_fold(repeated):
         assert row["ci_low"] == pytest.approx(d.mean() - half) and row["ci_high"] == pytest.approx(d.mean() + half)
 
 
-def test_verdict_with_one_normalization_is_empty(data):
-    X, y = data
+def test_verdict_with_one_normalization_is_empty(breast_cancer_120):
+    X, y = breast_cancer_120
     aml = AutoML(max_models=1, nfolds=3, seed=0, max_iter=2, normalizations=("layer",)).fit(X, y)
     assert aml.verdict().empty
 
 
-def test_best_configurations_and_claims(data, repeated, tmp_path):
-    X, y = data
+def test_best_configurations_and_claims(breast_cancer_120, repeated, tmp_path):
+    X, y = breast_cancer_120
     aml = repeated
     configs = aml.best_configurations()
     assert list(configs) == ["layer", "batch", None]
@@ -119,7 +111,7 @@ def test_best_configurations_and_claims(data, repeated, tmp_path):
         aml.measure_claims(X[:50], y[:50])
 
 
-def test_bad_n_repeats(data):
-    X, y = data
+def test_bad_n_repeats(breast_cancer_120):
+    X, y = breast_cancer_120
     with pytest.raises(ValueError, match="n_repeats"):
         AutoML(n_repeats=0).fit(X, y)

@@ -17,21 +17,13 @@ import pandas as pd
 import pytest
 
 from keras_ln.automl import AutoML, load_leaderboard
-from keras_ln.datasets import load_breast_cancer
 
 SETTINGS = dict(max_models=7, nfolds=3, seed=0, max_iter=3)
 
 
 @pytest.fixture(scope="module")
-def data():
-    X, y, _ = load_breast_cancer()
-    idx = np.random.default_rng(0).permutation(len(y))[:120]
-    return X[idx], y[idx]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(data):
-    return AutoML(**SETTINGS).fit(*data)
+def uninterrupted(breast_cancer_120):
+    return AutoML(**SETTINGS).fit(*breast_cancer_120)
 
 
 def _board(aml):
@@ -50,7 +42,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_then_resume_trains_no_finished_model_again(data, uninterrupted, tmp_path, monkeypatch):
+def test_kill_9_then_resume_trains_no_finished_model_again(breast_cancer_120, uninterrupted, tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     script = tmp_path / "child.py"
     script.write_text(_CHILD.format(settings=SETTINGS))
@@ -91,7 +83,7 @@ def test_kill_9_then_resume_trains_no_finished_model_again(data, uninterrupted, 
 
     monkeypatch.setattr(AutoML, "_train_one", spy)
     t1 = time.monotonic()
-    resumed = AutoML(**SETTINGS, storage=url, resume=True).fit(*data)
+    resumed = AutoML(**SETTINGS, storage=url, resume=True).fit(*breast_cancer_120)
     resume_secs = time.monotonic() - t1
     assert not set(trained) & set(partial["model_id"]), trained  # no finished model trained again
     assert set(trained) | set(partial["model_id"]) == set(resumed.params_)
@@ -105,28 +97,28 @@ def test_kill_9_then_resume_trains_no_finished_model_again(data, uninterrupted, 
           f"and trained {len(trained)}")
 
 
-def test_stored_models_reload_and_budget_counts_spent_time(data, uninterrupted, tmp_path):
+def test_stored_models_reload_and_budget_counts_spent_time(breast_cancer_120, uninterrupted, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    first = AutoML(**SETTINGS, storage=url, refit="all").fit(*data)
+    first = AutoML(**SETTINGS, storage=url, refit="all").fit(*breast_cancer_120)
     pd.testing.assert_frame_equal(_board(first), _board(uninterrupted))
     spent = first.study_.user_attrs["spent_secs"]
     assert spent > 0 and first.study_.user_attrs["stopped_by"] == "max_models"
-    again = AutoML(**SETTINGS, storage=url, refit="all").fit(*data)  # resume="auto": nothing left to train
+    again = AutoML(**SETTINGS, storage=url, refit="all").fit(*breast_cancer_120)  # resume="auto": nothing left to train
     pd.testing.assert_frame_equal(_board(again), _board(first))
-    X, y = data
+    X, y = breast_cancer_120
     for model_id, model in first.models_.items():
         if model_id in first.params_:  # the refits come back from the storage, pickled
             np.testing.assert_array_equal(again.models_[model_id].predict_proba(X), model.predict_proba(X))
     # a time budget already spent: no new model, the stored ones are the result
     budget = AutoML(**{**SETTINGS, "max_models": None}, max_runtime_secs=spent / 2, storage=url,
-                    refit="all").fit(*data)
+                    refit="all").fit(*breast_cancer_120)
     assert budget.stopped_by_ == "max_models"  # the stored search had ended; it is not extended
     assert set(budget.params_) == set(first.params_)
 
 
-def test_resume_refuses_other_data_or_settings(data, tmp_path):
+def test_resume_refuses_other_data_or_settings(breast_cancer_120, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    X, y = data
+    X, y = breast_cancer_120
     AutoML(max_models=1, nfolds=3, seed=0, max_iter=2, storage=url).fit(X, y)
     with pytest.raises(ValueError, match="run on other data or settings"):
         AutoML(max_models=1, nfolds=3, seed=0, max_iter=2, storage=url, resume=True).fit(X[:-1], y[:-1])
