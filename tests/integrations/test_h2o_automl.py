@@ -239,6 +239,52 @@ def test_status_and_resume(tmp_path, capsys, monkeypatch):
     assert "no such SQLite file" in capsys.readouterr().err
 
 
+def test_cli_killed_with_sigkill_then_resumed(tmp_path, capsys, monkeypatch):
+    """The command killed with SIGKILL in the middle of keras_ln's search, then run again with --resume: no
+    model that had finished is trained again, and the leaderboard equals an uninterrupted run's."""
+    import time
+
+    from keras_ln.automl import load_leaderboard
+
+    path = _tiny_csv(tmp_path)
+    argv = ["--csv", str(path), "--target", "diagnosis", "--no-h2o", "--max-models", "6", "--nfolds", "2",
+            "--max-iter", "2"]
+    assert main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    whole = pd.read_csv(tmp_path / "whole" / "tiny" / "leaderboard.csv")
+    out = tmp_path / "reports"
+    db = out / "tiny.study.db"
+    child = subprocess.Popen([sys.executable, "-m", "integrations.h2o_automl", *argv, "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    t0, finished = time.monotonic(), None
+    try:
+        while time.monotonic() - t0 < 300:
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            if db.exists():
+                try:
+                    finished = load_leaderboard(f"sqlite:///{db}")
+                except Exception:  # noqa: BLE001 - the tables may be in the making
+                    finished = None
+                if finished is not None and len(finished) >= 2:
+                    break
+            time.sleep(0.1)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    done = set(load_leaderboard(f"sqlite:///{db}")["model_id"])
+    assert 2 <= len(done) < 6 and not (out / "tiny").exists()  # no report from the killed run
+    trained = []
+    original = AutoML._train_one
+    monkeypatch.setattr(AutoML, "_train_one", lambda self, *a, **k: trained.append(a[5]) or original(self, *a, **k))
+    capsys.readouterr()
+    assert main(argv + ["--out", str(out), "--resume"]) == 0
+    assert trained and not set(trained) & done
+    resumed = pd.read_csv(out / "tiny" / "leaderboard.csv")
+    cols = [c for c in whole.columns if "time" not in c]
+    pd.testing.assert_frame_equal(resumed[cols], whole[cols])
+
+
 def test_no_h2o_sequences_with_repeats_verdict_and_claims(tmp_path, capsys):
     """--nrepeats and --claims: verdict.csv/png at the top of report.md, the claims section with a figure per
     claim (gradient flow: sequences), claims.csv; the console prints the verdict."""
