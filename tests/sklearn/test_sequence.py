@@ -253,3 +253,24 @@ def test_batch_norm_lstm_population_statistics_after_fit(sequences):
     # (A training-mode call moves the moving statistics: last.)
     train_mode = np.asarray(clf.model_(padded, training=True))
     np.testing.assert_allclose(proba, train_mode, atol=1e-5)
+
+
+def test_predict_passes_long_sequences_in_bounded_chunks(sequences, monkeypatch):
+    """A recurrent pass keeps per-step state for every row: predict bounds rows x steps per pass
+    (PREDICT_CHUNK_STEPS) and gives the same outputs as one pass."""
+    from keras_ln.sklearn import _base
+
+    X, y = sequences  # 48 sequences of 5 steps
+    clf = LSTMClassifier((4,), max_iter=2, random_state=0).fit(X, y)
+    whole = clf.predict_proba(X)
+    sizes = []
+    model_call = type(clf.model_).__call__
+
+    def spy(model, x, *args, **kwargs):
+        sizes.append(int(x.shape[0]))
+        return model_call(model, x, *args, **kwargs)
+
+    monkeypatch.setattr(_base, "PREDICT_CHUNK_STEPS", 100)  # 100 // 5 = 20 -> 16 rows a pass
+    monkeypatch.setattr(type(clf.model_), "__call__", spy)
+    np.testing.assert_allclose(clf.predict_proba(X), whole, rtol=1e-6, atol=1e-7)
+    assert sizes == [16, 16, 16]
