@@ -472,9 +472,10 @@ class AutoML(BaseEstimator):
         settings = dict(task=self.task_, family=family, seed=self.seed, n_repeats=self.n_repeats,
                         normalizations=list(norms), max_iter=self.max_iter, early_stopping=self.early_stopping,
                         batch_size=self.batch_size, sort_metric=self.sort_metric, refit=self.refit)
-        search = _workers.Search(family=family, classification=classification, norms=norms, space=space, fixed=fixed,
-                         sort_col=sort_col, seed=seed, repeats=repeats, budget=budget,
-                         max_models=self.max_models, persistent=persistent)
+        search = _workers.Search(family=family, classification=classification, norms=norms, space=space,
+                                 fixed=fixed, sort_col=sort_col, seed=seed, repeats=repeats, budget=budget,
+                                 max_models=self.max_models, persistent=persistent)
+        self.study_ = None
         try:
             with _search.quiet_optuna():
                 self.study_, abandoned = _search.make_study(
@@ -501,7 +502,8 @@ class AutoML(BaseEstimator):
                     self.study_.set_user_attr("stopped_by", self.stopped_by_)
         finally:
             if scratch is not None:
-                self.study_ = _search.in_memory_copy(self.study_)
+                if self.study_ is not None:
+                    self.study_ = _search.in_memory_copy(self.study_)
                 shutil.rmtree(scratch, ignore_errors=True)
 
         columns = LEADERBOARD_COLUMNS[self.task_] + EXTRA_COLUMNS
