@@ -5,6 +5,7 @@ asserts it is gone). H2O's own leaderboards are the reference for the
 leaderboard columns and for the metric definitions.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -178,6 +179,28 @@ def test_cli_against_a_connected_cluster_leaves_it_running(cluster, tmp_path, ca
     for png in ("metric_by_model.png", "normalization_folds.png", "learning_curves.png"):
         assert (out / "tiny" / png).stat().st_size > 5000
     assert "Leaderboard for tiny" in printed and "h2o" in printed
+
+
+def test_h2o_project_is_continued_by_a_second_run(cluster, tmp_path, capsys):
+    """--h2o-project on a connected cluster: the project stays after the run, and a second run with the same
+    name adds its models to that H2O AutoML project's leaderboard."""
+    path = _tiny_csv(tmp_path)
+    project = "keras_ln_test_continued"
+    argv = ["--csv", str(path), "--target", "diagnosis", "--h2o-url", cluster.url, "--h2o-project", project,
+            "--max-models", "2", "--max-runtime-secs", "60", "--nfolds", "2", "--max-iter", "2", "--seed", "3"]
+    try:
+        assert main(argv + ["--out", str(tmp_path / "first")]) == 0, capsys.readouterr().err
+        first = pd.read_csv(tmp_path / "first" / "tiny" / "leaderboard.csv")
+        kept = h2o.automl.get_automl(project)
+        n_first = len(_h2o._as_df(kept.leaderboard))
+        assert n_first == int((first["source"] == "h2o").sum()) >= 1
+        assert main(argv + ["--out", str(tmp_path / "second")]) == 0, capsys.readouterr().err
+        second = pd.read_csv(tmp_path / "second" / "tiny" / "leaderboard.csv")
+        ids = set(second.loc[second["source"] == "h2o", "model_id"])
+        assert ids > set(first.loc[first["source"] == "h2o", "model_id"])  # the first run's models, and more
+    finally:
+        with contextlib.suppress(Exception):
+            h2o.remove(h2o.automl.get_automl(project), cascade=True)
 
 
 def test_no_h2o_end_to_end(tmp_path, capsys):
