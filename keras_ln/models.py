@@ -89,6 +89,10 @@ def _seeds(seed):
     return lambda: rng.randint(1, 10**9)
 
 
+def _dropout(h, rate, draw, dtype, i):
+    return keras.layers.Dropout(rate, seed=draw(), dtype=dtype, name=f"dropout_{i}")(h)
+
+
 def _kernel_init(draw):
     return keras.initializers.GlorotUniform(seed=draw())
 
@@ -219,9 +223,7 @@ def build_mlp(
             _activation(activation), dtype=dtype, name=f"act_{i}"
         )(h)
         if dropout:
-            h = keras.layers.Dropout(
-                dropout, seed=draw(), dtype=dtype, name=f"dropout_{i}",
-            )(h)
+            h = _dropout(h, dropout, draw, dtype, i)
     outputs = _head(h, int(n_outputs), output_activation, dtype, draw)
     return keras.Model(inputs, outputs, name=name)
 
@@ -367,8 +369,6 @@ def build_recurrent(
             layer = layer_class(width, name=f"rnn_{i}", **kwargs, **_recurrent_inits(draw))
         h = layer(h)
         if dropout:
-            h = keras.layers.Dropout(
-                dropout, seed=draw(), dtype=dtype, name=f"dropout_{i}",
-            )(h)
+            h = _dropout(h, dropout, draw, dtype, i)
     outputs = _head(h, int(n_outputs), output_activation, dtype, draw)
     return keras.Model(inputs, outputs, name=name)

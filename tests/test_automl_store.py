@@ -5,9 +5,6 @@ killed with SIGKILL once some models have finished; the search is then
 resumed here, and its final leaderboard compared with an uninterrupted run's.
 """
 
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -42,46 +39,20 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_then_resume_trains_no_finished_model_again(breast_cancer_120, uninterrupted, tmp_path, monkeypatch):
+def test_kill_9_then_resume_trains_no_finished_model_again(breast_cancer_120, uninterrupted, tmp_path,
+                                                           kill_after_models, trained_models):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     script = tmp_path / "child.py"
     script.write_text(_CHILD.format(settings=SETTINGS))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    child = subprocess.Popen([sys.executable, str(script), url], env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-    t0 = time.monotonic()
-    finished = pd.DataFrame()
-    try:
-        while time.monotonic() - t0 < 300:
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]
-            if os.path.exists(tmp_path / "study.db"):
-                try:
-                    finished = load_leaderboard(url)
-                except Exception:  # noqa: BLE001 - the child may be creating the tables
-                    finished = pd.DataFrame()
-                if len(finished) >= 3:
-                    break
-            time.sleep(0.1)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
-    killed_after = time.monotonic() - t0
-    done_before = set(finished["model_id"])
+    killed_after, done_before = kill_after_models([sys.executable, str(script), url], tmp_path / "study.db", 3)
     assert 3 <= len(done_before) < SETTINGS["max_models"], (killed_after, done_before)
     # the partial leaderboard is readable after the kill, sorted like H2O's
     partial = load_leaderboard(url)
     assert set(partial["model_id"]) >= done_before and partial["auc"].is_monotonic_decreasing
     assert partial.attrs["task"] == "binary" and partial.attrs["stopped_by"] is None
 
-    trained = []
-    original = AutoML._train_one
-
-    def spy(self, X, y, repeats, family, classification, model_id, *args, **kwargs):
-        trained.append(model_id)
-        return original(self, X, y, repeats, family, classification, model_id, *args, **kwargs)
-
-    monkeypatch.setattr(AutoML, "_train_one", spy)
+    trained = trained_models
+    trained.clear()  # the models trained from here on
     t1 = time.monotonic()
     resumed = AutoML(**SETTINGS, storage=url, resume=True).fit(*breast_cancer_120)
     resume_secs = time.monotonic() - t1

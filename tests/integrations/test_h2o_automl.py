@@ -228,7 +228,7 @@ def test_no_h2o_end_to_end(tmp_path, capsys):
     assert (verdict["n_pairs"] == 2).all()  # 2 folds, 1 repeat
 
 
-def test_status_and_resume(tmp_path, capsys, monkeypatch):
+def test_status_and_resume(tmp_path, capsys, trained_models):
     """The study of a run (default: OUT/NAME.study.db): `status` prints its leaderboard; --resume trains no
     finished model again and writes the same leaderboard; --resume without a study is one error line."""
     from integrations.h2o_automl import status
@@ -250,9 +250,8 @@ def test_status_and_resume(tmp_path, capsys, monkeypatch):
     assert printed.startswith("3 keras_ln model(s) finished") and "search ended (max_models)" in printed
     for model_id in first.loc[first["normalization"].isin(["layer", "batch", "none"]), "model_id"]:
         assert model_id in printed
-    trained = []
-    original = AutoML._train_one
-    monkeypatch.setattr(AutoML, "_train_one", lambda self, *a, **k: trained.append(a[5]) or original(self, *a, **k))
+    trained = trained_models
+    trained.clear()  # the models trained from here on
     assert main(argv + ["--resume"]) == 0
     assert trained == []
     again = pd.read_csv(out / "tiny" / "leaderboard.csv")
@@ -262,11 +261,9 @@ def test_status_and_resume(tmp_path, capsys, monkeypatch):
     assert "no such SQLite file" in capsys.readouterr().err
 
 
-def test_cli_killed_with_sigkill_then_resumed(tmp_path, capsys, monkeypatch):
+def test_cli_killed_with_sigkill_then_resumed(tmp_path, capsys, kill_after_models, trained_models):
     """The command killed with SIGKILL in the middle of keras_ln's search, then run again with --resume: no
     model that had finished is trained again, and the leaderboard equals an uninterrupted run's."""
-    import time
-
     from keras_ln.automl import load_leaderboard
 
     path = _tiny_csv(tmp_path)
@@ -276,30 +273,11 @@ def test_cli_killed_with_sigkill_then_resumed(tmp_path, capsys, monkeypatch):
     whole = pd.read_csv(tmp_path / "whole" / "tiny" / "leaderboard.csv")
     out = tmp_path / "reports"
     db = out / "tiny.study.db"
-    child = subprocess.Popen([sys.executable, "-m", "integrations.h2o_automl", *argv, "--out", str(out)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    t0, finished = time.monotonic(), None
-    try:
-        while time.monotonic() - t0 < 300:
-            assert child.poll() is None, child.stderr.read().decode()[-2000:]
-            if db.exists():
-                try:
-                    finished = load_leaderboard(f"sqlite:///{db}")
-                except Exception:  # noqa: BLE001 - the tables may be in the making
-                    finished = None
-                if finished is not None and len(finished) >= 2:
-                    break
-            time.sleep(0.1)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
+    _, seen = kill_after_models([sys.executable, "-m", "integrations.h2o_automl", *argv, "--out", str(out)], db, 2)
     done = set(load_leaderboard(f"sqlite:///{db}")["model_id"])
-    assert 2 <= len(done) < 6 and not (out / "tiny").exists()  # no report from the killed run
-    trained = []
-    original = AutoML._train_one
-    monkeypatch.setattr(AutoML, "_train_one", lambda self, *a, **k: trained.append(a[5]) or original(self, *a, **k))
+    assert done >= seen and 2 <= len(done) < 6 and not (out / "tiny").exists()  # no report from the killed run
+    trained = trained_models
+    trained.clear()  # the models trained from here on
     capsys.readouterr()
     assert main(argv + ["--out", str(out), "--resume"]) == 0
     assert trained and not set(trained) & done

@@ -36,15 +36,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 
 
 @pytest.fixture
-def blobs():
-    rng = np.random.default_rng(0)
-    centers = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 3.0, 3.0]])
-    y = rng.integers(0, 3, 90)
-    X = centers[y] + rng.normal(scale=0.7, size=(90, 3))
-    return X, y
-
-
-@pytest.fixture
 def multilabel():
     X, Y = make_multilabel_classification(
         n_samples=600, n_features=20, n_classes=5, n_labels=2, random_state=0

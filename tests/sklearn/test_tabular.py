@@ -32,15 +32,6 @@ from keras_ln.sklearn import MLPRegressor
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-@pytest.fixture
-def blobs():
-    rng = np.random.default_rng(0)
-    centers = np.array([[0.0, 0.0, 0.0], [3.0, 3.0, 0.0], [0.0, 3.0, 3.0]])
-    y = rng.integers(0, 3, 90)
-    X = centers[y] + rng.normal(scale=0.7, size=(90, 3))
-    return X, y
-
-
 def _seed(random_state):
     """The model seed the estimators derive from an int random_state."""
     return int(check_random_state(random_state).randint(1, np.iinfo(np.int32).max))
