@@ -490,10 +490,10 @@ class AutoML(BaseEstimator):
                     if self.study_.user_attrs.get("stopped_by") is None:
                         self._run_workers(workers, storage, X, y, search, time.time() + (
                             budget - (_clock() - start) if budget is not None else 1e12))
-                failed_in_a_row = self._restore(X, y, search) if persistent else 0
+                failed_in_a_row, stored = self._restore(search) if persistent else (0, {})
                 if not parallel:
                     self._search_loop(X, y, search, abandoned, failed_in_a_row,
-                                      lambda: budget is not None and _clock() - start >= budget, start)
+                                      lambda: budget is not None and _clock() - start >= budget, start, stored)
                 else:
                     self.stopped_by_ = self.stopped_by_ or self._stopped_by(
                         len(rows), budget is not None and _clock() - start >= budget) or (
@@ -560,9 +560,10 @@ class AutoML(BaseEstimator):
         if full is not None:
             self.models_[model_id] = full
 
-    def _restore(self, X, y, search):
+    def _restore(self, search):
         """What the study holds (an interrupted run, or the parallel workers): its models, failures and pruned
-        configurations, in configuration order; returns the configurations without a model in a row."""
+        configurations, in configuration order. Returns the configurations without a model in a row, and the
+        stored models (`_store.finished_models`)."""
         stored = _store.finished_models(self.study_)
         self.stopped_by_ = self.study_.user_attrs.get("stopped_by")
         failed_in_a_row = 0
@@ -578,7 +579,7 @@ class AutoML(BaseEstimator):
             self.pruned_.update(t.user_attrs.get("pruned", {}))
             trained = any(model_id in stored for model_id in ids)
             failed_in_a_row = failed_in_a_row + 1 if not trained and not t.user_attrs.get("pruned") else 0
-        return failed_in_a_row
+        return failed_in_a_row, stored
 
     def _run_workers(self, workers, storage, X, y, search, deadline):
         """The search on ``workers`` Dask workers sharing the study (`_workers.run`)."""
@@ -589,11 +590,13 @@ class AutoML(BaseEstimator):
                                                         "epochs_searched_") if hasattr(self, name)}
         _workers.run(workers, self.dask_scheduler, params, state, search, X, y, deadline)
 
-    def _search_loop(self, X, y, search, abandoned, failed_in_a_row, out_of_time, start):
+    def _search_loop(self, X, y, search, abandoned, failed_in_a_row, out_of_time, start, stored=None):
         """Ask configurations and train each under every normalization until the budget is spent; with a
-        persistent study every finished model is committed to it the moment it finishes."""
+        persistent study every finished model is committed to it the moment it finishes. ``stored``: the
+        study's models already read (None: read them here), reused where a retried configuration had some."""
         study = self.study_
-        stored = _store.finished_models(study) if search.persistent else {}
+        if stored is None:
+            stored = _store.finished_models(study) if search.persistent else {}
         bar = tqdm(total=self.max_models, initial=len(self._rows), desc="keras_ln AutoML", unit="model",
                    disable=not self.verbose or search.shared, leave=True)
 
