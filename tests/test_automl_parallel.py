@@ -102,3 +102,41 @@ def test_an_existing_dask_cluster(breast_cancer_120, single, tmp_path):
         assert cluster.scheduler_address.startswith("tcp://")
     assert 4 <= len(aml.params_) <= 5
     assert len(_same_models(aml, single)) >= 3
+
+
+def test_each_queued_configuration_goes_to_one_worker_on_sqlite(tmp_path):
+    """Workers pop queued configurations from one SQLite study at once: each is trained by exactly one of them.
+
+    SQLite ignores the row lock Optuna's claim of a queued trial relies on;
+    before the storage began every transaction with ``BEGIN IMMEDIATE``, four
+    threads popping 150 queued trials claimed about 50 of them twice (the
+    CI failure "Trial#0 has already finished", a model saved to a trial
+    another worker had finished)."""
+    import pickle
+    import threading
+    from collections import Counter
+
+    import optuna
+
+    from keras_ln.automl import _store
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(storage=_store.rdb_storage(url), study_name="queue")
+    for i in range(150):
+        study.enqueue_trial({"x": float(i)}, skip_if_exists=False)
+    claimed = Counter()
+
+    def worker(storage):
+        mine = optuna.load_study(study_name="queue", storage=storage)
+        while (trial_id := mine._pop_waiting_trial_id()) is not None:
+            claimed[trial_id] += 1
+
+    # half the workers get their storage as a Dask worker does, unpickled
+    storages = [_store.rdb_storage(url) for _ in range(2)] + [pickle.loads(pickle.dumps(_store.rdb_storage(url)))
+                                                              for _ in range(2)]
+    threads = [threading.Thread(target=worker, args=(s,)) for s in storages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 150 and max(claimed.values()) == 1, Counter(claimed.values())

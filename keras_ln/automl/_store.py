@@ -98,6 +98,43 @@ def fingerprint(X, y, folds, settings):
     return h.hexdigest()
 
 
+def _begin_immediate(engine):
+    """Make every transaction on a SQLite ``engine`` take the database's write lock when it begins.
+
+    Optuna claims a queued trial by reading its state and then setting it to
+    RUNNING, counting on ``SELECT ... FOR UPDATE`` to lock the row; SQLite
+    ignores that, and Python's sqlite3 begins a transaction only at its first
+    write, so two processes could both read WAITING and both run the same
+    trial. ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for serializable SQLite)
+    makes the read and the write one atomic step.
+    """
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened before the listeners would not have them
+
+
+class _Storage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage; on SQLite, with transactions that lock the database as they begin."""
+
+    def __init__(self, url, **kwargs):
+        super().__init__(url, **kwargs)
+        if self.engine.name == "sqlite":
+            _begin_immediate(self.engine)
+
+    def __setstate__(self, state):  # unpickled (e.g. in a Dask worker): a new engine, the same locking
+        super().__setstate__(state)
+        if self.engine.name == "sqlite":
+            _begin_immediate(self.engine)
+
+
 def rdb_storage(url):
     """Optuna's RDB storage for ``url``, with heartbeats (an existing storage object is returned as is)."""
     if not isinstance(url, str):
@@ -108,9 +145,8 @@ def rdb_storage(url):
         try:
             with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECS, grace_period=GRACE_SECS,
-                                                  engine_kwargs={"connect_args": {"timeout": 60}}
-                                                  if url.startswith("sqlite") else None)
+                return _Storage(url, heartbeat_interval=HEARTBEAT_SECS, grace_period=GRACE_SECS,
+                                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             # Processes opening a new database at once race to create Optuna's tables; the loser retries.
             if attempt == 19:
