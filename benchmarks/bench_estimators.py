@@ -51,6 +51,8 @@ from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from keras_ln.models import build_mlp  # noqa: E402
+from keras_ln.models import build_recurrent  # noqa: E402
+from keras_ln.sklearn import LSTMClassifier  # noqa: E402
 from keras_ln.sklearn import MLPClassifier  # noqa: E402
 from keras_ln.sklearn import MLPRegressor  # noqa: E402
 from keras_ln.sklearn._base import _PROGRAMS  # noqa: E402
@@ -113,8 +115,10 @@ ANCHOR_SIZES = ((500, 30, 50), (20_000, 50, 5), (100_000, 100, 3))
 def sklearn_anchor(repeats, sizes):
     """keras_ln's MLPs against scikit-learn's, same network, optimizer, batches and epochs."""
     print("\nAgainst sklearn.neural_network (fit time keras_ln / sklearn; below 1: keras_ln faster)")
+    print("(None, layer: median of the repeats; 1st: the first fit of that shape in the process, with the"
+          " loop's trace or XLA compilation)")
     print(f"{'task':10s} {'rows x features, epochs':26s} {'sklearn':>9s} {'None':>7s} {'layer':>7s} "
-          f"{'score sk / None / layer':>24s} {'1-row predict':>14s}")
+          f"{'None 1st':>9s} {'layer 1st':>9s} {'score sk / None / layer':>24s} {'1-row predict':>14s}")
     common = dict(hidden_layer_sizes=(100,), batch_size=BATCH, tol=0.0, random_state=0)
     for n, f, epochs in sizes:
         for task in ("classifier", "regressor"):
@@ -131,19 +135,59 @@ def sklearn_anchor(repeats, sizes):
                 timed(lambda: ours_cls(**params, normalization=norm).fit(X[:256], y[:256]))
             sk_time = statistics.median(timed(lambda: sk_cls(**params).fit(X, y))[0] for _ in range(repeats))
             sk_score = sk_cls(**params).fit(X, y).score(X, y)
-            cells, scores, single = [], [], None
+            cells, firsts, scores, single = [], [], [], None
             for norm in (None, "layer"):
                 times = []
                 for _ in range(repeats):
                     t, est = timed(lambda: ours_cls(**params, normalization=norm).fit(X, y))
                     times.append(t)
                 cells.append(statistics.median(times) / sk_time)
+                firsts.append(times[0] / sk_time)
                 scores.append(est.score(X, y))
                 if norm is None:
                     est.predict(X[:1])
                     single = statistics.median(timed(lambda: est.predict(X[:1]))[0] for _ in range(20))
             print(f"{task:10s} {f'{n} x {f}, {epochs}':26s} {sk_time:8.2f}s {cells[0]:7.2f} {cells[1]:7.2f} "
+                  f"{firsts[0]:9.2f} {firsts[1]:9.2f} "
                   f"{sk_score:8.3f} / {scores[0]:.3f} / {scores[1]:.3f} {1000 * single:11.2f} ms", flush=True)
+
+
+SEQUENCE_SHAPE = (2_000, 50, 8, 5)  # sequences, steps, features, epochs
+
+
+def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
+    """LSTMClassifier against Keras' own `model.fit` on the same network."""
+    n, steps, features, epochs = shape
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, steps, features)).astype("float32")
+    y = (X[:, : steps // 2, 0].sum(1) > 0).astype(int)
+    print(f"\nLSTMClassifier against Keras' model.fit ({n} x {steps} x {features} sequences, units (64,), "
+          f"batch {BATCH}, {epochs} epochs; fit time keras_ln / Keras, below 1: keras_ln faster)")
+    print(f"{'normalization':14s} {'keras_ln':>9s} {'keras (jit auto)':>17s} {'ratio':>6s} "
+          f"{'keras (no jit)':>15s} {'ratio':>6s} {'acc keras_ln / keras':>21s}")
+    for norm in ("layer", None):
+        def keras_fit(jit):
+            model = build_recurrent(features, 2, units=(64,), normalization=norm, output_activation="softmax",
+                                    dtype="float32", seed=0)
+            model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
+            history = model.fit(X, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=True)
+            return history.history["accuracy"][-1]
+
+        def ours_fit():
+            est = LSTMClassifier(units=(64,), normalization=norm, batch_size=BATCH, max_iter=epochs,
+                                 tol=0.0, n_iter_no_change=epochs + 1, alpha=0.0, random_state=0)
+            return est.fit(X, y).score(X, y)
+
+        timed(ours_fit)  # warm-up: each side's traces and kernels
+        times = {}
+        for name, fn in (("ours", ours_fit), ("auto", lambda: keras_fit("auto")),
+                         ("none", lambda: keras_fit(False))):
+            runs = [timed(fn) for _ in range(repeats)]
+            times[name] = (statistics.median(t for t, _ in runs), runs[-1][1])
+        o, a, f = times["ours"][0], times["auto"][0], times["none"][0]
+        print(f"{str(norm):14s} {o:8.2f}s {a:16.2f}s {o / a:6.2f} {f:14.2f}s {o / f:6.2f} "
+              f"{times['ours'][1]:10.3f} / {times['auto'][1]:.3f}", flush=True)
 
 
 def main():
@@ -159,6 +203,7 @@ def main():
     tf.get_logger().setLevel("ERROR")  # Keras' own retracing warnings
     if args.only_anchor:
         sklearn_anchor(args.anchor_repeats, ANCHOR_SIZES[:1] if args.sizes == "small" else ANCHOR_SIZES)
+        sequence_anchor(args.anchor_repeats)
         return
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X).astype("float32")
@@ -206,6 +251,7 @@ def main():
     print(f"accuracy (grid best): keras wrapper {grid_k.best_score_:.3f}, "
           f"keras_ln {grid_o.best_score_:.3f}")
     sklearn_anchor(args.anchor_repeats, ANCHOR_SIZES[:1] if args.sizes == "small" else ANCHOR_SIZES)
+    sequence_anchor(args.anchor_repeats)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ def bucket_size(rows):
     return tf.cast(tf.maximum(bucket, _MIN_BUCKET), tf.int32)
 
 
+def static_bucket_size(rows):
+    """`bucket_size` of a row count known when tracing (a Python int)."""
+    rows = max(int(rows), 1)
+    octave = 1 << (rows.bit_length() - 1)
+    step = max(octave // _STEPS_PER_OCTAVE, 1)
+    return max(-(-rows // step) * step, _MIN_BUCKET)
+
+
 def _pad_rows(t, rows, bucket):
     """Zero-pad the rows of a matrix `t` up to `bucket`.
 
@@ -152,27 +160,52 @@ def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
         """(rows, features) view of `t`, the normalized axes last."""
         if transpose:
             t = tf.transpose(t, perm)
+        if t.shape.rank == 2 and t.shape[1] == features:
+            return t
         return tf.reshape(t, [-1, features])
 
     def from_rows(t2, like):
         """Inverse of `to_rows` for a tensor shaped like `like`."""
-        shape = tf.shape(like)
-        t = tf.reshape(t2, tf.gather(shape, perm) if transpose else shape)
+        if like.shape.is_fully_defined():  # no shape ops where the shape is known
+            shape = like.shape.as_list()
+            if len(shape) == 2 and not transpose:
+                return t2
+            t = tf.reshape(t2, [shape[i] for i in perm] if transpose else shape)
+        else:
+            shape = tf.shape(like)
+            t = tf.reshape(t2, tf.gather(shape, perm) if transpose else shape)
         return tf.transpose(t, inverse) if transpose else t
+
+    def padding(x2):
+        """The row count and its bucket; Python ints where the rows are
+        known when tracing (a bucket-sized input then pays no op at all)."""
+        if x2.shape[0] is not None:
+            return x2.shape[0], static_bucket_size(x2.shape[0])
+        rows = tf.shape(x2)[0]
+        return rows, bucket_size(rows)
+
+    def pad(t2, rows, bucket):
+        if isinstance(bucket, int) and bucket == rows:
+            return t2
+        return _pad_rows(t2, rows, bucket)
+
+    def unpad(t2, rows, bucket):
+        if isinstance(bucket, int) and bucket == rows:
+            return t2
+        return _unpad_rows(t2, rows)
 
     @tf.custom_gradient
     def layer_norm(x, *params):
         x2 = to_rows(x)
-        rows = tf.shape(x2)[0]
-        bucket = bucket_size(rows)
-        x2 = _pad_rows(x2, rows, bucket)
+        rows, bucket = padding(x2)
+        x2 = pad(x2, rows, bucket)
         y2, m1, dm, rstd = forward(x2, *params)
-        y = from_rows(_unpad_rows(y2, rows), x)
+        y = from_rows(unpad(y2, rows, bucket), x)
 
         def grad(dy):
-            dy2 = _pad_rows(to_rows(dy), rows, bucket)
+            dy2 = pad(to_rows(dy), rows, bucket)
             dx2, *param_grads = backward(dy2, x2, m1, dm, rstd, *params)
-            return [from_rows(_unpad_rows(dx2, rows), x)] + param_grads
+            return [from_rows(unpad(dx2, rows, bucket), x)] + param_grads
 
         return y, grad
 

@@ -59,18 +59,22 @@ once, so the fits differ, as sklearn's MLP's do. Rows are not merged with
 `dropout` (a repeated row draws `k` masks) nor with `normalization="batch"`
 (the statistics count each row of a batch once, whatever its weight).
 
-Execution: a training step is a `tf.GradientTape` pass through the
-network's `stateless_call` plus one fused `ResourceApplyAdam` per variable
-(`_Program`, in `_execution.py`). A fit with few steps in all runs it eagerly, which avoids the
-fixed cost of tracing a graph; a longer fit runs it as a `tf.function`
-traced once per network structure and sample shape, with a free batch
-dimension, and reused by every later fit of the same structure in the
-process (grid-search folds, repeated fits): the variables are arguments,
-not captures. At most `_MAX_PROGRAMS` structures are kept (least recently
-used dropped), so repeated fits do not accumulate traces. Batches and
-predict chunks are padded (zero weight / cut off) to a few row counts, so
-that kernels compiled per shape (the XLA layer-norm fast path) are reused
-too. The model is float64 unless `X` is float32 (like sklearn's MLP, which
+Execution: the epochs run in `_training.Stochastic` (sklearn's
+`_fit_stochastic`): the training rows are tensors for the whole fit, and a
+chunk of epochs, their minibatches given as index arrays, runs as one
+program (`_Program.epochs` in `_execution.py`: a `tf.while_loop` over
+epochs and batches, each step a `tf.GradientTape` pass through the
+network's `stateless_call` plus one fused `ResourceApplyAdam` per
+variable, sklearn's stopping rule checked after every epoch inside the
+loop). A fit of few steps runs the loop eagerly (no trace); a longer one
+as a `tf.function` traced once per network structure and sample shape and
+reused by every later fit of the same structure in the process (grid-search
+folds, repeated fits): the variables are arguments, not captures. A long
+fit of a table network runs it XLA-compiled. At most `_MAX_PROGRAMS`
+structures are kept (least recently used dropped). Batches and predict
+chunks are padded (zero weight / cut off) to a few row counts, so that
+kernels compiled per shape (the XLA layer-norm fast path) are reused too.
+The model is float64 unless `X` is float32 (like sklearn's MLP, which
 preserves float32). Prediction calls the model eagerly, chunk by chunk.
 
 Reproducibility: `random_state` seeds the initial weights and dropout (via
@@ -116,13 +120,9 @@ from keras_ln.sklearn._execution import _tf_variables
 from keras_ln.sklearn._execution import _training_view
 from keras_ln.sklearn._execution import adam_slots
 from keras_ln.sklearn._execution import adam_state
-from keras_ln.sklearn._execution import recompute_batch_statistics
-
-# A fit with at most this many minibatch steps in all runs eagerly; a longer
-# one traces its step once (measured: an eager step of a small MLP costs
-# ~10-30 ms, a trace ~0.3-0.5 s, a traced step ~1-2 ms; the layer-norm
-# fast path, XLA-compiled, is slower still eagerly).
-EAGER_MAX_STEPS = 12
+from keras_ln.sklearn._training import Stochastic
+from keras_ln.sklearn._training import bucket
+from keras_ln.sklearn._training import row_groups
 
 # Rows per forward pass at predict time; for sequences at most
 # PREDICT_CHUNK_STEPS rows x time steps (a power of two of rows), since a
@@ -170,82 +170,8 @@ _FITTED = (
     "_adam_state",
     "_input_layout",
     "_n_step_features",
+    "_program_key",
 )
-
-
-def _bucket(n):
-    """Padded row count: the next power of two, at least 16."""
-    return max(16, 1 << (int(n) - 1).bit_length())
-
-
-def _row_groups(X, targets):
-    """Ids of the distinct `(X row, target)` pairs, numbered in byte order.
-
-    Rows are compared by their bytes (so NaN padding compares equal); the
-    ids follow the byte order of the rows, not their position, so they put
-    any batch in the same order whatever the order of the data.
-    """
-
-    def ids(a):
-        a = np.ascontiguousarray(a).reshape(len(a), -1)
-        rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1])))
-        return np.unique(rows.ravel(), return_inverse=True)[1].ravel()
-
-    x_ids, y_ids = ids(X), ids(targets)
-    pairs = x_ids.astype(np.int64) * (int(y_ids.max()) + 1) + y_ids
-    return np.unique(pairs, return_inverse=True)[1].ravel()
-
-
-def _merge_duplicates(idx, groups, weights):
-    """The batch `idx` with one row per distinct row, in group order.
-
-    Returns the indices of the rows kept (the first of each group) and
-    their weights, summed over the group: a row that a batch holds `k`
-    times counts as one row of `k` times its weight.
-    """
-    _, first, inverse = np.unique(
-        groups[idx], return_index=True, return_inverse=True
-    )
-    summed = np.bincount(
-        inverse.ravel(), weights=weights[idx], minlength=len(first)
-    )
-    return idx[first], summed
-
-
-def _batches(order, batch_size, groups, weights, pad):
-    """The minibatches of one epoch over the training rows in `order`.
-
-    Yields `(idx, w, n)`: row indices and their weights, padded (repeated
-    first row, weight 0) to the batch's shape, and the number of rows that
-    are not padding. With `groups` (see `_row_groups`) the duplicates of a
-    batch are merged (`_merge_duplicates`). Full batches keep the shape
-    `batch_size` (merged ones are padded back to it); the others, with
-    `pad`, are padded to a bucket (`_bucket`).
-    """
-    n_train = len(order)
-    for start in range(0, n_train, batch_size):
-        idx = order[start:start + batch_size]
-        size = batch_size if len(idx) == batch_size < n_train else None
-        if groups is None:
-            w = weights[idx]
-        else:
-            idx, w = _merge_duplicates(idx, groups, weights)
-        n = len(idx)
-        size = n if not pad else size or _bucket(n)
-        if size > n:
-            idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
-            w = np.concatenate([w, np.zeros(size - n)])
-        yield idx, w, n
-
-
-def _no_improvement(count, value, best, tol):
-    """sklearn's stopping rule (`BaseMultilayerPerceptron.
-    _update_no_improvement_count`) for a quantity to minimize: the count of
-    consecutive epochs whose `value` did not beat the best so far by more
-    than `tol`, and the new best. Training stops once the count exceeds
-    `n_iter_no_change`."""
-    count = count + 1 if value > best - tol else 0
-    return count, min(best, value)
 
 
 def _weighted_column_stats(targets, weights):
@@ -590,6 +516,7 @@ class _KerasEstimator(BaseEstimator):
             tuple(sorted(net_kwargs.items())),
         )
         program = _program(key, lambda: build(0), self._loss_fn(tf))
+        self._program_key = key
         view = _training_view(model)
         tv = _tf_variables(view.trainable_variables)
         ntv = _tf_variables(view.non_trainable_variables)
@@ -600,15 +527,12 @@ class _KerasEstimator(BaseEstimator):
             getattr(self, "_adam_state", None)
             if continuing and incremental else None,
         )
-        x_t = tf.constant(X[train_idx])
-        y_t = tf.constant(targets[train_idx])
-        train_weight = sample_weight[train_idx]
         # Weights as repetitions: a batch computes each distinct row once,
         # with its summed weight, in an order fixed by the rows' bytes (see
         # the module doc). Not with dropout (one mask instead of k) or
         # batch statistics (a row counted once instead of k times).
         groups = (
-            _row_groups(X[train_idx], targets[train_idx])
+            row_groups(X[train_idx], targets[train_idx])
             if self.dropout == 0 and self.normalization != "batch"
             else None
         )
@@ -619,105 +543,17 @@ class _KerasEstimator(BaseEstimator):
             tf.constant(self.beta_2, tf.float64),
             tf.constant(self.epsilon, tf.float64),
         )
-        # partial_fit: one epoch (sklearn's `incremental`).
-        epochs = 1 if incremental else self.max_iter
-        n_batches = math.ceil(n_train / batch_size)
-        compiled = epochs * n_batches > EAGER_MAX_STEPS
-        # Batches are padded (zero weight) to a few sizes, so that compiled
-        # kernels keyed by shape (the layer-norm fast path is XLA-compiled)
-        # are reused across batches and fits; not with batch statistics.
-        pad = self.normalization != "batch"
-
-        # What the stopping rule watches (see `_no_improvement`): the
-        # validation loss with early stopping, else the training loss. A
-        # continued fit continues the curves and the best values, as sklearn.
-        early = val_idx is not None
-        loss_curve = list(self.loss_curve_) if continuing else []
-        best_loss = self.best_loss_ if continuing else None
-        best_loss = None if early else (np.inf if best_loss is None else best_loss)
-        val_losses = val_scores = best_val_loss = best_val_score = None
-        if early:
-            was_early = continuing and self.validation_loss_curve_ is not None
-            val_losses = list(self.validation_loss_curve_) if was_early else []
-            val_scores = list(self.validation_scores_) if was_early else []
-            best_val_loss = self.best_validation_loss_ if was_early else np.inf
-            best_val_score = self.best_validation_score_ if was_early else None
-            best_weights = model.get_weights()
-            X_val = X[val_idx]
-            y_val = targets[val_idx]
-            w_val = sample_weight[val_idx]
-
-        no_improvement = 0
-        n_iter = 0
-        converged = False
-        for _ in range(epochs):
-            if self.shuffle and n_batches > 1:
-                order = shuffle_rng.permutation(n_train).astype(np.int32)
-            else:
-                order = np.arange(n_train, dtype=np.int32)
-            batch_losses = []
-            for idx, w, n in _batches(
-                order, batch_size, groups, train_weight, pad
-            ):
-                loss = program.run(compiled, (
-                    x_t, y_t, tf.constant(w.astype(dtype)), tf.constant(idx),
-                    tf.constant(n, tf.int32), tv, ntv, ms, vs, t,
-                    *hyperparameters,
-                ))
-                batch_losses.append((loss, w.sum()))
-            # The batch losses are weighted means: weight them by the batch
-            # weights (the row counts when every weight is 1, as sklearn).
-            epoch_loss = sum(
-                float(loss) * weight for loss, weight in batch_losses
-            ) / sum(weight for _, weight in batch_losses)
-            n_iter += 1
-            loss_curve.append(epoch_loss)
-            if not np.isfinite(epoch_loss):
-                raise ValueError(
-                    f"The training loss became {epoch_loss} at iteration "
-                    f"{n_iter}: the optimization diverged. Try a smaller "
-                    "learning_rate_init or scaling the input (e.g. "
-                    "StandardScaler)."
-                )
-            if self.verbose:
-                print(f"Iteration {n_iter}, loss = {epoch_loss:.8f}")
-            if early:
-                if self.normalization == "batch":
-                    # Inference needs population statistics (see the end).
-                    recompute_batch_statistics(model, X[train_idx])
-                out = self._forward(X_val, view)
-                val_loss = self._data_loss(out, y_val, w_val)
-                score = self._score_outputs(out, y_val, w_val)
-                val_losses.append(val_loss)
-                val_scores.append(score)
-                if self.verbose:
-                    print(f"Validation loss: {val_loss:f}, score: {score:f}")
-                if val_loss < best_val_loss:
-                    best_weights = model.get_weights()
-                    best_val_score = score
-                no_improvement, best_val_loss = _no_improvement(
-                    no_improvement, val_loss, best_val_loss, self.tol
-                )
-            else:
-                no_improvement, best_loss = _no_improvement(
-                    no_improvement, epoch_loss, best_loss, self.tol
-                )
-            if no_improvement > self.n_iter_no_change:
-                what = "Validation loss" if early else "Training loss"
-                if self.verbose:
-                    print(
-                        f"{what} did not improve more than tol={self.tol:f} "
-                        f"for {self.n_iter_no_change} consecutive epochs. "
-                        "Stopping."
-                    )
-                converged = True
-                break
-        if early:
-            model.set_weights(best_weights)
-        if self.normalization == "batch":
-            # Population statistics of the final weights (see the helper).
-            recompute_batch_statistics(model, X[train_idx])
-        if not converged and not incremental:
+        validation = None
+        if val_idx is not None:
+            validation = (X[val_idx], targets[val_idx], sample_weight[val_idx])
+        fitted = Stochastic(
+            self, program, model, view, X[train_idx], targets[train_idx],
+            sample_weight[train_idx], groups, batch_size,
+            # partial_fit: one epoch (sklearn's `incremental`).
+            1 if incremental else self.max_iter, validation, continuing,
+            incremental, (tv, ntv, ms, vs, t), hyperparameters, shuffle_rng, tf,
+        ).run()
+        if not fitted.pop("converged") and not incremental:
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                 "reached and the optimization hasn't converged yet.",
@@ -729,16 +565,12 @@ class _KerasEstimator(BaseEstimator):
         self._architecture = architecture
         self._net_kwargs = net_kwargs
         self._adam_state = adam_state(ms, vs, t)
-        self.n_iter_ = n_iter
+        n_iter = fitted["n_iter_"]
         self.t_ = (getattr(self, "t_", 0) if continuing else 0) + n_iter * epoch_rows
-        self.loss_ = loss_curve[-1]
-        self.loss_curve_ = loss_curve
-        self.best_loss_ = best_loss
-        self.early_stopping_used_ = early
-        self.validation_loss_curve_ = val_losses
-        self.best_validation_loss_ = best_val_loss
-        self.validation_scores_ = val_scores
-        self.best_validation_score_ = best_val_score
+        self.loss_ = fitted["loss_curve_"][-1]
+        self.early_stopping_used_ = validation is not None
+        for name, value in fitted.items():
+            setattr(self, name, value)
         return self
 
     def _validation_split(self, targets, sample_weight, seed):
@@ -818,10 +650,15 @@ class _KerasEstimator(BaseEstimator):
         return X.shape[-1]
 
     # --- predict --------------------------------------------------------
-    def _forward(self, X, model=None):
-        """Outputs of the network (inference mode) as float64."""
+    def _forward(self, X, view=None):
+        """Outputs of the network (inference mode) as float64; with `view`
+        (the training view of the network), its outputs (logits)."""
         tf = _tf()
-        model = self.model_ if model is None else model
+        model = self.model_ if view is None else view
+        # The traced inference of this structure; where it is not cached
+        # (unpickled, dropped from the cache) this model becomes its template.
+        key = getattr(self, "_program_key", None) or ("model", id(self.model_))
+        program = _program(key, lambda: self.model_, self._loss_fn(tf))
         rows = PREDICT_CHUNK
         if X.ndim == 3:
             rows = min(rows, max(16, 1 << ((PREDICT_CHUNK_STEPS // max(X.shape[1], 1)).bit_length() - 1)))
@@ -829,12 +666,12 @@ class _KerasEstimator(BaseEstimator):
         for i in range(0, X.shape[0], rows):
             chunk = X[i:i + rows]
             n = chunk.shape[0]
-            size = _bucket(n)
+            size = bucket(n)
             if size > n:  # rows are independent at inference: pad, then cut
                 chunk = np.concatenate(
                     [chunk, np.zeros((size - n,) + chunk.shape[1:], chunk.dtype)]
                 )
-            out = model(tf.constant(chunk), training=False)
+            out = program.infer(model, tf.constant(chunk), logits=view is not None)
             outs.append(np.asarray(out)[:n])
         return np.concatenate(outs, axis=0).astype(np.float64, copy=False)
 

@@ -10,6 +10,7 @@ its `.keras` archive.
 """
 
 import collections
+import functools
 import os
 import tempfile
 
@@ -29,18 +30,20 @@ def _tf():
 
 
 class _Program:
-    """The training step of one network structure, traceable once for all.
+    """The training loop of one network structure, traceable once for all.
 
-    The step runs the network through `stateless_call` of a *template*
-    model (built with the same architecture), on variable values passed as
+    A step runs the network through `stateless_call` of a *template* model
+    (built with the same architecture), on variable values passed as
     arguments, and updates the variables passed in with one fused
     `ResourceApplyAdam` each (the update of sklearn's `AdamOptimizer`).
     The step size, the penalty and Adam's `beta_1`, `beta_2` and `epsilon`
-    are scalar tensor arguments too. So its `tf.function` is traced once
-    per structure and reused by every fit of that structure in the process
-    (folds of a grid search, sklearn's checks, repeated fits, any values of
-    the hyperparameters) instead of once per fit; `_PROGRAMS` keeps the
-    most recent ones.
+    are scalar tensor arguments too. `epochs` runs many epochs of steps as
+    one program (a `tf.while_loop` over epochs and minibatches, with
+    sklearn's stopping rule inside), so a step costs its arithmetic, not a
+    Python call. Its `tf.function` is traced once per structure and reused
+    by every fit of that structure in the process (folds of a grid search,
+    sklearn's checks, repeated fits, any values of the hyperparameters)
+    instead of once per fit; `_PROGRAMS` keeps the most recent ones.
     """
 
     def __init__(self, template, loss_fn):
@@ -48,27 +51,135 @@ class _Program:
         self.tf = tf
         self.view = _training_view(template)
         self.loss_fn = loss_fn
-        self.compiled = tf.function(self.step, jit_compile=False, autograph=False)
+        self.loops = {
+            jit: tf.function(self._epochs, jit_compile=jit, autograph=False)
+            for jit in (False, True)
+        }
         self.traced = set()
+        # Inference, traced once per sample shape (free row count): the
+        # whole model's outputs (predict) and the training view's (the
+        # validation loss of early stopping).
+        self.inference = {
+            logits: tf.function(
+                functools.partial(self._infer, net), autograph=False)
+            for logits, net in ((False, template), (True, self.view))
+        }
 
-    def run(self, compiled, args):
-        if not compiled:
-            return self.step(*args)
+    @staticmethod
+    def _infer(net, tv, ntv, x):
+        return net.stateless_call(
+            [v.read_value() for v in tv], [v.read_value() for v in ntv], x,
+            training=False,
+        )[0]
+
+    def infer(self, model, x, logits=False):
+        """Outputs on `x` in inference mode of `model` (a model of this
+        structure; with `logits`, its training view), by the traced program
+        (one trace per sample shape, with a free number of rows)."""
         tf = self.tf
-        # Trace once per sample shape (for sequences: per number of time
-        # steps, which keras_ln.BatchNormLSTM needs known) with a free
-        # number of rows; later calls dispatch to that trace.
-        signature = tuple(tuple(a.shape[1:]) for a in args[:3])
-        if signature not in self.traced:
-            specs = [
-                tf.TensorSpec([None] + list(a.shape[1:]), a.dtype)
-                for a in args[:4]
-            ] + [tf.TensorSpec([], args[4].dtype)] + list(args[5:10]) + [
-                tf.TensorSpec([], a.dtype) for a in args[10:]
-            ]
-            self.compiled.get_concrete_function(*specs)
-            self.traced.add(signature)
-        return self.compiled(*args)
+        args = (_tf_variables(model.trainable_variables),
+                _tf_variables(model.non_trainable_variables))
+        fn = self.inference[logits]
+        key = ("infer", logits, tuple(x.shape[1:]), x.dtype)
+        if key not in self.traced:
+            fn.get_concrete_function(*args, tf.TensorSpec([None] + list(x.shape[1:]), x.dtype))
+            self.traced.add(key)
+        return fn(*args, x)
+
+    def epochs(self, mode, batches, stopping, variables, hyperparameters):
+        """Up to `batches.n_epochs` epochs of minibatch steps in one call.
+
+        `batches` (`_training.EpochBatches`) holds every epoch's minibatches
+        as index and weight arrays; `stopping` is `(active, tol,
+        n_iter_no_change, best, count)`, sklearn's rule on the training loss
+        (`_training.update_no_improvement_count`), checked after every epoch
+        when `active`; the loop also ends after an epoch whose loss is not
+        finite. `mode`: "eager" (a short fit: no trace), "graph" (one
+        `tf.function` for the whole loop, traced once per sample shape,
+        batch size and last-batch size, with free numbers of epochs and
+        batches) or "xla" (the same function XLA-compiled: one program per
+        array shape, several times faster per step, but a compilation of
+        about a second).
+
+        Returns the epoch losses (float64, those of the epochs run) as NumPy.
+        """
+        tf = self.tf
+        data = batches.tensors(tf)  # x, y, idx, w, n_valid, *_last, weights, n_epochs
+        rule = tuple(tf.constant(v, dtype) for v, dtype in zip(
+            stopping, (tf.bool, tf.float64, tf.int32, tf.float64, tf.int32)))
+        args = data + rule + tuple(variables) + tuple(hyperparameters)
+        if mode == "eager":
+            losses, ran = self._epochs(*args)
+            return losses.numpy()[:int(ran)]
+        fn = self.loops[mode == "xla"]
+        x, y, idx, w, n_valid, idx_last, w_last, n_last = data[:8]
+        # XLA compiles per shape anyway; a graph's last batch has a free size
+        key = (mode, tuple(x.shape[1:]), tuple(y.shape[1:]), idx.shape[2],
+               idx_last.shape[1] if mode == "xla" else idx_last.shape[1] > 0)
+        if key not in self.traced:
+            def free(t, static):  # the leading dimensions free, the rest as `t`
+                return tf.TensorSpec([None] * (t.shape.rank - static) + list(
+                    t.shape[t.shape.rank - static:]), t.dtype)
+
+            specs = [free(x, x.shape.rank - 1), free(y, y.shape.rank - 1),
+                     free(idx, 1), free(w, 1), free(n_valid, 0),
+                     # static: the last batch's size under XLA, and its absence
+                     free(idx_last, mode == "xla" or idx_last.shape[1] == 0),
+                     free(w_last, mode == "xla" or idx_last.shape[1] == 0),
+                     free(n_last, 0)]
+            specs += [free(t, 0) for t in data[8:] + rule]
+            specs += list(variables) + [free(h, 0) for h in hyperparameters]
+            fn.get_concrete_function(*specs)
+            self.traced.add(key)
+        losses, ran = fn(*args)
+        return losses.numpy()[:int(ran)]
+
+    def _epochs(
+        self, x, y, idx, w, n_valid, idx_last, w_last, n_last, batch_weight,
+        epoch_weight, n_epochs, active, tol, patience, best, count,
+        tv, ntv, ms, vs, t, *hyperparameters,
+    ):
+        """The loop of `epochs`: `idx`, `w` (n_epochs, n_batches,
+        batch_size) and `n_valid` (n_epochs, n_batches) are the full
+        batches, `*_last` the last, smaller batch of each epoch (none where
+        its static size is 0), `batch_weight` (n_epochs, n_batches + 1) the
+        total sample weights of the batches and `epoch_weight` their sum per
+        epoch (both float64, summed by NumPy as the Python loop did)."""
+        tf = self.tf
+        f64 = tf.float64
+        n_batches = tf.shape(idx)[1]
+        has_last = idx_last.shape[1] != 0  # None (free) or positive: a last batch
+        step_args = (tv, ntv, ms, vs, t) + tuple(hyperparameters)
+
+        def epoch(e, losses, best, count, stop):
+            def batch(i, total):
+                loss = self.step(x, y, w[e, i], idx[e, i], n_valid[e, i], *step_args)
+                return i + 1, total + tf.cast(loss, f64) * batch_weight[e, i]
+
+            _, total = tf.while_loop(
+                lambda i, _: i < n_batches, batch,
+                [tf.constant(0), tf.zeros([], f64)],
+            )
+            if has_last:
+                loss = self.step(x, y, w_last[e], idx_last[e], n_last[e], *step_args)
+                total = total + tf.cast(loss, f64) * batch_weight[e, n_batches]
+            loss = total / epoch_weight[e]
+            # sklearn's `_update_no_improvement_count`, in float64 as in Python.
+            count = tf.where(loss > best - tol, count + 1, 0)
+            best = tf.minimum(best, loss)
+            stop = tf.logical_or(
+                tf.logical_not(tf.math.is_finite(loss)),
+                tf.logical_and(active, count > patience),
+            )
+            return e + 1, losses.write(e, loss), best, count, stop
+
+        losses = tf.TensorArray(f64, size=tf.shape(idx)[0])
+        ran, losses, _, _, _ = tf.while_loop(
+            lambda e, _, __, ___, stop: tf.logical_and(
+                e < n_epochs, tf.logical_not(stop)),
+            epoch, [tf.constant(0), losses, best, count, tf.constant(False)],
+        )
+        return losses.stack(), ran
 
     def step(
         self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha,

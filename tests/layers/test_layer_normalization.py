@@ -375,6 +375,34 @@ def test_row_buckets_bound_padding_and_recompilation():
         assert int(bucket_size(tf.constant(p))) == p  # no padding at powers of two
     # 5000 row counts share a few dozen compiled shapes.
     assert len(set(buckets)) < 40
+    # a row count known when tracing gets the same bucket, computed in Python
+    from keras_ln.layers._tf_layer_norm import static_bucket_size
+
+    assert [static_bucket_size(r) for r in rows] == buckets.tolist()
+
+
+@pytest.mark.parametrize("shape", [(256, 64), (100, 64), (4, 5, 64), (2, 64, 3)])
+def test_static_and_dynamic_shapes_give_the_same_numbers(shape):
+    """Inside a tf.function the rows may be known when tracing (no padding
+    ops where the count is a bucket size) or not: outputs and gradients agree."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    dy = tf.constant(rng.normal(size=shape).astype("float32"))
+    axis = -1 if shape[-1] == 64 else 1
+    layer = keras_ln.LayerNormalization(axis=axis)
+    layer.build(shape)
+
+    def run(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = layer(t)
+        return [y] + tape.gradient(y, [t, layer.gamma, layer.beta], output_gradients=dy)
+
+    static = tf.function(run, autograph=False)(x)
+    spec = tf.TensorSpec([None] + list(shape[1:]), tf.float32)
+    dynamic = tf.function(run, input_signature=[spec], autograph=False)(x)
+    for a, b in zip(static, dynamic):
+        np.testing.assert_allclose(to_np(a), to_np(b), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("batch", [1, 65, 70, 129])

@@ -263,14 +263,16 @@ def test_predict_passes_long_sequences_in_bounded_chunks(sequences, monkeypatch)
     X, y = sequences  # 48 sequences of 5 steps
     clf = LSTMClassifier((4,), max_iter=2, random_state=0).fit(X, y)
     whole = clf.predict_proba(X)
-    sizes = []
-    model_call = type(clf.model_).__call__
+    from keras_ln.sklearn import _execution
 
-    def spy(model, x, *args, **kwargs):
+    sizes = []
+    infer = _execution._Program.infer
+
+    def spy(program, model, x, *args, **kwargs):
         sizes.append(int(x.shape[0]))
-        return model_call(model, x, *args, **kwargs)
+        return infer(program, model, x, *args, **kwargs)
 
     monkeypatch.setattr(_base, "PREDICT_CHUNK_STEPS", 100)  # 100 // 5 = 20 -> 16 rows a pass
-    monkeypatch.setattr(type(clf.model_), "__call__", spy)
+    monkeypatch.setattr(_execution._Program, "infer", spy)
     np.testing.assert_allclose(clf.predict_proba(X), whole, rtol=1e-6, atol=1e-7)
     assert sizes == [16, 16, 16]

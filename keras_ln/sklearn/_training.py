@@ -1,0 +1,341 @@
+"""The estimators' minibatch Adam loop, along the seams of sklearn's MLP.
+
+`Stochastic` is `sklearn.neural_network.BaseMultilayerPerceptron.
+_fit_stochastic`: it trains a built network on the training rows, epoch by
+epoch, with sklearn's stopping rule (`update_no_improvement_count`) on the
+training loss, or with early stopping on the validation loss
+(`Stochastic._validation_epoch`). The epochs run in chunks as one program
+each (`_execution._Program.epochs`): the rows are tensors resident for the
+whole fit, and a chunk's minibatches are index arrays (`epoch_batches`), so
+the Python loop runs once per chunk, not once per step. A chunk is one
+epoch with early stopping or `verbose` (the validation pass and the
+messages come between epochs), else as many epochs as `CHUNK_INDICES`
+indices hold; the rule inside the program stops where the Python loop
+would have.
+
+Minibatches follow the module doc of `_base.py`: shuffled rows (NumPy's
+generator, one permutation per epoch), each batch's duplicate rows merged
+and its rows in the order of their bytes (`row_groups`), full batches
+padded back to `batch_size` and the last, smaller batch of an epoch padded
+to a bucket (`bucket`), both with zero weights; without padding under batch
+normalization (padding rows would enter the batch statistics).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from keras_ln.sklearn._execution import recompute_batch_statistics
+
+# A fit with at most this many minibatch steps in all runs its loop eagerly,
+# which avoids the fixed cost of tracing it (measured: an eager step of a
+# small MLP costs ~10-30 ms, a trace of the loop ~0.5-1 s).
+EAGER_MAX_STEPS = 12
+
+# Indices (epochs x training rows) per chunk of epochs run as one program.
+CHUNK_INDICES = 1 << 21
+
+# A table network's loop is XLA-compiled (`_Program.epochs`, mode "xla")
+# when the fit may take at least this many steps: measured on 2 cores, XLA
+# halves the time of a step of a small MLP (0.14 against 0.28 ms) but its
+# compilation costs ~0.5 s more than tracing a graph, which such a fit earns
+# back (folds and repeated fits of the same shapes reuse the compilation).
+XLA_MIN_STEPS = 1000
+
+
+def bucket(n):
+    """Padded row count: the next power of two, at least 16."""
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def row_groups(X, targets):
+    """Ids of the distinct `(X row, target)` pairs, numbered in byte order.
+
+    Rows are compared by their bytes (so NaN padding compares equal); the
+    ids follow the byte order of the rows, not their position, so they put
+    any batch in the same order whatever the order of the data.
+    """
+
+    def ids(a):
+        a = np.ascontiguousarray(a).reshape(len(a), -1)
+        rows = a.view(np.dtype((np.void, a.dtype.itemsize * a.shape[1])))
+        return np.unique(rows.ravel(), return_inverse=True)[1].ravel()
+
+    x_ids, y_ids = ids(X), ids(targets)
+    pairs = x_ids.astype(np.int64) * (int(y_ids.max()) + 1) + y_ids
+    return np.unique(pairs, return_inverse=True)[1].ravel()
+
+
+def merge_duplicates(idx, groups, weights):
+    """The batch `idx` with one row per distinct row, in group order.
+
+    Returns the indices of the rows kept (the first of each group) and
+    their weights, summed over the group: a row that a batch holds `k`
+    times counts as one row of `k` times its weight.
+    """
+    _, first, inverse = np.unique(
+        groups[idx], return_index=True, return_inverse=True
+    )
+    summed = np.bincount(
+        inverse.ravel(), weights=weights[idx], minlength=len(first)
+    )
+    return idx[first], summed
+
+
+def update_no_improvement_count(count, value, best, tol):
+    """sklearn's stopping rule (`BaseMultilayerPerceptron.
+    _update_no_improvement_count`) for a quantity to minimize: the count of
+    consecutive epochs whose `value` did not beat the best so far by more
+    than `tol`, and the new best. Training stops once the count exceeds
+    `n_iter_no_change`. (`_Program.epochs` applies the same rule inside
+    its loop.)"""
+    count = count + 1 if value > best - tol else 0
+    return count, min(best, value)
+
+
+@dataclasses.dataclass
+class EpochBatches:
+    """The minibatches of `n_epochs` epochs as arrays (see `epoch_batches`)."""
+
+    x: object  # the training rows, a tensor
+    y: object
+    idx: np.ndarray  # (epochs, full batches, batch_size) row indices
+    w: np.ndarray  # their sample weights (0: padding)
+    n_valid: np.ndarray  # (epochs, full batches) rows that are not padding
+    idx_last: np.ndarray  # (epochs, padded size of the last batch), or size 0
+    w_last: np.ndarray
+    n_last: np.ndarray  # (epochs,)
+    batch_weight: np.ndarray  # (epochs, full batches + 1) float64 batch weights
+    epoch_weight: np.ndarray  # (epochs,) their sums
+    n_epochs: int  # epochs to run (the arrays may hold more: a fixed shape)
+
+    def tensors(self, tf):
+        return (self.x, self.y) + tuple(tf.constant(a) for a in (
+            self.idx, self.w, self.n_valid, self.idx_last, self.w_last,
+            self.n_last, self.batch_weight, self.epoch_weight,
+        )) + (tf.constant(self.n_epochs, tf.int32),)
+
+    @property
+    def steps(self):
+        return self.n_epochs * (self.idx.shape[1] + (self.idx_last.shape[1] > 0))
+
+
+def _one_batch(idx, size, groups, weights, merged=False):
+    """Indices, weights and valid count of one batch, merged and padded to
+    `size` (`merged`: `idx` is merged already, `weights` are its own)."""
+    if merged:
+        w = weights
+    elif groups is None:
+        w = weights[idx]
+    else:
+        idx, w = merge_duplicates(idx, groups, weights)
+    n = len(idx)
+    if size > n:
+        idx = np.concatenate([idx, np.repeat(idx[:1], size - n)])
+        w = np.concatenate([w, np.zeros(size - n)])
+    return idx, w, n
+
+
+def epoch_batches(orders, batch_size, groups, weights, pad, dtype, capacity=None):
+    """The minibatches of the epochs whose row orders are `orders`.
+
+    Each epoch is cut into `len(order) // batch_size` full batches and a
+    last one of the remaining rows (if any). With `groups` (`row_groups`) a
+    batch's duplicates are merged (`merge_duplicates`) and its rows are in
+    group order; merged batches are padded back (repeated first row, weight
+    0) to `batch_size`, the last one, with `pad`, to `bucket` of its size.
+    `capacity` (at least `len(orders)`) sizes the arrays, so that chunks of
+    fewer epochs keep the shape of the first.
+
+    Returns the arrays of `EpochBatches` but `x` and `y`, as a dict.
+    """
+    n_train = len(orders[0])
+    # A batch of all the rows is a "last" batch (its padding follows its
+    # merged size, so a one-batch fit is the same program whatever the
+    # duplicates: weights as repetitions bitwise).
+    n_full = n_train // batch_size if batch_size < n_train else 0
+    rest = n_train - n_full * batch_size
+    last = [_one_batch(order[n_full * batch_size:], 0, groups, weights)
+            for order in orders] if rest else []
+    last_size = max(n for _, _, n in last) if last else 0
+    if pad and last_size:
+        last_size = bucket(last_size)
+    capacity = max(capacity or 0, len(orders))
+    idx = np.zeros((capacity, n_full, batch_size), np.int32)
+    w = np.zeros((capacity, n_full, batch_size), dtype)
+    n_valid = np.zeros((capacity, n_full), np.int32)
+    idx_last = np.zeros((capacity, last_size), np.int32)
+    w_last = np.zeros((capacity, last_size), dtype)
+    n_last = np.zeros(capacity, np.int32)
+    batch_weight = np.zeros((capacity, n_full + 1))
+    for e, order in enumerate(orders):
+        full = order[:n_full * batch_size].reshape(n_full, batch_size)
+        n_valid[e] = batch_size
+        if groups is None:
+            idx[e] = full
+        else:  # each batch in group order; merged where it holds duplicates
+            by_group = np.argsort(groups[full], axis=1, kind="stable")
+            idx[e] = np.take_along_axis(full, by_group, axis=1)
+            sorted_groups = groups[idx[e]]
+            for b in np.flatnonzero((sorted_groups[:, 1:] == sorted_groups[:, :-1]).any(axis=1)):
+                idx[e, b], w[e, b], n_valid[e, b] = _one_batch(full[b], batch_size, groups, weights)
+        merged = n_valid[e] < batch_size
+        w[e, ~merged] = weights[idx[e, ~merged]]
+        if rest:
+            idx_last[e], w_last[e], n_last[e] = _one_batch(
+                last[e][0][:last[e][2]], last_size, groups, last[e][1], merged=True)
+        batch_weight[e, :n_full] = weights[full].sum(axis=1)
+        batch_weight[e, n_full] = np.sum(weights[order[n_full * batch_size:]])
+    # The epoch's total weight summed batch after batch, as Python's sum.
+    epoch_weight = np.cumsum(batch_weight, axis=1)[:, -1]
+    epoch_weight[len(orders):] = 1.0  # unused epochs: no division by zero
+    return dict(idx=idx, w=w, n_valid=n_valid, idx_last=idx_last, w_last=w_last,
+                n_last=n_last, batch_weight=batch_weight, epoch_weight=epoch_weight,
+                n_epochs=len(orders))
+
+
+class Stochastic:
+    """sklearn's `_fit_stochastic` for one fit: the epochs of minibatch Adam
+    steps on a built network, the stopping rule, early stopping.
+
+    The estimator's parameters are read from `est`; what a continued fit
+    (`warm_start`, `partial_fit`) continues comes from its fitted
+    attributes. `run` returns the fitted attributes as a dict.
+    """
+
+    def __init__(self, est, program, model, view, x_train, y_train, w_train,
+                 groups, batch_size, epochs, validation, continuing, incremental,
+                 variables, hyperparameters, shuffle_rng, tf):
+        self.est, self.program, self.model, self.view = est, program, model, view
+        self.x_rows, self.w_train, self.groups = x_train, w_train, groups
+        self.x = tf.constant(x_train)
+        self.y = tf.constant(y_train)
+        self.batch_size, self.epochs = batch_size, epochs
+        self.validation = validation  # (X_val, y_val, w_val) or None
+        self.continuing, self.incremental = continuing, incremental
+        self.variables, self.hyperparameters = variables, hyperparameters
+        self.shuffle_rng, self.tf = shuffle_rng, tf
+        self.dtype = x_train.dtype
+        n_train = len(x_train)
+        self.n_batches = -(-n_train // batch_size)
+        self.mode = _execution_mode(x_train, epochs, self.n_batches)
+        # Batches are padded (zero weight) to a few sizes, so that compiled
+        # kernels keyed by shape (the layer-norm fast path is XLA-compiled)
+        # are reused across batches and fits; not with batch statistics.
+        self.pad = est.normalization != "batch"
+
+    def _orders(self, n):
+        n_train = len(self.x_rows)
+        if self.est.shuffle and self.n_batches > 1:
+            return [self.shuffle_rng.permutation(n_train).astype(np.int32) for _ in range(n)]
+        return [np.arange(n_train, dtype=np.int32)] * n
+
+    def run(self):
+        est = self.est
+        early = self.validation is not None
+        fitted = _continued_curves(est, self.continuing, early)
+        # One epoch per program call with early stopping (a validation pass
+        # between epochs) or messages; else chunks of up to CHUNK_INDICES.
+        chunk = 1 if early or est.verbose else max(
+            1, min(self.epochs, CHUNK_INDICES // len(self.x_rows)))
+        best_weights = self.model.get_weights() if early else None
+        no_improvement, n_iter, converged = 0, 0, False
+        while n_iter < self.epochs and not converged:
+            arrays = epoch_batches(
+                self._orders(min(chunk, self.epochs - n_iter)), self.batch_size,
+                self.groups, self.w_train, self.pad, self.dtype, capacity=chunk)
+            batches = EpochBatches(self.x, self.y, **arrays)
+            best = np.inf if early else fitted["best_loss_"]
+            losses = self.program.epochs(
+                self.mode, batches,
+                (not early, est.tol, est.n_iter_no_change, best, no_improvement),
+                self.variables, self.hyperparameters)
+            for epoch_loss in losses:
+                n_iter += 1
+                fitted["loss_curve_"].append(float(epoch_loss))
+                if not np.isfinite(epoch_loss):
+                    raise ValueError(
+                        f"The training loss became {epoch_loss} at iteration "
+                        f"{n_iter}: the optimization diverged. Try a smaller "
+                        "learning_rate_init or scaling the input (e.g. "
+                        "StandardScaler).")
+                if est.verbose:
+                    print(f"Iteration {n_iter}, loss = {epoch_loss:.8f}")
+                if early:
+                    no_improvement, improved = self._validation_epoch(fitted, no_improvement)
+                    if improved:
+                        best_weights = self.model.get_weights()
+                else:
+                    no_improvement, fitted["best_loss_"] = update_no_improvement_count(
+                        no_improvement, float(epoch_loss), fitted["best_loss_"], est.tol)
+                if no_improvement > est.n_iter_no_change:
+                    if est.verbose:
+                        what = "Validation loss" if early else "Training loss"
+                        print(f"{what} did not improve more than tol={est.tol:f} "
+                              f"for {est.n_iter_no_change} consecutive epochs. Stopping.")
+                    converged = True
+                    break
+        if early:
+            self.model.set_weights(best_weights)
+        if est.normalization == "batch":
+            # Population statistics of the final weights (see the helper).
+            recompute_batch_statistics(self.model, self.x_rows)
+        fitted["n_iter_"] = n_iter
+        fitted["converged"] = converged
+        return fitted
+
+    def _validation_epoch(self, fitted, no_improvement):
+        """Early stopping after an epoch: the validation loss and score,
+        and the rule on the loss. Returns the new count and whether the loss
+        is the lowest so far (the weights to keep)."""
+        est = self.est
+        X_val, y_val, w_val = self.validation
+        if est.normalization == "batch":
+            # Inference needs population statistics (see the end of `run`).
+            recompute_batch_statistics(self.model, self.x_rows)
+        out = est._forward(X_val, self.view)
+        val_loss = est._data_loss(out, y_val, w_val)
+        score = est._score_outputs(out, y_val, w_val)
+        fitted["validation_loss_curve_"].append(val_loss)
+        fitted["validation_scores_"].append(score)
+        if est.verbose:
+            print(f"Validation loss: {val_loss:f}, score: {score:f}")
+        improved = val_loss < fitted["best_validation_loss_"]
+        if improved:
+            fitted["best_validation_score_"] = score
+        no_improvement, fitted["best_validation_loss_"] = update_no_improvement_count(
+            no_improvement, val_loss, fitted["best_validation_loss_"], est.tol)
+        return no_improvement, improved
+
+
+def _continued_curves(est, continuing, early):
+    """The curves and best values a fit starts from: a continued fit
+    continues them, as sklearn's."""
+    best_loss = est.best_loss_ if continuing else None
+    fitted = {
+        "loss_curve_": list(est.loss_curve_) if continuing else [],
+        "best_loss_": None if early else (np.inf if best_loss is None else best_loss),
+        "validation_loss_curve_": None, "validation_scores_": None,
+        "best_validation_loss_": None, "best_validation_score_": None,
+    }
+    if early:
+        was_early = continuing and est.validation_loss_curve_ is not None
+        fitted.update(
+            validation_loss_curve_=list(est.validation_loss_curve_) if was_early else [],
+            validation_scores_=list(est.validation_scores_) if was_early else [],
+            best_validation_loss_=est.best_validation_loss_ if was_early else np.inf,
+            best_validation_score_=est.best_validation_score_ if was_early else None,
+        )
+    return fitted
+
+
+def _execution_mode(x_train, epochs, n_batches):
+    """"eager" for a fit of at most `EAGER_MAX_STEPS` steps, "xla" for a
+    table network's fit of at least `XLA_MIN_STEPS`, else "graph" (the
+    recurrent layers' native kernels run in graphs, not in XLA)."""
+    steps = epochs * n_batches
+    if steps <= EAGER_MAX_STEPS:
+        return "eager"
+    if x_train.ndim == 2 and steps >= XLA_MIN_STEPS:
+        return "xla"
+    return "graph"

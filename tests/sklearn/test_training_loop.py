@@ -1,0 +1,207 @@
+"""The estimators' training loop (`keras_ln.sklearn._training`): epochs run as one program.
+
+References: the minibatches against a plain Python cut of the shuffled
+rows; the loop's execution modes (eager, graph, XLA) against each other; a
+loop run in chunks against one run in a single chunk; the in-graph stopping
+rule against sklearn's rule replayed on the loss curve.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from keras_ln.sklearn import LSTMClassifier
+from keras_ln.sklearn import MLPClassifier
+from keras_ln.sklearn import MLPRegressor
+from keras_ln.sklearn import _training
+
+
+def _fit(est, X, y, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return est.fit(X, y, **kwargs)
+
+
+def test_epoch_batches_cover_every_row_once_per_epoch():
+    rng = np.random.default_rng(0)
+    weights = rng.uniform(0.5, 2.0, 23)
+    orders = [rng.permutation(23).astype(np.int32) for _ in range(3)]
+    b = _training.epoch_batches(orders, 5, None, weights, True, np.float64, capacity=4)
+    assert b["idx"].shape == (4, 4, 5) and b["idx_last"].shape == (4, 16)  # 3 rows -> bucket 16
+    assert b["n_epochs"] == 3
+    for e, order in enumerate(orders):
+        rows = np.concatenate([b["idx"][e].ravel(), b["idx_last"][e, :b["n_last"][e]]])
+        np.testing.assert_array_equal(rows, order)  # no merging: the shuffled order itself
+        assert np.all(b["w_last"][e, b["n_last"][e]:] == 0)  # padding weighs nothing
+        expected = [weights[order[i:i + 5]].sum() for i in range(0, 23, 5)]
+        np.testing.assert_allclose(b["batch_weight"][e], expected, rtol=1e-15)
+        assert b["epoch_weight"][e] == pytest.approx(weights.sum(), rel=1e-15)
+
+
+def test_epoch_batches_merge_duplicates_within_a_batch():
+    """Groups: a batch's duplicates become one row of their summed weight,
+    its rows sorted by group, padded back to the batch size."""
+    groups = np.array([0, 1, 0, 2, 3, 3, 4, 5])
+    weights = np.arange(1.0, 9.0)
+    order = np.arange(8, dtype=np.int32)
+    b = _training.epoch_batches([order], 4, groups, weights, True, np.float64)
+    # batch 1: rows 0..3, groups 0,1,0,2 -> rows 0 (weight 1+3), 1, 3
+    assert b["n_valid"][0, 0] == 3
+    np.testing.assert_array_equal(b["idx"][0, 0, :3], [0, 1, 3])
+    np.testing.assert_array_equal(b["w"][0, 0], [4.0, 2.0, 4.0, 0.0])
+    # batch 2: rows 4..7, groups 3,3,4,5 -> rows 4 (5+6), 6, 7
+    np.testing.assert_array_equal(b["idx"][0, 1, :3], [4, 6, 7])
+    np.testing.assert_array_equal(b["w"][0, 1], [11.0, 7.0, 8.0, 0.0])
+    assert b["idx_last"].shape == (1, 0)  # 8 rows in batches of 4: no last batch
+    np.testing.assert_array_equal(b["batch_weight"][0], [10.0, 26.0, 0.0])
+
+
+def test_one_batch_of_all_rows_is_sized_by_its_distinct_rows():
+    """A batch of every row pads to the bucket of its merged size, so a
+    fit on repeated rows and one on weights run the same program."""
+    groups = np.array([0, 0, 0, 1, 1, 2])
+    b = _training.epoch_batches([np.arange(6, dtype=np.int32)], 6, groups, np.ones(6), True,
+                                np.float32)
+    assert b["idx"].shape[1] == 0 and b["n_last"][0] == 3 and b["idx_last"].shape == (1, 16)
+    np.testing.assert_array_equal(b["w_last"][0, :3], [3.0, 2.0, 1.0])
+
+
+@pytest.fixture
+def table():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(230, 6))
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int)
+    return X, y
+
+
+@pytest.mark.parametrize("normalization", [None, "layer", "batch"])
+def test_graph_and_xla_loops_agree(table, normalization, monkeypatch):
+    """The same fit (float64) as a TensorFlow graph and XLA-compiled: the
+    same loss curve to rounding, the same stopping epoch."""
+    X, y = table
+    params = dict(hidden_layer_sizes=(16,), max_iter=30, batch_size=50, normalization=normalization,
+                  random_state=0, tol=1e-3, n_iter_no_change=3)
+    monkeypatch.setattr(_training, "XLA_MIN_STEPS", 10**9)
+    graph = _fit(MLPClassifier(**params), X, y)
+    monkeypatch.setattr(_training, "XLA_MIN_STEPS", 1)
+    xla = _fit(MLPClassifier(**params), X, y)
+    assert graph.n_iter_ == xla.n_iter_ > 3
+    np.testing.assert_allclose(xla.loss_curve_, graph.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(xla.predict_proba(X), graph.predict_proba(X), rtol=1e-8, atol=1e-12)
+
+
+def test_eager_and_graph_loops_agree(table, monkeypatch):
+    """A short fit runs eagerly (no trace); forced into a graph it gives
+    the same numbers."""
+    X, y = table
+    params = dict(hidden_layer_sizes=(8,), max_iter=2, batch_size=100, random_state=0)
+    assert _training._execution_mode(X, 2, 3) == "eager"
+    eager = _fit(MLPRegressor(**params), X, X[:, 0])
+    monkeypatch.setattr(_training, "EAGER_MAX_STEPS", 0)
+    graph = _fit(MLPRegressor(**params), X, X[:, 0])
+    np.testing.assert_allclose(graph.loss_curve_, eager.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(graph.predict(X), eager.predict(X), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_chunks_of_epochs_change_nothing(table, early_stopping, monkeypatch):
+    """Epochs in chunks of 3 (the loop's rule carried across calls) give
+    bitwise the fit of one chunk, the epoch where it stops included."""
+    X, y = np.tile(table[0], (2, 1)), np.tile(table[1], 2)
+    params = dict(hidden_layer_sizes=(8,), max_iter=60, batch_size=64, random_state=0,
+                  tol=1e-2, n_iter_no_change=2, early_stopping=early_stopping,
+                  validation_fraction=0.2)
+    one = _fit(MLPClassifier(**params), X, y)
+    monkeypatch.setattr(_training, "CHUNK_INDICES", 3 * len(X))
+    chunked = _fit(MLPClassifier(**params), X, y)
+    assert one.n_iter_ == chunked.n_iter_ < 60
+    assert one.early_stopping_used_ == early_stopping
+    assert one.loss_curve_ == chunked.loss_curve_
+    np.testing.assert_array_equal(one.predict_proba(X), chunked.predict_proba(X))
+
+
+def test_the_loop_stops_where_sklearns_rule_says(table):
+    """n_iter_ is the first epoch at which sklearn's rule, replayed on the
+    loss curve, counts more than n_iter_no_change epochs without an
+    improvement by tol."""
+    X, y = table
+    stopped = 0
+    for tol, patience in [(1e-2, 2), (1e-3, 5), (1e-4, 3)]:
+        clf = _fit(MLPClassifier((8,), max_iter=300, batch_size=40, tol=tol, n_iter_no_change=patience,
+                                 random_state=0), X, y)
+        count, best, stop = 0, np.inf, 300
+        for epoch, loss in enumerate(clf.loss_curve_, 1):
+            count, best = _training.update_no_improvement_count(count, loss, best, tol)
+            if count > patience:
+                stop = epoch
+                break
+        assert stop == clf.n_iter_ == len(clf.loss_curve_)
+        stopped += stop < 300
+    assert stopped >= 2
+
+
+def test_divergence_is_reported_at_its_epoch(table):
+    X, y = table
+    with pytest.raises(ValueError, match="The training loss became (nan|inf) at iteration"):
+        MLPRegressor((8,), max_iter=50, random_state=0, standardize_target=False).fit(
+            X.astype(np.float32), (y * 1e30).astype(np.float32))  # squares overflow float32
+
+
+def test_sequence_loop_runs_as_one_graph():
+    """Sequences (ragged, NaN-padded) train through the same loop, as a
+    graph: one trace serves fits of other row counts."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 5, 2))
+    y = (X[:, 0, 0] > 0).astype(int)
+    clf = _fit(LSTMClassifier(units=(4,), max_iter=5, batch_size=32, random_state=0), X, y)
+    assert _training._execution_mode(X, 5, 4) == "graph"
+    from keras_ln.sklearn import _execution
+
+    program = next(p for key, p in _execution._PROGRAMS.items() if key[0] == "LSTMClassifier")
+    traces = program.loops[False].experimental_get_tracing_count()
+    _fit(LSTMClassifier(units=(4,), max_iter=5, batch_size=32, random_state=1), X[:90], y[:90])
+    assert program.loops[False].experimental_get_tracing_count() == traces
+    assert len(clf.loss_curve_) == 5 and clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+@pytest.mark.parametrize("n_rows, steps_per_epoch", [(40, 10), (42, 11), (4, 1)])
+@pytest.mark.parametrize("normalization", [None, "batch"])
+def test_one_adam_step_per_batch(n_rows, steps_per_epoch, normalization, monkeypatch):
+    """Adam's step count is epochs x batches: no step on an absent last
+    batch (a step on no rows gave NaN batch statistics), whatever the mode."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n_rows, 5))
+    y = np.arange(n_rows) % 2
+    for eager_max in (10**6, 0):  # eager, then a graph
+        monkeypatch.setattr(_training, "EAGER_MAX_STEPS", eager_max)
+        clf = _fit(MLPClassifier((8,), normalization=normalization, batch_size=4, max_iter=3,
+                                 random_state=0), X, y)
+        assert clf._adam_state[2] == 3 * steps_per_epoch
+        assert np.all(np.isfinite(clf.loss_curve_)) and len(clf.loss_curve_) == 3
+
+
+def test_predict_is_the_keras_models_call_and_traced_once_per_structure(table):
+    """predict runs the model through its structure's traced inference:
+    the numbers of keras' own call, one trace for every fit (and unpickled
+    copy) of that structure."""
+    import pickle
+
+    from keras_ln.sklearn import _execution
+
+    X, y = table
+    params = dict(hidden_layer_sizes=(5, 3), normalization="layer", max_iter=3)
+    clf = _fit(MLPClassifier(**params, random_state=0), X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), np.asarray(clf.model_(X, training=False)),
+                               rtol=1e-12, atol=1e-15)
+    program = _execution._PROGRAMS[clf._program_key]
+    traces = program.inference[False].experimental_get_tracing_count()
+    other = _fit(MLPClassifier(**params, random_state=1), X, y)
+    copy = pickle.loads(pickle.dumps(other))
+    for est in (other, copy):
+        np.testing.assert_allclose(est.predict_proba(X[:1]), np.asarray(other.model_(X[:1], training=False)),
+                                   rtol=1e-12, atol=1e-15)
+    assert program.inference[False].experimental_get_tracing_count() == traces
+    _execution._PROGRAMS.clear()  # a copy whose structure is no longer cached becomes the template
+    np.testing.assert_allclose(copy.predict_proba(X), other.predict_proba(X), rtol=0, atol=0)
