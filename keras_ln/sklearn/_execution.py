@@ -186,13 +186,12 @@ class _Program:
         beta_1, beta_2, epsilon,
     ):
         """One Adam step on rows `idx[:n_valid]` of `x` and `y`, weighted by
-        `w` (one weight per entry of `idx`); the rest is padding. `ms`, `vs`
-        and `t` are Adam's moments and step count (see `adam_slots`)."""
+        `w` (one weight per entry of `idx`); the rest is padding, of weight
+        0 in `w`. `ms`, `vs` and `t` are Adam's moments and step count (see
+        `adam_slots`)."""
         tf = self.tf
         x = tf.gather(x, idx)
         y = tf.gather(y, idx)
-        valid = tf.sequence_mask(n_valid, tf.shape(idx)[0], dtype=w.dtype)
-        w = w * valid
         values = [v.read_value() for v in tv]
         states = [v.read_value() for v in ntv]
         with tf.GradientTape() as tape:
@@ -210,26 +209,27 @@ class _Program:
                 loss += tf.math.divide_no_nan(half_alpha * penalty, total_weight)
         grads = tape.gradient(loss, values)
         step = t.assign_add(tf.ones([], t.dtype))
+        # Adam's scalars once per step and dtype, not once per variable.
+        scalars = {}
         for var, m, v, g in zip(tv, ms, vs, grads):
             if g is None:
                 continue
-            # The betas come as float64 tensors, so the bias correction of
-            # a float64 network uses their exact values, as sklearn's (a
-            # Python float through tf.cast, as in Keras' Adam, is rounded to
-            # float32 first: 0.9 -> 0.89999998).
-            b1 = tf.cast(beta_1, var.dtype)
-            b2 = tf.cast(beta_2, var.dtype)
+            if var.dtype not in scalars:
+                # The betas come as float64 tensors, so the bias correction
+                # of a float64 network uses their exact values, as
+                # sklearn's (a Python float through tf.cast, as in Keras'
+                # Adam, is rounded to float32 first: 0.9 -> 0.89999998).
+                b1 = tf.cast(beta_1, var.dtype)
+                b2 = tf.cast(beta_2, var.dtype)
+                n = tf.cast(step, var.dtype)
+                scalars[var.dtype] = dict(
+                    beta1_power=tf.pow(b1, n), beta2_power=tf.pow(b2, n),
+                    lr=tf.cast(lr, var.dtype), beta1=b1, beta2=b2,
+                    epsilon=tf.cast(epsilon, var.dtype),
+                )
             tf.raw_ops.ResourceApplyAdam(
-                var=var.handle,
-                m=m.handle,
-                v=v.handle,
-                beta1_power=tf.pow(b1, tf.cast(step, var.dtype)),
-                beta2_power=tf.pow(b2, tf.cast(step, var.dtype)),
-                lr=tf.cast(lr, var.dtype),
-                beta1=b1,
-                beta2=b2,
-                epsilon=tf.cast(epsilon, var.dtype),
-                grad=tf.convert_to_tensor(g),
+                var=var.handle, m=m.handle, v=v.handle,
+                grad=tf.convert_to_tensor(g), **scalars[var.dtype],
             )
         for var, value in zip(ntv, new_states):
             var.assign(value)
