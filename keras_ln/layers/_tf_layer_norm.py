@@ -147,10 +147,72 @@ def _compiled(fn):
     )
 
 
+def _plain_kernels(features, epsilon, has_gamma, has_beta, in_dtype):
+    """The forward/backward pair of `_kernels` in plain TensorFlow ops, for
+    small inputs: there an XLA program's launch costs more than the
+    arithmetic, and the op count is what counts. The same formulas with
+    fewer ops: the normalized input kept from the forward pass instead of
+    recomputed, row reductions instead of products, no reshape or cast
+    that is a no-op.
+
+    The backward takes `xhat` where `_kernels`' takes `m1`, `dm`, `rstd`:
+    the forward returns `(y, xhat, rstd, None)`.
+    """
+    sdtype = tf.as_dtype(stats_dtype(in_dtype))
+    in_dtype = tf.as_dtype(in_dtype)
+    cast = in_dtype != sdtype
+
+    def row_mean(t2):
+        return tf.reduce_mean(t2, axis=1, keepdims=True)
+
+    def flat(p):
+        if p.shape.rank != 1:
+            p = tf.reshape(p, [-1])
+        return tf.cast(p, sdtype) if p.dtype != sdtype else p
+
+    def like(grad, p):
+        grad = tf.reshape(grad, tf.shape(p)) if p.shape.rank != 1 else grad
+        return tf.cast(grad, p.dtype) if grad.dtype != p.dtype else grad
+
+    def forward(x2, *params):
+        x2 = tf.cast(x2, sdtype) if cast else x2
+        d = x2 - row_mean(x2)
+        dm = row_mean(d)  # the corrected two-pass algorithm, as `_kernels`
+        rstd = tf.math.rsqrt(
+            tf.maximum(row_mean(tf.square(d)) - tf.square(dm), 0.0) + epsilon)
+        xhat = (d - dm) * rstd
+        y = xhat
+        if has_gamma:
+            y = y * flat(params[0])
+        if has_beta:
+            y = y + flat(params[-1])
+        return tf.cast(y, in_dtype) if cast else y, xhat, rstd, None
+
+    def backward(dy2, x2, xhat, rstd, _, *params):
+        dy2 = tf.cast(dy2, sdtype) if cast else dy2
+        grads = []
+        g = dy2
+        if has_gamma:
+            g = dy2 * flat(params[0])
+            grads.append(like(tf.reduce_sum(dy2 * xhat, axis=0), params[0]))
+        if has_beta:
+            grads.append(like(tf.reduce_sum(dy2, axis=0), params[-1]))
+        dx = rstd * (g - row_mean(g) - xhat * row_mean(g * xhat))
+        return [tf.cast(dx, in_dtype) if cast else dx] + grads
+
+    return forward, backward
+
+
+# Inputs of at most this many elements (known when tracing) take the plain
+# ops of `_plain_kernels`, larger ones the XLA-compiled `_kernels`.
+PLAIN_MAX_ELEMENTS = 1 << 16
+
+
 @functools.lru_cache(maxsize=None)
-def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
+def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype, plain=False):
     """The differentiable layer-norm op for one configuration."""
-    forward, backward = _kernels(features, epsilon, has_gamma, has_beta, in_dtype)
+    forward, backward = (_plain_kernels if plain else _kernels)(
+        features, epsilon, has_gamma, has_beta, in_dtype)
     batch_axes = [a for a in range(ndim) if a not in axes]
     perm = batch_axes + list(axes)
     transpose = perm != list(range(ndim))
@@ -178,19 +240,22 @@ def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype):
 
     def padding(x2):
         """The row count and its bucket; Python ints where the rows are
-        known when tracing (a bucket-sized input then pays no op at all)."""
+        known when tracing (a bucket-sized input then pays no op at all).
+        The plain ops compile nothing: no padding."""
+        if plain:
+            return 0, 0
         if x2.shape[0] is not None:
             return x2.shape[0], static_bucket_size(x2.shape[0])
         rows = tf.shape(x2)[0]
         return rows, bucket_size(rows)
 
     def pad(t2, rows, bucket):
-        if isinstance(bucket, int) and bucket == rows:
+        if plain or isinstance(bucket, int) and bucket == rows:
             return t2
         return _pad_rows(t2, rows, bucket)
 
     def unpad(t2, rows, bucket):
-        if isinstance(bucket, int) and bucket == rows:
+        if plain or isinstance(bucket, int) and bucket == rows:
             return t2
         return _unpad_rows(t2, rows)
 
@@ -222,8 +287,9 @@ def layer_norm(x, gamma, beta, axis, epsilon):
         # Unknown normalized dimensions: no compiled kernel to key on.
         return layer_norm_reference(x, gamma, beta, axes, epsilon)
     params = [tf.convert_to_tensor(p) for p in (gamma, beta) if p is not None]
+    plain = x.shape.is_fully_defined() and x.shape.num_elements() <= PLAIN_MAX_ELEMENTS
     fn = _op(
         axes, ndim, int(np.prod(dims)), float(epsilon), gamma is not None,
-        beta is not None, x.dtype.name,
+        beta is not None, x.dtype.name, plain,
     )
     return fn(x, *params)
