@@ -12,7 +12,8 @@ the medians and the ratios against the anchors measured in the same run:
   the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers),
   and vs itself without its TensorFlow kernel ("generic": keras' loop);
 - `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
-- `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`.
+- `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`,
+  and vs itself without its training kernel ("generic").
 
 Usage: `python benchmarks/bench_recurrent.py [--rounds 15] [--xla]`
 (`--xla` compiles the steps with `jit_compile=True` instead).
@@ -91,6 +92,8 @@ def contenders():
             keras_ln.LayerNormGRUCell(UNITS)
         ),
         "BatchNormLSTM": lambda: keras_ln.BatchNormLSTM(UNITS),
+        "BatchNormLSTM (generic)": lambda: keras_ln.BatchNormLSTM(
+            UNITS, use_kernel=False),
         "RNN(BatchNormLSTMCell)": lambda: keras.layers.RNN(
             keras_ln.BatchNormLSTMCell(UNITS, max_steps=STEPS)
         ),
@@ -188,7 +191,8 @@ def main():
         ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
         ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
         ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic"),
-        ("BatchNormLSTM", "keras LSTM", ""),
+        ("BatchNormLSTM", "keras LSTM", "target train, infer <= 1.0"),
+        ("BatchNormLSTM", "BatchNormLSTM (generic)", "kernel vs generic"),
         ("BatchNormLSTM", "RNN(BatchNormLSTMCell)", ""),
     ]
     for a, b, note in pairs:

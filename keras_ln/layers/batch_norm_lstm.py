@@ -508,6 +508,16 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         activity_regularizer: Regularizer applied to the layer's output.
         return_sequences, return_state, go_backwards, stateful, unroll: As
             in `keras.layers.LSTM`.
+        use_kernel: The training recurrence's implementation, like keras'
+            `use_cudnn`: `"auto"` (default) the TensorFlow kernel
+            (`_tf_bn_lstm_kernel`: one forward loop and a hand-written
+            backward-through-time loop, which compile under XLA too) where
+            it applies (TensorFlow, tanh/sigmoid, no recurrent dropout,
+            float32/float64, no unrolling), else keras' loop over the
+            cell's step; `True` or `"xla"` the kernel, and an error where it
+            does not apply; `False` keras' loop. There is no native kernel
+            (`"native"` is an error). Inference normalizes each step
+            elementwise with the moving statistics, by keras' loop.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -529,6 +539,7 @@ class BatchNormLSTM(_recurrent.FusedRNN):
     """
 
     cell_class = BatchNormLSTMCell
+    kernel_kind = "bn_lstm"
 
     def __init__(
         self,
@@ -560,6 +571,7 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         go_backwards=False,
         stateful=False,
         unroll=False,
+        use_kernel="auto",
         **kwargs,
     ):
         cell = BatchNormLSTMCell(
@@ -598,8 +610,83 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             stateful=stateful,
             unroll=unroll,
             activity_regularizer=activity_regularizer,
+            use_kernel=use_kernel,
             **kwargs,
         )
+
+    def _kernel_unsupported(self):
+        """Why the training kernel cannot run this call (a string), or None."""
+        cell = self.cell
+        if keras.backend.backend() != "tensorflow":
+            return f"the {keras.backend.backend()} backend has no BatchNormLSTM kernel"
+        if self.use_kernel == "native":
+            return "BatchNormLSTM has no native kernel (its kernel is the XLA one)"
+        if self.unroll:
+            return "the kernel does not unroll (unroll=True)"
+        if (cell.activation is not activations.tanh
+                or cell.recurrent_activation is not activations.sigmoid):
+            return "the kernel implements activation='tanh' and recurrent_activation='sigmoid' only"
+        if cell.recurrent_dropout:
+            return "the kernel does not apply recurrent_dropout in training"
+        dtype = keras.backend.standardize_dtype(cell.compute_dtype)
+        if dtype not in ("float32", "float64") or keras.backend.standardize_dtype(
+                cell.recurrent_kernel.dtype) != dtype:
+            return f"the kernel computes in float32 or float64 with weights of that dtype, not {dtype}"
+        return None
+
+    def _kernel_loop(self, sequences, valid, initial_state, mask, training):
+        """The training recurrence by `_tf_bn_lstm_kernel`, or None where
+        the generic loop runs (see `inner_loop`).
+
+        Time-major and in processing order throughout (only the narrow
+        input and output are transposed or flipped); the input norm's
+        statistics and the kernel's per-step statistics of the recurrent
+        and state norms move the moving statistics directly.
+        """
+        if self.use_kernel is False or not training:
+            # Inference normalizes each step elementwise with the moving
+            # statistics: the generic step, whatever use_kernel says.
+            return None
+        reason = self._kernel_unsupported()
+        if reason is not None:
+            if isinstance(self.use_kernel, str) and self.use_kernel == "auto":
+                return None
+            raise ValueError(
+                f"use_kernel={self.use_kernel!r} was specified, but {reason}. "
+                "Pass use_kernel='auto' to fall back to the generic loop "
+                "where the kernel does not apply."
+            )
+        from keras_ln.layers import _tf_bn_lstm_kernel
+
+        cell = self.cell
+        xt = _recurrent.to_time_major(sequences)
+        vt = _recurrent.to_time_major(valid)[:, :, None]  # (T, batch, 1)
+        if self.go_backwards:
+            xt, vt = ops.flip(xt, axis=0), ops.flip(vt, axis=0)
+        z = ops.matmul(xt, cell.kernel)
+        mean_x, var_x = cell._batch_moments(z, vt, axis=1)  # (T, 4 * units)
+        xn = (z - mean_x[:, None]) * ops.rsqrt(var_x[:, None] + cell.norm_epsilon)
+        xn = cell.add_bias(cell._scale(xn, "kernel_norm", z.dtype))
+        outs, h, c, *stats = _tf_bn_lstm_kernel.bn_lstm_recurrence(
+            xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
+            cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta,
+            cell.norm_epsilon, mask is not None, self.zero_output_for_mask,
+        )
+        # Moving statistics of the steps that had data, in processing order.
+        steps = ops.shape(z)[0]
+        has_data = ops.cast(ops.sum(vt[:, :, 0], axis=1) > 0, cell.stats_dtype)
+        rows = ops.transpose(
+            ops.one_hot(ops.arange(steps), cell._steps, dtype=cell.stats_dtype)
+            * has_data[:, None]
+        )
+        mean_r, var_r, mean_c, var_c = stats
+        for norm, mean, variance in (("kernel_norm", mean_x, var_x),
+                                     ("recurrent_norm", mean_r, var_r),
+                                     ("state_norm", mean_c, var_c)):
+            cell._update(norm, rows, ops.stop_gradient(mean), ops.stop_gradient(variance))
+        cell._count_steps(ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype)))
+        outputs = _recurrent.to_time_major(outs)  # batch-major, processing order
+        return outputs[:, -1], outputs, [h, c]
 
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_input_shape(sequences_shape)
@@ -629,6 +716,9 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             valid = ops.ones((batch, steps), cell.stats_dtype)
         else:
             valid = ops.cast(mask, cell.stats_dtype)
+        fused = self._kernel_loop(sequences, valid, initial_state, mask, training)
+        if fused is not None:
+            return fused
         z = ops.matmul(sequences, cell.kernel)
         if training:
             zf = ops.cast(z, cell.stats_dtype)

@@ -1,0 +1,160 @@
+"""BatchNormLSTM's training kernel (`_tf_bn_lstm_kernel`) against the generic loop, finite differences and XLA.
+
+The generic loop (`use_kernel=False`, keras' loop over the cell's step) is
+the reference: the kernel's outputs, last states, gradients (inputs,
+initial states, every weight) and moving statistics equal it to rounding in
+float64, with and without masks, in both directions.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_ln
+from keras_ln.layers import _tf_bn_lstm_kernel
+
+B, T, F, U = 6, 5, 3, 4
+LENGTHS = [5, 3, 1, 4, 5, 2]
+
+
+def _layer(use_kernel, dtype="float64", **kwargs):
+    layer = keras_ln.BatchNormLSTM(U, use_kernel=use_kernel, dtype=dtype, seed=1, **kwargs)
+    layer.build((B, T, F))
+    rng = np.random.default_rng(0)
+    for v in layer.trainable_weights:
+        v.assign(rng.normal(size=v.shape).astype(dtype) * 0.5)
+    return layer
+
+
+def _inputs(masked, dtype="float64"):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(B, T, F)).astype(dtype)
+    mask = None
+    if masked:
+        mask = np.arange(T)[None] < np.array(LENGTHS)[:, None]
+        x[~mask] = 0.0
+        mask = tf.constant(mask)
+    h0 = rng.normal(size=(B, U)).astype(dtype)
+    c0 = rng.normal(size=(B, U)).astype(dtype)
+    return tf.constant(x), mask, tf.constant(h0), tf.constant(c0)
+
+
+def _run(layer, x, mask, h0, c0, training=True, fn=None):
+    """Outputs, last states, gradients of a random projection of all of
+    them, and the moving statistics after the call."""
+    def call(x, h0, c0):
+        with tf.GradientTape() as tape:
+            tape.watch([x, h0, c0])
+            out, h, c = layer(x, mask=mask, initial_state=[h0, c0], training=training)
+            up = [tf.cast(tf.sin(tf.range(tf.size(t), dtype=tf.float64) + k), t.dtype) for k, t in
+                  enumerate((out, h, c))]
+            loss = sum(tf.reduce_sum(tf.reshape(t, [-1]) * u) for t, u in zip((out, h, c), up))
+        grads = tape.gradient(loss, [x, h0, c0] + layer.trainable_weights)
+        return [out, h, c] + grads
+
+    results = (fn(call) if fn else call)(x, h0, c0)
+    return [np.asarray(r) for r in results] + [v.numpy() for v in layer.non_trainable_weights]
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_kernel_equals_the_generic_loop(masked, go_backwards, return_sequences):
+    kwargs = dict(go_backwards=go_backwards, return_sequences=return_sequences, return_state=True)
+    for zero_output in ([False, True] if masked and return_sequences else [False]):
+        got, want = [], []
+        for use_kernel, out in ((True, got), (False, want)):
+            layer = _layer(use_kernel, **kwargs)
+            layer.zero_output_for_mask = zero_output
+            out.extend(_run(layer, *_inputs(masked)))
+        assert len(got) == len(want) == 3 + 3 + 7 + 7  # outputs, input grads, weight grads, statistics
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_kernel_gradient_matches_finite_differences():
+    """Central differences of a scalar of the kernel's outputs, in float64,
+    along random directions of the input, the recurrent kernel and the
+    recurrent and state norms' gammas (masked sequences)."""
+    layer = _layer(True, return_sequences=True, return_state=True)
+    x, mask, h0, c0 = _inputs(True)
+    cell = layer.cell
+    weights = [cell.recurrent_kernel, cell.recurrent_norm_gamma, cell.state_norm_gamma]
+
+    def scalar(x):
+        out, h, c = layer(x, mask=mask, initial_state=[h0, c0], training=True)
+        return tf.reduce_sum(tf.sin(out)) + tf.reduce_sum(h * c)
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = scalar(x)
+    grads = tape.gradient(value, [x] + weights)
+    del value
+    rng = np.random.default_rng(5)
+    eps = 1e-6
+    direction = rng.normal(size=x.shape)
+    fd = (float(scalar(x + eps * direction)) - float(scalar(x - eps * direction))) / (2 * eps)
+    np.testing.assert_allclose(np.sum(grads[0].numpy() * direction), fd, rtol=1e-6)
+    for var, grad in zip(weights, grads[1:]):
+        direction = rng.normal(size=var.shape)
+        original = var.numpy()
+        values = []
+        for sign in (1, -1):
+            var.assign(original + sign * eps * direction)
+            values.append(float(scalar(x)))
+        var.assign(original)
+        np.testing.assert_allclose(np.sum(grad.numpy() * direction), (values[0] - values[1]) / (2 * eps),
+                                   rtol=1e-6, err_msg=var.path)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_kernel_in_compiled_functions(jit, monkeypatch):
+    """Inside tf.function, XLA-compiled (jit_compile=True) or not, and with
+    the kernel's own loops XLA-compiled: the numbers of the eager call."""
+    eager = _run(_layer(True, return_sequences=True, return_state=True), *_inputs(True))
+    compiled = _run(_layer(True, return_sequences=True, return_state=True), *_inputs(True),
+                    fn=lambda f: tf.function(f, jit_compile=jit))
+    monkeypatch.setattr(_tf_bn_lstm_kernel, "JIT", True)
+    own_xla = _run(_layer(True, return_sequences=True, return_state=True), *_inputs(True))
+    for a, b, c in zip(eager, compiled, own_xla):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(c, a, rtol=1e-10, atol=1e-12)
+
+
+def test_float32_kernel_matches_float64():
+    got = _run(_layer(True, "float32", return_state=True), *_inputs(False, "float32"))
+    want = _run(_layer(True, "float64", return_state=True), *_inputs(False, "float64"))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_use_kernel_choices():
+    """"auto" falls back to the generic loop where the kernel does not
+    apply (inference, recurrent dropout); True or "xla" there is an error
+    naming the reason; "native" (no native kernel) likewise; the choice is
+    in the config."""
+    x, mask, h0, c0 = _inputs(False)
+    auto = _layer("auto", recurrent_dropout=0.2)
+    auto(x, training=True)  # generic loop, no error
+    with pytest.raises(ValueError, match="use_kernel=True.*recurrent_dropout"):
+        _layer(True, recurrent_dropout=0.2)(x, training=True)
+    with pytest.raises(ValueError, match="use_kernel='native'.*no native kernel"):
+        _layer("native")(x, training=True)
+    _layer(True)(x, training=False)  # inference: the elementwise generic step, by design
+    with pytest.raises(ValueError, match="use_kernel"):
+        keras_ln.BatchNormLSTM(U, use_kernel="fast")
+    layer = _layer(False)
+    assert layer.get_config()["use_kernel"] is False
+    assert keras_ln.BatchNormLSTM.from_config(layer.get_config()).use_kernel is False
+
+
+def test_kernel_across_batch_sizes_and_lengths():
+    """The loops are traced per configuration and width, with batch and time
+    relaxed once several shapes have run (a third shape used to fail on an
+    unknown width)."""
+    layer = keras_ln.BatchNormLSTM(U, max_steps=8, dtype="float64", seed=0)
+    reference = keras_ln.BatchNormLSTM(U, max_steps=8, dtype="float64", seed=0, use_kernel=False)
+    rng = np.random.default_rng(2)
+    for batch, steps in [(3, 4), (5, 6), (7, 3), (2, 8)]:
+        x = rng.normal(size=(batch, steps, F))
+        np.testing.assert_allclose(layer(x, training=True), reference(x, training=True), rtol=1e-10, atol=1e-12)
