@@ -179,6 +179,48 @@ def _backward(douts, dhT, dcT, xn, valid, hs, cprev, U, gr, gs, bs, eps,
     return dxn.stack(), dh0, dc0, dU, dgr, dgs, dbs
 
 
+def _inference(xn, valid, h0, c0, U, ar, br, ac, bc, masked, zero_output, units):
+    """Inference: each step's norms with the moving statistics, folded into
+    a scale and a shift per step (`ar`, `br` (T, 4 * units) of the
+    recurrent norm, `ac`, `bc` (T, units) of the state norm, gammas and
+    beta included). Plain TensorFlow ops: differentiable by autodiff."""
+    T = tf.shape(xn)[0]
+    narrow = tf.TensorShape([None, units])
+
+    def body(t, h, c, out, outs):
+        a = xn[t] + tf.matmul(h, U) * ar[t] + br[t]
+        zi, zf, zg, zo = tf.split(a, 4, axis=-1)
+        cn = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
+        hn = tf.sigmoid(zo) * tf.tanh(cn * ac[t] + bc[t])
+        if masked:
+            keep = valid[t] > 0
+            out = tf.where(keep, hn, tf.zeros_like(hn) if zero_output else out)
+            h, c = tf.where(keep, hn, h), tf.where(keep, cn, c)
+        else:
+            out, h, c = hn, hn, cn
+        return t + 1, h, c, out, outs.write(t, out)
+
+    _, h, c, _, outs = tf.while_loop(
+        lambda t, *_: t < T, body,
+        [tf.constant(0), h0, c0, tf.zeros_like(h0), _ta(xn.dtype, T, narrow)],
+    )
+    return outs.stack(), h, c
+
+
+@functools.lru_cache(maxsize=None)
+def _inference_compiled(masked, zero_output, units):
+    return tf.function(
+        functools.partial(_inference, masked=masked, zero_output=zero_output, units=units),
+        autograph=False, reduce_retracing=True)
+
+
+def bn_lstm_inference(xn, valid, h0, c0, U, ar, br, ac, bc, masked, zero_output):
+    """The inference recurrence (see `_inference`); `xn`, `valid` as in
+    `bn_lstm_recurrence`. Returns `(outputs, h, c)`."""
+    fn = _inference_compiled(bool(masked), bool(zero_output), int(U.shape[0]))
+    return fn(*[tf.convert_to_tensor(v) for v in (xn, valid, h0, c0, U, ar, br, ac, bc)])
+
+
 # Whether the loops are XLA-compiled on their own. Off: measured on CPU (batch
 # 64, 100 steps, 128 units), the loops as TensorFlow graphs take 28 ms
 # forward and backward, XLA-compiled 49 ms (its products are slower than

@@ -516,8 +516,9 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             float32/float64, no unrolling), else keras' loop over the
             cell's step; `True` or `"xla"` the kernel, and an error where it
             does not apply; `False` keras' loop. There is no native kernel
-            (`"native"` is an error). Inference normalizes each step
-            elementwise with the moving statistics, by keras' loop.
+            (`"native"` is an error). At inference the kernel is a forward
+            loop with each step's moving statistics folded into a scale and
+            a shift.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -643,9 +644,7 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         statistics and the kernel's per-step statistics of the recurrent
         and state norms move the moving statistics directly.
         """
-        if self.use_kernel is False or not training:
-            # Inference normalizes each step elementwise with the moving
-            # statistics: the generic step, whatever use_kernel says.
+        if self.use_kernel is False:
             return None
         reason = self._kernel_unsupported()
         if reason is not None:
@@ -664,6 +663,8 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         if self.go_backwards:
             xt, vt = ops.flip(xt, axis=0), ops.flip(vt, axis=0)
         z = ops.matmul(xt, cell.kernel)
+        if not training:
+            return self._inference_kernel(z, vt, initial_state, mask)
         mean_x, var_x = cell._batch_moments(z, vt, axis=1)  # (T, 4 * units)
         xn = (z - mean_x[:, None]) * ops.rsqrt(var_x[:, None] + cell.norm_epsilon)
         xn = cell.add_bias(cell._scale(xn, "kernel_norm", z.dtype))
@@ -686,6 +687,35 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             cell._update(norm, rows, ops.stop_gradient(mean), ops.stop_gradient(variance))
         cell._count_steps(ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype)))
         outputs = _recurrent.to_time_major(outs)  # batch-major, processing order
+        return outputs[:, -1], outputs, [h, c]
+
+    def _inference_kernel(self, z, vt, initial_state, mask):
+        """Inference by `_tf_bn_lstm_kernel.bn_lstm_inference`: the moving
+        statistics of each processing step (the last trained step's beyond
+        it) folded into a scale and shift per step."""
+        from keras_ln.layers import _tf_bn_lstm_kernel
+
+        cell = self.cell
+        steps = ops.shape(z)[0]
+        pos = ops.arange(steps, dtype="int32")
+
+        def folded(norm, beta=None):
+            rows = cell._stat_index(pos)
+            mean = ops.take(getattr(cell, f"{norm}_moving_mean"), rows, axis=0)
+            variance = ops.take(getattr(cell, f"{norm}_moving_variance"), rows, axis=0)
+            scale = ops.rsqrt(variance + cell.norm_epsilon) * getattr(cell, f"{norm}_gamma")
+            shift = -mean * scale if beta is None else beta - mean * scale
+            return scale, shift
+
+        ax, bx = folded("kernel_norm")
+        xn = cell.add_bias(z * ax[:, None] + bx[:, None])
+        ar, br = folded("recurrent_norm")
+        ac, bc = folded("state_norm", cell.state_norm_beta)
+        outs, h, c = _tf_bn_lstm_kernel.bn_lstm_inference(
+            xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
+            ar, br, ac, bc, mask is not None, self.zero_output_for_mask,
+        )
+        outputs = _recurrent.to_time_major(outs)
         return outputs[:, -1], outputs, [h, c]
 
     def build(self, sequences_shape, initial_state_shape=None):

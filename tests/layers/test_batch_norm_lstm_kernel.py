@@ -130,7 +130,7 @@ def test_float32_kernel_matches_float64():
 
 def test_use_kernel_choices():
     """"auto" falls back to the generic loop where the kernel does not
-    apply (inference, recurrent dropout); True or "xla" there is an error
+    apply (recurrent dropout); True or "xla" there is an error
     naming the reason; "native" (no native kernel) likewise; the choice is
     in the config."""
     x, mask, h0, c0 = _inputs(False)
@@ -140,7 +140,6 @@ def test_use_kernel_choices():
         _layer(True, recurrent_dropout=0.2)(x, training=True)
     with pytest.raises(ValueError, match="use_kernel='native'.*no native kernel"):
         _layer("native")(x, training=True)
-    _layer(True)(x, training=False)  # inference: the elementwise generic step, by design
     with pytest.raises(ValueError, match="use_kernel"):
         keras_ln.BatchNormLSTM(U, use_kernel="fast")
     layer = _layer(False)
@@ -161,3 +160,27 @@ def test_kernel_across_batch_sizes_and_lengths():
     for batch, steps in [(3, 4), (5, 6), (7, 3), (2, 8)]:
         x = rng.normal(size=(batch, steps, F))
         np.testing.assert_allclose(layer(x, training=True), reference(x, training=True), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_inference_kernel_equals_the_generic_loop(masked, go_backwards):
+    """Inference with moving statistics (random, and only 2 trained steps of
+    `max_steps=3`, so later steps reuse the second's): outputs, states and
+    input gradients of the generic loop."""
+    got = []
+    for use_kernel in (True, False):
+        layer = keras_ln.BatchNormLSTM(U, max_steps=3, use_kernel=use_kernel, dtype="float64",
+                                       go_backwards=go_backwards, return_sequences=True, return_state=True)
+        layer.build((B, T, F))
+        values = np.random.default_rng(4)
+        for v in layer.weights:
+            if "variance" in v.path:
+                v.assign(values.uniform(0.5, 1.5, size=v.shape))
+            elif "moving_steps" in v.path:
+                v.assign(2.0)
+            else:
+                v.assign(values.normal(size=v.shape))
+        got.append(_run(layer, *_inputs(masked), training=False))
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
