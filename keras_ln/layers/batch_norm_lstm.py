@@ -665,9 +665,10 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         z = ops.matmul(xt, cell.kernel)
         if not training:
             return self._inference_kernel(z, vt, initial_state, mask)
-        mean_x, var_x = cell._batch_moments(z, vt, axis=1)  # (T, 4 * units)
-        xn = (z - mean_x[:, None]) * ops.rsqrt(var_x[:, None] + cell.norm_epsilon)
-        xn = cell.add_bias(cell._scale(xn, "kernel_norm", z.dtype))
+        # (T, 4 * units) statistics; without a mask, plain means (fewer passes)
+        mean_x, var_x = cell._batch_moments(z, vt if mask is not None else None, axis=1)
+        scale = ops.rsqrt(var_x + cell.norm_epsilon) * cell.kernel_norm_gamma
+        xn = cell.add_bias((z - mean_x[:, None]) * scale[:, None])
         outs, h, c, *stats = _tf_bn_lstm_kernel.bn_lstm_recurrence(
             xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
             cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta,
