@@ -165,10 +165,10 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
           f"batch {BATCH}, {epochs} epochs; fit time keras_ln / Keras, below 1: keras_ln faster)")
     print(f"{'normalization':14s} {'keras_ln':>9s} {'keras (jit auto)':>17s} {'ratio':>6s} "
           f"{'keras (no jit)':>15s} {'ratio':>6s} {'acc keras_ln / keras':>21s}")
-    for norm in ("layer", None):
+    for norm in ("layer", "batch", None):
         def keras_fit(jit):
             model = build_recurrent(features, 2, units=(64,), normalization=norm, output_activation="softmax",
-                                    dtype="float32", seed=0)
+                                    dtype="float32", seed=0, max_steps=steps)
             model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
             history = model.fit(X, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=True)
