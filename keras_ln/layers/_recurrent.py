@@ -302,13 +302,18 @@ class FusedRNN(keras.layers.RNN):
                 self, sequences, initial_state, mask, training
             )
         except NotImplementedError as error:
-            if isinstance(self.use_kernel, str) and self.use_kernel == "auto":
-                return None
-            raise ValueError(
-                f"use_kernel={self.use_kernel!r} was specified, but {error}. "
-                "Pass use_kernel='auto' to fall back to the generic loop "
-                "where no kernel applies."
-            ) from None
+            return self.no_kernel(str(error))
+
+    def no_kernel(self, reason):
+        """None (the generic loop runs) where `use_kernel` is "auto"; else
+        a ValueError saying why no kernel runs this call."""
+        if isinstance(self.use_kernel, str) and self.use_kernel == "auto":
+            return None
+        raise ValueError(
+            f"use_kernel={self.use_kernel!r} was specified, but {reason}. "
+            "Pass use_kernel='auto' to fall back to the generic loop "
+            "where no kernel applies."
+        ) from None
 
     def _check_input_shape(self, shape):
         check_sequence_shape(shape, type(self).__name__)

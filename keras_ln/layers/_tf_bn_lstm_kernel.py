@@ -31,7 +31,12 @@ which the layer moves its moving statistics after the loop.
 
 import functools
 
+import keras
 import tensorflow as tf
+from keras import activations
+from keras import ops
+
+from keras_ln.layers import _recurrent
 
 
 def _ta(dtype, size, shape):
@@ -284,3 +289,100 @@ def bn_lstm_recurrence(xn, valid, h0, c0, U, gr, gs, bs, eps, masked,
     # Variables are read here, outside the custom gradient (which then sees
     # tensors only; their reads carry the gradients to the variables).
     return recurrence(*[tf.convert_to_tensor(v) for v in (xn, h0, c0, U, gr, gs, bs)])
+
+
+# ------------------------------------------------------ the layer's calls
+
+
+def unsupported(layer):
+    """Why the kernel cannot run `layer`'s calls (a string), or None. Like
+    keras' choice of cuDNN: the default activations, no unrolling, no
+    recurrent dropout, float32/float64 with weights of that dtype."""
+    cell = layer.cell
+    if layer.use_kernel == "native":
+        return "BatchNormLSTM has no native kernel (its kernel is the XLA one)"
+    if layer.unroll:
+        return "the kernel does not unroll (unroll=True)"
+    if (cell.activation is not activations.tanh
+            or cell.recurrent_activation is not activations.sigmoid):
+        return "the kernel implements activation='tanh' and recurrent_activation='sigmoid' only"
+    if cell.recurrent_dropout:
+        return "the kernel does not apply recurrent_dropout in training"
+    dtype = keras.backend.standardize_dtype(cell.compute_dtype)
+    if dtype not in ("float32", "float64") or keras.backend.standardize_dtype(
+            cell.recurrent_kernel.dtype) != dtype:
+        return f"the kernel computes in float32 or float64 with weights of that dtype, not {dtype}"
+    return None
+
+
+def call(layer, sequences, valid, initial_state, mask, training):
+    """`BatchNormLSTM.inner_loop` by the kernel: `(last_output, outputs,
+    [h, c])`, outputs batch-major in processing order.
+
+    Time-major and in processing order throughout (only the narrow input
+    and output are transposed or flipped). In training the input norm's
+    statistics and the recurrence's per-step statistics of the recurrent
+    and state norms move the moving statistics directly.
+    """
+    cell = layer.cell
+    xt = _recurrent.to_time_major(sequences)
+    vt = _recurrent.to_time_major(valid)[:, :, None]  # (T, batch, 1)
+    if layer.go_backwards:
+        xt, vt = ops.flip(xt, axis=0), ops.flip(vt, axis=0)
+    z = ops.matmul(xt, cell.kernel)
+    if training:
+        outs, h, c = _training_call(layer, z, vt, initial_state, mask)
+    else:
+        outs, h, c = _inference_call(layer, z, vt, initial_state, mask)
+    outputs = _recurrent.to_time_major(outs)
+    return outputs[:, -1], outputs, [h, c]
+
+
+def _training_call(layer, z, vt, initial_state, mask):
+    cell = layer.cell
+    # (T, 4 * units) statistics; without a mask, plain means (fewer passes)
+    mean_x, var_x = cell._batch_moments(z, vt if mask is not None else None, axis=1)
+    scale = ops.rsqrt(var_x + cell.norm_epsilon) * cell.kernel_norm_gamma
+    xn = cell.add_bias((z - mean_x[:, None]) * scale[:, None])
+    outs, h, c, *stats = bn_lstm_recurrence(
+        xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
+        cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta,
+        cell.norm_epsilon, mask is not None, layer.zero_output_for_mask,
+    )
+    # Moving statistics of the steps that had data, in processing order.
+    steps = ops.shape(z)[0]
+    has_data = ops.cast(ops.sum(vt[:, :, 0], axis=1) > 0, cell.stats_dtype)
+    rows = ops.transpose(
+        ops.one_hot(ops.arange(steps), cell._steps, dtype=cell.stats_dtype)
+        * has_data[:, None]
+    )
+    mean_r, var_r, mean_c, var_c = stats
+    for norm, mean, variance in (("kernel_norm", mean_x, var_x),
+                                 ("recurrent_norm", mean_r, var_r),
+                                 ("state_norm", mean_c, var_c)):
+        cell._update(norm, rows, ops.stop_gradient(mean), ops.stop_gradient(variance))
+    cell._count_steps(ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype)))
+    return outs, h, c
+
+
+def _inference_call(layer, z, vt, initial_state, mask):
+    """The moving statistics of each processing step (the last trained
+    step's beyond it) folded into a scale and shift per step."""
+    cell = layer.cell
+    pos = ops.arange(ops.shape(z)[0], dtype="int32")
+
+    def folded(norm, beta=None):
+        rows = cell._stat_index(pos)
+        mean = ops.take(getattr(cell, f"{norm}_moving_mean"), rows, axis=0)
+        variance = ops.take(getattr(cell, f"{norm}_moving_variance"), rows, axis=0)
+        scale = ops.rsqrt(variance + cell.norm_epsilon) * getattr(cell, f"{norm}_gamma")
+        return scale, (-mean * scale if beta is None else beta - mean * scale)
+
+    ax, bx = folded("kernel_norm")
+    xn = cell.add_bias(z * ax[:, None] + bx[:, None])
+    ar, br = folded("recurrent_norm")
+    ac, bc = folded("state_norm", cell.state_norm_beta)
+    return bn_lstm_inference(
+        xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
+        ar, br, ac, bc, mask is not None, layer.zero_output_for_mask,
+    )

@@ -615,109 +615,19 @@ class BatchNormLSTM(_recurrent.FusedRNN):
             **kwargs,
         )
 
-    def _kernel_unsupported(self):
-        """Why the training kernel cannot run this call (a string), or None."""
-        cell = self.cell
-        if keras.backend.backend() != "tensorflow":
-            return f"the {keras.backend.backend()} backend has no BatchNormLSTM kernel"
-        if self.use_kernel == "native":
-            return "BatchNormLSTM has no native kernel (its kernel is the XLA one)"
-        if self.unroll:
-            return "the kernel does not unroll (unroll=True)"
-        if (cell.activation is not activations.tanh
-                or cell.recurrent_activation is not activations.sigmoid):
-            return "the kernel implements activation='tanh' and recurrent_activation='sigmoid' only"
-        if cell.recurrent_dropout:
-            return "the kernel does not apply recurrent_dropout in training"
-        dtype = keras.backend.standardize_dtype(cell.compute_dtype)
-        if dtype not in ("float32", "float64") or keras.backend.standardize_dtype(
-                cell.recurrent_kernel.dtype) != dtype:
-            return f"the kernel computes in float32 or float64 with weights of that dtype, not {dtype}"
-        return None
-
     def _kernel_loop(self, sequences, valid, initial_state, mask, training):
-        """The training recurrence by `_tf_bn_lstm_kernel`, or None where
-        the generic loop runs (see `inner_loop`).
-
-        Time-major and in processing order throughout (only the narrow
-        input and output are transposed or flipped); the input norm's
-        statistics and the kernel's per-step statistics of the recurrent
-        and state norms move the moving statistics directly.
-        """
+        """The recurrence by the TensorFlow kernel (`_tf_bn_lstm_kernel.call`),
+        or None where the generic loop runs (see `use_kernel`)."""
         if self.use_kernel is False:
             return None
-        reason = self._kernel_unsupported()
+        if keras.backend.backend() != "tensorflow":
+            return self.no_kernel(f"the {keras.backend.backend()} backend has no BatchNormLSTM kernel")
+        from keras_ln.layers import _tf_bn_lstm_kernel
+
+        reason = _tf_bn_lstm_kernel.unsupported(self)
         if reason is not None:
-            if isinstance(self.use_kernel, str) and self.use_kernel == "auto":
-                return None
-            raise ValueError(
-                f"use_kernel={self.use_kernel!r} was specified, but {reason}. "
-                "Pass use_kernel='auto' to fall back to the generic loop "
-                "where the kernel does not apply."
-            )
-        from keras_ln.layers import _tf_bn_lstm_kernel
-
-        cell = self.cell
-        xt = _recurrent.to_time_major(sequences)
-        vt = _recurrent.to_time_major(valid)[:, :, None]  # (T, batch, 1)
-        if self.go_backwards:
-            xt, vt = ops.flip(xt, axis=0), ops.flip(vt, axis=0)
-        z = ops.matmul(xt, cell.kernel)
-        if not training:
-            return self._inference_kernel(z, vt, initial_state, mask)
-        # (T, 4 * units) statistics; without a mask, plain means (fewer passes)
-        mean_x, var_x = cell._batch_moments(z, vt if mask is not None else None, axis=1)
-        scale = ops.rsqrt(var_x + cell.norm_epsilon) * cell.kernel_norm_gamma
-        xn = cell.add_bias((z - mean_x[:, None]) * scale[:, None])
-        outs, h, c, *stats = _tf_bn_lstm_kernel.bn_lstm_recurrence(
-            xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
-            cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta,
-            cell.norm_epsilon, mask is not None, self.zero_output_for_mask,
-        )
-        # Moving statistics of the steps that had data, in processing order.
-        steps = ops.shape(z)[0]
-        has_data = ops.cast(ops.sum(vt[:, :, 0], axis=1) > 0, cell.stats_dtype)
-        rows = ops.transpose(
-            ops.one_hot(ops.arange(steps), cell._steps, dtype=cell.stats_dtype)
-            * has_data[:, None]
-        )
-        mean_r, var_r, mean_c, var_c = stats
-        for norm, mean, variance in (("kernel_norm", mean_x, var_x),
-                                     ("recurrent_norm", mean_r, var_r),
-                                     ("state_norm", mean_c, var_c)):
-            cell._update(norm, rows, ops.stop_gradient(mean), ops.stop_gradient(variance))
-        cell._count_steps(ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype)))
-        outputs = _recurrent.to_time_major(outs)  # batch-major, processing order
-        return outputs[:, -1], outputs, [h, c]
-
-    def _inference_kernel(self, z, vt, initial_state, mask):
-        """Inference by `_tf_bn_lstm_kernel.bn_lstm_inference`: the moving
-        statistics of each processing step (the last trained step's beyond
-        it) folded into a scale and shift per step."""
-        from keras_ln.layers import _tf_bn_lstm_kernel
-
-        cell = self.cell
-        steps = ops.shape(z)[0]
-        pos = ops.arange(steps, dtype="int32")
-
-        def folded(norm, beta=None):
-            rows = cell._stat_index(pos)
-            mean = ops.take(getattr(cell, f"{norm}_moving_mean"), rows, axis=0)
-            variance = ops.take(getattr(cell, f"{norm}_moving_variance"), rows, axis=0)
-            scale = ops.rsqrt(variance + cell.norm_epsilon) * getattr(cell, f"{norm}_gamma")
-            shift = -mean * scale if beta is None else beta - mean * scale
-            return scale, shift
-
-        ax, bx = folded("kernel_norm")
-        xn = cell.add_bias(z * ax[:, None] + bx[:, None])
-        ar, br = folded("recurrent_norm")
-        ac, bc = folded("state_norm", cell.state_norm_beta)
-        outs, h, c = _tf_bn_lstm_kernel.bn_lstm_inference(
-            xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
-            ar, br, ac, bc, mask is not None, self.zero_output_for_mask,
-        )
-        outputs = _recurrent.to_time_major(outs)
-        return outputs[:, -1], outputs, [h, c]
+            return self.no_kernel(reason)
+        return _tf_bn_lstm_kernel.call(self, sequences, valid, initial_state, mask, training)
 
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_input_shape(sequences_shape)
