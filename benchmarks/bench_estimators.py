@@ -55,7 +55,7 @@ from keras_ln.models import build_recurrent  # noqa: E402
 from keras_ln.sklearn import LSTMClassifier  # noqa: E402
 from keras_ln.sklearn import MLPClassifier  # noqa: E402
 from keras_ln.sklearn import MLPRegressor  # noqa: E402
-from keras_ln.sklearn._base import _PROGRAMS  # noqa: E402
+from keras_ln.sklearn._execution import _PROGRAMS  # noqa: E402
 
 BATCH = 200
 

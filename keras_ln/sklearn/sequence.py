@@ -33,10 +33,10 @@ from keras_ln.models import recurrent_layer_class
 from keras_ln.sklearn._base import _FIT_ATTRIBUTES_DOC
 from keras_ln.sklearn._base import _TRAINING_PARAMETERS_DOC
 from keras_ln.sklearn._base import _STANDARDIZE_TARGET_DOC
-from keras_ln.sklearn._base import _ClassifierOutputs
 from keras_ln.sklearn._base import _KerasEstimator
-from keras_ln.sklearn._base import _RegressorOutputs
 from keras_ln.sklearn._base import check_sizes
+from keras_ln.sklearn._outputs import _ClassifierOutputs
+from keras_ln.sklearn._outputs import _RegressorOutputs
 
 _FLOATS = [np.float64, np.float32]
 

@@ -13,10 +13,10 @@ from keras_ln.models import build_mlp
 from keras_ln.sklearn._base import _STANDARDIZE_TARGET_DOC
 from keras_ln.sklearn._base import _FIT_ATTRIBUTES_DOC
 from keras_ln.sklearn._base import _TRAINING_PARAMETERS_DOC
-from keras_ln.sklearn._base import _ClassifierOutputs
 from keras_ln.sklearn._base import _KerasEstimator
-from keras_ln.sklearn._base import _RegressorOutputs
 from keras_ln.sklearn._base import check_sizes
+from keras_ln.sklearn._outputs import _ClassifierOutputs
+from keras_ln.sklearn._outputs import _RegressorOutputs
 
 
 class _MLP(_KerasEstimator):
