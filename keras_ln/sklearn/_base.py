@@ -521,7 +521,7 @@ class _KerasEstimator(BaseEstimator):
             sample_weight[train_idx], groups, batch_size,
             # partial_fit: one epoch (sklearn's `incremental`).
             1 if incremental else self.max_iter, validation, continuing,
-            incremental, (tv, ntv, ms, vs, t), hyperparameters, shuffle_rng, tf,
+            (tv, ntv, ms, vs, t), hyperparameters, shuffle_rng, tf,
         ).run()
         if not fitted.pop("converged") and not incremental:
             warnings.warn(

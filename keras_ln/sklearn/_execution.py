@@ -96,10 +96,10 @@ class _Program:
         when `active`; the loop also ends after an epoch whose loss is not
         finite. `mode`: "eager" (a short fit: no trace), "graph" (one
         `tf.function` for the whole loop, traced once per sample shape,
-        batch size and last-batch size, with free numbers of epochs and
-        batches) or "xla" (the same function XLA-compiled: one program per
-        array shape, several times faster per step, but a compilation of
-        about a second).
+        batch size and whether epochs end in a smaller batch, with free
+        numbers of epochs and batches) or "xla" (the same function
+        XLA-compiled: one program per array shape, about twice as fast per
+        step of a small MLP, but a compilation of about a second).
 
         Returns the epoch losses (float64, those of the epochs run) as NumPy.
         """

@@ -115,10 +115,6 @@ class EpochBatches:
             self.n_last, self.batch_weight, self.epoch_weight,
         )) + (tf.constant(self.n_epochs, tf.int32),)
 
-    @property
-    def steps(self):
-        return self.n_epochs * (self.idx.shape[1] + (self.idx_last.shape[1] > 0))
-
 
 def _one_batch(idx, size, groups, weights, merged=False):
     """Indices, weights and valid count of one batch, merged and padded to
@@ -204,7 +200,7 @@ class Stochastic:
     """
 
     def __init__(self, est, program, model, view, x_train, y_train, w_train,
-                 groups, batch_size, epochs, validation, continuing, incremental,
+                 groups, batch_size, epochs, validation, continuing,
                  variables, hyperparameters, shuffle_rng, tf):
         self.est, self.program, self.model, self.view = est, program, model, view
         self.x_rows, self.w_train, self.groups = x_train, w_train, groups
@@ -212,7 +208,7 @@ class Stochastic:
         self.y = tf.constant(y_train)
         self.batch_size, self.epochs = batch_size, epochs
         self.validation = validation  # (X_val, y_val, w_val) or None
-        self.continuing, self.incremental = continuing, incremental
+        self.continuing = continuing
         self.variables, self.hyperparameters = variables, hyperparameters
         self.shuffle_rng, self.tf = shuffle_rng, tf
         self.dtype = x_train.dtype
