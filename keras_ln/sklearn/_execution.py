@@ -96,7 +96,7 @@ class _Program:
         when `active`; the loop also ends after an epoch whose loss is not
         finite. `mode`: "eager" (a short fit: no trace), "graph" (one
         `tf.function` for the whole loop, traced once per sample shape,
-        batch size and whether epochs end in a smaller batch, with free
+        batch size and size of the epochs' last, smaller batch, with free
         numbers of epochs and batches) or "xla" (the same function
         XLA-compiled: one program per array shape, about twice as fast per
         step of a small MLP, but a compilation of about a second).
@@ -113,9 +113,10 @@ class _Program:
             return losses.numpy()[:int(ran)]
         fn = self.loops[mode == "xla"]
         x, y, idx, w, n_valid, idx_last, w_last, n_last = data[:8]
-        # XLA compiles per shape anyway; a graph's last batch has a free size
+        # The last batch's size is static (a bucket: few of them), so that
+        # its layers see a known shape (the small layer-norm path needs it).
         key = (mode, tuple(x.shape[1:]), tuple(y.shape[1:]), idx.shape[2],
-               idx_last.shape[1] if mode == "xla" else idx_last.shape[1] > 0)
+               idx_last.shape[1])
         if key not in self.traced:
             def free(t, static):  # the leading dimensions free, the rest as `t`
                 return tf.TensorSpec([None] * (t.shape.rank - static) + list(
@@ -123,9 +124,7 @@ class _Program:
 
             specs = [free(x, x.shape.rank - 1), free(y, y.shape.rank - 1),
                      free(idx, 1), free(w, 1), free(n_valid, 0),
-                     # static: the last batch's size under XLA, and its absence
-                     free(idx_last, mode == "xla" or idx_last.shape[1] == 0),
-                     free(w_last, mode == "xla" or idx_last.shape[1] == 0),
+                     free(idx_last, 1), free(w_last, 1),
                      free(n_last, 0)]
             specs += [free(t, 0) for t in data[8:] + rule]
             specs += list(variables) + [free(h, 0) for h in hyperparameters]
@@ -148,7 +147,7 @@ class _Program:
         tf = self.tf
         f64 = tf.float64
         n_batches = tf.shape(idx)[1]
-        has_last = idx_last.shape[1] != 0  # None (free) or positive: a last batch
+        has_last = idx_last.shape[1] != 0
         step_args = (tv, ntv, ms, vs, t) + tuple(hyperparameters)
 
         def epoch(e, losses, best, count, stop):
@@ -194,19 +193,20 @@ class _Program:
         y = tf.gather(y, idx)
         values = [v.read_value() for v in tv]
         states = [v.read_value() for v in ntv]
+        # 1 / the batch's total weight, outside the tape (a constant of the
+        # step; 0 for a batch without weight, as divide_no_nan).
+        scale = tf.math.divide_no_nan(tf.ones([], w.dtype), tf.reduce_sum(w))
         with tf.GradientTape() as tape:
             tape.watch(values)
             out, new_states = self.view.stateless_call(
                 values, states, x, training=True
             )
-            total_weight = tf.reduce_sum(w)
-            loss = tf.math.divide_no_nan(
-                tf.reduce_sum(self.loss_fn(y, out) * w), total_weight
-            )
+            loss = tf.reduce_sum(self.loss_fn(y, out) * w)
             matrices = [a for a in values if len(a.shape) >= 2]
             if matrices:
                 penalty = tf.add_n([tf.reduce_sum(tf.square(a)) for a in matrices])
-                loss += tf.math.divide_no_nan(half_alpha * penalty, total_weight)
+                loss += half_alpha * penalty
+            loss = loss * scale
         grads = tape.gradient(loss, values)
         step = t.assign_add(tf.ones([], t.dtype))
         # Adam's scalars once per step and dtype, not once per variable.
