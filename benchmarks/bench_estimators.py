@@ -30,6 +30,7 @@ bars (it calls `model.predict` without `verbose=0`) are swallowed.
 
 import argparse
 import contextlib
+import gc
 import io
 import os
 import statistics
@@ -92,11 +93,23 @@ def ours(epochs, normalization=None, learning_rate_init=1e-3):
     )
 
 
-def timed(fn):
-    with contextlib.redirect_stdout(io.StringIO()):
-        start = time.perf_counter()
-        result = fn()
-        return time.perf_counter() - start, result
+def timed(fn, collect=True):
+    """Seconds `fn` takes, and its result. As `timeit`, Python's cyclic
+    garbage collector is paused during the call, and (`collect`, for fits)
+    run before it: a full collection, which the many objects of
+    TensorFlow's traced graphs make take about 0.2 s here, otherwise lands
+    in whichever fit triggers it. (Not before sub-millisecond calls, which
+    it would leave with cold caches.)"""
+    if collect:
+        gc.collect()
+    gc.disable()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            start = time.perf_counter()
+            result = fn()
+            return time.perf_counter() - start, result
+    finally:
+        gc.enable()
 
 
 def median_times(make, X, y, repeats):
@@ -146,7 +159,8 @@ def sklearn_anchor(repeats, sizes):
                 scores.append(est.score(X, y))
                 if norm is None:
                     est.predict(X[:1])
-                    single = statistics.median(timed(lambda: est.predict(X[:1]))[0] for _ in range(20))
+                    single = statistics.median(timed(lambda: est.predict(X[:1]), collect=False)[0]
+                                               for _ in range(20))
             print(f"{task:10s} {f'{n} x {f}, {epochs}':26s} {sk_time:8.2f}s {cells[0]:7.2f} {cells[1]:7.2f} "
                   f"{firsts[0]:9.2f} {firsts[1]:9.2f} "
                   f"{sk_score:8.3f} / {scores[0]:.3f} / {scores[1]:.3f} {1000 * single:11.2f} ms", flush=True)

@@ -96,7 +96,7 @@ class _Program:
         when `active`; the loop also ends after an epoch whose loss is not
         finite. `mode`: "eager" (a short fit: no trace), "graph" (one
         `tf.function` for the whole loop, traced once per sample shape,
-        batch size and size of the epochs' last, smaller batch, with free
+        batch size and whether epochs end in a smaller batch, with free
         numbers of epochs and batches) or "xla" (the same function
         XLA-compiled: one program per array shape, about twice as fast per
         step of a small MLP, but a compilation of about a second).
@@ -113,10 +113,10 @@ class _Program:
             return losses.numpy()[:int(ran)]
         fn = self.loops[mode == "xla"]
         x, y, idx, w, n_valid, idx_last, w_last, n_last = data[:8]
-        # The last batch's size is static (a bucket: few of them), so that
-        # its layers see a known shape (the small layer-norm path needs it).
+        # XLA compiles per shape anyway; a graph's last batch has a free
+        # size (a static one would cost a trace per new bucket of data sizes)
         key = (mode, tuple(x.shape[1:]), tuple(y.shape[1:]), idx.shape[2],
-               idx_last.shape[1])
+               idx_last.shape[1] if mode == "xla" else idx_last.shape[1] > 0)
         if key not in self.traced:
             def free(t, static):  # the leading dimensions free, the rest as `t`
                 return tf.TensorSpec([None] * (t.shape.rank - static) + list(
@@ -124,7 +124,9 @@ class _Program:
 
             specs = [free(x, x.shape.rank - 1), free(y, y.shape.rank - 1),
                      free(idx, 1), free(w, 1), free(n_valid, 0),
-                     free(idx_last, 1), free(w_last, 1),
+                     # static: the last batch's size under XLA, and its absence
+                     free(idx_last, mode == "xla" or idx_last.shape[1] == 0),
+                     free(w_last, mode == "xla" or idx_last.shape[1] == 0),
                      free(n_last, 0)]
             specs += [free(t, 0) for t in data[8:] + rule]
             specs += list(variables) + [free(h, 0) for h in hyperparameters]
@@ -147,7 +149,7 @@ class _Program:
         tf = self.tf
         f64 = tf.float64
         n_batches = tf.shape(idx)[1]
-        has_last = idx_last.shape[1] != 0
+        has_last = idx_last.shape[1] != 0  # None (free) or positive: a last batch
         step_args = (tv, ntv, ms, vs, t) + tuple(hyperparameters)
 
         def epoch(e, losses, best, count, stop):
