@@ -37,10 +37,7 @@ from keras import activations
 from keras import ops
 
 from keras_ln.layers import _recurrent
-
-
-def _ta(dtype, size, shape):
-    return tf.TensorArray(dtype, size=size, element_shape=shape)
+from keras_ln.layers._tf_recurrent_kernels import _ta
 
 
 def _moments(x, w):

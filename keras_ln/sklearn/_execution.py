@@ -104,7 +104,7 @@ class _Program:
         Returns the epoch losses (float64, those of the epochs run) as NumPy.
         """
         tf = self.tf
-        data = batches.tensors(tf)  # x, y, idx, w, n_valid, *_last, weights, n_epochs
+        data = batches.tensors(tf)  # x, y, idx, w, idx_last, w_last, weights, n_epochs
         rule = tuple(tf.constant(v, dtype) for v, dtype in zip(
             stopping, (tf.bool, tf.float64, tf.int32, tf.float64, tf.int32)))
         args = data + rule + tuple(variables) + tuple(hyperparameters)
@@ -112,7 +112,7 @@ class _Program:
             losses, ran = self._epochs(*args)
             return losses.numpy()[:int(ran)]
         fn = self.loops[mode == "xla"]
-        x, y, idx, w, n_valid, idx_last, w_last, n_last = data[:8]
+        x, y, idx, w, idx_last, w_last = data[:6]
         # XLA compiles per shape anyway; a graph's last batch has a free
         # size (a static one would cost a trace per new bucket of data sizes)
         key = (mode, tuple(x.shape[1:]), tuple(y.shape[1:]), idx.shape[2],
@@ -123,12 +123,11 @@ class _Program:
                     t.shape[t.shape.rank - static:]), t.dtype)
 
             specs = [free(x, x.shape.rank - 1), free(y, y.shape.rank - 1),
-                     free(idx, 1), free(w, 1), free(n_valid, 0),
+                     free(idx, 1), free(w, 1),
                      # static: the last batch's size under XLA, and its absence
                      free(idx_last, mode == "xla" or idx_last.shape[1] == 0),
-                     free(w_last, mode == "xla" or idx_last.shape[1] == 0),
-                     free(n_last, 0)]
-            specs += [free(t, 0) for t in data[8:] + rule]
+                     free(w_last, mode == "xla" or idx_last.shape[1] == 0)]
+            specs += [free(t, 0) for t in data[6:] + rule]
             specs += list(variables) + [free(h, 0) for h in hyperparameters]
             fn.get_concrete_function(*specs)
             self.traced.add(key)
@@ -136,14 +135,14 @@ class _Program:
         return losses.numpy()[:int(ran)]
 
     def _epochs(
-        self, x, y, idx, w, n_valid, idx_last, w_last, n_last, batch_weight,
+        self, x, y, idx, w, idx_last, w_last, batch_weight,
         epoch_weight, n_epochs, active, tol, patience, best, count,
         tv, ntv, ms, vs, t, *hyperparameters,
     ):
         """The loop of `epochs`: `idx`, `w` (n_epochs, n_batches,
-        batch_size) and `n_valid` (n_epochs, n_batches) are the full
-        batches, `*_last` the last, smaller batch of each epoch (none where
-        its static size is 0), `batch_weight` (n_epochs, n_batches + 1) the
+        batch_size) are the full batches, `*_last` the last, smaller batch
+        of each epoch (none where its static size is 0), padding rows of
+        weight 0 in both, `batch_weight` (n_epochs, n_batches + 1) the
         total sample weights of the batches and `epoch_weight` their sum per
         epoch (both float64, summed by NumPy as the Python loop did)."""
         tf = self.tf
@@ -154,7 +153,7 @@ class _Program:
 
         def epoch(e, losses, best, count, stop):
             def batch(i, total):
-                loss = self.step(x, y, w[e, i], idx[e, i], n_valid[e, i], *step_args)
+                loss = self.step(x, y, w[e, i], idx[e, i], *step_args)
                 return i + 1, total + tf.cast(loss, f64) * batch_weight[e, i]
 
             _, total = tf.while_loop(
@@ -162,7 +161,7 @@ class _Program:
                 [tf.constant(0), tf.zeros([], f64)],
             )
             if has_last:
-                loss = self.step(x, y, w_last[e], idx_last[e], n_last[e], *step_args)
+                loss = self.step(x, y, w_last[e], idx_last[e], *step_args)
                 total = total + tf.cast(loss, f64) * batch_weight[e, n_batches]
             loss = total / epoch_weight[e]
             # sklearn's `_update_no_improvement_count`, in float64 as in Python.
@@ -183,12 +182,11 @@ class _Program:
         return losses.stack(), ran
 
     def step(
-        self, x, y, w, idx, n_valid, tv, ntv, ms, vs, t, lr, half_alpha,
+        self, x, y, w, idx, tv, ntv, ms, vs, t, lr, half_alpha,
         beta_1, beta_2, epsilon,
     ):
-        """One Adam step on rows `idx[:n_valid]` of `x` and `y`, weighted by
-        `w` (one weight per entry of `idx`); the rest is padding, of weight
-        0 in `w`. `ms`, `vs` and `t` are Adam's moments and step count (see
+        """One Adam step on rows `idx` of `x` and `y`, weighted by `w` (one
+        weight per entry of `idx`; padding rows have weight 0). `ms`, `vs` and `t` are Adam's moments and step count (see
         `adam_slots`)."""
         tf = self.tf
         x = tf.gather(x, idx)

@@ -110,9 +110,11 @@ class EpochBatches:
     n_epochs: int  # epochs to run (the arrays may hold more: a fixed shape)
 
     def tensors(self, tf):
+        """What the program takes (padding is carried by the zero weights:
+        the valid counts stay here, for inspection)."""
         return (self.x, self.y) + tuple(tf.constant(a) for a in (
-            self.idx, self.w, self.n_valid, self.idx_last, self.w_last,
-            self.n_last, self.batch_weight, self.epoch_weight,
+            self.idx, self.w, self.idx_last, self.w_last, self.batch_weight,
+            self.epoch_weight,
         )) + (tf.constant(self.n_epochs, tf.int32),)
 
 
