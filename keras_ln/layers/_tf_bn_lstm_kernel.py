@@ -36,6 +36,7 @@ import tensorflow as tf
 from keras import activations
 from keras import ops
 
+from keras_ln.layers import _native
 from keras_ln.layers import _recurrent
 from keras_ln.layers._tf_recurrent_kernels import _ta
 
@@ -288,6 +289,91 @@ def bn_lstm_recurrence(xn, valid, h0, c0, U, gr, gs, bs, eps, masked,
     return recurrence(*[tf.convert_to_tensor(v) for v in (xn, h0, c0, U, gr, gs, bs)])
 
 
+# ------------------------------------------------------------ native ops
+#
+# With the library of `keras_ln.layers._native`, the training recurrence is
+# one op forward and one backward (C++: the units split into shards that run
+# each step concurrently, see "BatchNormLSTM" in ln_rnn_ops.cc), and the
+# inference recurrence one op (the batch split into shards). Same inputs
+# and results as the loops above.
+
+
+def _valid_or_empty(valid, masked, dtype):
+    return valid if masked else tf.zeros([0], dtype)
+
+
+def bn_lstm_recurrence_native(x, w, gx, bias, valid, h0, c0, U, gr, gs, bs,
+                              eps, masked, zero_output):
+    """The training-mode recurrence by the native ops (check
+    `_native.ops() is not None` first), input side included: the input
+    projection `x @ w`, batch-normalized per step over the valid rows,
+    scaled by `gx` plus `bias`, is computed inside the forward op (and its
+    gradients inside the backward op), so TensorFlow never handles the wide
+    (time, batch, 4 * units) projection. Differentiable in `x, w, gx, bias,
+    h0, c0, U, gr, gs, bs`.
+
+    Args:
+        x: (T, batch, features), time-major, in processing order.
+        w: (features, 4 * units) input kernel; gx, bias: (4 * units,).
+        Others as in `bn_lstm_recurrence`.
+
+    Returns:
+        `bn_lstm_recurrence`'s results, then every step's batch statistics
+        of the input projection `mean_x, var_x` (T, 4 * units).
+    """
+    mod = _native.ops()
+    attrs = dict(masked=bool(masked), zero_output=bool(zero_output))
+    valid = tf.stop_gradient(_valid_or_empty(valid, masked, x.dtype))
+    eps = tf.constant(eps, x.dtype)
+
+    @tf.custom_gradient
+    def recurrence(x, w, gx, bias, h0, c0, U, gr, gs, bs):
+        outs = mod.keras_ln_bn_lstm_forward(x, w, gx, bias, valid, h0, c0, U,
+                                            gr, gs, bs, eps, **attrs)
+        ys, h, c, mean_r, var_r, mean_c, var_c = outs[:7]
+        gates, rhat, chat, th, hs, cs, mean_x, var_x, xhat = outs[7:]
+
+        def grad(dys, dh, dc, *_stats):
+            upstream = [tf.zeros_like(r) if d is None else d
+                        for d, r in ((dys, ys), (dh, h), (dc, c))]
+            return mod.keras_ln_bn_lstm_backward(
+                gates, rhat, chat, th, var_r, var_c, hs, cs, h0, c0, U,
+                valid, gr, gs, *upstream, x, w, gx, xhat, var_x, eps, **attrs)
+
+        return (ys, h, c, mean_r, var_r, mean_c, var_c, mean_x, var_x), grad
+
+    return recurrence(*[tf.convert_to_tensor(v)
+                        for v in (x, w, gx, bias, h0, c0, U, gr, gs, bs)])
+
+
+def bn_lstm_inference_native(xn, valid, h0, c0, U, ar, br, ac, bc, masked,
+                             zero_output):
+    """`bn_lstm_inference` by the native op. Differentiable (a frozen
+    layer, or gradients of a prediction): its gradient differentiates
+    `bn_lstm_inference`, which computes the same, only when asked for."""
+    op = _native.ops().keras_ln_bn_lstm_inference
+    flat_valid = _valid_or_empty(valid, masked, xn.dtype)
+
+    @tf.custom_gradient
+    def inference(*inputs):
+        inputs = [tf.stop_gradient(v) for v in inputs]
+        xn, h0, c0, U, ar, br, ac, bc = inputs
+        outs = op(xn, flat_valid, h0, c0, U, ar, br, ac, bc,
+                  masked=bool(masked), zero_output=bool(zero_output))
+
+        def grad(*upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                again = bn_lstm_inference(xn, valid, h0, c0, U, ar, br, ac, bc,
+                                          masked, zero_output)
+            return tape.gradient(again, inputs, output_gradients=[
+                tf.zeros_like(r) if d is None else d for d, r in zip(upstream, outs)])
+
+        return tuple(outs), grad
+
+    return inference(*[tf.convert_to_tensor(v) for v in (xn, h0, c0, U, ar, br, ac, bc)])
+
+
 # ------------------------------------------------------ the layer's calls
 
 
@@ -296,8 +382,6 @@ def unsupported(layer):
     keras' choice of cuDNN: the default activations, no unrolling, no
     recurrent dropout, float32/float64 with weights of that dtype."""
     cell = layer.cell
-    if layer.use_kernel == "native":
-        return "BatchNormLSTM has no native kernel (its kernel is the XLA one)"
     if layer.unroll:
         return "the kernel does not unroll (unroll=True)"
     if (cell.activation is not activations.tanh
@@ -310,6 +394,30 @@ def unsupported(layer):
             cell.recurrent_kernel.dtype) != dtype:
         return f"the kernel computes in float32 or float64 with weights of that dtype, not {dtype}"
     return None
+
+
+def implementation(layer):
+    """`"native"` or `"tf"`: which kernel runs this call of `layer`, as its
+    `use_kernel` asks (see `_fast_paths`): the native ops where they are
+    built, outside XLA, unless `use_kernel="xla"`; else the TensorFlow loops
+    above. Raises NotImplementedError with the reason where `"native"` was
+    asked and cannot run."""
+    from keras_ln.layers import _tf_backend
+
+    want = layer.use_kernel
+    if isinstance(want, str) and want == "xla":
+        return "tf"
+    if _tf_backend.in_xla():
+        if isinstance(want, str) and want == "native":
+            raise NotImplementedError(
+                "the native ops cannot run inside an XLA-compiled function")
+        return "tf"
+    if _native.ops() is not None:
+        return "native"
+    if isinstance(want, str) and want == "native":
+        raise NotImplementedError(
+            f"the native ops are not available ({_native.load_error()})")
+    return "tf"
 
 
 def call(layer, sequences, valid, initial_state, mask, training):
@@ -326,11 +434,15 @@ def call(layer, sequences, valid, initial_state, mask, training):
     vt = _recurrent.to_time_major(valid)[:, :, None]  # (T, batch, 1)
     if layer.go_backwards:
         xt, vt = ops.flip(xt, axis=0), ops.flip(vt, axis=0)
-    z = ops.matmul(xt, cell.kernel)
-    if training:
-        outs, h, c = _training_call(layer, z, vt, initial_state, mask)
+    native = implementation(layer) == "native"
+    if training and native:
+        outs, h, c = _native_training_call(layer, xt, vt, initial_state, mask)
+    elif training:
+        outs, h, c = _training_call(layer, ops.matmul(xt, cell.kernel), vt,
+                                    initial_state, mask)
     else:
-        outs, h, c = _inference_call(layer, z, vt, initial_state, mask)
+        outs, h, c = _inference_call(layer, ops.matmul(xt, cell.kernel), vt,
+                                     initial_state, mask, native)
     outputs = _recurrent.to_time_major(outs)
     return outputs[:, -1], outputs, [h, c]
 
@@ -346,23 +458,40 @@ def _training_call(layer, z, vt, initial_state, mask):
         cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta,
         cell.norm_epsilon, mask is not None, layer.zero_output_for_mask,
     )
-    # Moving statistics of the steps that had data, in processing order.
-    steps = ops.shape(z)[0]
+    _move_statistics(cell, vt, mean_x, var_x, *stats)
+    return outs, h, c
+
+
+def _native_training_call(layer, xt, vt, initial_state, mask):
+    cell = layer.cell
+    bias = cell.bias if cell.use_bias else ops.zeros((4 * cell.units,), xt.dtype)
+    outs, h, c, *stats = bn_lstm_recurrence_native(
+        xt, cell.kernel, cell.kernel_norm_gamma, bias, vt,
+        initial_state[0], initial_state[1], cell.recurrent_kernel,
+        cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta,
+        cell.norm_epsilon, mask is not None, layer.zero_output_for_mask,
+    )
+    mean_r, var_r, mean_c, var_c, mean_x, var_x = stats
+    _move_statistics(cell, vt, mean_x, var_x, mean_r, var_r, mean_c, var_c)
+    return outs, h, c
+
+
+def _move_statistics(cell, vt, mean_x, var_x, mean_r, var_r, mean_c, var_c):
+    """Moving statistics of the steps that had data, in processing order."""
+    steps = ops.shape(vt)[0]
     has_data = ops.cast(ops.sum(vt[:, :, 0], axis=1) > 0, cell.stats_dtype)
     rows = ops.transpose(
         ops.one_hot(ops.arange(steps), cell._steps, dtype=cell.stats_dtype)
         * has_data[:, None]
     )
-    mean_r, var_r, mean_c, var_c = stats
     for norm, mean, variance in (("kernel_norm", mean_x, var_x),
                                  ("recurrent_norm", mean_r, var_r),
                                  ("state_norm", mean_c, var_c)):
         cell._update(norm, rows, ops.stop_gradient(mean), ops.stop_gradient(variance))
     cell._count_steps(ops.max(has_data * ops.arange(1, steps + 1, dtype=cell.stats_dtype)))
-    return outs, h, c
 
 
-def _inference_call(layer, z, vt, initial_state, mask):
+def _inference_call(layer, z, vt, initial_state, mask, native):
     """The moving statistics of each processing step (the last trained
     step's beyond it) folded into a scale and shift per step."""
     cell = layer.cell
@@ -379,7 +508,8 @@ def _inference_call(layer, z, vt, initial_state, mask):
     xn = cell.add_bias(z * ax[:, None] + bx[:, None])
     ar, br = folded("recurrent_norm")
     ac, bc = folded("state_norm", cell.state_norm_beta)
-    return bn_lstm_inference(
+    inference = bn_lstm_inference_native if native else bn_lstm_inference
+    return inference(
         xn, vt, initial_state[0], initial_state[1], cell.recurrent_kernel,
         ar, br, ac, bc, mask is not None, layer.zero_output_for_mask,
     )

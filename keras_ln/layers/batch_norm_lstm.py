@@ -508,17 +508,21 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         activity_regularizer: Regularizer applied to the layer's output.
         return_sequences, return_state, go_backwards, stateful, unroll: As
             in `keras.layers.LSTM`.
-        use_kernel: The training recurrence's implementation, like keras'
-            `use_cudnn`: `"auto"` (default) the TensorFlow kernel
-            (`_tf_bn_lstm_kernel`: one forward loop and a hand-written
-            backward-through-time loop, which compile under XLA too) where
-            it applies (TensorFlow, tanh/sigmoid, no recurrent dropout,
-            float32/float64, no unrolling), else keras' loop over the
-            cell's step; `True` or `"xla"` the kernel, and an error where it
-            does not apply; `False` keras' loop. There is no native kernel
-            (`"native"` is an error). At inference the kernel is a forward
-            loop with each step's moving statistics folded into a scale and
-            a shift.
+        use_kernel: The recurrence's implementation, like keras'
+            `use_cudnn` (see `LayerNormLSTM`): `"auto"` (default) a fused
+            kernel where one applies (TensorFlow, tanh/sigmoid, no
+            recurrent dropout, float32/float64, no unrolling): the native
+            ops (`keras_ln.layers._native`: C++ forward and
+            backward-through-time ops, the units split into shards that run
+            each step concurrently), or inside an XLA-compiled function,
+            or where the native library is not built, the TensorFlow kernel
+            (`_tf_bn_lstm_kernel`: a forward loop and a hand-written
+            backward-through-time loop, which compile under XLA); else
+            keras' loop over the cell's step. `True` a kernel as with
+            "auto", and an error where none applies; `"native"` or `"xla"`
+            that kernel, and an error where it cannot run; `False` keras'
+            loop. At inference the kernels run a forward loop with each
+            step's moving statistics folded into a scale and a shift.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:
@@ -627,7 +631,10 @@ class BatchNormLSTM(_recurrent.FusedRNN):
         reason = _tf_bn_lstm_kernel.unsupported(self)
         if reason is not None:
             return self.no_kernel(reason)
-        return _tf_bn_lstm_kernel.call(self, sequences, valid, initial_state, mask, training)
+        try:
+            return _tf_bn_lstm_kernel.call(self, sequences, valid, initial_state, mask, training)
+        except NotImplementedError as error:  # "native" where it cannot run
+            return self.no_kernel(str(error))
 
     def build(self, sequences_shape, initial_state_shape=None):
         self._check_input_shape(sequences_shape)

@@ -1,9 +1,12 @@
-"""BatchNormLSTM's training kernel (`_tf_bn_lstm_kernel`) against the generic loop, finite differences and XLA.
+"""BatchNormLSTM's kernels against the generic loop, finite differences and XLA.
 
-The generic loop (`use_kernel=False`, keras' loop over the cell's step) is
-the reference: the kernel's outputs, last states, gradients (inputs,
-initial states, every weight) and moving statistics equal it to rounding in
-float64, with and without masks, in both directions.
+Two kernels: the native ops (`keras_ln.layers._native`, C++) and the
+TensorFlow loops of `_tf_bn_lstm_kernel` (`use_kernel="xla"`, which compile
+under XLA). The generic loop (`use_kernel=False`, keras' loop over the
+cell's step) is the reference: each kernel's outputs, last states,
+gradients (inputs, initial states, every weight) and moving statistics
+equal it to rounding in float64, with and without masks, in both
+directions, in training and at inference.
 """
 
 import numpy as np
@@ -11,10 +14,20 @@ import pytest
 import tensorflow as tf
 
 import keras_ln
+from keras_ln.layers import _native
 from keras_ln.layers import _tf_bn_lstm_kernel
+from tests.layers.test_tf_recurrent_kernels import _native_or_skip
 
 B, T, F, U = 6, 5, 3, 4
 LENGTHS = [5, 3, 1, 4, 5, 2]
+
+
+@pytest.fixture(params=["native", "xla"])
+def kernel(request):
+    """`use_kernel` of one of the two kernels."""
+    if request.param == "native":
+        _native_or_skip()
+    return request.param
 
 
 def _layer(use_kernel, dtype="float64", **kwargs):
@@ -59,11 +72,11 @@ def _run(layer, x, mask, h0, c0, training=True, fn=None):
 @pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_kernel_equals_the_generic_loop(masked, go_backwards, return_sequences):
+def test_kernel_equals_the_generic_loop(kernel, masked, go_backwards, return_sequences):
     kwargs = dict(go_backwards=go_backwards, return_sequences=return_sequences, return_state=True)
     for zero_output in ([False, True] if masked and return_sequences else [False]):
         got, want = [], []
-        for use_kernel, out in ((True, got), (False, want)):
+        for use_kernel, out in ((kernel, got), (False, want)):
             layer = _layer(use_kernel, **kwargs)
             layer.zero_output_for_mask = zero_output
             out.extend(_run(layer, *_inputs(masked)))
@@ -72,14 +85,15 @@ def test_kernel_equals_the_generic_loop(masked, go_backwards, return_sequences):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_kernel_gradient_matches_finite_differences():
+def test_kernel_gradient_matches_finite_differences(kernel):
     """Central differences of a scalar of the kernel's outputs, in float64,
-    along random directions of the input, the recurrent kernel and the
-    recurrent and state norms' gammas (masked sequences)."""
-    layer = _layer(True, return_sequences=True, return_state=True)
+    along random directions of the input and of every weight (masked
+    sequences)."""
+    layer = _layer(kernel, return_sequences=True, return_state=True)
     x, mask, h0, c0 = _inputs(True)
     cell = layer.cell
-    weights = [cell.recurrent_kernel, cell.recurrent_norm_gamma, cell.state_norm_gamma]
+    weights = [cell.kernel, cell.bias, cell.kernel_norm_gamma, cell.recurrent_kernel,
+               cell.recurrent_norm_gamma, cell.state_norm_gamma, cell.state_norm_beta]
 
     def scalar(x):
         out, h, c = layer(x, mask=mask, initial_state=[h0, c0], training=True)
@@ -109,8 +123,9 @@ def test_kernel_gradient_matches_finite_differences():
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 def test_kernel_in_compiled_functions(jit, monkeypatch):
-    """Inside tf.function, XLA-compiled (jit_compile=True) or not, and with
-    the kernel's own loops XLA-compiled: the numbers of the eager call."""
+    """Inside tf.function, XLA-compiled (jit_compile=True: the TensorFlow
+    kernel, "auto" never runs the native ops there) or not, and with the
+    kernel's own loops XLA-compiled: the numbers of the eager call."""
     eager = _run(_layer(True, return_sequences=True, return_state=True), *_inputs(True))
     compiled = _run(_layer(True, return_sequences=True, return_state=True), *_inputs(True),
                     fn=lambda f: tf.function(f, jit_compile=jit))
@@ -121,25 +136,39 @@ def test_kernel_in_compiled_functions(jit, monkeypatch):
         np.testing.assert_allclose(c, a, rtol=1e-10, atol=1e-12)
 
 
-def test_float32_kernel_matches_float64():
-    got = _run(_layer(True, "float32", return_state=True), *_inputs(False, "float32"))
-    want = _run(_layer(True, "float64", return_state=True), *_inputs(False, "float64"))
+def test_float32_kernel_matches_float64(kernel):
+    got = _run(_layer(kernel, "float32", return_state=True), *_inputs(False, "float32"))
+    want = _run(_layer(kernel, "float64", return_state=True), *_inputs(False, "float64"))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
-def test_use_kernel_choices():
-    """"auto" falls back to the generic loop where the kernel does not
-    apply (recurrent dropout); True or "xla" there is an error
-    naming the reason; "native" (no native kernel) likewise; the choice is
-    in the config."""
+def test_use_kernel_choices(monkeypatch):
+    """"auto" falls back to the generic loop where no kernel applies
+    (recurrent dropout); True, "native" or "xla" there is an error naming
+    the reason; "native" without the library, or inside XLA, likewise,
+    where "auto" takes the TensorFlow kernel; the choice is in the
+    config."""
     x, mask, h0, c0 = _inputs(False)
     auto = _layer("auto", recurrent_dropout=0.2)
     auto(x, training=True)  # generic loop, no error
-    with pytest.raises(ValueError, match="use_kernel=True.*recurrent_dropout"):
-        _layer(True, recurrent_dropout=0.2)(x, training=True)
-    with pytest.raises(ValueError, match="use_kernel='native'.*no native kernel"):
+    for choice in (True, "native", "xla"):
+        with pytest.raises(ValueError, match=f"use_kernel={choice!r}.*recurrent_dropout"):
+            _layer(choice, recurrent_dropout=0.2)(x, training=True)
+    with pytest.raises(ValueError, match="use_kernel='native'.*cannot run inside an XLA"):
+        tf.function(lambda x: _layer("native")(x, training=True), jit_compile=True)(x)
+    calls = []
+    for name in ("bn_lstm_recurrence", "bn_lstm_recurrence_native"):
+        original = getattr(_tf_bn_lstm_kernel, name)
+        monkeypatch.setattr(_tf_bn_lstm_kernel, name,
+                            lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    monkeypatch.setattr(_native, "_loaded", {"module": None, "error": "not built (test)"})
+    with pytest.raises(ValueError, match="use_kernel='native'.*not built"):
         _layer("native")(x, training=True)
+    want = _run(_layer(False, return_state=True), x, None, h0, c0)
+    for a, b in zip(_run(_layer("auto", return_state=True), x, None, h0, c0), want):  # the TF kernel
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    assert calls == ["bn_lstm_recurrence"]
     with pytest.raises(ValueError, match="use_kernel"):
         keras_ln.BatchNormLSTM(U, use_kernel="fast")
     layer = _layer(False)
@@ -164,12 +193,12 @@ def test_kernel_across_batch_sizes_and_lengths():
 
 @pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_inference_kernel_equals_the_generic_loop(masked, go_backwards):
+def test_inference_kernel_equals_the_generic_loop(kernel, masked, go_backwards):
     """Inference with moving statistics (random, and only 2 trained steps of
     `max_steps=3`, so later steps reuse the second's): outputs, states and
     input gradients of the generic loop."""
     got = []
-    for use_kernel in (True, False):
+    for use_kernel in (kernel, False):
         layer = keras_ln.BatchNormLSTM(U, max_steps=3, use_kernel=use_kernel, dtype="float64",
                                        go_backwards=go_backwards, return_sequences=True, return_state=True)
         layer.build((B, T, F))
