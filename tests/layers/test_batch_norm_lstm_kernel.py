@@ -213,3 +213,76 @@ def test_inference_kernel_equals_the_generic_loop(kernel, masked, go_backwards):
         got.append(_run(layer, *_inputs(masked), training=False))
     for a, b in zip(*got):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+_NATIVE_RUN = """
+import sys
+import numpy as np
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
+from keras_ln.layers import _tf_bn_lstm_kernel as K
+rng = np.random.default_rng(3)
+T, B, F, u = 7, 19, 5, 144
+c = lambda *s: tf.constant(rng.normal(size=s), "float32")
+x, w, gx, bias, h0, c0 = c(T, B, F), c(F, 4 * u), c(4 * u), c(4 * u), c(B, u), c(B, u)
+U, gr, gs, bs = c(u, 4 * u) * 0.2, c(4 * u), c(u), c(u)
+valid = tf.constant((rng.random((T, B, 1)) > 0.2).astype("float32"))
+args = [x, w, gx, bias, h0, c0, U, gr, gs, bs]
+with tf.GradientTape() as tape:
+    tape.watch(args)
+    out = K.bn_lstm_recurrence_native(x, w, gx, bias, valid, h0, c0, U, gr, gs, bs, 1e-3, True, False)
+    loss = tf.reduce_sum(tf.sin(out[0])) + tf.reduce_sum(out[1] * out[2])
+grads = tape.gradient(loss, args)
+np.savez(sys.argv[2], *[t.numpy() for t in list(out) + grads])
+"""
+
+
+def test_native_results_do_not_depend_on_the_threads(tmp_path):
+    """The native ops split the units into shards by the unit count only
+    (144 units: shards of 80 and 64), and every sum runs in a fixed order:
+    one intra-op thread and two give the same bits, forward and backward
+    (masked)."""
+    _native_or_skip()
+    import subprocess
+    import sys
+
+    results = []
+    for threads in (1, 2):
+        path = tmp_path / f"run{threads}.npz"
+        subprocess.run([sys.executable, "-c", _NATIVE_RUN, str(threads), str(path)], check=True)
+        with np.load(path) as data:
+            results.append([data[k] for k in sorted(data.files, key=lambda k: int(k.split("_")[1]))])
+    assert len(results[0]) == 9 + 10
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_native_ops_reject_bad_shapes():
+    _native_or_skip()
+    mod = _native.ops()
+    T, B, F, u = 3, 2, 4, 2
+    x, w = tf.zeros((T, B, F)), tf.zeros((F, 4 * u))
+    h0, U = tf.zeros((B, u)), tf.zeros((u, 4 * u))
+    g8, g2, none, eps = tf.ones(4 * u), tf.ones(u), tf.zeros([0]), tf.constant(1e-3)
+
+    def forward(x=x, w=w, U=U, gr=g8, valid=none, masked=False, eps=eps):
+        mod.keras_ln_bn_lstm_forward(x, w, g8, g8, valid, h0, h0, U, gr, g2, g2, eps,
+                                     masked=masked, zero_output=False)
+
+    forward()  # the shapes above are right
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \[2,8\], got \[3,8\]"):
+        forward(U=tf.zeros((3, 8)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"w must be \[4,8\], got \[4,6\]"):
+        forward(w=tf.zeros((4, 6)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"sequence must be \(time, 2, features\)"):
+        forward(x=tf.zeros((3, 5, 4)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="valid must have time\\*batch elements"):
+        forward(valid=tf.ones([5]), masked=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="gr must be"):
+        forward(gr=tf.ones(5))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="epsilon must be a scalar"):
+        forward(eps=tf.ones(2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"ar must be \[3,8\]"):
+        mod.keras_ln_bn_lstm_inference(tf.zeros((T, B, 4 * u)), none, h0, h0, U, tf.ones((2, 8)),
+                                       tf.ones((T, 8)), tf.ones((T, 2)), tf.ones((T, 2)),
+                                       masked=False, zero_output=False)

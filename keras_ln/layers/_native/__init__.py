@@ -1,8 +1,9 @@
 """Native (C++) TensorFlow ops of the recurrent fast path (optional).
 
-`ln_rnn_ops.cc` holds the LN-LSTM and LN-GRU recurrences as TensorFlow
-custom ops: one op for the whole forward loop, one for the whole
-backward-through-time loop, with their own vectorized matrix products. They
+`ln_rnn_ops.cc` holds the LN-LSTM, LN-GRU and BatchNormLSTM recurrences
+as TensorFlow custom ops: one op for the whole forward loop, one for the
+whole backward-through-time loop (and BatchNormLSTM's inference loop), with
+their own vectorized matrix products. They
 are compiled against the installed TensorFlow, once, by
 
     python -m keras_ln.layers._native

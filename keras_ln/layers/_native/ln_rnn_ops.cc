@@ -1,7 +1,9 @@
-// The LN-LSTM and LN-GRU recurrences as TensorFlow custom ops, one op for
-// the whole forward loop and one for the whole backward-through-time loop
-// (the optional native part of the TensorFlow fast path; see
-// keras_ln/layers/_native/__init__.py), like cuDNN's RNN kernels.
+// The LN-LSTM, LN-GRU and BatchNormLSTM recurrences as TensorFlow custom
+// ops, one op for the whole forward loop and one for the whole
+// backward-through-time loop (the optional native part of the TensorFlow
+// fast path; see keras_ln/layers/_native/__init__.py), like cuDNN's RNN
+// kernels. The BatchNormLSTM ops, whose batch statistics couple the rows,
+// are described at their section below; this header describes the LN ops.
 //
 // Before the loop, as cuDNN does, the input projection x @ W of all time
 // steps is one large matrix product, normalized row by row in one pass.
