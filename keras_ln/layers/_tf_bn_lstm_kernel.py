@@ -443,8 +443,10 @@ def call(layer, sequences, valid, initial_state, mask, training):
     else:
         outs, h, c = _inference_call(layer, ops.matmul(xt, cell.kernel), vt,
                                      initial_state, mask, native)
-    outputs = _recurrent.to_time_major(outs)
-    return outputs[:, -1], outputs, [h, c]
+    last = outs[-1]
+    if not layer.return_sequences:  # no transpose of the whole sequence
+        return last, last[:, None], [h, c]
+    return last, _recurrent.to_time_major(outs), [h, c]
 
 
 def _training_call(layer, z, vt, initial_state, mask):

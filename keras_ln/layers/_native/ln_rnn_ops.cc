@@ -67,6 +67,27 @@ template <typename T>
 using Row = Eigen::Map<Arr<T>>;
 template <typename T>
 using CRow = Eigen::Map<const Arr<T>>;
+// Row-major (rows, columns) blocks: local ones, and views of a buffer with
+// a row stride (Blk, CBlk: data, rows, columns, stride).
+template <typename T>
+using Mat = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using RowA = Eigen::Array<T, 1, Eigen::Dynamic>;
+template <typename T>
+using CCol = Eigen::Map<const Arr<T>>;
+template <typename T>
+struct Blk : Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>> {
+  using Base = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
+  Blk(T* p, int64_t rows, int64_t cols, int64_t stride)
+      : Base(p, rows, cols, Eigen::OuterStride<>(stride)) {}
+  using Base::operator=;
+};
+template <typename T>
+struct CBlk : Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>> {
+  using Base = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
+  CBlk(const T* p, int64_t rows, int64_t cols, int64_t stride)
+      : Base(p, rows, cols, Eigen::OuterStride<>(stride)) {}
+};
 
 // sigmoid(x) = (1 + tanh(x / 2)) / 2: Eigen's vectorized tanh is about
 // twice as fast as its logistic, and as accurate in float32.
@@ -1309,6 +1330,22 @@ REGISTER("KerasLnGruBackward", GruBackwardOp, double);
 // a scale and a shift per step: the rows are independent again and the
 // inference op splits the batch, as the LN loops do.
 
+// sum_b weight[b] * x.row(b) (1, columns), or the plain column sums
+// without weights; row by row, in row order (Eigen's column-wise partial
+// reductions of a row-major block do not vectorize).
+template <typename T, typename Derived>
+RowA<T> ColumnSums(const Eigen::ArrayBase<Derived>& x,
+                   const T* weight = nullptr) {
+  RowA<T> out = RowA<T>::Zero(x.cols());
+  for (int64_t b = 0; b < x.rows(); ++b) {
+    if (weight)
+      out += weight[b] * x.row(b);
+    else
+      out += x.row(b);
+  }
+  return out;
+}
+
 constexpr int64_t kBnUnitsPerShard = 64;
 constexpr int64_t kBnMaxShards = 8;
 
@@ -1657,10 +1694,13 @@ class BnLstmForwardOp : public BnLstmOp {
     const int64_t S = bounds.size() - 1;
     const std::vector<T> Up =
         PermuteColumns(kernel.flat<T>().data(), u, bounds);
+    // The step's row weights: v / max(sum v, 1), or 1 / B.
+    const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
     struct Shard {
       int64_t a, w;
       PackedMatrix<T> U;  // (u, 4w): the columns of the shard's units
-      Arr<T> gx, bx, gr, gs, bs, r, cn, mean, var, mc, vc;
+      RowA<T> gx, bx, gr, gs, bs, mean, var, mc, vc;
+      Mat<T> r, cn;
     };
     std::vector<Shard> shards;
     for (int64_t s = 0; s < S; ++s) {
@@ -1670,89 +1710,75 @@ class BnLstmForwardOp : public BnLstmOp {
         std::copy_n(Up.data() + kk * G + 4 * a, 4 * w,
                     cols.data() + kk * 4 * w);
       Shard sh{a, w, PackedMatrix<T>(cols.data(), u, 4 * w, false)};
-      sh.gx = Permuted(gx.flat<T>().data(), u, a, w);
-      sh.bx = Permuted(bias.flat<T>().data(), u, a, w);
-      sh.gr = Permuted(gr.flat<T>().data(), u, a, w);
-      sh.gs = CRow<T>(gs.flat<T>().data() + a, w);
-      sh.bs = CRow<T>(bs.flat<T>().data() + a, w);
-      sh.r.resize(B * 4 * w);
-      sh.cn.resize(B * w);
+      sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
+      sh.bx = Permuted(bias.flat<T>().data(), u, a, w).transpose();
+      sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
+      sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
+      sh.bs = CRow<T>(bs.flat<T>().data() + a, w).transpose();
+      sh.r.resize(B, 4 * w);
+      sh.cn.resize(B, w);
       shards.push_back(std::move(sh));
     }
 
+    // One step of the shard's units, as passes over the (batch, width)
+    // blocks (rows of a few dozen values: passes row by row would cost more
+    // in loop overhead than in arithmetic).
     auto step = [&](Shard& sh, int64_t t) {
       const int64_t a = sh.a, w = sh.w, w4 = 4 * w, n = t * B;
       const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
       const T* Y = t ? YS + (n - B) * u : zeros.data();
-      auto weight = [&](int64_t b) { return V ? weights[n + b] : uniform; };
-      auto on = [&](int64_t b) { return !V || V[n + b] != T(0); };
+      CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
       sh.U.Multiply(B, H, sh.r.data(), nullptr);
       // the recurrent norm's statistics, two passes
-      sh.mean.setZero(w4);
-      for (int64_t b = 0; b < B; ++b)
-        if (on(b)) sh.mean += weight(b) * CRow<T>(sh.r.data() + b * w4, w4);
-      sh.var.setZero(w4);
-      for (int64_t b = 0; b < B; ++b)
-        if (on(b))
-          sh.var += weight(b) *
-                    (CRow<T>(sh.r.data() + b * w4, w4) - sh.mean).square();
+      sh.mean = ColumnSums<T>(sh.r, wv.data());
+      sh.var = ColumnSums<T>((sh.r.rowwise() - sh.mean).square(), wv.data());
       for (int blk = 0; blk < 4; ++blk) {
-        Row<T>(MR + t * G + blk * u + a, w) = sh.mean.segment(blk * w, w);
-        Row<T>(VR + t * G + blk * u + a, w) = sh.var.segment(blk * w, w);
+        Row<T>(MR + t * G + blk * u + a, w) =
+            sh.mean.segment(blk * w, w).transpose();
+        Row<T>(VR + t * G + blk * u + a, w) =
+            sh.var.segment(blk * w, w).transpose();
       }
       sh.var = (sh.var + eps).rsqrt();  // now 1 / std
-      for (int64_t b = 0; b < B; ++b) {
-        Row<T> rh(RH + (n + b) * G + 4 * a, w4), ga(A + (n + b) * G + 4 * a, w4);
-        if (!on(b)) {
-          rh.setZero();
-          ga.setZero();
-          continue;
-        }
-        rh = (CRow<T>(sh.r.data() + b * w4, w4) - sh.mean) * sh.var;
-        for (int blk = 0; blk < 4; ++blk)
-          ga.segment(blk * w, w) = CRow<T>(XH + (n + b) * G + blk * u + a, w);
-        ga = ga * sh.gx + sh.bx + rh * sh.gr;
-        ga.head(2 * w) = Sigmoid(ga.head(2 * w));
-        ga.segment(2 * w, w) = ga.segment(2 * w, w).tanh();
-        ga.tail(w) = Sigmoid(ga.tail(w));
-        Row<T>(sh.cn.data() + b * w, w) =
-            ga.segment(w, w) * CRow<T>(C + b * u + a, w) +
-            ga.head(w) * ga.segment(2 * w, w);
-      }
+      Blk<T> rh(RH + n * G + 4 * a, B, w4, G), ga(A + n * G + 4 * a, B, w4, G);
+      rh = (sh.r.rowwise() - sh.mean).rowwise() * sh.var;
+      for (int blk = 0; blk < 4; ++blk)
+        ga.middleCols(blk * w, w) = CBlk<T>(XH + n * G + blk * u + a, B, w, G);
+      ga = (ga.rowwise() * sh.gx + rh.rowwise() * sh.gr).rowwise() + sh.bx;
+      ga.leftCols(2 * w) = Sigmoid(ga.leftCols(2 * w));
+      ga.middleCols(2 * w, w) = ga.middleCols(2 * w, w).tanh();
+      ga.rightCols(w) = Sigmoid(ga.rightCols(w));
+      sh.cn = ga.middleCols(w, w) * CBlk<T>(C + a, B, w, u) +
+              ga.leftCols(w) * ga.middleCols(2 * w, w);
       // the state norm's statistics
-      sh.mc.setZero(w);
-      for (int64_t b = 0; b < B; ++b)
-        if (on(b)) sh.mc += weight(b) * CRow<T>(sh.cn.data() + b * w, w);
-      sh.vc.setZero(w);
-      for (int64_t b = 0; b < B; ++b)
-        if (on(b))
-          sh.vc += weight(b) *
-                   (CRow<T>(sh.cn.data() + b * w, w) - sh.mc).square();
-      Row<T>(MC + t * u + a, w) = sh.mc;
-      Row<T>(VC + t * u + a, w) = sh.vc;
+      sh.mc = ColumnSums<T>(sh.cn, wv.data());
+      sh.vc = ColumnSums<T>((sh.cn.rowwise() - sh.mc).square(), wv.data());
+      Row<T>(MC + t * u + a, w) = sh.mc.transpose();
+      Row<T>(VC + t * u + a, w) = sh.vc.transpose();
       sh.vc = (sh.vc + eps).rsqrt();
+      const int64_t i = n * u + a;
+      Blk<T> ch(CH + i, B, w, u), th(TH + i, B, w, u), ho(HS + i, B, w, u),
+          co(CS + i, B, w, u), yo(YS + i, B, w, u);
+      ch = (sh.cn.rowwise() - sh.mc).rowwise() * sh.vc;
+      th = ((ch.rowwise() * sh.gs).rowwise() + sh.bs).tanh();
+      ho = ga.rightCols(w) * th;
+      co = sh.cn;
+      yo = ho;
+      if (!V) return;
       for (int64_t b = 0; b < B; ++b) {
-        const int64_t i = (n + b) * u + a;
-        Row<T> ch(CH + i, w), th(TH + i, w), ho(HS + i, w), co(CS + i, w),
-            yo(YS + i, w);
-        if (!on(b)) {
-          ch.setZero();
-          th.setZero();
-          ho = CRow<T>(H + b * u + a, w);
-          co = CRow<T>(C + b * u + a, w);
-          if (zero_output_)
-            yo.setZero();
-          else
-            yo = CRow<T>(Y + b * u + a, w);
-          continue;
-        }
-        CRow<T> cn(sh.cn.data() + b * w, w);
-        ch = (cn - sh.mc) * sh.vc;
-        th = (ch * sh.gs + sh.bs).tanh();
-        ho = CRow<T>(A + (n + b) * G + 4 * a + 3 * w, w) * th;
-        co = cn;
-        yo = ho;
+        if (V[n + b] != T(0)) continue;
+        // a masked row keeps its states and outputs; nothing of it is
+        // saved (the backward passes its gradients through)
+        rh.row(b).setZero();
+        ga.row(b).setZero();
+        ch.row(b).setZero();
+        th.row(b).setZero();
+        ho.row(b) = CBlk<T>(H + a, B, w, u).row(b);
+        co.row(b) = CBlk<T>(C + a, B, w, u).row(b);
+        if (zero_output_)
+          yo.row(b).setZero();
+        else
+          yo.row(b) = CBlk<T>(Y + a, B, w, u).row(b);
       }
     };
     RunSteps(ctx, Tn, S, [&](int64_t t, int64_t s) { step(shards[s], t); });
@@ -1891,27 +1917,25 @@ class BnLstmBackwardOp : public BnLstmOp {
     const int64_t S = bounds.size() - 1;
     const std::vector<T> Up =
         PermuteColumns(kernel.flat<T>().data(), u, bounds);
+    const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
     struct Shard {
       int64_t a, w;
       PackedMatrix<T> Ut;  // (G, w): U's rows of the shard's units, transposed
-      Arr<T> gr, gs, dh, ph, gc, gout, dcn, dyc, dyr, sr, sc, m1c, m2c, m1r,
-          m2r, dgr, dgs, dbs;
+      RowA<T> gr, gs, sr, sc, m1c, m2c, m1r, m2r, dgr, dgs, dbs;
+      Mat<T> dh, ph, gc, gout, dcn, dyc, dz;
     };
     std::vector<Shard> shards;
     for (int64_t s = 0; s < S; ++s) {
       const int64_t a = bounds[s], w = bounds[s + 1] - a;
       Shard sh{a, w, PackedMatrix<T>(Up.data() + a * G, G, w, true)};
-      sh.gr = Permuted(gr.flat<T>().data(), u, a, w);
-      sh.gs = CRow<T>(gs.flat<T>().data() + a, w);
-      for (Arr<T>* v : {&sh.dh, &sh.ph, &sh.gc, &sh.gout, &sh.dcn, &sh.dyc})
-        v->setZero(B * w);
-      sh.dyr.setZero(B * 4 * w);
-      for (int64_t b = 0; b < B; ++b) {
-        Row<T>(sh.dh.data() + b * w, w) =
-            CRow<T>(dh_last.flat<T>().data() + b * u + a, w);
-        Row<T>(sh.gc.data() + b * w, w) =
-            CRow<T>(dc_last.flat<T>().data() + b * u + a, w);
-      }
+      sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
+      sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
+      for (Mat<T>* v : {&sh.ph, &sh.gout, &sh.dcn, &sh.dyc})
+        v->setZero(B, w);
+      sh.dz.setZero(B, 4 * w);
+      sh.sr.resize(4 * w);
+      sh.dh = CBlk<T>(dh_last.flat<T>().data() + a, B, w, u);
+      sh.gc = CBlk<T>(dc_last.flat<T>().data() + a, B, w, u);
       sh.dgr.setZero(4 * w);
       sh.dgs.setZero(w);
       sh.dbs.setZero(w);
@@ -1924,91 +1948,81 @@ class BnLstmBackwardOp : public BnLstmOp {
       sh.Ut.Multiply(B, DR + t * B * G, sh.dh.data(),
                      V ? sh.ph.data() : nullptr);
     };
+    // One step back, as passes over the (batch, width) blocks (see the
+    // forward's step).
     auto step = [&](Shard& sh, int64_t t) {
       const int64_t a = sh.a, w = sh.w, w4 = 4 * w, n = t * B;
       if (t + 1 < Tn) back_product(sh, t + 1);
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
-      auto weight = [&](int64_t b) { return V ? weights[n + b] : uniform; };
-      auto on = [&](int64_t b) { return !V || V[n + b] != T(0); };
-      sh.sr.resize(w4);
+      CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
       for (int blk = 0; blk < 4; ++blk)
-        sh.sr.segment(blk * w, w) = CRow<T>(VR + t * G + blk * u + a, w);
+        sh.sr.segment(blk * w, w) =
+            CRow<T>(VR + t * G + blk * u + a, w).transpose();
       sh.sr = (sh.sr + eps).rsqrt();
-      sh.sc = (CRow<T>(VC + t * u + a, w) + eps).rsqrt();
-      sh.m1c.setZero(w);
-      sh.m2c.setZero(w);
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t i = (n + b) * u + a;
-        Row<T> dh(sh.dh.data() + b * w, w), gout(sh.gout.data() + b * w, w);
-        CRow<T> dy(DYS + i, w);
-        if (V) {
-          Row<T> ph(sh.ph.data() + b * w, w);
-          if (!on(b)) {  // states and gradients pass through
-            ph = dh;
+      sh.sc = (CRow<T>(VC + t * u + a, w) + eps).rsqrt().transpose();
+      const int64_t i = n * u + a;
+      CBlk<T> dy(DYS + i, B, w, u), ch(CH + i, B, w, u), th(TH + i, B, w, u),
+          ga(A + n * G + 4 * a, B, w4, G), rh(RH + n * G + 4 * a, B, w4, G),
+          cp(C + a, B, w, u);
+      if (V) {
+        for (int64_t b = 0; b < B; ++b) {
+          if (V[n + b] != T(0)) {
+            sh.dh.row(b) += dy.row(b) + sh.gout.row(b);
+            sh.gout.row(b).setZero();
+            sh.ph.row(b).setZero();
+          } else {  // states and gradients pass through a masked row
+            sh.ph.row(b) = sh.dh.row(b);
             if (zero_output_)
-              gout.setZero();
+              sh.gout.row(b).setZero();
             else
-              gout += dy;
-            for (int blk = 0; blk < 4; ++blk)
-              Row<T>(DXN + (n + b) * G + blk * u + a, w).setZero();
-            continue;
+              sh.gout.row(b) += dy.row(b);
+            sh.dh.row(b).setZero();
           }
-          ph.setZero();
-          dh += dy + gout;
-          gout.setZero();
-        } else {
-          dh += dy;
         }
-        // dh: dL/dh'_t; then dL/do (times o's derivative later)
-        CRow<T> ch(CH + i, w), th(TH + i, w);
-        CRow<T> o(A + (n + b) * G + 4 * a + 3 * w, w);
-        Row<T> dyc(sh.dyc.data() + b * w, w);
-        dyc = dh * o * (T(1) - th * th);  // da
-        sh.dgs += dyc * ch;
-        sh.dbs += dyc;
-        dyc *= sh.gs;
-        dh *= th;
-        const T wb = weight(b);
-        sh.m1c += wb * dyc;
-        sh.m2c += wb * dyc * ch;
+      } else {
+        sh.dh += dy;
       }
-      sh.m1r.setZero(w4);
-      sh.m2r.setZero(w4);
-      for (int64_t b = 0; b < B; ++b) {
-        if (!on(b)) continue;
-        const int64_t i = (n + b) * u + a;
-        CRow<T> ch(CH + i, w), ga(A + (n + b) * G + 4 * a, w4),
-            rh(RH + (n + b) * G + 4 * a, w4), cp(C + b * u + a, w);
-        Row<T> gc(sh.gc.data() + b * w, w), dyc(sh.dyc.data() + b * w, w),
-            dz(sh.dyr.data() + b * w4, w4);
-        gc += sh.sc * (dyc - sh.m1c - ch * sh.m2c);  // dL/dc'_t
-        auto i_ = ga.head(w);
-        auto f_ = ga.segment(w, w);
-        auto g_ = ga.segment(2 * w, w);
-        auto o_ = ga.tail(w);
-        dz.head(w) = gc * g_ * i_ * (T(1) - i_);
-        dz.segment(w, w) = gc * cp * f_ * (T(1) - f_);
-        dz.segment(2 * w, w) = gc * i_ * (T(1) - g_ * g_);
-        dz.tail(w) = CRow<T>(sh.dh.data() + b * w, w) * o_ * (T(1) - o_);
-        for (int blk = 0; blk < 4; ++blk)
-          Row<T>(DXN + (n + b) * G + blk * u + a, w) = dz.segment(blk * w, w);
-        sh.dgr += dz * rh;
-        dz *= sh.gr;
-        const T wb = weight(b);
-        sh.m1r += wb * dz;
-        sh.m2r += wb * dz * rh;
-        gc *= f_;  // dL/dc_{t-1}
+      // dh: dL/dh'_t (0 on masked rows)
+      sh.dyc = sh.dh * ga.rightCols(w) * (T(1) - th.square());  // da
+      sh.dgs += ColumnSums<T>(sh.dyc * ch);
+      sh.dbs += ColumnSums<T>(sh.dyc);
+      sh.dyc = sh.dyc.rowwise() * sh.gs;
+      sh.dh *= th;  // dL/do
+      sh.m1c = ColumnSums<T>(sh.dyc, wv.data());
+      sh.m2c = ColumnSums<T>(sh.dyc * ch, wv.data());
+      // dL/dc'_t: what later steps pass back plus the state norm's part
+      sh.dcn = ((sh.dyc.rowwise() - sh.m1c) - ch.rowwise() * sh.m2c)
+                   .rowwise() *
+               sh.sc;
+      if (V) sh.dcn.colwise() *= CCol<T>(V + n, B);
+      sh.dcn += sh.gc;
+      auto i_ = ga.leftCols(w);
+      auto f_ = ga.middleCols(w, w);
+      auto g_ = ga.middleCols(2 * w, w);
+      auto o_ = ga.rightCols(w);
+      sh.dz.leftCols(w) = sh.dcn * g_ * i_ * (T(1) - i_);
+      sh.dz.middleCols(w, w) = sh.dcn * cp * f_ * (T(1) - f_);
+      sh.dz.middleCols(2 * w, w) = sh.dcn * i_ * (T(1) - g_ * g_);
+      sh.dz.rightCols(w) = sh.dh * o_ * (T(1) - o_);
+      if (V) {
+        sh.dz.colwise() *= CCol<T>(V + n, B);
+        // dL/dc_{t-1}: a masked row passes what it got
+        for (int64_t b = 0; b < B; ++b)
+          if (V[n + b] != T(0)) sh.gc.row(b) = sh.dcn.row(b) * f_.row(b);
+      } else {
+        sh.gc = sh.dcn * f_;
       }
-      for (int64_t b = 0; b < B; ++b) {
-        Row<T> dr(DR + (n + b) * G + 4 * a, w4);
-        if (!on(b)) {
-          dr.setZero();
-          continue;
-        }
-        CRow<T> rh(RH + (n + b) * G + 4 * a, w4);
-        dr = sh.sr * (CRow<T>(sh.dyr.data() + b * w4, w4) - sh.m1r -
-                      rh * sh.m2r);
-      }
+      for (int blk = 0; blk < 4; ++blk)
+        Blk<T>(DXN + n * G + blk * u + a, B, w, G) =
+            sh.dz.middleCols(blk * w, w);
+      sh.dgr += ColumnSums<T>(sh.dz * rh);
+      sh.dz = sh.dz.rowwise() * sh.gr;
+      sh.m1r = ColumnSums<T>(sh.dz, wv.data());
+      sh.m2r = ColumnSums<T>(sh.dz * rh, wv.data());
+      Blk<T> dr(DR + n * G + 4 * a, B, w4, G);
+      dr = ((sh.dz.rowwise() - sh.m1r) - rh.rowwise() * sh.m2r).rowwise() *
+           sh.sr;
+      if (V) dr.colwise() *= CCol<T>(V + n, B);
     };
     // Steps T - 1 down to 0, then dL/dh0 (k = Tn).
     RunSteps(ctx, Tn + 1, S, [&](int64_t k, int64_t s) {
@@ -2018,19 +2032,15 @@ class BnLstmBackwardOp : public BnLstmOp {
         return;
       }
       if (Tn) back_product(sh, 0);
-      for (int64_t b = 0; b < B; ++b) {
-        Row<T>(dh0->flat<T>().data() + b * u + sh.a, sh.w) =
-            CRow<T>(sh.dh.data() + b * sh.w, sh.w);
-        Row<T>(dc0->flat<T>().data() + b * u + sh.a, sh.w) =
-            CRow<T>(sh.gc.data() + b * sh.w, sh.w);
-      }
+      Blk<T>(dh0->flat<T>().data() + sh.a, B, sh.w, u) = sh.dh;
+      Blk<T>(dc0->flat<T>().data() + sh.a, B, sh.w, u) = sh.gc;
     });
     for (const Shard& sh : shards) {
       for (int blk = 0; blk < 4; ++blk)
         Row<T>(dgr->flat<T>().data() + blk * u + sh.a, sh.w) =
-            sh.dgr.segment(blk * sh.w, sh.w);
-      Row<T>(dgs->flat<T>().data() + sh.a, sh.w) = sh.dgs;
-      Row<T>(dbs->flat<T>().data() + sh.a, sh.w) = sh.dbs;
+            sh.dgr.segment(blk * sh.w, sh.w).transpose();
+      Row<T>(dgs->flat<T>().data() + sh.a, sh.w) = sh.dgs.transpose();
+      Row<T>(dbs->flat<T>().data() + sh.a, sh.w) = sh.dbs.transpose();
     }
     // dU = sum_t h_{t-1}^T dr_t over the (time * batch) rows, in shards of
     // rows added up in shard order; then back to keras' column order.
