@@ -1400,13 +1400,16 @@ void RunSteps(OpKernelContext* ctx, int64_t steps, int64_t shards,
       });
 }
 
-// The kernel U (u, G = 4u) with its columns in the permuted layout.
+// The kernel U (u, G = 4u), or a (rows, G) matrix, with its columns in the
+// permuted layout.
 template <typename T>
 std::vector<T> PermuteColumns(const T* U, int64_t u,
-                              const std::vector<int64_t>& bounds) {
+                              const std::vector<int64_t>& bounds,
+                              int64_t rows = -1) {
   const int64_t G = 4 * u;
-  std::vector<T> out(u * G);
-  for (int64_t kk = 0; kk < u; ++kk)
+  if (rows < 0) rows = u;
+  std::vector<T> out(rows * G);
+  for (int64_t kk = 0; kk < rows; ++kk)
     for (size_t s = 0; s + 1 < bounds.size(); ++s) {
       const int64_t a = bounds[s], w = bounds[s + 1] - a;
       for (int blk = 0; blk < 4; ++blk)
@@ -1894,18 +1897,17 @@ class BnLstmBackwardOp : public BnLstmOp {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(8, gs.shape(), &dgs));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(9, gs.shape(), &dbs));
     // every step's dL/dr (permuted, for dU after the loop) and dL/dxn
-    Tensor dr_all, dxn_all;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), gates.shape(),
-                                           &dr_all));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), gates.shape(),
-                                           &dxn_all));
-    T* DR = dr_all.flat<T>().data();
-    T* DXN = dxn_all.flat<T>().data();
+    // dL/dr of the step and of the one after it (permuted), which the
+    // step's product reads
+    Tensor dr_pair;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), {2, B, G}, &dr_pair));
+    T* DR2 = dr_pair.flat<T>().data();
     const T *A = gates.flat<T>().data(), *RH = rhat.flat<T>().data(),
             *CH = chat.flat<T>().data(), *TH = thv.flat<T>().data(),
             *VR = var_r.flat<T>().data(), *VC = var_c.flat<T>().data(),
             *HS = hs.flat<T>().data(), *CS = cs.flat<T>().data(),
-            *DYS = dys.flat<T>().data();
+            *DYS = dys.flat<T>().data(), *X = x.flat<T>().data(),
+            *XHS = xhat.flat<T>().data(), *VX = var_x.flat<T>().data();
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const std::vector<T> weights =
         V ? StepWeights(V, Tn, B) : std::vector<T>();
@@ -1918,16 +1920,36 @@ class BnLstmBackwardOp : public BnLstmOp {
     const std::vector<T> Up =
         PermuteColumns(kernel.flat<T>().data(), u, bounds);
     const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
+    const std::vector<T> Wp = PermuteColumns(w.flat<T>().data(), u, bounds, F);
+    // Each shard's part of dL/dx of every step, added up in shard order
+    // after the loop.
+    Tensor dx_parts;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), {S, Tn, B, F}, &dx_parts));
+    T* DXP = dx_parts.flat<T>().data();
     struct Shard {
       int64_t a, w;
       PackedMatrix<T> Ut;  // (G, w): U's rows of the shard's units, transposed
-      RowA<T> gr, gs, sr, sc, m1c, m2c, m1r, m2r, dgr, dgs, dbs;
-      Mat<T> dh, ph, gc, gout, dcn, dyc, dz;
+      PackedMatrix<T> Wt;  // (4w, F): the input kernel's columns, transposed
+      RowA<T> gr, gs, gx, sr, sc, sx, m1c, m2c, m1r, m2r, dgr, dgs, dbs, dgx,
+          dbx;
+      Mat<T> dh, ph, gc, gout, dcn, dyc, dz, dxz, xh, du, dw;
     };
     std::vector<Shard> shards;
     for (int64_t s = 0; s < S; ++s) {
       const int64_t a = bounds[s], w = bounds[s + 1] - a;
-      Shard sh{a, w, PackedMatrix<T>(Up.data() + a * G, G, w, true)};
+      std::vector<T> wcols(F * 4 * w);
+      for (int64_t f = 0; f < F; ++f)
+        std::copy_n(Wp.data() + f * G + 4 * a, 4 * w, wcols.data() + f * 4 * w);
+      Shard sh{a, w, PackedMatrix<T>(Up.data() + a * G, G, w, true),
+               PackedMatrix<T>(wcols.data(), 4 * w, F, true)};
+      sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
+      sh.sx.resize(4 * w);
+      sh.dgx.setZero(4 * w);
+      sh.dbx.setZero(4 * w);
+      sh.du.setZero(u, 4 * w);
+      sh.dw.setZero(F, 4 * w);
+      sh.xh.resize(B, 4 * w);
+      sh.dxz.resize(B, 4 * w);
       sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
       sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
       for (Mat<T>* v : {&sh.ph, &sh.gout, &sh.dcn, &sh.dyc})
@@ -1945,7 +1967,7 @@ class BnLstmBackwardOp : public BnLstmOp {
     // dL/dh after step t - 1 of the shard's units: dr_t @ U^T + what
     // masked rows of step t passed back.
     auto back_product = [&](Shard& sh, int64_t t) {
-      sh.Ut.Multiply(B, DR + t * B * G, sh.dh.data(),
+      sh.Ut.Multiply(B, DR2 + (t % 2) * B * G, sh.dh.data(),
                      V ? sh.ph.data() : nullptr);
     };
     // One step back, as passes over the (batch, width) blocks (see the
@@ -1954,10 +1976,16 @@ class BnLstmBackwardOp : public BnLstmOp {
       const int64_t a = sh.a, w = sh.w, w4 = 4 * w, n = t * B;
       if (t + 1 < Tn) back_product(sh, t + 1);
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
+      const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
       CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
-      for (int blk = 0; blk < 4; ++blk)
+      for (int blk = 0; blk < 4; ++blk) {
         sh.sr.segment(blk * w, w) =
             CRow<T>(VR + t * G + blk * u + a, w).transpose();
+        sh.sx.segment(blk * w, w) =
+            CRow<T>(VX + t * G + blk * u + a, w).transpose();
+        sh.xh.middleCols(blk * w, w) = CBlk<T>(XHS + n * G + blk * u + a, B, w, G);
+      }
+      sh.sx = (sh.sx + eps).rsqrt();
       sh.sr = (sh.sr + eps).rsqrt();
       sh.sc = (CRow<T>(VC + t * u + a, w) + eps).rsqrt().transpose();
       const int64_t i = n * u + a;
@@ -2012,17 +2040,31 @@ class BnLstmBackwardOp : public BnLstmOp {
       } else {
         sh.gc = sh.dcn * f_;
       }
-      for (int blk = 0; blk < 4; ++blk)
-        Blk<T>(DXN + n * G + blk * u + a, B, w, G) =
-            sh.dz.middleCols(blk * w, w);
+      // the input side: dL/dxn = dz, through the input norm to x and W
+      sh.dgx += ColumnSums<T>(sh.dz * sh.xh);
+      sh.dbx += ColumnSums<T>(sh.dz);
+      sh.dxz = sh.dz.rowwise() * sh.gx;
+      sh.m1c = ColumnSums<T>(sh.dxz, wv.data());  // (reused for the input)
+      sh.m2c = ColumnSums<T>(sh.dxz * sh.xh, wv.data());
+      sh.dxz = ((sh.dxz.rowwise() - sh.m1c) - sh.xh.rowwise() * sh.m2c)
+                   .rowwise() *
+               sh.sx;
+      if (V) sh.dxz.colwise() *= CCol<T>(V + n, B);
+      sh.Wt.Multiply(B, sh.dxz.data(), DXP + (((&sh - shards.data()) * Tn + t) * B) * F,
+                     nullptr);
+      AddTransposedProduct(B, F, w4, X + n * F, F, sh.dxz.data(), w4,
+                           sh.dw.data());
       sh.dgr += ColumnSums<T>(sh.dz * rh);
       sh.dz = sh.dz.rowwise() * sh.gr;
       sh.m1r = ColumnSums<T>(sh.dz, wv.data());
       sh.m2r = ColumnSums<T>(sh.dz * rh, wv.data());
-      Blk<T> dr(DR + n * G + 4 * a, B, w4, G);
+      Blk<T> dr(DR2 + (t % 2) * B * G + 4 * a, B, w4, G);
       dr = ((sh.dz.rowwise() - sh.m1r) - rh.rowwise() * sh.m2r).rowwise() *
            sh.sr;
       if (V) dr.colwise() *= CCol<T>(V + n, B);
+      // dU of the shard's columns += h_{t-1}^T dr_t
+      AddTransposedProduct(B, u, w4, H + 0, u, DR2 + (t % 2) * B * G + 4 * a,
+                           G, sh.du.data());
     };
     // Steps T - 1 down to 0, then dL/dh0 (k = Tn).
     RunSteps(ctx, Tn + 1, S, [&](int64_t k, int64_t s) {
@@ -2042,37 +2084,23 @@ class BnLstmBackwardOp : public BnLstmOp {
       Row<T>(dgs->flat<T>().data() + sh.a, sh.w) = sh.dgs.transpose();
       Row<T>(dbs->flat<T>().data() + sh.a, sh.w) = sh.dbs.transpose();
     }
-    // dU = sum_t h_{t-1}^T dr_t over the (time * batch) rows, in shards of
-    // rows added up in shard order; then back to keras' column order.
-    const int64_t rows = Tn * B;
-    const int64_t parts = NumShards(rows, 0);
-    ShardSums<T> sdu(parts, u * G);
-    const T* h0p = h0.flat<T>().data();
-    ForShards(ctx, rows, parts, [&](int64_t s, int64_t r0, int64_t r1) {
-      const int64_t split = std::min(std::max(r0, B), r1);
-      if (split > r0)
-        AddTransposedProduct(split - r0, u, G, h0p + r0 * u, u, DR + r0 * G,
-                             G, sdu[s]);
-      if (r1 > split)
-        AddTransposedProduct(r1 - split, u, G, HS + (split - B) * u, u,
-                             DR + split * G, G, sdu[s]);
-    });
-    std::vector<T> dup(u * G);
-    sdu.Total(dup.data());
+    // Back to keras' column order; dL/dx: the shards' parts, in shard order.
     T* dk = dkernel->flat<T>().data();
-    for (int64_t kk = 0; kk < u; ++kk)
-      for (size_t s = 0; s + 1 < bounds.size(); ++s) {
-        const int64_t a = bounds[s], w = bounds[s + 1] - a;
-        for (int blk = 0; blk < 4; ++blk)
-          std::copy_n(dup.data() + kk * G + 4 * a + blk * w, w,
-                      dk + kk * G + blk * u + a);
+    T* dwk = dw->flat<T>().data();
+    for (const Shard& sh : shards)
+      for (int blk = 0; blk < 4; ++blk) {
+        Blk<T>(dk + blk * u + sh.a, u, sh.w, G) =
+            sh.du.middleCols(blk * sh.w, sh.w);
+        Blk<T>(dwk + blk * u + sh.a, F, sh.w, G) =
+            sh.dw.middleCols(blk * sh.w, sh.w);
+        Row<T>(dgx->flat<T>().data() + blk * u + sh.a, sh.w) =
+            sh.dgx.segment(blk * sh.w, sh.w).transpose();
+        Row<T>(dbias->flat<T>().data() + blk * u + sh.a, sh.w) =
+            sh.dbx.segment(blk * sh.w, sh.w).transpose();
       }
-    InputBatchNorm<T>{B, F, G, eps, x.flat<T>().data(), w.flat<T>().data(),
-                      V, weights.data()}
-        .Backward(ctx, Tn, gx.flat<T>().data(), xhat.flat<T>().data(),
-                  var_x.flat<T>().data(), DXN, dx->flat<T>().data(),
-                  dw->flat<T>().data(), dgx->flat<T>().data(),
-                  dbias->flat<T>().data());
+    Row<T> dxo(dx->flat<T>().data(), Tn * B * F);
+    dxo = CRow<T>(DXP, Tn * B * F);
+    for (int64_t s = 1; s < S; ++s) dxo += CRow<T>(DXP + s * Tn * B * F, Tn * B * F);
   }
 };
 
