@@ -222,7 +222,7 @@ import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
 from keras_ln.layers import _tf_bn_lstm_kernel as K
 rng = np.random.default_rng(3)
-T, B, F, u = 7, 19, 5, 144
+T, B, F, u = 7, 64, 5, 144
 c = lambda *s: tf.constant(rng.normal(size=s), "float32")
 x, w, gx, bias, h0, c0 = c(T, B, F), c(F, 4 * u), c(4 * u), c(4 * u), c(B, u), c(B, u)
 U, gr, gs, bs = c(u, 4 * u) * 0.2, c(4 * u), c(u), c(u)
@@ -239,7 +239,7 @@ np.savez(sys.argv[2], *[t.numpy() for t in list(out) + grads])
 
 def test_native_results_do_not_depend_on_the_threads(tmp_path):
     """The native ops split the units into shards by the unit count only
-    (144 units: shards of 80 and 64), and every sum runs in a fixed order:
+    (144 units of 64 rows: shards of 80 and 64), and every sum runs in a fixed order:
     one intra-op thread and two give the same bits, forward and backward
     (masked)."""
     _native_or_skip()
