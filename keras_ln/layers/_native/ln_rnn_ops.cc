@@ -1544,6 +1544,18 @@ struct InputBatchNorm {
 
 // The BatchNormLSTM ops take epsilon as a scalar input of their dtype (an
 // attribute would round a float64 layer's epsilon to float32).
+// Per step, whether no row is masked (with a mask that masks nothing the
+// steps take the unmasked path: the same weights 1 / B, no row by row
+// blends).
+template <typename T>
+std::vector<char> FullSteps(const T* V, int64_t Tn, int64_t B) {
+  std::vector<char> full(Tn, 1);
+  for (int64_t t = 0; V && t < Tn; ++t)
+    full[t] = std::all_of(V + t * B, V + t * B + B,
+                          [](T v) { return v != T(0); });
+  return full;
+}
+
 class BnLstmOp : public OpKernel {
  protected:
   explicit BnLstmOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -1919,6 +1931,7 @@ class BnLstmBackwardOp : public BnLstmOp {
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const std::vector<T> weights =
         V ? StepWeights(V, Tn, B) : std::vector<T>();
+    const std::vector<char> full = FullSteps(V, Tn, B);
     const T uniform = T(1) / T(B);
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
@@ -2000,9 +2013,11 @@ class BnLstmBackwardOp : public BnLstmOp {
       CBlk<T> dy(DYS + i, B, w, u), ch(CH + i, B, w, u), th(TH + i, B, w, u),
           ga(A + n * G + 4 * a, B, w4, G), rh(RH + n * G + 4 * a, B, w4, G),
           cp(C + a, B, w, u);
-      if (V) {
+      // the step's mask, or null where it masks no row
+      const T* M = V && !full[t] ? V + n : nullptr;
+      if (M) {
         for (int64_t b = 0; b < B; ++b) {
-          if (V[n + b] != T(0)) {
+          if (M[b] != T(0)) {
             sh.dh.row(b) += dy.row(b) + sh.gout.row(b);
             sh.gout.row(b).setZero();
             sh.ph.row(b).setZero();
@@ -2015,6 +2030,10 @@ class BnLstmBackwardOp : public BnLstmOp {
             sh.dh.row(b).setZero();
           }
         }
+      } else if (V) {
+        sh.dh += dy + sh.gout;
+        sh.gout.setZero();
+        sh.ph.setZero();
       } else {
         sh.dh += dy;
       }
@@ -2030,7 +2049,7 @@ class BnLstmBackwardOp : public BnLstmOp {
       sh.dcn = ((sh.dyc.rowwise() - sh.m1c) - ch.rowwise() * sh.m2c)
                    .rowwise() *
                sh.sc;
-      if (V) sh.dcn.colwise() *= CCol<T>(V + n, B);
+      if (M) sh.dcn.colwise() *= CCol<T>(M, B);
       sh.dcn += sh.gc;
       auto i_ = ga.leftCols(w);
       auto f_ = ga.middleCols(w, w);
@@ -2040,11 +2059,11 @@ class BnLstmBackwardOp : public BnLstmOp {
       sh.dz.middleCols(w, w) = sh.dcn * cp * f_ * (T(1) - f_);
       sh.dz.middleCols(2 * w, w) = sh.dcn * i_ * (T(1) - g_ * g_);
       sh.dz.rightCols(w) = sh.dh * o_ * (T(1) - o_);
-      if (V) {
-        sh.dz.colwise() *= CCol<T>(V + n, B);
+      if (M) {
+        sh.dz.colwise() *= CCol<T>(M, B);
         // dL/dc_{t-1}: a masked row passes what it got
         for (int64_t b = 0; b < B; ++b)
-          if (V[n + b] != T(0)) sh.gc.row(b) = sh.dcn.row(b) * f_.row(b);
+          if (M[b] != T(0)) sh.gc.row(b) = sh.dcn.row(b) * f_.row(b);
       } else {
         sh.gc = sh.dcn * f_;
       }
@@ -2057,7 +2076,7 @@ class BnLstmBackwardOp : public BnLstmOp {
       sh.dxz = ((sh.dxz.rowwise() - sh.m1c) - sh.xh.rowwise() * sh.m2c)
                    .rowwise() *
                sh.sx;
-      if (V) sh.dxz.colwise() *= CCol<T>(V + n, B);
+      if (M) sh.dxz.colwise() *= CCol<T>(M, B);
       sh.Wt.Multiply(B, sh.dxz.data(), DXP + (((&sh - shards.data()) * Tn + t) * B) * F,
                      nullptr);
       AddTransposedProduct(B, F, w4, X + n * F, F, sh.dxz.data(), w4,
@@ -2069,7 +2088,7 @@ class BnLstmBackwardOp : public BnLstmOp {
       Blk<T> dr(DR2 + (t % 2) * B * G + 4 * a, B, w4, G);
       dr = ((sh.dz.rowwise() - sh.m1r) - rh.rowwise() * sh.m2r).rowwise() *
            sh.sr;
-      if (V) dr.colwise() *= CCol<T>(V + n, B);
+      if (M) dr.colwise() *= CCol<T>(M, B);
       // dU of the shard's columns += h_{t-1}^T dr_t
       AddTransposedProduct(B, u, w4, H + 0, u, DR2 + (t % 2) * B * G + 4 * a,
                            G, sh.du.data());
