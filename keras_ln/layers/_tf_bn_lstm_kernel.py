@@ -1,6 +1,10 @@
-"""TensorFlow kernel of `BatchNormLSTM`'s recurrence in training (private).
+"""`BatchNormLSTM`'s kernels on TensorFlow (private): the TensorFlow loops
+below, the glue of the native ops (`keras_ln.layers._native`, section
+"native ops"), and the layer's calls, which choose between them
+(`implementation`).
 
-The whole recurrence is one differentiable operation: a forward
+In the TensorFlow kernel the whole training recurrence is one
+differentiable operation: a forward
 `tf.while_loop` that keeps only the states entering each step, and a
 hand-written backward-through-time `tf.while_loop` that recomputes each
 step's activations from them (both compile under XLA too, see `JIT`) (as the LN-LSTM kernel of
