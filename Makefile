@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 # The native recurrent kernels (C++, against the installed TensorFlow). A failed
 # build is not fatal: the layers then use their pure-TensorFlow paths.
-$(NATIVE): $(STAMP) keras_ln/layers/_native/ln_rnn_ops.cc keras_ln/layers/_native/__init__.py
+$(NATIVE): $(STAMP) $(wildcard keras_ln/layers/_native/*.cc keras_ln/layers/_native/*.h) keras_ln/layers/_native/__init__.py
 	$(PY) -m keras_ln.layers._native || echo "keras_ln: continuing without the native ops"
 	touch $(NATIVE)
 

@@ -297,7 +297,7 @@ def bn_lstm_recurrence(xn, valid, h0, c0, U, gr, gs, bs, eps, masked,
 #
 # With the library of `keras_ln.layers._native`, the training recurrence is
 # one op forward and one backward (C++: the units split into shards that run
-# each step concurrently, see "BatchNormLSTM" in ln_rnn_ops.cc), and the
+# each step concurrently, see bn_lstm_ops.cc), and the
 # inference recurrence one op (the batch split into shards). Same inputs
 # and results as the loops above.
 

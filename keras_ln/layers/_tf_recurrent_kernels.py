@@ -230,7 +230,7 @@ def _compiled(masked, zero_output, epsilon, units):
 # backward op needs.
 
 # How many shards the native ops split the batch into; 0: by the number of
-# rows only (one per 16 rows, at most 8; see NumShards in ln_rnn_ops.cc).
+# rows only (one per 16 rows, at most 8; see NumShards in kernels.h).
 # Tests set it to split small batches (read when a layer's call is traced).
 NATIVE_SHARDS = 0
 

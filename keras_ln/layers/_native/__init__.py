@@ -1,7 +1,8 @@
 """Native (C++) TensorFlow ops of the recurrent fast path (optional).
 
-`ln_rnn_ops.cc` holds the LN-LSTM, LN-GRU and BatchNormLSTM recurrences
-as TensorFlow custom ops: one op for the whole forward loop, one for the
+`ln_rnn_ops.cc` (LN-LSTM, LN-GRU) and `bn_lstm_ops.cc` (BatchNormLSTM),
+with what they share in `kernels.h`, hold the recurrences as TensorFlow
+custom ops: one op for the whole forward loop, one for the
 whole backward-through-time loop (and BatchNormLSTM's inference loop), with
 their own vectorized matrix products. They
 are compiled against the installed TensorFlow, once, by
@@ -25,7 +26,9 @@ import sys
 import threading
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE = os.path.join(_HERE, "ln_rnn_ops.cc")
+# The sources, compiled into one library.
+SOURCES = tuple(os.path.join(_HERE, name)
+                for name in ("kernels.h", "ln_rnn_ops.cc", "bn_lstm_ops.cc"))
 
 _lock = threading.Lock()
 _loaded = {}
@@ -40,8 +43,9 @@ def library_path():
     # The hash covers the instruction-set flags too: a library built for
     # another CPU (a shared file system) is not loaded here.
     digest = hashlib.sha256()
-    with open(SOURCE, "rb") as f:
-        digest.update(f.read())
+    for source in SOURCES:
+        with open(source, "rb") as f:
+            digest.update(f.read())
     digest.update(" ".join(_cpu_flags()).encode())
     digest = digest.hexdigest()[:12]
     return os.path.join(_HERE, f"_ln_rnn_ops-tf{tag}-{digest}.so")
@@ -102,7 +106,7 @@ def _cpu_flags():
 
 
 def build(compiler=None, verbose=False):
-    """Compiles `ln_rnn_ops.cc` for the installed TensorFlow.
+    """Compiles the sources (`SOURCES`) for the installed TensorFlow.
 
     Writes to a temporary name and renames, so a failed or interrupted build
     never leaves a broken library behind. Returns the library's path.
@@ -116,7 +120,8 @@ def build(compiler=None, verbose=False):
         compiler, "-shared", "-fPIC", "-O3", "-DNDEBUG", "-w",
         "-fvisibility=hidden", "-fvisibility-inlines-hidden",
         "-Wl,-Bsymbolic", *_cpu_flags(),
-        *tf.sysconfig.get_compile_flags(), SOURCE, "-o", tmp,
+        *tf.sysconfig.get_compile_flags(),
+        *[s for s in SOURCES if s.endswith(".cc")], "-o", tmp,
         *tf.sysconfig.get_link_flags(),
     ]
     if verbose:

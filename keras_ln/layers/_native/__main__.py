@@ -1,6 +1,6 @@
 """`python -m keras_ln.layers._native [--check]`: build the native ops.
 
-Compiles `ln_rnn_ops.cc` against the installed TensorFlow (needs a C++17
+Compiles the native ops (`ln_rnn_ops.cc`, `bn_lstm_ops.cc`) against the installed TensorFlow (needs a C++17
 compiler; `CXX` picks it, default g++) and checks that the library loads.
 With `--check` it only reports whether a usable library is there (exit
 status 1 when not). A failed build exits with status 1 and leaves nothing

@@ -1,0 +1,943 @@
+// The BatchNormLSTM recurrence as TensorFlow custom ops (the optional
+// native part of its TensorFlow fast path; see
+// keras_ln/layers/_native/__init__.py and _tf_bn_lstm_kernel.py).
+
+#include "kernels.h"
+
+namespace keras_ln {
+namespace {
+
+// The recurrence of BatchNormLSTM (Cooijmans et al. 2016) in training and
+// at inference; equations and mask semantics: keras_ln/layers/
+// _tf_bn_lstm_kernel.py. The caller computes the normalized input
+// projection plus bias, xn (time, batch, 4u), for all steps (a batch norm
+// over each step's rows: large TensorFlow ops).
+//
+// In training each step's statistics are means over the batch rows (the
+// unmasked ones, with weights v / max(sum v, 1)), so unlike the LN loops
+// the rows are not independent. The units are: the recurrent norm's
+// statistics are per column of r = h_{t-1} @ U, the state norm's per unit,
+// and a unit's four gate columns and its state need nothing else from the
+// step. So the training loops split the units into shards; each step is
+// one parallel pass over them (the shards run h_{t-1} @ U[:, their
+// columns], or dr_{t+1} @ U[their units, :]^T backward, then the whole step
+// for their units), and the passes are the synchronization: the next
+// step's product reads every shard's part of h_t (dr_t). The shards depend
+// on the unit and row counts only (see UnitBounds), and every column's statistics
+// and parameter gradients are sums over the rows in row order within one
+// shard: the results do not depend on the threads or the load.
+//
+// Internally a row's 4u columns are ordered shard by shard, each shard's
+// block [i | f | g | o] of its units ("permuted" layout, for the saved
+// gates, rhat and dr); the ops' inputs and outputs are in keras' order.
+//
+// At inference the norms use moving statistics, folded by the caller into
+// a scale and a shift per step: the rows are independent again and the
+// inference op splits the batch, as the LN loops do.
+
+// sum_b weight[b] * x.row(b) (1, columns), or the plain column sums
+// without weights; row by row, in row order (Eigen's column-wise partial
+// reductions of a row-major block do not vectorize).
+template <typename T, typename Derived>
+RowA<T> ColumnSums(const Eigen::ArrayBase<Derived>& x,
+                   const T* weight = nullptr) {
+  RowA<T> out = RowA<T>::Zero(x.cols());
+  for (int64_t b = 0; b < x.rows(); ++b) {
+    if (weight)
+      out += weight[b] * x.row(b);
+    else
+      out += x.row(b);
+  }
+  return out;
+}
+
+// Shards of at least kBnMinShardUnits units and kBnMinShardWork unit-rows
+// (a step's share of a shard must outweigh its wait for the others), at
+// most kBnMaxShards. Measured on 2 cores: 128 units x 64 rows run best in 2
+// shards, 64 units x 200 rows in 2 (against 1: a third faster).
+constexpr int64_t kBnMinShardUnits = 32;
+constexpr int64_t kBnMinShardWork = 4096;
+constexpr int64_t kBnMaxShards = 8;
+
+// The shards' unit ranges [b[s], b[s + 1]): bounds on multiples of 16
+// units; by the unit and row counts only (never the machine's threads), so
+// a forward op and its backward op, which read each other's saved
+// activations in this order, always agree.
+std::vector<int64_t> UnitBounds(int64_t u, int64_t B) {
+  const int64_t S = std::max<int64_t>(
+      1, std::min({kBnMaxShards, u / kBnMinShardUnits,
+                   u * B / kBnMinShardWork}));
+  std::vector<int64_t> b{0};
+  for (int64_t s = 1; s < S; ++s) {
+    const int64_t bound = std::min(u, (u * s / S + 15) / 16 * 16);
+    if (bound > b.back()) b.push_back(bound);
+  }
+  if (u > b.back()) b.push_back(u);
+  return b;
+}
+
+// Runs fn(k, s) for every step k in [0, steps) and shard s in [0, shards),
+// each step's shards after all of the previous step's (their results are
+// the next step's input), with the threads that are free. A parallel pass
+// per step would cost more than a step here (a wake-up of the pool each
+// time); instead up to `shards` threads claim (step, shard) pairs in order
+// from one counter and wait, spinning, for the previous step to finish
+// before running a claimed pair. A thread only waits for pairs that
+// running threads claimed before it, so one thread alone (a busy pool) runs
+// everything, and no thread ever waits for one that has not started.
+void RunSteps(OpKernelContext* ctx, int64_t steps, int64_t shards,
+              const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t total = steps * shards;
+  std::atomic<int64_t> next{0}, done{0};
+  auto work = [&]() {
+    for (int64_t i = next.fetch_add(1); i < total; i = next.fetch_add(1)) {
+      const int64_t k = i / shards, ready = k * shards;
+      for (int spins = 0; done.load(std::memory_order_acquire) < ready;
+           ++spins) {
+        if (spins > 64) std::this_thread::yield();
+      }
+      fn(k, i % shards);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  auto* pool = ctx->device()->tensorflow_cpu_worker_threads();
+  const int64_t threads = std::min<int64_t>(shards, pool->num_threads);
+  if (threads <= 1 || total == 0) {
+    work();
+    return;
+  }
+  pool->workers->ParallelFor(
+      threads, tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
+      [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s) work();
+      });
+}
+
+// The kernel U (u, G = 4u), or a (rows, G) matrix, with its columns in the
+// permuted layout.
+template <typename T>
+std::vector<T> PermuteColumns(const T* U, int64_t u,
+                              const std::vector<int64_t>& bounds,
+                              int64_t rows = -1) {
+  const int64_t G = 4 * u;
+  if (rows < 0) rows = u;
+  std::vector<T> out(rows * G);
+  for (int64_t kk = 0; kk < rows; ++kk)
+    for (size_t s = 0; s + 1 < bounds.size(); ++s) {
+      const int64_t a = bounds[s], w = bounds[s + 1] - a;
+      for (int blk = 0; blk < 4; ++blk)
+        std::copy_n(U + kk * G + blk * u + a, w,
+                    out.data() + kk * G + 4 * a + blk * w);
+    }
+  return out;
+}
+
+// Per-step row weights v / max(sum v, 1) (time * batch) from the 0/1
+// valid flags.
+template <typename T>
+std::vector<T> StepWeights(const T* V, int64_t Tn, int64_t B) {
+  std::vector<T> w(Tn * B);
+  for (int64_t t = 0; t < Tn; ++t) {
+    T n = 0;
+    for (int64_t b = 0; b < B; ++b) n += V[t * B + b];
+    n = std::max(n, T(1));
+    for (int64_t b = 0; b < B; ++b) w[t * B + b] = V[t * B + b] / n;
+  }
+  return w;
+}
+
+// A gate-wide vector (4u) of keras' order: the shard's part [a, a + w) of
+// each block, in the permuted order.
+template <typename T>
+Arr<T> Permuted(const T* v, int64_t u, int64_t a, int64_t w) {
+  Arr<T> out(4 * w);
+  for (int blk = 0; blk < 4; ++blk)
+    out.segment(blk * w, w) = CRow<T>(v + blk * u + a, w);
+  return out;
+}
+
+// The input side, for all steps before the recurrent loop (as cuDNN does):
+// xz_t = x_t @ W, batch-normalized per step over the (valid) rows, xhat_t =
+// (xz_t - mean_t) * rstd_t; the steps read xhat * gx + bias. The steps are
+// independent, so both passes split the time steps into shards (by the
+// step count only; sums added up in shard order).
+template <typename T>
+struct InputBatchNorm {
+  int64_t B, F, G;
+  T eps;
+  const T *x, *w;
+  const T* V;        // 0/1 valid flags (time * batch), or null
+  const T* weights;  // their per-step weights v / max(sum v, 1)
+
+  T Weight(int64_t i) const { return V ? weights[i] : T(1) / T(B); }
+  bool On(int64_t i) const { return !V || V[i] != T(0); }
+
+  // xhat (time, B, G) <- the normalized projection; mean, var (time, G)
+  // <- each step's statistics. Masked rows of xhat are 0.
+  void Forward(OpKernelContext* ctx, int64_t Tn, T* xhat, T* mean,
+               T* var) const {
+    const PackedMatrix<T> W(w, F, G, false);
+    ForShards(ctx, Tn, NumShards(Tn, 0), [&](int64_t, int64_t t0,
+                                             int64_t t1) {
+      Arr<T> rstd(G);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t * B;
+        T* xh = xhat + n * G;
+        W.Multiply(B, x + n * F, xh, nullptr);
+        Row<T> m(mean + t * G, G), v(var + t * G, G);
+        m.setZero();
+        for (int64_t b = 0; b < B; ++b)
+          if (On(n + b)) m += Weight(n + b) * CRow<T>(xh + b * G, G);
+        v.setZero();
+        for (int64_t b = 0; b < B; ++b)
+          if (On(n + b))
+            v += Weight(n + b) * (CRow<T>(xh + b * G, G) - m).square();
+        rstd = (v + eps).rsqrt();
+        for (int64_t b = 0; b < B; ++b) {
+          Row<T> row(xh + b * G, G);
+          if (On(n + b))
+            row = (row - m) * rstd;
+          else
+            row.setZero();
+        }
+      }
+    });
+  }
+
+  // dz (time, B, G): dL/d(xhat * gx + bias) in, scratch out. Writes dx
+  // (time, B, F), dw (F, G), dgx and dbx (G).
+  void Backward(OpKernelContext* ctx, int64_t Tn, const T* gx,
+                const T* xhat, const T* var, T* dz, T* dx, T* dw, T* dgx,
+                T* dbx) const {
+    const PackedMatrix<T> Wt(w, G, F, true);
+    const int64_t parts = NumShards(Tn, 0);
+    ShardSums<T> sdw(parts, F * G), sgx(parts, G), sbx(parts, G);
+    CRow<T> g(gx, G);
+    ForShards(ctx, Tn, parts, [&](int64_t s, int64_t t0, int64_t t1) {
+      Arr<T> rstd(G), m1(G), m2(G), dy(G);
+      Row<T> sg(sgx[s], G), sb(sbx[s], G);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t n = t * B;
+        rstd = (CRow<T>(var + t * G, G) + eps).rsqrt();
+        m1.setZero();
+        m2.setZero();
+        for (int64_t b = 0; b < B; ++b) {
+          CRow<T> d(dz + (n + b) * G, G), xh(xhat + (n + b) * G, G);
+          sg += d * xh;
+          sb += d;
+          if (!On(n + b)) continue;
+          dy = d * g;
+          m1 += Weight(n + b) * dy;
+          m2 += Weight(n + b) * dy * xh;
+        }
+        for (int64_t b = 0; b < B; ++b) {
+          Row<T> d(dz + (n + b) * G, G);
+          if (On(n + b))
+            d = rstd * (d * g - m1 - CRow<T>(xhat + (n + b) * G, G) * m2);
+          else
+            d.setZero();
+        }
+        Wt.Multiply(B, dz + n * G, dx + n * F, nullptr);
+        AddTransposedProduct(B, F, G, x + n * F, F, dz + n * G, G, sdw[s]);
+      }
+    });
+    sdw.Total(dw);
+    sgx.Total(dgx);
+    sbx.Total(dbx);
+  }
+};
+
+// The BatchNormLSTM ops take epsilon as a scalar input of their dtype (an
+// attribute would round a float64 layer's epsilon to float32).
+// Per step, whether no row is masked (with a mask that masks nothing the
+// steps take the unmasked path: the same weights 1 / B, no row by row
+// blends).
+template <typename T>
+std::vector<char> FullSteps(const T* V, int64_t Tn, int64_t B) {
+  std::vector<char> full(Tn, 1);
+  for (int64_t t = 0; V && t < Tn; ++t)
+    full[t] = std::all_of(V + t * B, V + t * B + B,
+                          [](T v) { return v != T(0); });
+  return full;
+}
+
+class BnLstmOp : public OpKernel {
+ protected:
+  explicit BnLstmOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
+    OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
+  }
+
+  // Checks x (time, batch, F), w (F, 4u) (unless null), h0 (batch, u),
+  // kernel (u, 4u) and the valid flags; sets T, B, u, F. Without w, x is
+  // (time, batch, 4u).
+  void Check(OpKernelContext* ctx, const Tensor& x, const Tensor* w,
+             const Tensor& h0, const Tensor& kernel, const Tensor& valid,
+             int64_t* Tn, int64_t* B, int64_t* u, int64_t* F) {
+    OP_REQUIRES(ctx, h0.dims() == 2,
+                InvalidArgument("states must be (batch, units), got ",
+                                h0.shape().DebugString()));
+    *B = h0.dim_size(0);
+    *u = h0.dim_size(1);
+    OP_REQUIRES(ctx, x.dims() == 3 && x.dim_size(1) == *B,
+                InvalidArgument("sequence must be (time, ", *B,
+                                ", features), got ", x.shape().DebugString()));
+    *Tn = x.dim_size(0);
+    *F = x.dim_size(2);
+    if (w)
+      CheckShape(ctx, "w", *w, TensorShape({*F, 4 * *u}));
+    else
+      CheckShape(ctx, "xn", x, TensorShape({*Tn, *B, 4 * *u}));
+    CheckShape(ctx, "kernel", kernel, TensorShape({*u, 4 * *u}));
+    if (masked_)
+      OP_REQUIRES(ctx, valid.NumElements() == *Tn * *B,
+                  InvalidArgument("valid must have time*batch elements, got ",
+                                  valid.shape().DebugString()));
+  }
+
+  template <typename T>
+  static T Epsilon(OpKernelContext* ctx, int i) {
+    const Tensor& e = ctx->input(i);
+    if (e.NumElements() != 1) {
+      ctx->SetStatus(InvalidArgument("epsilon must be a scalar, got ",
+                                     e.shape().DebugString()));
+      return T(0);
+    }
+    return e.flat<T>()(0);
+  }
+
+  bool masked_ = false, zero_output_ = false;
+};
+
+REGISTER_OP("KerasLnBnLstmForward")
+    .Input("x: T")       // (time, batch, features)
+    .Input("w: T")       // (features, 4u): the input kernel
+    .Input("gx: T")      // (4u,) input norm gamma
+    .Input("bias: T")    // (4u,)
+    .Input("valid: T")   // (time, batch[, 1]) 0/1; ignored unless masked
+    .Input("h0: T")      // (batch, u)
+    .Input("c0: T")
+    .Input("kernel: T")  // (u, 4u)
+    .Input("gr: T")      // (4u,) recurrent norm gamma
+    .Input("gs: T")      // (u,) state norm gamma
+    .Input("bs: T")      // (u,) state norm beta
+    .Input("epsilon: T")  // ()
+    .Output("ys: T")     // (time, batch, u)
+    .Output("h_last: T")
+    .Output("c_last: T")
+    .Output("mean_r: T")  // (time, 4u): each step's batch statistics
+    .Output("var_r: T")
+    .Output("mean_c: T")  // (time, u)
+    .Output("var_c: T")
+    .Output("gates: T")  // (time, batch, 4u) permuted, saved
+    .Output("rhat: T")   // (time, batch, 4u) permuted, saved
+    .Output("chat: T")   // (time, batch, u), saved
+    .Output("th: T")     // (time, batch, u): tanh(chat * gs + bs), saved
+    .Output("hs: T")     // (time, batch, u): the states after each step
+    .Output("cs: T")
+    .Output("mean_x: T")  // (time, 4u): the input norm's statistics
+    .Output("var_x: T")
+    .Output("xhat: T")   // (time, batch, 4u): the normalized x @ W, saved
+    .Attr("T: {float, double}")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      auto time = c->Dim(c->input(0), 0);
+      auto B = c->Dim(c->input(5), 0);
+      auto u = c->Dim(c->input(5), 1);
+      DimensionHandle G;
+      TF_RETURN_IF_ERROR(c->Multiply(u, 4, &G));
+      auto narrow = c->MakeShape({time, B, u});
+      auto wide = c->MakeShape({time, B, G});
+      c->set_output(0, narrow);
+      c->set_output(1, c->input(5));
+      c->set_output(2, c->input(5));
+      c->set_output(3, c->MakeShape({time, G}));
+      c->set_output(4, c->MakeShape({time, G}));
+      c->set_output(5, c->MakeShape({time, u}));
+      c->set_output(6, c->MakeShape({time, u}));
+      c->set_output(7, wide);
+      c->set_output(8, wide);
+      for (int i = 9; i < 13; ++i) c->set_output(i, narrow);
+      c->set_output(13, c->MakeShape({time, G}));
+      c->set_output(14, c->MakeShape({time, G}));
+      c->set_output(15, wide);
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class BnLstmForwardOp : public BnLstmOp {
+  static constexpr int kEpsilon = 11;  // the input
+
+ public:
+  explicit BnLstmForwardOp(OpKernelConstruction* c) : BnLstmOp(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &x = AlignedInput(ctx, 0), &w = AlignedInput(ctx, 1),
+                 &gx = AlignedInput(ctx, 2), &bias = AlignedInput(ctx, 3),
+                 &valid = AlignedInput(ctx, 4), &h0 = AlignedInput(ctx, 5),
+                 &c0 = AlignedInput(ctx, 6), &kernel = AlignedInput(ctx, 7),
+                 &gr = AlignedInput(ctx, 8), &gs = AlignedInput(ctx, 9),
+                 &bs = AlignedInput(ctx, 10);
+    int64_t Tn, B, u, F;
+    Check(ctx, x, &w, h0, kernel, valid, &Tn, &B, &u, &F);
+    if (!ctx->status().ok()) return;
+    const int64_t G = 4 * u;
+    CheckShape(ctx, "c0", c0, h0.shape());
+    CheckShape(ctx, "gx", gx, TensorShape({G}));
+    CheckShape(ctx, "bias", bias, TensorShape({G}));
+    CheckShape(ctx, "gr", gr, TensorShape({G}));
+    CheckShape(ctx, "gs", gs, TensorShape({u}));
+    CheckShape(ctx, "bs", bs, TensorShape({u}));
+    if (!ctx->status().ok()) return;
+    Tensor* out[16];
+    const TensorShape shapes[16] = {
+        {Tn, B, u}, h0.shape(), h0.shape(), {Tn, G},    {Tn, G},
+        {Tn, u},    {Tn, u},    {Tn, B, G}, {Tn, B, G}, {Tn, B, u},
+        {Tn, B, u}, {Tn, B, u}, {Tn, B, u}, {Tn, G},    {Tn, G},
+        {Tn, B, G}};
+    for (int i = 0; i < 16; ++i)
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(i, shapes[i], &out[i]));
+    T *YS = out[0]->flat<T>().data(), *MR = out[3]->flat<T>().data(),
+      *VR = out[4]->flat<T>().data(), *MC = out[5]->flat<T>().data(),
+      *VC = out[6]->flat<T>().data(), *A = out[7]->flat<T>().data(),
+      *RH = out[8]->flat<T>().data(), *CH = out[9]->flat<T>().data(),
+      *TH = out[10]->flat<T>().data(), *HS = out[11]->flat<T>().data(),
+      *CS = out[12]->flat<T>().data();
+    T* XH = out[15]->flat<T>().data();
+    const T* V = masked_ ? valid.flat<T>().data() : nullptr;
+    const std::vector<T> weights =
+        V ? StepWeights(V, Tn, B) : std::vector<T>();
+    const T uniform = T(1) / T(B);
+    const T eps = Epsilon<T>(ctx, kEpsilon);
+    if (!ctx->status().ok()) return;
+    const std::vector<T> zeros(B * u, T(0));
+    // The input side of every step first (the steps are independent).
+    InputBatchNorm<T>{B, F, G, eps, x.flat<T>().data(), w.flat<T>().data(),
+                      V, weights.data()}
+        .Forward(ctx, Tn, XH, out[13]->flat<T>().data(),
+                 out[14]->flat<T>().data());
+
+    const std::vector<int64_t> bounds = UnitBounds(u, B);
+    const int64_t S = bounds.size() - 1;
+    const std::vector<T> Up =
+        PermuteColumns(kernel.flat<T>().data(), u, bounds);
+    // The step's row weights: v / max(sum v, 1), or 1 / B.
+    const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
+    struct Shard {
+      int64_t a, w;
+      PackedMatrix<T> U;  // (u, 4w): the columns of the shard's units
+      RowA<T> gx, bx, gr, gs, bs, mean, var, mc, vc;
+      Mat<T> r, cn;
+    };
+    std::vector<Shard> shards;
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t a = bounds[s], w = bounds[s + 1] - a;
+      std::vector<T> cols(u * 4 * w);
+      for (int64_t kk = 0; kk < u; ++kk)
+        std::copy_n(Up.data() + kk * G + 4 * a, 4 * w,
+                    cols.data() + kk * 4 * w);
+      Shard sh{a, w, PackedMatrix<T>(cols.data(), u, 4 * w, false)};
+      sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
+      sh.bx = Permuted(bias.flat<T>().data(), u, a, w).transpose();
+      sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
+      sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
+      sh.bs = CRow<T>(bs.flat<T>().data() + a, w).transpose();
+      sh.r.resize(B, 4 * w);
+      sh.cn.resize(B, w);
+      shards.push_back(std::move(sh));
+    }
+
+    // One step of the shard's units, as passes over the (batch, width)
+    // blocks (rows of a few dozen values: passes row by row would cost more
+    // in loop overhead than in arithmetic).
+    auto step = [&](Shard& sh, int64_t t) {
+      const int64_t a = sh.a, w = sh.w, w4 = 4 * w, n = t * B;
+      const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
+      const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
+      const T* Y = t ? YS + (n - B) * u : zeros.data();
+      CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
+      sh.U.Multiply(B, H, sh.r.data(), nullptr);
+      // the recurrent norm's statistics, two passes
+      sh.mean = ColumnSums<T>(sh.r, wv.data());
+      sh.var = ColumnSums<T>((sh.r.rowwise() - sh.mean).square(), wv.data());
+      for (int blk = 0; blk < 4; ++blk) {
+        Row<T>(MR + t * G + blk * u + a, w) =
+            sh.mean.segment(blk * w, w).transpose();
+        Row<T>(VR + t * G + blk * u + a, w) =
+            sh.var.segment(blk * w, w).transpose();
+      }
+      sh.var = (sh.var + eps).rsqrt();  // now 1 / std
+      Blk<T> rh(RH + n * G + 4 * a, B, w4, G), ga(A + n * G + 4 * a, B, w4, G);
+      rh = (sh.r.rowwise() - sh.mean).rowwise() * sh.var;
+      for (int blk = 0; blk < 4; ++blk)
+        ga.middleCols(blk * w, w) = CBlk<T>(XH + n * G + blk * u + a, B, w, G);
+      ga = (ga.rowwise() * sh.gx + rh.rowwise() * sh.gr).rowwise() + sh.bx;
+      ga.leftCols(2 * w) = Sigmoid(ga.leftCols(2 * w));
+      ga.middleCols(2 * w, w) = ga.middleCols(2 * w, w).tanh();
+      ga.rightCols(w) = Sigmoid(ga.rightCols(w));
+      sh.cn = ga.middleCols(w, w) * CBlk<T>(C + a, B, w, u) +
+              ga.leftCols(w) * ga.middleCols(2 * w, w);
+      // the state norm's statistics
+      sh.mc = ColumnSums<T>(sh.cn, wv.data());
+      sh.vc = ColumnSums<T>((sh.cn.rowwise() - sh.mc).square(), wv.data());
+      Row<T>(MC + t * u + a, w) = sh.mc.transpose();
+      Row<T>(VC + t * u + a, w) = sh.vc.transpose();
+      sh.vc = (sh.vc + eps).rsqrt();
+      const int64_t i = n * u + a;
+      Blk<T> ch(CH + i, B, w, u), th(TH + i, B, w, u), ho(HS + i, B, w, u),
+          co(CS + i, B, w, u), yo(YS + i, B, w, u);
+      ch = (sh.cn.rowwise() - sh.mc).rowwise() * sh.vc;
+      th = ((ch.rowwise() * sh.gs).rowwise() + sh.bs).tanh();
+      ho = ga.rightCols(w) * th;
+      co = sh.cn;
+      yo = ho;
+      if (!V) return;
+      for (int64_t b = 0; b < B; ++b) {
+        if (V[n + b] != T(0)) continue;
+        // a masked row keeps its states and outputs; nothing of it is
+        // saved (the backward passes its gradients through)
+        rh.row(b).setZero();
+        ga.row(b).setZero();
+        ch.row(b).setZero();
+        th.row(b).setZero();
+        ho.row(b) = CBlk<T>(H + a, B, w, u).row(b);
+        co.row(b) = CBlk<T>(C + a, B, w, u).row(b);
+        if (zero_output_)
+          yo.row(b).setZero();
+        else
+          yo.row(b) = CBlk<T>(Y + a, B, w, u).row(b);
+      }
+    };
+    RunSteps(ctx, Tn, S, [&](int64_t t, int64_t s) { step(shards[s], t); });
+    const int64_t last = (Tn - 1) * B * u;
+    std::copy_n(Tn ? HS + last : h0.flat<T>().data(), B * u,
+                out[1]->flat<T>().data());
+    std::copy_n(Tn ? CS + last : c0.flat<T>().data(), B * u,
+                out[2]->flat<T>().data());
+  }
+};
+
+REGISTER_OP("KerasLnBnLstmBackward")
+    .Input("gates: T")   // saved by the forward
+    .Input("rhat: T")
+    .Input("chat: T")
+    .Input("th: T")
+    .Input("var_r: T")   // (time, 4u)
+    .Input("var_c: T")   // (time, u)
+    .Input("hs: T")
+    .Input("cs: T")
+    .Input("h0: T")
+    .Input("c0: T")
+    .Input("kernel: T")  // (u, 4u)
+    .Input("valid: T")
+    .Input("gr: T")
+    .Input("gs: T")
+    .Input("dys: T")     // (time, batch, u)
+    .Input("dh_last: T")
+    .Input("dc_last: T")
+    .Input("x: T")       // (time, batch, features)
+    .Input("w: T")       // (features, 4u)
+    .Input("gx: T")      // (4u,)
+    .Input("xhat: T")    // (time, batch, 4u): saved by the forward
+    .Input("var_x: T")   // (time, 4u)
+    .Input("epsilon: T")  // ()
+    .Output("dx: T")
+    .Output("dw: T")
+    .Output("dgx: T")
+    .Output("dbias: T")
+    .Output("dh0: T")
+    .Output("dc0: T")
+    .Output("dkernel: T")
+    .Output("dgr: T")
+    .Output("dgs: T")
+    .Output("dbs: T")
+    .Attr("T: {float, double}")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(17));
+      c->set_output(1, c->input(18));
+      c->set_output(2, c->input(19));
+      c->set_output(3, c->input(19));
+      c->set_output(4, c->input(8));
+      c->set_output(5, c->input(8));
+      c->set_output(6, c->input(10));
+      c->set_output(7, c->input(12));
+      c->set_output(8, c->input(13));
+      c->set_output(9, c->input(13));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class BnLstmBackwardOp : public BnLstmOp {
+  static constexpr int kEpsilon = 22;  // the input
+
+ public:
+  explicit BnLstmBackwardOp(OpKernelConstruction* c) : BnLstmOp(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &gates = AlignedInput(ctx, 0), &rhat = AlignedInput(ctx, 1),
+                 &chat = AlignedInput(ctx, 2), &thv = AlignedInput(ctx, 3),
+                 &var_r = AlignedInput(ctx, 4), &var_c = AlignedInput(ctx, 5),
+                 &hs = AlignedInput(ctx, 6), &cs = AlignedInput(ctx, 7),
+                 &h0 = AlignedInput(ctx, 8), &c0 = AlignedInput(ctx, 9),
+                 &kernel = AlignedInput(ctx, 10), &valid = AlignedInput(ctx, 11),
+                 &gr = AlignedInput(ctx, 12), &gs = AlignedInput(ctx, 13),
+                 &dys = AlignedInput(ctx, 14), &dh_last = AlignedInput(ctx, 15),
+                 &dc_last = AlignedInput(ctx, 16), &x = AlignedInput(ctx, 17),
+                 &w = AlignedInput(ctx, 18), &gx = AlignedInput(ctx, 19),
+                 &xhat = AlignedInput(ctx, 20), &var_x = AlignedInput(ctx, 21);
+    int64_t Tn, B, u, F;
+    Check(ctx, x, &w, h0, kernel, valid, &Tn, &B, &u, &F);
+    if (!ctx->status().ok()) return;
+    const int64_t G = 4 * u;
+    CheckShape(ctx, "gates", gates, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "var_x", var_x, TensorShape({Tn, G}));
+    CheckShape(ctx, "gx", gx, TensorShape({G}));
+    CheckShape(ctx, "rhat", rhat, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "chat", chat, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "th", thv, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "hs", hs, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "cs", cs, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "dys", dys, TensorShape({Tn, B, u}));
+    CheckShape(ctx, "var_r", var_r, TensorShape({Tn, G}));
+    CheckShape(ctx, "var_c", var_c, TensorShape({Tn, u}));
+    CheckShape(ctx, "c0", c0, h0.shape());
+    CheckShape(ctx, "dh_last", dh_last, h0.shape());
+    CheckShape(ctx, "dc_last", dc_last, h0.shape());
+    CheckShape(ctx, "gr", gr, TensorShape({G}));
+    CheckShape(ctx, "gs", gs, TensorShape({u}));
+    if (!ctx->status().ok()) return;
+    Tensor *dx, *dw, *dgx, *dbias, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gx.shape(), &dgx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gx.shape(), &dbias));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, h0.shape(), &dc0));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(8, gs.shape(), &dgs));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(9, gs.shape(), &dbs));
+    // every step's dL/dr (permuted, for dU after the loop) and dL/dxn
+    // dL/dr of the step and of the one after it (permuted), which the
+    // step's product reads
+    Tensor dr_pair;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), {2, B, G}, &dr_pair));
+    T* DR2 = dr_pair.flat<T>().data();
+    const T *A = gates.flat<T>().data(), *RH = rhat.flat<T>().data(),
+            *CH = chat.flat<T>().data(), *TH = thv.flat<T>().data(),
+            *VR = var_r.flat<T>().data(), *VC = var_c.flat<T>().data(),
+            *HS = hs.flat<T>().data(), *CS = cs.flat<T>().data(),
+            *DYS = dys.flat<T>().data(), *X = x.flat<T>().data(),
+            *XHS = xhat.flat<T>().data(), *VX = var_x.flat<T>().data();
+    const T* V = masked_ ? valid.flat<T>().data() : nullptr;
+    const std::vector<T> weights =
+        V ? StepWeights(V, Tn, B) : std::vector<T>();
+    const std::vector<char> full = FullSteps(V, Tn, B);
+    const T uniform = T(1) / T(B);
+    const T eps = Epsilon<T>(ctx, kEpsilon);
+    if (!ctx->status().ok()) return;
+
+    const std::vector<int64_t> bounds = UnitBounds(u, B);
+    const int64_t S = bounds.size() - 1;
+    const std::vector<T> Up =
+        PermuteColumns(kernel.flat<T>().data(), u, bounds);
+    const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
+    const std::vector<T> Wp = PermuteColumns(w.flat<T>().data(), u, bounds, F);
+    // Each shard's part of dL/dx of every step, added up in shard order
+    // after the loop.
+    Tensor dx_parts;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), {S, Tn, B, F}, &dx_parts));
+    T* DXP = dx_parts.flat<T>().data();
+    struct Shard {
+      int64_t a, w;
+      PackedMatrix<T> Ut;  // (G, w): U's rows of the shard's units, transposed
+      PackedMatrix<T> Wt;  // (4w, F): the input kernel's columns, transposed
+      RowA<T> gr, gs, gx, sr, sc, sx, m1c, m2c, m1r, m2r, dgr, dgs, dbs, dgx,
+          dbx;
+      Mat<T> dh, ph, gc, gout, dcn, dyc, dz, dxz, xh, du, dw;
+    };
+    std::vector<Shard> shards;
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t a = bounds[s], w = bounds[s + 1] - a;
+      std::vector<T> wcols(F * 4 * w);
+      for (int64_t f = 0; f < F; ++f)
+        std::copy_n(Wp.data() + f * G + 4 * a, 4 * w, wcols.data() + f * 4 * w);
+      Shard sh{a, w, PackedMatrix<T>(Up.data() + a * G, G, w, true),
+               PackedMatrix<T>(wcols.data(), 4 * w, F, true)};
+      sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
+      sh.sx.resize(4 * w);
+      sh.dgx.setZero(4 * w);
+      sh.dbx.setZero(4 * w);
+      sh.du.setZero(u, 4 * w);
+      sh.dw.setZero(F, 4 * w);
+      sh.xh.resize(B, 4 * w);
+      sh.dxz.resize(B, 4 * w);
+      sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
+      sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
+      for (Mat<T>* v : {&sh.ph, &sh.gout, &sh.dcn, &sh.dyc})
+        v->setZero(B, w);
+      sh.dz.setZero(B, 4 * w);
+      sh.sr.resize(4 * w);
+      sh.dh = CBlk<T>(dh_last.flat<T>().data() + a, B, w, u);
+      sh.gc = CBlk<T>(dc_last.flat<T>().data() + a, B, w, u);
+      sh.dgr.setZero(4 * w);
+      sh.dgs.setZero(w);
+      sh.dbs.setZero(w);
+      shards.push_back(std::move(sh));
+    }
+
+    // dL/dh after step t - 1 of the shard's units: dr_t @ U^T + what
+    // masked rows of step t passed back.
+    auto back_product = [&](Shard& sh, int64_t t) {
+      sh.Ut.Multiply(B, DR2 + (t % 2) * B * G, sh.dh.data(),
+                     V ? sh.ph.data() : nullptr);
+    };
+    // One step back, as passes over the (batch, width) blocks (see the
+    // forward's step).
+    auto step = [&](Shard& sh, int64_t t) {
+      const int64_t a = sh.a, w = sh.w, w4 = 4 * w, n = t * B;
+      if (t + 1 < Tn) back_product(sh, t + 1);
+      const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
+      const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
+      CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
+      for (int blk = 0; blk < 4; ++blk) {
+        sh.sr.segment(blk * w, w) =
+            CRow<T>(VR + t * G + blk * u + a, w).transpose();
+        sh.sx.segment(blk * w, w) =
+            CRow<T>(VX + t * G + blk * u + a, w).transpose();
+        sh.xh.middleCols(blk * w, w) = CBlk<T>(XHS + n * G + blk * u + a, B, w, G);
+      }
+      sh.sx = (sh.sx + eps).rsqrt();
+      sh.sr = (sh.sr + eps).rsqrt();
+      sh.sc = (CRow<T>(VC + t * u + a, w) + eps).rsqrt().transpose();
+      const int64_t i = n * u + a;
+      CBlk<T> dy(DYS + i, B, w, u), ch(CH + i, B, w, u), th(TH + i, B, w, u),
+          ga(A + n * G + 4 * a, B, w4, G), rh(RH + n * G + 4 * a, B, w4, G),
+          cp(C + a, B, w, u);
+      // the step's mask, or null where it masks no row
+      const T* M = V && !full[t] ? V + n : nullptr;
+      if (M) {
+        for (int64_t b = 0; b < B; ++b) {
+          if (M[b] != T(0)) {
+            sh.dh.row(b) += dy.row(b) + sh.gout.row(b);
+            sh.gout.row(b).setZero();
+            sh.ph.row(b).setZero();
+          } else {  // states and gradients pass through a masked row
+            sh.ph.row(b) = sh.dh.row(b);
+            if (zero_output_)
+              sh.gout.row(b).setZero();
+            else
+              sh.gout.row(b) += dy.row(b);
+            sh.dh.row(b).setZero();
+          }
+        }
+      } else if (V) {
+        sh.dh += dy + sh.gout;
+        sh.gout.setZero();
+        sh.ph.setZero();
+      } else {
+        sh.dh += dy;
+      }
+      // dh: dL/dh'_t (0 on masked rows)
+      sh.dyc = sh.dh * ga.rightCols(w) * (T(1) - th.square());  // da
+      sh.dgs += ColumnSums<T>(sh.dyc * ch);
+      sh.dbs += ColumnSums<T>(sh.dyc);
+      sh.dyc = sh.dyc.rowwise() * sh.gs;
+      sh.dh *= th;  // dL/do
+      sh.m1c = ColumnSums<T>(sh.dyc, wv.data());
+      sh.m2c = ColumnSums<T>(sh.dyc * ch, wv.data());
+      // dL/dc'_t: what later steps pass back plus the state norm's part
+      sh.dcn = ((sh.dyc.rowwise() - sh.m1c) - ch.rowwise() * sh.m2c)
+                   .rowwise() *
+               sh.sc;
+      if (M) sh.dcn.colwise() *= CCol<T>(M, B);
+      sh.dcn += sh.gc;
+      auto i_ = ga.leftCols(w);
+      auto f_ = ga.middleCols(w, w);
+      auto g_ = ga.middleCols(2 * w, w);
+      auto o_ = ga.rightCols(w);
+      sh.dz.leftCols(w) = sh.dcn * g_ * i_ * (T(1) - i_);
+      sh.dz.middleCols(w, w) = sh.dcn * cp * f_ * (T(1) - f_);
+      sh.dz.middleCols(2 * w, w) = sh.dcn * i_ * (T(1) - g_ * g_);
+      sh.dz.rightCols(w) = sh.dh * o_ * (T(1) - o_);
+      if (M) {
+        sh.dz.colwise() *= CCol<T>(M, B);
+        // dL/dc_{t-1}: a masked row passes what it got
+        for (int64_t b = 0; b < B; ++b)
+          if (M[b] != T(0)) sh.gc.row(b) = sh.dcn.row(b) * f_.row(b);
+      } else {
+        sh.gc = sh.dcn * f_;
+      }
+      // the input side: dL/dxn = dz, through the input norm to x and W
+      sh.dgx += ColumnSums<T>(sh.dz * sh.xh);
+      sh.dbx += ColumnSums<T>(sh.dz);
+      sh.dxz = sh.dz.rowwise() * sh.gx;
+      sh.m1c = ColumnSums<T>(sh.dxz, wv.data());  // (reused for the input)
+      sh.m2c = ColumnSums<T>(sh.dxz * sh.xh, wv.data());
+      sh.dxz = ((sh.dxz.rowwise() - sh.m1c) - sh.xh.rowwise() * sh.m2c)
+                   .rowwise() *
+               sh.sx;
+      if (M) sh.dxz.colwise() *= CCol<T>(M, B);
+      sh.Wt.Multiply(B, sh.dxz.data(), DXP + (((&sh - shards.data()) * Tn + t) * B) * F,
+                     nullptr);
+      AddTransposedProduct(B, F, w4, X + n * F, F, sh.dxz.data(), w4,
+                           sh.dw.data());
+      sh.dgr += ColumnSums<T>(sh.dz * rh);
+      sh.dz = sh.dz.rowwise() * sh.gr;
+      sh.m1r = ColumnSums<T>(sh.dz, wv.data());
+      sh.m2r = ColumnSums<T>(sh.dz * rh, wv.data());
+      Blk<T> dr(DR2 + (t % 2) * B * G + 4 * a, B, w4, G);
+      dr = ((sh.dz.rowwise() - sh.m1r) - rh.rowwise() * sh.m2r).rowwise() *
+           sh.sr;
+      if (M) dr.colwise() *= CCol<T>(M, B);
+      // dU of the shard's columns += h_{t-1}^T dr_t
+      AddTransposedProduct(B, u, w4, H + 0, u, DR2 + (t % 2) * B * G + 4 * a,
+                           G, sh.du.data());
+    };
+    // Steps T - 1 down to 0, then dL/dh0 (k = Tn).
+    RunSteps(ctx, Tn + 1, S, [&](int64_t k, int64_t s) {
+      Shard& sh = shards[s];
+      if (k < Tn) {
+        step(sh, Tn - 1 - k);
+        return;
+      }
+      if (Tn) back_product(sh, 0);
+      Blk<T>(dh0->flat<T>().data() + sh.a, B, sh.w, u) = sh.dh;
+      Blk<T>(dc0->flat<T>().data() + sh.a, B, sh.w, u) = sh.gc;
+    });
+    for (const Shard& sh : shards) {
+      for (int blk = 0; blk < 4; ++blk)
+        Row<T>(dgr->flat<T>().data() + blk * u + sh.a, sh.w) =
+            sh.dgr.segment(blk * sh.w, sh.w).transpose();
+      Row<T>(dgs->flat<T>().data() + sh.a, sh.w) = sh.dgs.transpose();
+      Row<T>(dbs->flat<T>().data() + sh.a, sh.w) = sh.dbs.transpose();
+    }
+    // Back to keras' column order; dL/dx: the shards' parts, in shard order.
+    T* dk = dkernel->flat<T>().data();
+    T* dwk = dw->flat<T>().data();
+    for (const Shard& sh : shards)
+      for (int blk = 0; blk < 4; ++blk) {
+        Blk<T>(dk + blk * u + sh.a, u, sh.w, G) =
+            sh.du.middleCols(blk * sh.w, sh.w);
+        Blk<T>(dwk + blk * u + sh.a, F, sh.w, G) =
+            sh.dw.middleCols(blk * sh.w, sh.w);
+        Row<T>(dgx->flat<T>().data() + blk * u + sh.a, sh.w) =
+            sh.dgx.segment(blk * sh.w, sh.w).transpose();
+        Row<T>(dbias->flat<T>().data() + blk * u + sh.a, sh.w) =
+            sh.dbx.segment(blk * sh.w, sh.w).transpose();
+      }
+    Row<T> dxo(dx->flat<T>().data(), Tn * B * F);
+    dxo = CRow<T>(DXP, Tn * B * F);
+    for (int64_t s = 1; s < S; ++s) dxo += CRow<T>(DXP + s * Tn * B * F, Tn * B * F);
+  }
+};
+
+REGISTER_OP("KerasLnBnLstmInference")
+    .Input("xn: T")      // (time, batch, 4u): normalized x @ W + bias
+    .Input("valid: T")   // (time, batch[, 1]) 0/1; ignored unless masked
+    .Input("h0: T")
+    .Input("c0: T")
+    .Input("kernel: T")  // (u, 4u)
+    .Input("ar: T")      // (time, 4u): the recurrent norm as scale, shift
+    .Input("br: T")
+    .Input("ac: T")      // (time, u): the state norm as scale, shift
+    .Input("bc: T")
+    .Output("ys: T")
+    .Output("h_last: T")
+    .Output("c_last: T")
+    .Attr("T: {float, double}")
+    .Attr("masked: bool")
+    .Attr("zero_output: bool")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->MakeShape({c->Dim(c->input(0), 0),
+                                     c->Dim(c->input(2), 0),
+                                     c->Dim(c->input(2), 1)}));
+      c->set_output(1, c->input(2));
+      c->set_output(2, c->input(2));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class BnLstmInferenceOp : public BnLstmOp {
+ public:
+  explicit BnLstmInferenceOp(OpKernelConstruction* c) : BnLstmOp(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor &xn = AlignedInput(ctx, 0), &valid = AlignedInput(ctx, 1),
+                 &h0 = AlignedInput(ctx, 2), &c0 = AlignedInput(ctx, 3),
+                 &kernel = AlignedInput(ctx, 4), &ar = AlignedInput(ctx, 5),
+                 &br = AlignedInput(ctx, 6), &ac = AlignedInput(ctx, 7),
+                 &bc = AlignedInput(ctx, 8);
+    int64_t Tn, B, u, F;
+    Check(ctx, xn, nullptr, h0, kernel, valid, &Tn, &B, &u, &F);
+    if (!ctx->status().ok()) return;
+    const int64_t G = 4 * u;
+    CheckShape(ctx, "c0", c0, h0.shape());
+    CheckShape(ctx, "ar", ar, TensorShape({Tn, G}));
+    CheckShape(ctx, "br", br, TensorShape({Tn, G}));
+    CheckShape(ctx, "ac", ac, TensorShape({Tn, u}));
+    CheckShape(ctx, "bc", bc, TensorShape({Tn, u}));
+    if (!ctx->status().ok()) return;
+    Tensor *ys, *h_last, *c_last;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &c_last));
+    Tensor scratch;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {B, G}, &scratch));
+    T *R = scratch.flat<T>().data(), *YS = ys->flat<T>().data(),
+      *H = h_last->flat<T>().data(), *C = c_last->flat<T>().data();
+    std::copy_n(h0.flat<T>().data(), B * u, H);
+    std::copy_n(c0.flat<T>().data(), B * u, C);
+    const T *XN = xn.flat<T>().data(), *AR = ar.flat<T>().data(),
+            *BR = br.flat<T>().data(), *AC = ac.flat<T>().data(),
+            *BC = bc.flat<T>().data();
+    const T* V = masked_ ? valid.flat<T>().data() : nullptr;
+    const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
+    Arr<T> zero = Arr<T>::Zero(u);
+    // The rows are independent: shards of the batch run the whole loop.
+    ForShards(ctx, B, NumShards(B, 0), [&](int64_t, int64_t b0, int64_t b1) {
+      Arr<T> z(G), cn(u);
+      for (int64_t t = 0; t < Tn; ++t) {
+        const int64_t n = t * B;
+        U.Multiply(b1 - b0, H + b0 * u, R + b0 * G, nullptr);
+        CRow<T> ar_t(AR + t * G, G), br_t(BR + t * G, G), ac_t(AC + t * u, u),
+            bc_t(BC + t * u, u);
+        for (int64_t b = b0; b < b1; ++b) {
+          Row<T> yo(YS + (n + b) * u, u), h(H + b * u, u), c(C + b * u, u);
+          if (V && V[n + b] == T(0)) {
+            if (zero_output_)
+              yo.setZero();
+            else if (t)
+              yo = CRow<T>(YS + (n - B + b) * u, u);
+            else
+              yo.setZero();
+            continue;
+          }
+          z = CRow<T>(XN + (n + b) * G, G) + CRow<T>(R + b * G, G) * ar_t +
+              br_t;
+          cn = Sigmoid(z.segment(u, u)) * c +
+               Sigmoid(z.head(u)) * z.segment(2 * u, u).tanh();
+          c = cn;
+          h = Sigmoid(z.tail(u)) * (cn * ac_t + bc_t).tanh();
+          yo = h;
+        }
+      }
+    });
+  }
+};
+
+REGISTER("KerasLnBnLstmForward", BnLstmForwardOp, float);
+REGISTER("KerasLnBnLstmForward", BnLstmForwardOp, double);
+REGISTER("KerasLnBnLstmBackward", BnLstmBackwardOp, float);
+REGISTER("KerasLnBnLstmBackward", BnLstmBackwardOp, double);
+REGISTER("KerasLnBnLstmInference", BnLstmInferenceOp, float);
+REGISTER("KerasLnBnLstmInference", BnLstmInferenceOp, double);
+
+
+
+}  // namespace
+}  // namespace keras_ln

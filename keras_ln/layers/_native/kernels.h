@@ -1,0 +1,370 @@
+// What the native ops share (see ln_rnn_ops.cc and bn_lstm_ops.cc): the
+// vectorized matrix products, the split of a loop into shards and their
+// sums in a fixed order, aligned inputs and shape checks. Everything here
+// has internal linkage: each source compiles its own copy.
+
+#ifndef KERAS_LN_LAYERS_NATIVE_KERNELS_H_
+#define KERAS_LN_LAYERS_NATIVE_KERNELS_H_
+
+
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "Eigen/Core"
+
+namespace keras_ln {
+namespace {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+
+template <typename T>
+using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <typename T>
+using Row = Eigen::Map<Arr<T>>;
+template <typename T>
+using CRow = Eigen::Map<const Arr<T>>;
+// Row-major (rows, columns) blocks: local ones, and views of a buffer with
+// a row stride (Blk, CBlk: data, rows, columns, stride).
+template <typename T>
+using Mat = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using RowA = Eigen::Array<T, 1, Eigen::Dynamic>;
+template <typename T>
+using CCol = Eigen::Map<const Arr<T>>;
+template <typename T>
+struct Blk : Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>> {
+  using Base = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
+  Blk(T* p, int64_t rows, int64_t cols, int64_t stride)
+      : Base(p, rows, cols, Eigen::OuterStride<>(stride)) {}
+  using Base::operator=;
+};
+template <typename T>
+struct CBlk : Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>> {
+  using Base = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
+  CBlk(const T* p, int64_t rows, int64_t cols, int64_t stride)
+      : Base(p, rows, cols, Eigen::OuterStride<>(stride)) {}
+};
+
+// sigmoid(x) = (1 + tanh(x / 2)) / 2: Eigen's vectorized tanh is about
+// twice as fast as its logistic, and as accurate in float32.
+template <typename Derived>
+auto Sigmoid(const Eigen::ArrayBase<Derived>& x) {
+  using T = typename Derived::Scalar;
+  return (x * T(0.5)).tanh() * T(0.5) + T(0.5);
+}
+
+// ------------------------------------------------------------- products
+//
+// All products are written here rather than called from a BLAS: the
+// per-step ones, h_{t-1} @ U_c forward and dr_t @ U_c^T backward, are small
+// ((rows, u) @ (u, G)) with a fixed right-hand side, which a BLAS repacks on
+// every call (about a third of its time there), and the large ones run
+// inside the ops' own shards (below), where a threaded BLAS would compete
+// with them for the cores. Register-blocked kernels are written with GCC
+// vector extensions, which compile to the widest vectors the build enables
+// (AVX-512 where the CPU has it; see __init__.py).
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kRowBlock = 8;  // 8 x 2 accumulators of the 32 registers
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kRowBlock = 4;  // 4 x 2 of 16
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kRowBlock = 4;
+#endif
+
+template <typename T>
+struct Vectors {
+  static constexpr int kLanes = kVectorBytes / sizeof(T);
+  static constexpr int kPerTile = 2;  // vectors per row of a register tile
+  static constexpr int kPanel = kLanes * kPerTile;  // columns of a tile
+  typedef T V __attribute__((vector_size(kVectorBytes)));
+  // The same vector at any element-aligned address.
+  typedef T VU
+      __attribute__((vector_size(kVectorBytes), aligned(sizeof(T))));
+
+  static V Load(const T* p) { return *reinterpret_cast<const VU*>(p); }
+  static void Store(T* p, V v) { *reinterpret_cast<VU*>(p) = v; }
+
+  // Loads the first `cols` (< kPanel) elements of p into a zero-padded tile
+  // row.
+  static void LoadPartial(const T* p, int64_t cols, V out[kPerTile]) {
+    T row[kPanel] = {};
+    std::copy_n(p, cols, row);
+    for (int j = 0; j < kPerTile; ++j) out[j] = Load(row + j * kLanes);
+  }
+
+  // Stores acc (+ d, unless null) to the first `cols` columns of c.
+  static void StoreRow(const V acc[kPerTile], int64_t cols, const T* d,
+                       T* c) {
+    if (cols == kPanel) {
+      for (int j = 0; j < kPerTile; ++j)
+        Store(c + j * kLanes, d ? acc[j] + Load(d + j * kLanes) : acc[j]);
+      return;
+    }
+    T row[kPanel];
+    for (int j = 0; j < kPerTile; ++j) Store(row + j * kLanes, acc[j]);
+    for (int64_t j = 0; j < cols; ++j) c[j] = d ? row[j] + d[j] : row[j];
+  }
+};
+
+// Calls tile.template Run<MR>(i) over rows [0, m) in blocks of MR =
+// kRowBlock, then 2, then 1.
+template <typename Tile>
+void ForRowBlocks(int64_t m, const Tile& tile) {
+  int64_t i = 0;
+  for (; i + kRowBlock <= m; i += kRowBlock) tile.template Run<kRowBlock>(i);
+  for (; i + 2 <= m; i += 2) tile.template Run<2>(i);
+  if (i < m) tile.template Run<1>(i);
+}
+
+// A fixed right-hand side (k, n), packed once into panels of kPanel columns
+// (panel q: columns [q * kPanel, q * kPanel + kPanel), row after row,
+// zero-padded), for many products a @ B.
+template <typename T>
+class PackedMatrix {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
+  static constexpr int kPanel = Vec::kPanel;
+
+ public:
+  // Packs the row-major (k, n) matrix b, or with `trans` the transpose of
+  // the row-major (n, k) matrix b.
+  PackedMatrix(const T* b, int64_t k, int64_t n, bool trans)
+      : k_(k), n_(n), p_((n + kPanel - 1) / kPanel * kPanel * k) {
+    for (int64_t q = 0; q * kPanel < n; ++q)
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int j = 0; j < kPanel; ++j) {
+          const int64_t col = q * kPanel + j;
+          p_[(q * k + kk) * kPanel + j] =
+              col >= n ? T(0) : trans ? b[col * k + kk] : b[kk * n + col];
+        }
+  }
+
+  // c (m, n) = a (m, k) @ B, plus d (m, n) unless it is null; all row-major
+  // and dense. c must not alias a or d.
+  void Multiply(int64_t m, const T* a, T* c, const T* d) const {
+    for (int64_t col = 0; col < n_; col += kPanel)
+      ForRowBlocks(m, Tile{this, a, c, d, col});
+  }
+
+ private:
+  struct Tile {
+    const PackedMatrix* B;
+    const T *a;
+    T* c;
+    const T* d;
+    int64_t col;
+
+    // Rows [i, i + MR) of a times the panel at `col`. The accumulators stay
+    // in registers: nothing takes their address.
+    template <int MR>
+    void Run(int64_t i) const {
+      const int64_t k = B->k_, n = B->n_;
+      const T* panel = B->p_.data() + col * k;
+      const T* ai = a + i * k;
+      V acc[MR][Vec::kPerTile];
+      for (int r = 0; r < MR; ++r)
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
+      for (int64_t kk = 0; kk < k; ++kk) {
+        V b[Vec::kPerTile];
+        for (int j = 0; j < Vec::kPerTile; ++j)
+          b[j] = Vec::Load(panel + kk * kPanel + j * Vec::kLanes);
+        for (int r = 0; r < MR; ++r) {
+          const T s = ai[r * k + kk];
+          for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] += s * b[j];
+        }
+      }
+      const int64_t cols = std::min<int64_t>(kPanel, n - col);
+      for (int r = 0; r < MR; ++r)
+        Vec::StoreRow(acc[r], cols, d ? d + (i + r) * n + col : nullptr,
+                      c + (i + r) * n + col);
+    }
+  };
+
+  int64_t k_, n_;
+  std::vector<T> p_;
+};
+
+// One register tile of AddTransposedProduct: rows [i, i + MR) of c, the
+// panel of columns at `col`.
+template <typename T>
+struct TransposedTile {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
+  int64_t rows, n, lda, ldb, col;
+  const T *a, *b;
+  T* c;
+
+  template <int MR>
+  void Run(int64_t i) const {
+    if (n - col >= Vec::kPanel)
+      Accumulate<MR, true>(i);
+    else
+      Accumulate<MR, false>(i);
+  }
+
+ private:
+  // Full: the panel has kPanel columns (loads straight from b's rows; in
+  // the other case each row is first copied to a padded buffer).
+  template <int MR, bool Full>
+  void Accumulate(int64_t i) const {
+    const int64_t rows = this->rows, lda = this->lda, ldb = this->ldb;
+    const int64_t cols = std::min<int64_t>(Vec::kPanel, n - col);
+    const T* a = this->a + i;
+    const T* b = this->b + col;
+    V acc[MR][Vec::kPerTile];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
+    for (int64_t kk = 0; kk < rows; ++kk) {
+      V bv[Vec::kPerTile];
+      if (Full) {
+        for (int j = 0; j < Vec::kPerTile; ++j)
+          bv[j] = Vec::Load(b + kk * ldb + j * Vec::kLanes);
+      } else {
+        Vec::LoadPartial(b + kk * ldb, cols, bv);
+      }
+      for (int r = 0; r < MR; ++r) {
+        const T s = a[kk * lda + r];
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] += s * bv[j];
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      T* cr = c + (i + r) * n + col;
+      Vec::StoreRow(acc[r], cols, cr, cr);
+    }
+  }
+};
+
+// c (m, n) += a^T @ b over `rows` rows: a (rows, m) and b (rows, n)
+// row-major with leading dimensions lda and ldb, c dense. The weight
+// gradients (dU = sum h_{t-1}^T dr_t, dW = x^T dxz) are such sums over the
+// (time * batch) rows; b needs no packing, its rows are read as they are.
+template <typename T>
+void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
+                          int64_t lda, const T* b, int64_t ldb, T* c) {
+  // Blocks of rows small enough for the block of b to stay in cache while
+  // every row block of c passes over it.
+  constexpr int64_t kRows = 256;
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+    const int64_t nr = std::min(kRows, rows - r0);
+    for (int64_t col = 0; col < n; col += Vectors<T>::kPanel)
+      ForRowBlocks(m, TransposedTile<T>{nr, n, lda, ldb, col, a + r0 * lda,
+                                        b + r0 * ldb, c});
+  }
+}
+
+// The rows of a recurrence are independent (row b of h_t depends on row b
+// of h_{t-1} only), so the loops split the batch into shards that run the
+// whole loop over their rows concurrently, with no synchronization between
+// steps; the input side and the weight gradients are split the same way
+// over their (time * batch) rows. By default (requested = 0, the ops'
+// `shards` attribute) the number of shards depends on the row count only,
+// never on the machine's thread count: one per kMinShardRows rows, at most
+// kMaxShards. The shards are whole register tiles, and sums over them are
+// added up in shard order, so the results are the same under any load and
+// with any number of threads.
+constexpr int64_t kMinShardRows = 16;
+constexpr int64_t kMaxShards = 8;
+
+int64_t NumShards(int64_t rows, int64_t requested) {
+  if (requested > 0) return requested;
+  return std::max<int64_t>(
+      1, std::min<int64_t>(kMaxShards, rows / kMinShardRows));
+}
+
+// Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
+// concurrently.
+void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards,
+               const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  auto bound = [&](int64_t s) {
+    const int64_t b = (rows * s / shards + kRowBlock - 1) / kRowBlock;
+    return std::min(rows, b * kRowBlock);
+  };
+  if (shards <= 1) {
+    fn(0, 0, rows);
+    return;
+  }
+  ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+      shards, tsl::thread::ThreadPool::SchedulingParams::Fixed(1),
+      [&](int64_t s0, int64_t s1) {
+        for (int64_t s = s0; s < s1; ++s) fn(s, bound(s), bound(s + 1));
+      });
+}
+
+// Each shard's part of a sum (a weight or norm gradient), added up in
+// shard order after the shards ran: the same result whatever order they
+// finish in. Eigen's vectorized passes over a buffer start with scalar
+// steps up to its first aligned element, and a scalar step can round
+// differently from a vector one (fused multiply-adds, tanh): so every part
+// starts on an EIGEN_MAX_ALIGN_BYTES boundary (Eigen's own allocation, each
+// part padded to whole vectors), never on an address malloc happened to
+// return.
+template <typename T>
+struct ShardSums {
+  static constexpr int64_t kAlign = EIGEN_MAX_ALIGN_BYTES / sizeof(T);
+  int64_t size, stride;
+  Arr<T> parts;
+
+  ShardSums(int64_t shards, int64_t size)
+      : size(size),
+        stride((size + kAlign - 1) / kAlign * kAlign),
+        parts(Arr<T>::Zero(shards * stride)) {}
+  T* operator[](int64_t shard) { return parts.data() + shard * stride; }
+  void Total(T* out) const {
+    std::fill_n(out, size, T(0));
+    for (int64_t s = 0; s < parts.size(); s += stride)
+      for (int64_t i = 0; i < size; ++i) out[i] += parts[s + i];
+  }
+};
+
+void CheckShape(OpKernelContext* ctx, const char* name, const Tensor& v,
+                const TensorShape& want) {
+  OP_REQUIRES(ctx, v.shape() == want,
+              InvalidArgument(name, " must be ", want.DebugString(), ", got ",
+                              v.shape().DebugString()));
+}
+
+// Input i, copied to an aligned buffer where TensorFlow hands over an
+// unaligned one (a slice), for the reason given at ShardSums: the rows of
+// every buffer then start at the same offsets from an aligned address.
+Tensor AlignedInput(OpKernelContext* ctx, int i) {
+  const Tensor& t = ctx->input(i);
+  if (t.IsAligned() || t.NumElements() == 0) return t;
+  Tensor copy;
+  const auto status = ctx->allocate_temp(t.dtype(), t.shape(), &copy);
+  if (!status.ok()) {
+    ctx->SetStatus(status);
+    return t;
+  }
+  std::memcpy(copy.data(), t.data(), t.TotalBytes());
+  return copy;
+}
+
+#define REGISTER(NAME, OP, TYPE)                                           \
+  REGISTER_KERNEL_BUILDER(                                                 \
+      Name(NAME).Device(tensorflow::DEVICE_CPU).TypeConstraint<TYPE>("T"), \
+      OP<TYPE>)
+
+}  // namespace
+}  // namespace keras_ln
+
+#endif  // KERAS_LN_LAYERS_NATIVE_KERNELS_H_
