@@ -270,18 +270,22 @@ def test_native_ops_reject_bad_shapes():
                                      masked=masked, zero_output=False)
 
     forward()  # the shapes above are right
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \[2,8\], got \[3,8\]"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"kernel must be \(2, 8\), got \[3,8\]"):
         forward(U=tf.zeros((3, 8)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"w must be \[4,8\], got \[4,6\]"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input kernel must be \(4, 8\), got \[4,6\]"):
         forward(w=tf.zeros((4, 6)))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"sequence must be \(time, 2, features\)"):
         forward(x=tf.zeros((3, 5, 4)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="valid must have time\\*batch elements"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="mask must have time\\*batch elements"):
         forward(valid=tf.ones([5]), masked=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="gr must be"):
         forward(gr=tf.ones(5))
     with pytest.raises(tf.errors.InvalidArgumentError, match="epsilon must be a scalar"):
         forward(eps=tf.ones(2))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"projected sequence must be \(time, 2, 8\)"):
+        mod.keras_ln_bn_lstm_inference(tf.zeros((T, B, 6)), none, h0, h0, U, tf.ones((T, 8)),
+                                       tf.ones((T, 8)), tf.ones((T, 2)), tf.ones((T, 2)),
+                                       masked=False, zero_output=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"ar must be \[3,8\]"):
         mod.keras_ln_bn_lstm_inference(tf.zeros((T, B, 4 * u)), none, h0, h0, U, tf.ones((2, 8)),
                                        tf.ones((T, 8)), tf.ones((T, 2)), tf.ones((T, 2)),

@@ -268,33 +268,6 @@ class BnLstmOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
   }
 
-  // Checks x (time, batch, F), w (F, 4u) (unless null), h0 (batch, u),
-  // kernel (u, 4u) and the valid flags; sets T, B, u, F. Without w, x is
-  // (time, batch, 4u).
-  void Check(OpKernelContext* ctx, const Tensor& x, const Tensor* w,
-             const Tensor& h0, const Tensor& kernel, const Tensor& valid,
-             int64_t* Tn, int64_t* B, int64_t* u, int64_t* F) {
-    OP_REQUIRES(ctx, h0.dims() == 2,
-                InvalidArgument("states must be (batch, units), got ",
-                                h0.shape().DebugString()));
-    *B = h0.dim_size(0);
-    *u = h0.dim_size(1);
-    OP_REQUIRES(ctx, x.dims() == 3 && x.dim_size(1) == *B,
-                InvalidArgument("sequence must be (time, ", *B,
-                                ", features), got ", x.shape().DebugString()));
-    *Tn = x.dim_size(0);
-    *F = x.dim_size(2);
-    if (w)
-      CheckShape(ctx, "w", *w, TensorShape({*F, 4 * *u}));
-    else
-      CheckShape(ctx, "xn", x, TensorShape({*Tn, *B, 4 * *u}));
-    CheckShape(ctx, "kernel", kernel, TensorShape({*u, 4 * *u}));
-    if (masked_)
-      OP_REQUIRES(ctx, valid.NumElements() == *Tn * *B,
-                  InvalidArgument("valid must have time*batch elements, got ",
-                                  valid.shape().DebugString()));
-  }
-
   template <typename T>
   static T Epsilon(OpKernelContext* ctx, int i) {
     const Tensor& e = ctx->input(i);
@@ -379,10 +352,10 @@ class BnLstmForwardOp : public BnLstmOp {
                  &c0 = AlignedInput(ctx, 6), &kernel = AlignedInput(ctx, 7),
                  &gr = AlignedInput(ctx, 8), &gs = AlignedInput(ctx, 9),
                  &bs = AlignedInput(ctx, 10);
-    int64_t Tn, B, u, F;
-    Check(ctx, x, &w, h0, kernel, valid, &Tn, &B, &u, &F);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, x, &w, h0, kernel, valid, masked_, 4, &Tn, &B, &u, &G);
     if (!ctx->status().ok()) return;
-    const int64_t G = 4 * u;
+    const int64_t F = x.dim_size(2);
     CheckShape(ctx, "c0", c0, h0.shape());
     CheckShape(ctx, "gx", gx, TensorShape({G}));
     CheckShape(ctx, "bias", bias, TensorShape({G}));
@@ -588,10 +561,10 @@ class BnLstmBackwardOp : public BnLstmOp {
                  &dc_last = AlignedInput(ctx, 16), &x = AlignedInput(ctx, 17),
                  &w = AlignedInput(ctx, 18), &gx = AlignedInput(ctx, 19),
                  &xhat = AlignedInput(ctx, 20), &var_x = AlignedInput(ctx, 21);
-    int64_t Tn, B, u, F;
-    Check(ctx, x, &w, h0, kernel, valid, &Tn, &B, &u, &F);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, x, &w, h0, kernel, valid, masked_, 4, &Tn, &B, &u, &G);
     if (!ctx->status().ok()) return;
-    const int64_t G = 4 * u;
+    const int64_t F = x.dim_size(2);
     CheckShape(ctx, "gates", gates, TensorShape({Tn, B, G}));
     CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
     CheckShape(ctx, "var_x", var_x, TensorShape({Tn, G}));
@@ -872,10 +845,9 @@ class BnLstmInferenceOp : public BnLstmOp {
                  &kernel = AlignedInput(ctx, 4), &ar = AlignedInput(ctx, 5),
                  &br = AlignedInput(ctx, 6), &ac = AlignedInput(ctx, 7),
                  &bc = AlignedInput(ctx, 8);
-    int64_t Tn, B, u, F;
-    Check(ctx, xn, nullptr, h0, kernel, valid, &Tn, &B, &u, &F);
+    int64_t Tn, B, u, G;
+    CheckSequence(ctx, xn, nullptr, h0, kernel, valid, masked_, 4, &Tn, &B, &u, &G);
     if (!ctx->status().ok()) return;
-    const int64_t G = 4 * u;
     CheckShape(ctx, "c0", c0, h0.shape());
     CheckShape(ctx, "ar", ar, TensorShape({Tn, G}));
     CheckShape(ctx, "br", br, TensorShape({Tn, G}));

@@ -343,6 +343,44 @@ void CheckShape(OpKernelContext* ctx, const char* name, const Tensor& v,
                               v.shape().DebugString()));
 }
 
+// Common checks of the sequence ops; sets T (time), B (batch), u (units)
+// and G (gate width, blocks * u). `x` is the input (time, batch, features)
+// and `w` the input kernel (features, G), or without `w` (null) `x` is the
+// projected input (time, batch, G).
+void CheckSequence(OpKernelContext* ctx, const Tensor& x, const Tensor* w,
+                   const Tensor& h0, const Tensor& kernel, const Tensor& mask,
+                   bool masked, int blocks, int64_t* T, int64_t* B,
+                   int64_t* u, int64_t* G) {
+  OP_REQUIRES(ctx, h0.dims() == 2,
+              InvalidArgument("states must be (batch, units), got ",
+                              h0.shape().DebugString()));
+  *B = h0.dim_size(0);
+  *u = h0.dim_size(1);
+  *G = blocks * *u;
+  OP_REQUIRES(ctx, x.dims() == 3 && x.dim_size(1) == *B,
+              InvalidArgument("sequence must be (time, ", *B,
+                              ", features), got ", x.shape().DebugString()));
+  *T = x.dim_size(0);
+  const int64_t F = x.dim_size(2);
+  if (w) {
+    OP_REQUIRES(ctx, w->shape() == TensorShape({F, *G}),
+                InvalidArgument("input kernel must be (", F, ", ", *G,
+                                "), got ", w->shape().DebugString()));
+  } else {
+    OP_REQUIRES(ctx, F == *G,
+                InvalidArgument("projected sequence must be (time, ", *B,
+                                ", ", *G, "), got ", x.shape().DebugString()));
+  }
+  OP_REQUIRES(ctx, kernel.shape() == TensorShape({*u, *G}),
+              InvalidArgument("kernel must be (", *u, ", ", *G, "), got ",
+                              kernel.shape().DebugString()));
+  if (masked) {
+    OP_REQUIRES(ctx, mask.NumElements() == *T * *B,
+                InvalidArgument("mask must have time*batch elements, got ",
+                                mask.shape().DebugString()));
+  }
+}
+
 // Input i, copied to an aligned buffer where TensorFlow hands over an
 // unaligned one (a slice), for the reason given at ShardSums: the rows of
 // every buffer then start at the same offsets from an aligned address.

@@ -132,36 +132,6 @@ struct InputNorm {
   static constexpr int64_t kChunk = 64;
 };
 
-// Common checks of the sequence ops; sets T (time), B (batch), u (units)
-// and G (gate width, blocks * u).
-void CheckSequence(OpKernelContext* ctx, const Tensor& x, const Tensor& w,
-                   const Tensor& h0, const Tensor& kernel, const Tensor& mask,
-                   bool masked, int blocks, int64_t* T, int64_t* B,
-                   int64_t* u, int64_t* G) {
-  OP_REQUIRES(ctx, h0.dims() == 2,
-              InvalidArgument("states must be (batch, units), got ",
-                              h0.shape().DebugString()));
-  *B = h0.dim_size(0);
-  *u = h0.dim_size(1);
-  *G = blocks * *u;
-  OP_REQUIRES(ctx, x.dims() == 3 && x.dim_size(1) == *B,
-              InvalidArgument("sequence must be (time, ", *B,
-                              ", features), got ", x.shape().DebugString()));
-  *T = x.dim_size(0);
-  const int64_t F = x.dim_size(2);
-  OP_REQUIRES(ctx, w.shape() == TensorShape({F, *G}),
-              InvalidArgument("input kernel must be (", F, ", ", *G,
-                              "), got ", w.shape().DebugString()));
-  OP_REQUIRES(ctx, kernel.shape() == TensorShape({*u, *G}),
-              InvalidArgument("kernel must be (", *u, ", ", *G, "), got ",
-                              kernel.shape().DebugString()));
-  if (masked) {
-    OP_REQUIRES(ctx, mask.NumElements() == *T * *B,
-                InvalidArgument("mask must have time*batch elements, got ",
-                                mask.shape().DebugString()));
-  }
-}
-
 // The attributes the four ops share (the forward ops also read epsilon).
 class SequenceOp : public OpKernel {
  protected:
@@ -360,7 +330,7 @@ class LstmForwardOp : public SequenceOp {
                  &gr = Input(ctx, 8), &gs = Input(ctx, 9),
                  &bs = Input(ctx, 10);
     int64_t Tn, B, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
+    CheckSequence(ctx, x, &w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     CheckShape(ctx, "c0", c0, h0.shape());
@@ -499,7 +469,7 @@ class LstmBackwardOp : public SequenceOp {
                  &gr = Input(ctx, 16), &gs = Input(ctx, 17),
                  &xhat = Input(ctx, 18);
     int64_t Tn, B, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
+    CheckSequence(ctx, x, &w, h0, kernel, mask, masked_, 4, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
@@ -745,7 +715,7 @@ class GruForwardOp : public SequenceOp {
                  &bx = Input(ctx, 6), &gr = Input(ctx, 7),
                  &offs = Input(ctx, 8);
     int64_t Tn, B, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
+    CheckSequence(ctx, x, &w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     CheckShape(ctx, "gx", gx, TensorShape({G}));
@@ -860,7 +830,7 @@ class GruBackwardOp : public SequenceOp {
                  &gr = Input(ctx, 12), &offs = Input(ctx, 13),
                  &xhat = Input(ctx, 14);
     int64_t Tn, B, u, G;
-    CheckSequence(ctx, x, w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
+    CheckSequence(ctx, x, &w, h0, kernel, mask, masked_, 3, &Tn, &B, &u,
                   &G);
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
