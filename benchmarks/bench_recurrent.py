@@ -13,7 +13,8 @@ the medians and the ratios against the anchors measured in the same run:
   and vs itself without its TensorFlow kernel ("generic": keras' loop);
 - `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
 - `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`,
-  and vs itself without its training kernel ("generic").
+  vs itself with its TensorFlow kernel instead of the native ops ("XLA":
+  `use_kernel="xla"`), and vs itself without a kernel ("generic").
 
 Usage: `python benchmarks/bench_recurrent.py [--rounds 15] [--xla]`
 (`--xla` compiles the steps with `jit_compile=True` instead).
@@ -92,6 +93,8 @@ def contenders():
             keras_ln.LayerNormGRUCell(UNITS)
         ),
         "BatchNormLSTM": lambda: keras_ln.BatchNormLSTM(UNITS),
+        "BatchNormLSTM (XLA)": lambda: keras_ln.BatchNormLSTM(
+            UNITS, use_kernel="xla"),
         "BatchNormLSTM (generic)": lambda: keras_ln.BatchNormLSTM(
             UNITS, use_kernel=False),
         "RNN(BatchNormLSTMCell)": lambda: keras.layers.RNN(
@@ -193,6 +196,7 @@ def main():
         ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic"),
         ("BatchNormLSTM", "keras LSTM", "target train, infer <= 1.0"),
         ("BatchNormLSTM", "BatchNormLSTM (generic)", "kernel vs generic"),
+        ("BatchNormLSTM", "BatchNormLSTM (XLA)", "native vs XLA kernel"),
         ("BatchNormLSTM", "RNN(BatchNormLSTMCell)", ""),
     ]
     for a, b, note in pairs:
