@@ -67,8 +67,17 @@ def implementation(layer, training, dtype):
     reason = _unsupported(layer, training, dtype)
     if reason:
         raise NotImplementedError(reason)
+    return kernel_choice(layer)
+
+
+def kernel_choice(layer):
+    """`"native"` or `"xla"`: the kernel `layer.use_kernel` asks for, for a
+    call the kernels support (LayerNormLSTM, LayerNormGRU, BatchNormLSTM):
+    the XLA-compatible one inside XLA or where asked, else the native ops,
+    else the XLA-compatible one where "native" was not asked. Raises
+    NotImplementedError with the reason where none does."""
     want = layer.use_kernel
-    has_xla = layer.kernel_kind == "lstm"
+    has_xla = layer.kernel_kind in ("lstm", "bn_lstm")
     if want == "xla" or (want in ("auto", True) and in_xla()):
         if not has_xla:
             raise NotImplementedError(

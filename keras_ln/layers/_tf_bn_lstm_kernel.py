@@ -1,7 +1,7 @@
 """`BatchNormLSTM`'s kernels on TensorFlow (private): the TensorFlow loops
 below, the glue of the native ops (`keras_ln.layers._native`, section
 "native ops"), and the layer's calls, which choose between them
-(`implementation`).
+(`_tf_backend.kernel_choice`).
 
 In the TensorFlow kernel the whole training recurrence is one
 differentiable operation: a forward
@@ -400,30 +400,6 @@ def unsupported(layer):
     return None
 
 
-def implementation(layer):
-    """`"native"` or `"tf"`: which kernel runs this call of `layer`, as its
-    `use_kernel` asks (see `_fast_paths`): the native ops where they are
-    built, outside XLA, unless `use_kernel="xla"`; else the TensorFlow loops
-    above. Raises NotImplementedError with the reason where `"native"` was
-    asked and cannot run."""
-    from keras_ln.layers import _tf_backend
-
-    want = layer.use_kernel
-    if isinstance(want, str) and want == "xla":
-        return "tf"
-    if _tf_backend.in_xla():
-        if isinstance(want, str) and want == "native":
-            raise NotImplementedError(
-                "the native ops cannot run inside an XLA-compiled function")
-        return "tf"
-    if _native.ops() is not None:
-        return "native"
-    if isinstance(want, str) and want == "native":
-        raise NotImplementedError(
-            f"the native ops are not available ({_native.load_error()})")
-    return "tf"
-
-
 def call(layer, sequences, valid, initial_state, mask, training):
     """`BatchNormLSTM.inner_loop` by the kernel: `(last_output, outputs,
     [h, c])`, outputs batch-major in processing order.
@@ -438,7 +414,10 @@ def call(layer, sequences, valid, initial_state, mask, training):
     vt = _recurrent.to_time_major(valid)[:, :, None]  # (T, batch, 1)
     if layer.go_backwards:
         xt, vt = ops.flip(xt, axis=0), ops.flip(vt, axis=0)
-    native = implementation(layer) == "native"
+    from keras_ln.layers import _tf_backend
+
+    # the native ops, or the TensorFlow loops (the XLA-compatible kernel)
+    native = _tf_backend.kernel_choice(layer) == "native"
     if training and native:
         outs, h, c = _native_training_call(layer, xt, vt, initial_state, mask)
     elif training:
