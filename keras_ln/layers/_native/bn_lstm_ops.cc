@@ -132,12 +132,12 @@ std::vector<T> PermuteColumns(const T* U, int64_t u,
   return out;
 }
 
-// Per-step row weights v / max(sum v, 1) (time * batch) from the 0/1
-// valid flags.
+// Every row's weight in its step's batch statistics (time * batch): v /
+// max(sum v, 1) from the 0/1 valid flags V, or 1 / B without them.
 template <typename T>
 std::vector<T> StepWeights(const T* V, int64_t Tn, int64_t B) {
-  std::vector<T> w(Tn * B);
-  for (int64_t t = 0; t < Tn; ++t) {
+  std::vector<T> w(Tn * B, T(1) / T(B));
+  for (int64_t t = 0; V && t < Tn; ++t) {
     T n = 0;
     for (int64_t b = 0; b < B; ++b) n += V[t * B + b];
     n = std::max(n, T(1));
@@ -167,9 +167,9 @@ struct InputBatchNorm {
   T eps;
   const T *x, *w;
   const T* V;        // 0/1 valid flags (time * batch), or null
-  const T* weights;  // their per-step weights v / max(sum v, 1)
+  const T* weights;  // every row's weight (StepWeights)
 
-  T Weight(int64_t i) const { return V ? weights[i] : T(1) / T(B); }
+  T Weight(int64_t i) const { return weights[i]; }
   bool On(int64_t i) const { return !V || V[i] != T(0); }
 
   // xhat (time, B, G) <- the normalized projection; mean, var (time, G)
@@ -379,9 +379,7 @@ class BnLstmForwardOp : public BnLstmOp {
       *CS = out[12]->flat<T>().data();
     T* XH = out[15]->flat<T>().data();
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
-    const std::vector<T> weights =
-        V ? StepWeights(V, Tn, B) : std::vector<T>();
-    const T uniform = T(1) / T(B);
+    const std::vector<T> weights = StepWeights(V, Tn, B);
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
     const std::vector<T> zeros(B * u, T(0));
@@ -395,8 +393,6 @@ class BnLstmForwardOp : public BnLstmOp {
     const int64_t S = bounds.size() - 1;
     const std::vector<T> Up =
         PermuteColumns(kernel.flat<T>().data(), u, bounds);
-    // The step's row weights: v / max(sum v, 1), or 1 / B.
-    const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
     struct Shard {
       int64_t a, w;
       PackedMatrix<T> U;  // (u, 4w): the columns of the shard's units
@@ -429,7 +425,7 @@ class BnLstmForwardOp : public BnLstmOp {
       const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
       const T* Y = t ? YS + (n - B) * u : zeros.data();
-      CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
+      CCol<T> wv(weights.data() + n, B);
       sh.U.Multiply(B, H, sh.r.data(), nullptr);
       // the recurrent norm's statistics, two passes
       sh.mean = ColumnSums<T>(sh.r, wv.data());
@@ -607,10 +603,8 @@ class BnLstmBackwardOp : public BnLstmOp {
             *DYS = dys.flat<T>().data(), *X = x.flat<T>().data(),
             *XHS = xhat.flat<T>().data(), *VX = var_x.flat<T>().data();
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
-    const std::vector<T> weights =
-        V ? StepWeights(V, Tn, B) : std::vector<T>();
+    const std::vector<T> weights = StepWeights(V, Tn, B);
     const std::vector<char> full = FullSteps(V, Tn, B);
-    const T uniform = T(1) / T(B);
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
 
@@ -618,7 +612,6 @@ class BnLstmBackwardOp : public BnLstmOp {
     const int64_t S = bounds.size() - 1;
     const std::vector<T> Up =
         PermuteColumns(kernel.flat<T>().data(), u, bounds);
-    const Arr<T> uniform_w = Arr<T>::Constant(B, uniform);
     const std::vector<T> Wp = PermuteColumns(w.flat<T>().data(), u, bounds, F);
     // Each shard's part of dL/dx of every step, added up in shard order
     // after the loop.
@@ -676,7 +669,7 @@ class BnLstmBackwardOp : public BnLstmOp {
       if (t + 1 < Tn) back_product(sh, t + 1);
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
       const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
-      CCol<T> wv(V ? weights.data() + n : uniform_w.data(), B);
+      CCol<T> wv(weights.data() + n, B);
       for (int blk = 0; blk < 4; ++blk) {
         sh.sr.segment(blk * w, w) =
             CRow<T>(VR + t * G + blk * u + a, w).transpose();
@@ -869,7 +862,6 @@ class BnLstmInferenceOp : public BnLstmOp {
             *BC = bc.flat<T>().data();
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
-    Arr<T> zero = Arr<T>::Zero(u);
     // The rows are independent: shards of the batch run the whole loop.
     ForShards(ctx, B, NumShards(B, 0), [&](int64_t, int64_t b0, int64_t b1) {
       Arr<T> z(G), cn(u);
