@@ -141,7 +141,9 @@ def epoch_batches(orders, batch_size, groups, weights, pad, dtype, capacity=None
     last one of the remaining rows (if any). With `groups` (`row_groups`) a
     batch's duplicates are merged (`merge_duplicates`) and its rows are in
     group order; merged batches are padded back (repeated first row, weight
-    0) to `batch_size`, the last one, with `pad`, to `bucket` of its size.
+    0) to `batch_size`. With `pad`, the last one is padded to `batch_size`
+    too and becomes the epoch's last full batch (`idx_last` is then empty),
+    or, if it is the epoch's only batch, padded to `bucket` of its size.
     `capacity` (at least `len(orders)`) sizes the arrays, so that chunks of
     fewer epochs keep the shape of the first.
 
@@ -156,33 +158,43 @@ def epoch_batches(orders, batch_size, groups, weights, pad, dtype, capacity=None
     last = [_one_batch(order[n_full * batch_size:], 0, groups, weights)
             for order in orders] if rest else []
     last_size = max(n for _, _, n in last) if last else 0
+    # With padding, a smaller last batch after full ones is padded to
+    # `batch_size` and run as one more full batch: one step in the program
+    # (one trace, a static shape), for a few padding rows per epoch.
+    fold = pad and n_full > 0 and last_size > 0
     if pad and last_size:
-        last_size = bucket(last_size)
+        last_size = batch_size if fold else bucket(last_size)
+    n_batches = n_full + fold
     capacity = max(capacity or 0, len(orders))
-    idx = np.zeros((capacity, n_full, batch_size), np.int32)
-    w = np.zeros((capacity, n_full, batch_size), dtype)
-    n_valid = np.zeros((capacity, n_full), np.int32)
-    idx_last = np.zeros((capacity, last_size), np.int32)
-    w_last = np.zeros((capacity, last_size), dtype)
+    idx = np.zeros((capacity, n_batches, batch_size), np.int32)
+    w = np.zeros((capacity, n_batches, batch_size), dtype)
+    n_valid = np.zeros((capacity, n_batches), np.int32)
+    idx_last = np.zeros((capacity, 0 if fold else last_size), np.int32)
+    w_last = np.zeros((capacity, 0 if fold else last_size), dtype)
     n_last = np.zeros(capacity, np.int32)
-    batch_weight = np.zeros((capacity, n_full + 1))
+    batch_weight = np.zeros((capacity, n_batches + 1))
     for e, order in enumerate(orders):
         full = order[:n_full * batch_size].reshape(n_full, batch_size)
-        n_valid[e] = batch_size
+        n_valid[e, :n_full] = batch_size
         if groups is None:
-            idx[e] = full
+            idx[e, :n_full] = full
         else:  # each batch in group order; merged where it holds duplicates
             by_group = np.argsort(groups[full], axis=1, kind="stable")
-            idx[e] = np.take_along_axis(full, by_group, axis=1)
-            sorted_groups = groups[idx[e]]
+            idx[e, :n_full] = np.take_along_axis(full, by_group, axis=1)
+            sorted_groups = groups[idx[e, :n_full]]
             for b in np.flatnonzero((sorted_groups[:, 1:] == sorted_groups[:, :-1]).any(axis=1)):
                 idx[e, b], w[e, b], n_valid[e, b] = _one_batch(full[b], batch_size, groups, weights)
-        merged = n_valid[e] < batch_size
-        w[e, ~merged] = weights[idx[e, ~merged]]
-        if rest:
-            idx_last[e], w_last[e], n_last[e] = _one_batch(
-                last[e][0][:last[e][2]], last_size, groups, last[e][1], merged=True)
+        merged = n_valid[e, :n_full] < batch_size
+        w[e, :n_full][~merged] = weights[idx[e, :n_full][~merged]]
         batch_weight[e, :n_full] = weights[full].sum(axis=1)
+        if rest:
+            last_batch = _one_batch(
+                last[e][0][:last[e][2]], last_size, groups, last[e][1], merged=True)
+            if fold:
+                idx[e, n_full], w[e, n_full], n_valid[e, n_full] = last_batch
+            else:
+                idx_last[e], w_last[e], n_last[e] = last_batch
+        # The last batch's weight is the last entry either way (0 if none).
         batch_weight[e, n_full] = np.sum(weights[order[n_full * batch_size:]])
     # The epoch's total weight summed batch after batch, as Python's sum.
     epoch_weight = np.cumsum(batch_weight, axis=1)[:, -1]

@@ -24,18 +24,31 @@ def _fit(est, X, y, **kwargs):
         return est.fit(X, y, **kwargs)
 
 
-def test_epoch_batches_cover_every_row_once_per_epoch():
+@pytest.mark.parametrize("pad", [True, False])
+def test_epoch_batches_cover_every_row_once_per_epoch(pad):
+    """23 rows in batches of 5: four full batches and a last one of 3 rows,
+    which padding (zero weights) makes a fifth full batch; without padding
+    (batch norm) it stays a separate batch of its own size."""
     rng = np.random.default_rng(0)
     weights = rng.uniform(0.5, 2.0, 23)
     orders = [rng.permutation(23).astype(np.int32) for _ in range(3)]
-    b = _training.epoch_batches(orders, 5, None, weights, True, np.float64, capacity=4)
-    assert b["idx"].shape == (4, 4, 5) and b["idx_last"].shape == (4, 16)  # 3 rows -> bucket 16
+    b = _training.epoch_batches(orders, 5, None, weights, pad, np.float64, capacity=4)
+    if pad:
+        assert b["idx"].shape == (4, 5, 5) and b["idx_last"].shape == (4, 0)
+    else:
+        assert b["idx"].shape == (4, 4, 5) and b["idx_last"].shape == (4, 3)
     assert b["n_epochs"] == 3
     for e, order in enumerate(orders):
-        rows = np.concatenate([b["idx"][e].ravel(), b["idx_last"][e, :b["n_last"][e]]])
+        if pad:
+            assert list(b["n_valid"][e]) == [5, 5, 5, 5, 3]
+            rows = np.concatenate([b["idx"][e, :4].ravel(), b["idx"][e, 4, :3]])
+            assert np.all(b["w"][e, 4, 3:] == 0)  # padding weighs nothing
+            np.testing.assert_array_equal(b["w"][e, 4, :3], weights[order[20:]])
+        else:
+            rows = np.concatenate([b["idx"][e].ravel(), b["idx_last"][e, :b["n_last"][e]]])
+            np.testing.assert_array_equal(b["w_last"][e], weights[order[20:]])
         np.testing.assert_array_equal(rows, order)  # no merging: the shuffled order itself
-        assert np.all(b["w_last"][e, b["n_last"][e]:] == 0)  # padding weighs nothing
-        expected = [weights[order[i:i + 5]].sum() for i in range(0, 23, 5)]
+        expected = [weights[order[i:i + 5]].sum() for i in range(0, 23, 5)] + [0.0] * pad
         np.testing.assert_allclose(b["batch_weight"][e], expected, rtol=1e-15)
         assert b["epoch_weight"][e] == pytest.approx(weights.sum(), rel=1e-15)
 
