@@ -51,6 +51,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
+import keras_ln.models as keras_ln_models  # noqa: E402
 from keras_ln.models import build_mlp  # noqa: E402
 from keras_ln.models import build_recurrent  # noqa: E402
 from keras_ln.sklearn import LSTMClassifier  # noqa: E402
@@ -169,8 +170,31 @@ def sklearn_anchor(repeats, sizes):
 SEQUENCE_SHAPE = (2_000, 50, 8, 5)  # sequences, steps, features, epochs
 
 
+@contextlib.contextmanager
+def _keras_own_lstm(active):
+    """With `active`, `build_recurrent(normalization=None)` builds keras'
+    own `keras.layers.LSTM` instead of `keras_ln.FusedLSTM`."""
+    if not active:
+        yield
+        return
+    original = keras_ln_models.recurrent_layer_class
+
+    def keras_lstm(cell="lstm", normalization="layer"):
+        if cell == "lstm" and normalization is None:
+            return keras.layers.LSTM
+        return original(cell, normalization)
+
+    keras_ln_models.recurrent_layer_class = keras_lstm
+    try:
+        yield
+    finally:
+        keras_ln_models.recurrent_layer_class = original
+
+
 def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
-    """LSTMClassifier against Keras' own `model.fit` on the same network."""
+    """LSTMClassifier against Keras' own `model.fit` on the same network;
+    for `normalization=None` also against Keras' fit of keras' own LSTM
+    layer (the estimators' None network is `keras_ln.FusedLSTM`)."""
     n, steps, features, epochs = shape
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, steps, features)).astype("float32")
@@ -179,10 +203,14 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
           f"batch {BATCH}, {epochs} epochs; fit time keras_ln / Keras, below 1: keras_ln faster)")
     print(f"{'normalization':14s} {'keras_ln':>9s} {'keras (jit auto)':>17s} {'ratio':>6s} "
           f"{'keras (no jit)':>15s} {'ratio':>6s} {'acc keras_ln / keras':>21s}")
-    for norm in ("layer", "batch", None):
+    # None twice: Keras' fit of the same network (keras_ln.FusedLSTM, keras'
+    # LSTM with the native kernel), then of keras' own keras.layers.LSTM.
+    for norm, keras_own in (("layer", False), ("batch", False), (None, False), (None, True)):
         def keras_fit(jit):
-            model = build_recurrent(features, 2, units=(64,), normalization=norm, output_activation="softmax",
-                                    dtype="float32", seed=0, max_steps=steps)
+            with _keras_own_lstm(keras_own):
+                model = build_recurrent(features, 2, units=(64,), normalization=norm,
+                                        output_activation="softmax", dtype="float32", seed=0,
+                                        max_steps=steps)
             model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
             history = model.fit(X, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=True)
@@ -204,7 +232,8 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
             times[name] = (statistics.median(t for t, _ in runs),
                            last.score(X, y) if name == "ours" else last)
         o, a, f = times["ours"][0], times["auto"][0], times["none"][0]
-        print(f"{str(norm):14s} {o:8.2f}s {a:16.2f}s {o / a:6.2f} {f:14.2f}s {o / f:6.2f} "
+        label = "None, keras'" if keras_own else str(norm)
+        print(f"{label:14s} {o:8.2f}s {a:16.2f}s {o / a:6.2f} {f:14.2f}s {o / f:6.2f} "
               f"{times['ours'][1]:10.3f} / {times['auto'][1]:.3f}", flush=True)
 
 

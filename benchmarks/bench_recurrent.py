@@ -12,6 +12,9 @@ the medians and the ratios against the anchors measured in the same run:
   the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers),
   and vs itself without its TensorFlow kernel ("generic": keras' loop);
 - `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
+- `FusedLSTM` (keras' LSTM with the native kernel) vs `keras.layers.LSTM`,
+  and the normalized layers vs `FusedLSTM`: what the norms cost with the
+  same kind of kernel;
 - `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`,
   vs itself with its TensorFlow kernel instead of the native ops ("XLA":
   `use_kernel="xla"`), and vs itself without a kernel ("generic").
@@ -74,6 +77,7 @@ class TfaStyleLayerNormLSTMCell(keras.layers.LSTMCell):
 def contenders():
     return {
         "keras LSTM": lambda: keras.layers.LSTM(UNITS),
+        "FusedLSTM": lambda: keras_ln.FusedLSTM(UNITS),
         "LayerNormLSTM": lambda: keras_ln.LayerNormLSTM(UNITS),
         "LayerNormLSTM (XLA)": lambda: keras_ln.LayerNormLSTM(
             UNITS, use_kernel="xla"),
@@ -186,7 +190,10 @@ def main():
     print()
     print(f"{'ratio (lower is faster)':<46}{'train':>8}{'infer':>8}")
     pairs = [
+        ("FusedLSTM", "keras LSTM", "the same LSTM, native kernel"),
         ("LayerNormLSTM", "keras LSTM", "target train <= 1.3"),
+        ("LayerNormLSTM", "FusedLSTM", "cost of the norms, same kernel"),
+        ("BatchNormLSTM", "FusedLSTM", "cost of the norms, same kernel"),
         ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5"),
         ("LayerNormLSTM", "RNN(tfa-style cell)", ""),
         ("LayerNormLSTM", "LayerNormLSTM (generic)", "kernel vs generic"),

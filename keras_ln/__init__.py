@@ -1,7 +1,8 @@
 """keras_ln: layer normalization for Keras 3.
 
 Public layers: `LayerNormalization`, `LayerNormLSTMCell`, `LayerNormLSTM`,
-`LayerNormGRUCell`, `LayerNormGRU`, `BatchNormLSTMCell`, `BatchNormLSTM`.
+`LayerNormGRUCell`, `LayerNormGRU`, `BatchNormLSTMCell`, `BatchNormLSTM`, and
+`FusedLSTM` (keras' LSTM, the unnormalized reference, with the native kernel).
 scikit-learn estimators live in `keras_ln.sklearn`, the H2O-style search in
 `keras_ln.automl`, bundled data in `keras_ln.datasets`.
 """

@@ -92,7 +92,9 @@ def test_recurrent_layer_class_keras_ln(cell, normalization, name):
 
 
 def test_recurrent_layer_class_keras_and_errors():
-    assert recurrent_layer_class("lstm", None) is keras.layers.LSTM
+    # keras' LSTM, with the native kernel of the normalized layers.
+    assert recurrent_layer_class("lstm", None) is keras_ln.FusedLSTM
+    assert issubclass(keras_ln.FusedLSTM, keras.layers.LSTM)
     assert recurrent_layer_class("gru", None) is keras.layers.GRU
     with pytest.raises(ValueError, match=r"cell='gru'.*normalization='batch'"):
         recurrent_layer_class("gru", "batch")

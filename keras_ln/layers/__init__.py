@@ -7,6 +7,7 @@ __all__ = ["LayerNormalization"]
 # Recurrent layers (one module each): import them here and extend __all__.
 from keras_ln.layers.batch_norm_lstm import BatchNormLSTM  # noqa: E402
 from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell  # noqa: E402
+from keras_ln.layers.fused_lstm import FusedLSTM  # noqa: E402
 from keras_ln.layers.layer_norm_gru import LayerNormGRU  # noqa: E402
 from keras_ln.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402
 from keras_ln.layers.layer_norm_lstm import LayerNormLSTM  # noqa: E402
@@ -19,4 +20,5 @@ __all__ += [
     "LayerNormGRU",
     "BatchNormLSTMCell",
     "BatchNormLSTM",
+    "FusedLSTM",
 ]

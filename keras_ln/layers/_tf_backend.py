@@ -111,10 +111,39 @@ def recurrence(layer, sequences, initial_state, mask, training):
     else:
         ys, *states = _gru(layer.cell, x, initial_state, mask,
                            bool(layer.zero_output_for_mask))
+    return _rnn_outputs(layer, ys, states)
+
+
+def _rnn_outputs(layer, ys, states):
+    """What `keras.layers.RNN.inner_loop` returns, from the time-major
+    outputs `ys` and the last states."""
     last_output = ys[-1]
     if layer.return_sequences:
         return last_output, tf.transpose(ys, [1, 0, 2]), states
     return last_output, last_output[:, None], states
+
+
+def plain_lstm(layer, sequences, initial_state, mask):
+    """The recurrence of `layer`, a `FusedLSTM` (keras' LSTM cell), by the
+    native LSTM ops without normalization; `sequences` had input dropout.
+    Returns what `keras.layers.RNN.inner_loop` returns."""
+    cell = layer.cell
+    x, mask = _time_major_input(layer, sequences, mask)
+    dtype = x.dtype
+    units = cell.units
+    # tanh(x) = 2 sigmoid(2x) - 1, as for the LN-LSTM: the candidate block
+    # scaled by 2, here in the (small) input gamma, bias and recurrent gamma.
+    scale = tf.constant([1.0] * (2 * units) + [2.0] * units + [1.0] * units,
+                        dtype)
+    bias = (tf.cast(cell.bias, dtype) * scale if cell.use_bias
+            else tf.zeros([4 * units], dtype))
+    ys, *states = kernels.plain_lstm_recurrence(
+        x, tf.cast(cell.kernel, dtype), scale, bias,
+        tf.cast(initial_state[0], dtype), tf.cast(initial_state[1], dtype),
+        tf.cast(cell.recurrent_kernel, dtype), mask=mask,
+        zero_output=bool(layer.zero_output_for_mask),
+    )
+    return _rnn_outputs(layer, ys, states)
 
 
 def _time_major_input(layer, sequences, mask):

@@ -241,11 +241,14 @@ def _flat_mask(mask):
 
 @functools.lru_cache(maxsize=None)
 def _native_compiled(cell, masked, zero_output, epsilon, shards):
-    """Forward and backward functions over the native sequence ops."""
+    """Forward and backward functions over the native sequence ops
+    (`cell`: "lstm", "plain_lstm" (the LSTM ops without norms) or "gru")."""
     mod = _native.ops()
     attrs = dict(masked=masked, zero_output=zero_output, shards=shards)
 
-    if cell == "lstm":
+    if cell in ("lstm", "plain_lstm"):
+        attrs["normalize"] = cell == "lstm"
+
         def fwd(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask):
             ys, hT, cT, *saved = mod.keras_ln_lstm_forward(
                 x, w, h0, c0, U, _flat_mask(mask), gx, bx, gr, gs, bs,
@@ -348,6 +351,46 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
     xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
     fwd, bwd = _compiled(*key, int(U.shape[0]))
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
+
+
+def plain_lstm_recurrence(x, w, gx, bx, h0, c0, U, mask=None,
+                          zero_output=False):
+    """keras' LSTM recurrence (no normalization), input projection
+    included, as one op with a hand-written gradient: the native LN-LSTM
+    ops with every norm the identity (native ops only: check
+    `native_available()` first).
+
+    Args:
+        x: `(T, B, F)` time-major input, in the order the layer reads it.
+        w: `(F, 4u)` input kernel.
+        gx: `(4u,)` scale of the gates' pre-activations: 1, and 2 for the
+            candidate block (tanh(z) = 2 sigmoid(2z) - 1); it multiplies
+            both the input and the recurrent projection.
+        bx: `(4u,)` the bias, times `gx`.
+        h0, c0: `(B, u)` initial states.
+        U: `(u, 4u)` recurrent kernel.
+        mask: optional boolean `(T, B, 1)`.
+        zero_output: keras' `zero_output_for_mask`.
+
+    Returns:
+        `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
+    """
+    if not native_available():
+        raise RuntimeError(
+            "plain_lstm_recurrence needs the native ops: "
+            f"{_native.load_error()}"
+        )
+    units = h0.shape[-1]
+    fwd, bwd = _native_compiled(
+        "plain_lstm", mask is not None, bool(zero_output), 0.0,
+        NATIVE_SHARDS,
+    )
+    # The state "norm" is the identity: gamma 1, beta 0.
+    ones = tf.ones([units], x.dtype)
+    zeros = tf.zeros([units], x.dtype)
+    return _recurrence_op(fwd, bwd, 2, mask)(
+        x, w, gx, bx, h0, c0, U, gx, ones, zeros
+    )
 
 
 def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,

@@ -273,7 +273,8 @@ _PARAMETERS_DOC = """
     normalization : {"layer", "batch"} or None, default="layer"
         "layer": `keras_ln.LayerNormLSTM` / `keras_ln.LayerNormGRU`;
         "batch": `keras_ln.BatchNormLSTM` (LSTM only: `cell="gru"` with
-        "batch" raises ValueError); None: `keras.layers.LSTM` / `GRU`.
+        "batch" raises ValueError); None: keras' LSTM (as
+        `keras_ln.FusedLSTM`, with the native kernel) / `keras.layers.GRU`.
     bidirectional : bool, default=False
         Wrap each recurrent layer in `keras.layers.Bidirectional`.
     activation : {"tanh", "relu", "logistic", "identity"}, default="tanh"

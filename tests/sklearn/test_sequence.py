@@ -20,7 +20,7 @@ LAYERS = {
     ("lstm", "layer"): keras_ln.LayerNormLSTM,
     ("gru", "layer"): keras_ln.LayerNormGRU,
     ("lstm", "batch"): keras_ln.BatchNormLSTM,
-    ("lstm", None): keras.layers.LSTM,
+    ("lstm", None): keras_ln.FusedLSTM,
     ("gru", None): keras.layers.GRU,
 }
 

@@ -33,6 +33,9 @@
 //   blocks.
 // - A masked step keeps the states and outputs the previous output (zeros
 //   with zero_output), as keras' backend.rnn does.
+// - The LSTM ops with normalize=false run the LSTM without normalization
+//   (keras' LSTM): the same loops with every norm the identity (xhat the
+//   projection itself, rstd 1, chat = c), U the plain recurrent kernel.
 
 #include "kernels.h"
 
@@ -51,12 +54,16 @@ struct InputNorm {
   T eps;
   const T *x, *w, *gx;
   int64_t shards;  // requested, as NumShards takes it
+  // false: the projection itself (xhat = x @ W, rstd = 1), for the LSTM
+  // without normalization.
+  bool normalize;
 
   // From the ops' inputs x (time, batch, F), w (F, G) and gx (G).
   static InputNorm Of(const Tensor& x, const Tensor& w, const Tensor& gx,
-                      T eps, int64_t shards) {
-    return {x.dim_size(2),      w.dim_size(1),       eps,   x.flat<T>().data(),
-            w.flat<T>().data(), gx.flat<T>().data(), shards};
+                      T eps, int64_t shards, bool normalize = true) {
+    return {x.dim_size(2),      w.dim_size(1),       eps,
+            x.flat<T>().data(), w.flat<T>().data(),  gx.flat<T>().data(),
+            shards,             normalize};
   }
 
   // xhat (n, G) <- the normalized projection of the n rows of x; rstd (n)
@@ -68,6 +75,10 @@ struct InputNorm {
       for (int64_t c0 = r0; c0 < r1; c0 += kChunk) {
         const int64_t c1 = std::min(r1, c0 + kChunk);
         W.Multiply(c1 - c0, x + c0 * F, xhat + c0 * G, nullptr);
+        if (!normalize) {
+          std::fill(rstd + c0, rstd + c1, T(1));
+          continue;
+        }
         for (int64_t i = c0; i < c1; ++i) {
           Row<T> v(xhat + i * G, G);
           const T mu = v.mean();
@@ -111,6 +122,10 @@ struct InputNorm {
           CRow<T> d(dz + i * G, G), xh(xhat + i * G, G);
           sg += d * xh;
           sb += d;
+          if (!normalize) {
+            Row<T>(DR + i * G, G) = d * g;
+            continue;
+          }
           dxh = d * g;
           const T m1 = dxh.mean(), m2 = (dxh * xh).mean();
           Row<T>(DR + i * G, G) = rstd[i] * (dxh - m1 - xh * m2);
@@ -165,6 +180,10 @@ struct LstmStep {
   T eps;
   const T *gx, *bx, *gr, *gs, *bs;
   bool zero_output;
+  // false: no recurrent and state norms (rstd_r = rstd_c = 1, chat = c):
+  // the LSTM without normalization, whose gr, gs and bs the caller sets to
+  // the candidate scale, ones and zeros.
+  bool normalize = true;
 
   // One forward step for rows [b0, b1). X (xhat), R: (B, 4u) of this step;
   // H, C, Y: the carried states and the previous output; M: this step's
@@ -189,13 +208,19 @@ struct LstmStep {
         continue;
       }
       CRow<T> rv(R + b * G, G), xv(X + b * G, G), cv(C + b * u, u);
-      const T rstd_r = T(1) / std::sqrt(rv.square().mean() + eps);
+      const T rstd_r =
+          normalize ? T(1) / std::sqrt(rv.square().mean() + eps) : T(1);
       a = Sigmoid(xv * gxv + bxv + rv * rstd_r * grv);
       co = a.segment(u, u) * cv +
            a.head(u) * (T(2) * a.segment(2 * u, u) - T(1));
-      const T mu = co.mean();
-      const T rstd_c = T(1) / std::sqrt((co - mu).square().mean() + eps);
-      chat = (co - mu) * rstd_c;
+      T rstd_c = T(1);
+      if (normalize) {
+        const T mu = co.mean();
+        rstd_c = T(1) / std::sqrt((co - mu).square().mean() + eps);
+        chat = (co - mu) * rstd_c;
+      } else {
+        chat = co;
+      }
       th = (chat * gsv + bsv).tanh();
       ho = a.tail(u) * th;
       yo = ho;
@@ -247,7 +272,10 @@ struct LstmStep {
       dcn = dhn * a.tail(u) * (T(1) - th * th);
       gch = dcn * gsv;
       // dL/dc_t (in dco until it becomes dL/dc_{t-1}).
-      dco = dcin + rstd_c * (gch - gch.mean() - chat * (gch * chat).mean());
+      if (normalize)
+        dco = dcin + rstd_c * (gch - gch.mean() - chat * (gch * chat).mean());
+      else
+        dco = dcin + gch;
       dzo.head(u) = dco * (T(2) * a.segment(2 * u, u) - T(1));
       dzo.segment(u, u) = dco * cp;
       dzo.segment(2 * u, u) = T(2) * dco * a.head(u);
@@ -255,7 +283,10 @@ struct LstmStep {
       dzo *= a * (T(1) - a);
       rhat = rv * rstd_r;
       grh = dzo * grv;
-      dro = rstd_r * (grh - rhat * (grh * rhat).mean());
+      if (normalize)
+        dro = rstd_r * (grh - rhat * (grh * rhat).mean());
+      else
+        dro = grh;
       dco *= a.segment(u, u);
       dhso.setZero();
       sgr += dzo * rhat;
@@ -292,6 +323,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
+    .Attr("normalize: bool = true")  // false: the LSTM without norms
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -320,7 +352,9 @@ class LstmForwardOp : public SequenceOp {
   static constexpr int kXhat = 9;  // the output
 
  public:
-  explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
+  explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {
+    OP_REQUIRES_OK(c, c->GetAttr("normalize", &normalize_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
@@ -357,8 +391,8 @@ class LstmForwardOp : public SequenceOp {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
-    const auto input =
-        InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
+    const auto input = InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_),
+                                        shards_, normalize_);
     const LstmStep<T> step{u,
                            static_cast<T>(eps_),
                            gx.flat<T>().data(),
@@ -366,7 +400,8 @@ class LstmForwardOp : public SequenceOp {
                            gr.flat<T>().data(),
                            gs.flat<T>().data(),
                            bs.flat<T>().data(),
-                           zero_output_};
+                           zero_output_,
+                           normalize_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
@@ -402,6 +437,8 @@ class LstmForwardOp : public SequenceOp {
                 c_last->flat<T>().data());
   }
 
+ private:
+  bool normalize_ = true;
 };
 
 REGISTER_OP("KerasLnLstmBackward")
@@ -438,6 +475,7 @@ REGISTER_OP("KerasLnLstmBackward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
+    .Attr("normalize: bool = true")  // as the forward's
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(6));
       c->set_output(1, c->input(7));
@@ -455,7 +493,9 @@ REGISTER_OP("KerasLnLstmBackward")
 template <typename T>
 class LstmBackwardOp : public SequenceOp {
  public:
-  explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
+  explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {
+    OP_REQUIRES_OK(c, c->GetAttr("normalize", &normalize_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = Input(ctx, 0), &saved = Input(ctx, 1),
@@ -521,12 +561,14 @@ class LstmBackwardOp : public SequenceOp {
     std::copy_n(dc_last.flat<T>().data(), Bu, dc[0]);
     std::fill_n(dy[0], Bu, T(0));
 
-    const auto input = InputNorm<T>::Of(x, w, gx, T(0), shards_);
+    const auto input =
+        InputNorm<T>::Of(x, w, gx, T(0), shards_, normalize_);
     // (The backward step reads neither epsilon nor gx, bx and bs.)
     const LstmStep<T> step{u,       T(0),
                            nullptr, nullptr,
                            gr.flat<T>().data(), gs.flat<T>().data(),
-                           nullptr, zero_output_};
+                           nullptr, zero_output_,
+                           normalize_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
@@ -564,6 +606,8 @@ class LstmBackwardOp : public SequenceOp {
     sbs.Total(dbs->flat<T>().data());
   }
 
+ private:
+  bool normalize_ = true;
 };
 
 // ------------------------------------------------------------------- GRU
