@@ -2,7 +2,8 @@
 
 Public layers: `LayerNormalization`, `LayerNormLSTMCell`, `LayerNormLSTM`,
 `LayerNormGRUCell`, `LayerNormGRU`, `BatchNormLSTMCell`, `BatchNormLSTM`, and
-`FusedLSTM` (keras' LSTM, the unnormalized reference, with the native kernel).
+`FusedLSTM`, `FusedGRU` (keras' LSTM and GRU, the unnormalized references,
+run by the native kernels).
 scikit-learn estimators live in `keras_ln.sklearn`, the H2O-style search in
 `keras_ln.automl`, bundled data in `keras_ln.datasets`.
 """

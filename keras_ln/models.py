@@ -9,8 +9,8 @@ returns a stack of (optionally bidirectional) recurrent layers followed by a
   layer-normalized recurrent layers `keras_ln.LayerNormLSTM` /
   `keras_ln.LayerNormGRU`;
 - `"batch"`: `keras.layers.BatchNormalization`, or `keras_ln.BatchNormLSTM`;
-- `None`: neither (`keras_ln.FusedLSTM`, i.e. keras' LSTM with the native
-  kernel, / `keras.layers.GRU` for sequences).
+- `None`: neither (`keras_ln.FusedLSTM` / `keras_ln.FusedGRU`, i.e. keras'
+  LSTM / GRU run by the native kernels, for sequences).
 
 Every layer gets an explicit, stable name (`dense_0`, `norm_0`, `rnn_0`,
 `logits`, `output`, ...), so models built in one process never depend on
@@ -238,10 +238,10 @@ def recurrent_layer_class(cell="lstm", normalization="layer"):
 
     Returns:
         `keras_ln.LayerNormLSTM`, `keras_ln.LayerNormGRU`,
-        `keras_ln.BatchNormLSTM`, `keras_ln.FusedLSTM` (keras' LSTM with
-        the native kernel of the normalized layers, so that the three
-        normalizations compare at the same implementation speed) or
-        `keras.layers.GRU`.
+        `keras_ln.BatchNormLSTM`, `keras_ln.FusedLSTM` or
+        `keras_ln.FusedGRU` (keras' LSTM and GRU run by the native kernels
+        of the normalized layers, so that the normalizations compare at the
+        same implementation speed).
 
     Raises:
         ValueError: for an unknown value, or for `normalization="batch"` with
@@ -253,11 +253,11 @@ def recurrent_layer_class(cell="lstm", normalization="layer"):
         )
     _check_normalization(normalization)
     if normalization is None:
-        if cell == "gru":
-            return keras.layers.GRU
-        from keras_ln.layers.fused_lstm import FusedLSTM
+        from keras_ln.layers.fused import FusedGRU
+        from keras_ln.layers.fused import FusedLSTM
 
-        return FusedLSTM  # keras' LSTM with the native kernel
+        # keras' LSTM / GRU, run by the native kernels.
+        return FusedLSTM if cell == "lstm" else FusedGRU
     if (cell, normalization) not in _RECURRENT_LAYERS:
         raise ValueError(
             "`normalization='batch'` is only available with `cell='lstm'` "

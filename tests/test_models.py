@@ -92,10 +92,11 @@ def test_recurrent_layer_class_keras_ln(cell, normalization, name):
 
 
 def test_recurrent_layer_class_keras_and_errors():
-    # keras' LSTM, with the native kernel of the normalized layers.
+    # keras' LSTM and GRU, run by the native kernels of the normalized layers.
     assert recurrent_layer_class("lstm", None) is keras_ln.FusedLSTM
     assert issubclass(keras_ln.FusedLSTM, keras.layers.LSTM)
-    assert recurrent_layer_class("gru", None) is keras.layers.GRU
+    assert recurrent_layer_class("gru", None) is keras_ln.FusedGRU
+    assert issubclass(keras_ln.FusedGRU, keras.layers.GRU)
     with pytest.raises(ValueError, match=r"cell='gru'.*normalization='batch'"):
         recurrent_layer_class("gru", "batch")
     with pytest.raises(ValueError, match="normalization"):

@@ -7,7 +7,8 @@ __all__ = ["LayerNormalization"]
 # Recurrent layers (one module each): import them here and extend __all__.
 from keras_ln.layers.batch_norm_lstm import BatchNormLSTM  # noqa: E402
 from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell  # noqa: E402
-from keras_ln.layers.fused_lstm import FusedLSTM  # noqa: E402
+from keras_ln.layers.fused import FusedGRU  # noqa: E402
+from keras_ln.layers.fused import FusedLSTM  # noqa: E402
 from keras_ln.layers.layer_norm_gru import LayerNormGRU  # noqa: E402
 from keras_ln.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402
 from keras_ln.layers.layer_norm_lstm import LayerNormLSTM  # noqa: E402
@@ -21,4 +22,5 @@ __all__ += [
     "BatchNormLSTMCell",
     "BatchNormLSTM",
     "FusedLSTM",
+    "FusedGRU",
 ]

@@ -123,14 +123,27 @@ def _rnn_outputs(layer, ys, states):
     return last_output, last_output[:, None], states
 
 
-def plain_lstm(layer, sequences, initial_state, mask):
-    """The recurrence of `layer`, a `FusedLSTM` (keras' LSTM cell), by the
-    native LSTM ops without normalization; `sequences` had input dropout.
-    Returns what `keras.layers.RNN.inner_loop` returns."""
+def plain_recurrence(layer, sequences, initial_state, mask):
+    """The recurrence of `layer`, a `FusedLSTM` or `FusedGRU` (keras' LSTM
+    or GRU cell), by the native ops without normalization; `sequences` had
+    input dropout. Returns what `keras.layers.RNN.inner_loop` returns."""
     cell = layer.cell
     x, mask = _time_major_input(layer, sequences, mask)
     dtype = x.dtype
     units = cell.units
+    zero_output = bool(layer.zero_output_for_mask)
+    if layer.kernel_kind == "plain_gru":
+        if cell.use_bias:  # (2, 3u): the input and the recurrent bias
+            bx, off = tf.cast(cell.bias[0], dtype), tf.cast(cell.bias[1], dtype)
+        else:
+            bx = off = tf.zeros([3 * units], dtype)
+        ys, *states = kernels.plain_gru_recurrence(
+            x, tf.cast(cell.kernel, dtype), bx,
+            tf.cast(initial_state[0], dtype),
+            tf.cast(cell.recurrent_kernel, dtype), off, mask=mask,
+            zero_output=zero_output,
+        )
+        return _rnn_outputs(layer, ys, states)
     # tanh(x) = 2 sigmoid(2x) - 1, as for the LN-LSTM: the candidate block
     # scaled by 2, here in the (small) input gamma, bias and recurrent gamma.
     scale = tf.constant([1.0] * (2 * units) + [2.0] * units + [1.0] * units,
@@ -141,7 +154,7 @@ def plain_lstm(layer, sequences, initial_state, mask):
         x, tf.cast(cell.kernel, dtype), scale, bias,
         tf.cast(initial_state[0], dtype), tf.cast(initial_state[1], dtype),
         tf.cast(cell.recurrent_kernel, dtype), mask=mask,
-        zero_output=bool(layer.zero_output_for_mask),
+        zero_output=zero_output,
     )
     return _rnn_outputs(layer, ys, states)
 

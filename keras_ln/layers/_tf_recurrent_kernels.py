@@ -242,13 +242,13 @@ def _flat_mask(mask):
 @functools.lru_cache(maxsize=None)
 def _native_compiled(cell, masked, zero_output, epsilon, shards):
     """Forward and backward functions over the native sequence ops
-    (`cell`: "lstm", "plain_lstm" (the LSTM ops without norms) or "gru")."""
+    (`cell`: "lstm" or "gru", or "plain_lstm" / "plain_gru": their ops
+    without norms)."""
     mod = _native.ops()
-    attrs = dict(masked=masked, zero_output=zero_output, shards=shards)
+    attrs = dict(masked=masked, zero_output=zero_output, shards=shards,
+                 normalize=not cell.startswith("plain_"))
 
     if cell in ("lstm", "plain_lstm"):
-        attrs["normalize"] = cell == "lstm"
-
         def fwd(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask):
             ys, hT, cT, *saved = mod.keras_ln_lstm_forward(
                 x, w, h0, c0, U, _flat_mask(mask), gx, bx, gr, gs, bs,
@@ -391,6 +391,37 @@ def plain_lstm_recurrence(x, w, gx, bx, h0, c0, U, mask=None,
     return _recurrence_op(fwd, bwd, 2, mask)(
         x, w, gx, bx, h0, c0, U, gx, ones, zeros
     )
+
+
+def plain_gru_recurrence(x, w, bx, h0, U, off, mask=None,
+                         zero_output=False):
+    """keras' GRU recurrence (`reset_after=True`, no normalization), input
+    projection included, as one op with a hand-written gradient: the native
+    LN-GRU ops with the norm the identity (native ops only).
+
+    Args:
+        x: `(T, B, F)` time-major input, in the order the layer reads it.
+        w: `(F, 3u)` input kernel.
+        bx: `(3u,)` the input bias.
+        h0: `(B, u)` initial state.
+        U: `(u, 3u)` recurrent kernel.
+        off: `(3u,)` the recurrent bias.
+        mask: optional boolean `(T, B, 1)`.
+        zero_output: keras' `zero_output_for_mask`.
+
+    Returns:
+        `(ys, hT)`: outputs `(T, B, u)` and the last state.
+    """
+    if not native_available():
+        raise RuntimeError(
+            "plain_gru_recurrence needs the native ops: "
+            f"{_native.load_error()}"
+        )
+    fwd, bwd = _native_compiled(
+        "plain_gru", mask is not None, bool(zero_output), 0.0, NATIVE_SHARDS,
+    )
+    ones = tf.ones([w.shape[-1]], x.dtype)
+    return _recurrence_op(fwd, bwd, 1, mask)(x, w, ones, bx, h0, U, ones, off)
 
 
 def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,

@@ -273,8 +273,9 @@ _PARAMETERS_DOC = """
     normalization : {"layer", "batch"} or None, default="layer"
         "layer": `keras_ln.LayerNormLSTM` / `keras_ln.LayerNormGRU`;
         "batch": `keras_ln.BatchNormLSTM` (LSTM only: `cell="gru"` with
-        "batch" raises ValueError); None: keras' LSTM (as
-        `keras_ln.FusedLSTM`, with the native kernel) / `keras.layers.GRU`.
+        "batch" raises ValueError); None: keras' LSTM / GRU (as
+        `keras_ln.FusedLSTM` / `keras_ln.FusedGRU`, run by the native
+        kernels).
     bidirectional : bool, default=False
         Wrap each recurrent layer in `keras.layers.Bidirectional`.
     activation : {"tanh", "relu", "logistic", "identity"}, default="tanh"

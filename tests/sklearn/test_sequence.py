@@ -21,7 +21,7 @@ LAYERS = {
     ("gru", "layer"): keras_ln.LayerNormGRU,
     ("lstm", "batch"): keras_ln.BatchNormLSTM,
     ("lstm", None): keras_ln.FusedLSTM,
-    ("gru", None): keras.layers.GRU,
+    ("gru", None): keras_ln.FusedGRU,
 }
 
 

@@ -33,9 +33,10 @@
 //   blocks.
 // - A masked step keeps the states and outputs the previous output (zeros
 //   with zero_output), as keras' backend.rnn does.
-// - The LSTM ops with normalize=false run the LSTM without normalization
-//   (keras' LSTM): the same loops with every norm the identity (xhat the
-//   projection itself, rstd 1, chat = c), U the plain recurrent kernel.
+// - With normalize=false the ops run the recurrence without normalization
+//   (keras' LSTM and GRU): the same loops with every norm the identity
+//   (xhat the projection itself, rstd 1, the LSTM's chat = c), U the plain
+//   recurrent kernel.
 
 #include "kernels.h"
 
@@ -155,6 +156,7 @@ class SequenceOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
     OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
+    OP_REQUIRES_OK(c, c->GetAttr("normalize", &normalize_));
     OP_REQUIRES(c, shards_ >= 0,
                 InvalidArgument("shards must be >= 0, got ", shards_));
   }
@@ -166,6 +168,8 @@ class SequenceOp : public OpKernel {
   float eps_ = 0;
   bool masked_ = false, zero_output_ = false;
   int64_t shards_ = 0;
+  // false: the recurrence without normalization (keras' LSTM and GRU).
+  bool normalize_ = true;
 };
 
 // ------------------------------------------------------------------ LSTM
@@ -323,7 +327,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
-    .Attr("normalize: bool = true")  // false: the LSTM without norms
+    .Attr("normalize: bool = true")  // false: keras' LSTM, without norms
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -352,9 +356,7 @@ class LstmForwardOp : public SequenceOp {
   static constexpr int kXhat = 9;  // the output
 
  public:
-  explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {
-    OP_REQUIRES_OK(c, c->GetAttr("normalize", &normalize_));
-  }
+  explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
@@ -436,9 +438,6 @@ class LstmForwardOp : public SequenceOp {
     std::copy_n(Tn ? CS + last : c0.flat<T>().data(), B * u,
                 c_last->flat<T>().data());
   }
-
- private:
-  bool normalize_ = true;
 };
 
 REGISTER_OP("KerasLnLstmBackward")
@@ -493,9 +492,7 @@ REGISTER_OP("KerasLnLstmBackward")
 template <typename T>
 class LstmBackwardOp : public SequenceOp {
  public:
-  explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {
-    OP_REQUIRES_OK(c, c->GetAttr("normalize", &normalize_));
-  }
+  explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = Input(ctx, 0), &saved = Input(ctx, 1),
@@ -605,9 +602,6 @@ class LstmBackwardOp : public SequenceOp {
     sgs.Total(dgs->flat<T>().data());
     sbs.Total(dbs->flat<T>().data());
   }
-
- private:
-  bool normalize_ = true;
 };
 
 // ------------------------------------------------------------------- GRU
@@ -621,6 +615,9 @@ struct GruStep {
   T eps;
   const T *gx, *bx, *gr, *off;
   bool zero_output;
+  // false: no recurrent norm (rstd = 1): keras' GRU, whose gr the caller
+  // sets to ones and off to the recurrent bias.
+  bool normalize = true;
 
   void Forward(int64_t b0, int64_t b1, const T* X, const T* R, const T* H,
                const T* Y, const bool* M, T* HO, T* YO, T* S) const {
@@ -642,7 +639,8 @@ struct GruStep {
       }
       CRow<T> rv(R + b * G, G);
       xv = CRow<T>(X + b * G, G) * gxv + bxv;
-      const T rstd = T(1) / std::sqrt(rv.square().mean() + eps);
+      const T rstd =
+          normalize ? T(1) / std::sqrt(rv.square().mean() + eps) : T(1);
       inner = rv * rstd * grv + offv;
       z = Sigmoid(xv.head(u) + inner.head(u));
       rr = Sigmoid(xv.segment(u, u) + inner.segment(u, u));
@@ -698,7 +696,10 @@ struct GruStep {
       din.head(2 * u) = dxo.head(2 * u);
       din.tail(u) = dnp * rr;
       grh = din * grv;
-      dro = rstd * (grh - rhat * (grh * rhat).mean());
+      if (normalize)
+        dro = rstd * (grh - rhat * (grh * rhat).mean());
+      else
+        dro = grh;
       dhso = dhn * z;
       sgr += din * rhat;
       soff += din;
@@ -728,6 +729,7 @@ REGISTER_OP("KerasLnGruForward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
+    .Attr("normalize: bool = true")  // false: keras' GRU, without norms
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -782,14 +784,15 @@ class GruForwardOp : public SequenceOp {
     y0.flat<T>().setZero();
 
     const auto input =
-        InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_);
+        InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_, normalize_);
     const GruStep<T> step{u,
                           static_cast<T>(eps_),
                           gx.flat<T>().data(),
                           bx.flat<T>().data(),
                           gr.flat<T>().data(),
                           offs.flat<T>().data(),
-                          zero_output_};
+                          zero_output_,
+                          normalize_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
@@ -847,6 +850,7 @@ REGISTER_OP("KerasLnGruBackward")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
+    .Attr("normalize: bool = true")  // false: keras' GRU, without norms
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(4));
       c->set_output(1, c->input(5));
@@ -914,12 +918,13 @@ class GruBackwardOp : public SequenceOp {
     std::copy_n(dh_last.flat<T>().data(), Bu, dh);
     std::fill_n(dy[0], Bu, T(0));
 
-    const auto input = InputNorm<T>::Of(x, w, gx, T(0), shards_);
+    const auto input =
+        InputNorm<T>::Of(x, w, gx, T(0), shards_, normalize_);
     // (The backward step reads neither epsilon nor gx and bx.)
     const GruStep<T> step{u,       T(0),
                           nullptr, nullptr,
                           gr.flat<T>().data(), offs.flat<T>().data(),
-                          zero_output_};
+                          zero_output_,            normalize_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* S = saved.flat<T>().data();
     const T* R = rs.flat<T>().data();

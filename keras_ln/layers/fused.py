@@ -1,18 +1,19 @@
-"""FusedLSTM: keras' LSTM whose recurrence runs as keras_ln's native kernel.
+"""FusedLSTM, FusedGRU: keras' LSTM and GRU run by keras_ln's native kernels.
 
-The LSTM without normalization is the reference the normalized layers are
-compared with (`normalization=None` in `keras_ln.models` and the
-estimators). keras' own `LSTM` runs cuDNN on a GPU but, on a CPU, a generic
-`while` loop of small ops, which LayerNormLSTM and BatchNormLSTM, with their
+The recurrent layers without normalization are the reference the normalized
+ones are compared with (`normalization=None` in `keras_ln.models` and the
+estimators). keras' own `LSTM` and `GRU` run cuDNN on a GPU but, on a CPU, a
+generic `while` loop of small ops, which the normalized layers, with their
 fused kernels, outpace: a comparison of normalizations would then also
 compare implementations (and, under a time budget, train fewer plain
-models). `FusedLSTM` is `keras.layers.LSTM` (same cell, weights, config,
-outputs and `isinstance`) whose recurrence runs, where it can, as the
-LayerNormLSTM native ops with every norm the identity (one op for the
-forward loop, one for the backward loop).
+models). `FusedLSTM` is `keras.layers.LSTM` and `FusedGRU` is
+`keras.layers.GRU` (same cell, weights, config, outputs and `isinstance`)
+whose recurrence runs, where it can, as the LayerNormLSTM / LayerNormGRU
+native ops with every norm the identity (one op for the forward loop, one
+for the backward loop).
 
-- On a GPU, where keras' LSTM has cuDNN, or with `use_cudnn=True`, keras'
-  own choice runs.
+- On a GPU, where keras' layers have cuDNN, or with `use_cudnn=True`,
+  keras' own choice runs.
 - `use_kernel` as in the normalized layers: "auto" (default) takes the
   native kernel where it applies and keras' loop elsewhere (inside an
   XLA-compiled function, with recurrent dropout in training, other
@@ -30,18 +31,8 @@ from keras import ops
 _USE_KERNEL_OPTIONS = ("auto", True, False, "native")
 
 
-@keras.saving.register_keras_serializable(package="keras_ln")
-class FusedLSTM(keras.layers.LSTM):
-    """`keras.layers.LSTM` with keras_ln's native CPU kernel.
-
-    Args:
-        units, ...: as `keras.layers.LSTM`.
-        use_kernel: "auto" (default), "native" or True (the native kernel,
-            or an error saying why it cannot run this call), or False
-            (keras' loop). See the module docstring.
-    """
-
-    kernel_kind = "plain_lstm"
+class _Fused:
+    """What FusedLSTM and FusedGRU share (mixed in before keras' class)."""
 
     def __init__(self, units, use_kernel="auto", **kwargs):
         if not any(use_kernel is option
@@ -97,10 +88,40 @@ class FusedLSTM(keras.layers.LSTM):
             # loop (the cell's mask is drawn once per call) apply it.
             dp_mask = cell.get_dropout_mask(sequences[:, 0, :])
             sequences = sequences * ops.expand_dims(dp_mask, 1)
-        return _tf_backend.plain_lstm(self, sequences, initial_state, mask)
+        return _tf_backend.plain_recurrence(self, sequences, initial_state,
+                                            mask)
 
     def get_config(self):
         return {**super().get_config(), "use_kernel": self.use_kernel}
+
+
+@keras.saving.register_keras_serializable(package="keras_ln")
+class FusedLSTM(_Fused, keras.layers.LSTM):
+    """`keras.layers.LSTM` with keras_ln's native CPU kernel.
+
+    Args:
+        units, ...: as `keras.layers.LSTM`.
+        use_kernel: "auto" (default), "native" or True (the native kernel,
+            or an error saying why it cannot run this call), or False
+            (keras' loop). See the module docstring.
+    """
+
+    kernel_kind = "plain_lstm"
+
+
+@keras.saving.register_keras_serializable(package="keras_ln")
+class FusedGRU(_Fused, keras.layers.GRU):
+    """`keras.layers.GRU` with keras_ln's native CPU kernel (for
+    `reset_after=True`, keras' default; the other form runs keras' loop).
+
+    Args:
+        units, ...: as `keras.layers.GRU`.
+        use_kernel: "auto" (default), "native" or True (the native kernel,
+            or an error saying why it cannot run this call), or False
+            (keras' loop). See the module docstring.
+    """
+
+    kernel_kind = "plain_gru"
 
 
 def _unsupported(layer, training, dtype):
@@ -120,5 +141,7 @@ def _unsupported(layer, training, dtype):
                 "(the layer's dtype policy)")
     if backend.standardize_dtype(cell.kernel.dtype) != dtype:
         return "the kernel needs weights of the compute dtype"
+    if layer.kernel_kind == "plain_gru" and not cell.reset_after:
+        return "the kernel implements reset_after=True only"
     return None
 
