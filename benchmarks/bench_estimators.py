@@ -94,7 +94,13 @@ def ours(epochs, normalization=None, learning_rate_init=1e-3):
     )
 
 
-def timed(fn, collect=True):
+# Seconds to pause before a timed fit in the anchor comparisons: the worker
+# threads of the previous fit's library (OpenBLAS's spin for ~0.1 s after a
+# call, TensorFlow's pools) must not compete with the next fit for the cores.
+SETTLE = 0.5
+
+
+def timed(fn, collect=True, settle=0.0):
     """Seconds `fn` takes, and its result. As `timeit`, Python's cyclic
     garbage collector is paused during the call, and (`collect`, for fits)
     run before it: a full collection, which the many objects of
@@ -103,6 +109,8 @@ def timed(fn, collect=True):
     it would leave with cold caches.)"""
     if collect:
         gc.collect()
+    if settle:
+        time.sleep(settle)
     gc.disable()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -129,8 +137,8 @@ ANCHOR_SIZES = ((500, 30, 50), (20_000, 50, 5), (100_000, 100, 3))
 def sklearn_anchor(repeats, sizes):
     """keras_ln's MLPs against scikit-learn's, same network, optimizer, batches and epochs."""
     print("\nAgainst sklearn.neural_network (fit time keras_ln / sklearn; below 1: keras_ln faster)")
-    print("(None, layer: median of the repeats; 1st: the first fit of that shape in the process, with the"
-          " loop's trace or XLA compilation)")
+    print("(sklearn, None, layer: interleaved rounds, medians; 1st: the first fit of that shape in the"
+          " process, with the loop's trace or XLA compilation)")
     print(f"{'task':10s} {'rows x features, epochs':26s} {'sklearn':>9s} {'None':>7s} {'layer':>7s} "
           f"{'None 1st':>9s} {'layer 1st':>9s} {'score sk / None / layer':>24s} {'1-row predict':>14s}")
     common = dict(hidden_layer_sizes=(100,), batch_size=BATCH, tol=0.0, random_state=0)
@@ -147,21 +155,28 @@ def sklearn_anchor(repeats, sizes):
             params = dict(common, max_iter=epochs, n_iter_no_change=epochs + 1)
             for norm in (None, "layer"):  # warm-up: one-off kernels and traces
                 timed(lambda: ours_cls(**params, normalization=norm).fit(X[:256], y[:256]))
-            sk_time = statistics.median(timed(lambda: sk_cls(**params).fit(X, y))[0] for _ in range(repeats))
-            sk_score = sk_cls(**params).fit(X, y).score(X, y)
-            cells, firsts, scores, single = [], [], [], None
-            for norm in (None, "layer"):
-                times = []
-                for _ in range(repeats):
-                    t, est = timed(lambda: ours_cls(**params, normalization=norm).fit(X, y))
-                    times.append(t)
-                cells.append(statistics.median(times) / sk_time)
-                firsts.append(times[0] / sk_time)
-                scores.append(est.score(X, y))
-                if norm is None:
-                    est.predict(X[:1])
-                    single = statistics.median(timed(lambda: est.predict(X[:1]), collect=False)[0]
-                                               for _ in range(20))
+            # Round by round, sklearn and both of keras_ln's fits one after
+            # the other, so that a slow spell of this shared machine slows
+            # them alike (medians over the rounds).
+            times = {"sk": [], None: [], "layer": []}
+            fitted = {}
+            for _ in range(repeats):
+                for side in times:
+                    if side == "sk":
+                        t, fitted[side] = timed(lambda: sk_cls(**params).fit(X, y), settle=SETTLE)
+                    else:
+                        t, fitted[side] = timed(
+                            lambda: ours_cls(**params, normalization=side).fit(X, y), settle=SETTLE)
+                    times[side].append(t)
+            sk_time = statistics.median(times["sk"])
+            sk_score = fitted["sk"].score(X, y)
+            cells = [statistics.median(times[norm]) / sk_time for norm in (None, "layer")]
+            firsts = [times[norm][0] / sk_time for norm in (None, "layer")]
+            scores = [fitted[norm].score(X, y) for norm in (None, "layer")]
+            est = fitted[None]
+            est.predict(X[:1])
+            single = statistics.median(timed(lambda: est.predict(X[:1]), collect=False)[0]
+                                       for _ in range(20))
             print(f"{task:10s} {f'{n} x {f}, {epochs}':26s} {sk_time:8.2f}s {cells[0]:7.2f} {cells[1]:7.2f} "
                   f"{firsts[0]:9.2f} {firsts[1]:9.2f} "
                   f"{sk_score:8.3f} / {scores[0]:.3f} / {scores[1]:.3f} {1000 * single:11.2f} ms", flush=True)
@@ -222,14 +237,18 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
             return est.fit(X, y)
 
         timed(ours_fit)  # warm-up: each side's traces and kernels
+        fits = (("ours", ours_fit), ("auto", lambda: keras_fit("auto")),
+                ("none", lambda: keras_fit(False)))
+        runs = {name: [] for name, _ in fits}
+        for _ in range(repeats):  # interleaved rounds, as the table anchor
+            for name, fn in fits:
+                runs[name].append(timed(fn, settle=SETTLE))
         times = {}
-        for name, fn in (("ours", ours_fit), ("auto", lambda: keras_fit("auto")),
-                         ("none", lambda: keras_fit(False))):
-            runs = [timed(fn) for _ in range(repeats)]
+        for name, done in runs.items():
             # The fits alone are timed: Keras' accuracy comes from its
             # training history, keras_ln's from a prediction afterwards.
-            last = runs[-1][1]
-            times[name] = (statistics.median(t for t, _ in runs),
+            last = done[-1][1]
+            times[name] = (statistics.median(t for t, _ in done),
                            last.score(X, y) if name == "ours" else last)
         o, a, f = times["ours"][0], times["auto"][0], times["none"][0]
         label = "None, keras'" if keras_own else str(norm)
@@ -242,7 +261,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--grid-epochs", type=int, default=20)
-    parser.add_argument("--anchor-repeats", type=int, default=3)
+    parser.add_argument("--anchor-repeats", type=int, default=5)
     parser.add_argument("--sizes", choices=["all", "small"], default="all")
     parser.add_argument("--only-anchor", action="store_true", help="the sklearn comparison alone")
     args = parser.parse_args()

@@ -12,9 +12,9 @@ the medians and the ratios against the anchors measured in the same run:
   the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers),
   and vs itself without its TensorFlow kernel ("generic": keras' loop);
 - `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
-- `FusedLSTM` (keras' LSTM with the native kernel) vs `keras.layers.LSTM`,
-  and the normalized layers vs `FusedLSTM`: what the norms cost with the
-  same kind of kernel;
+- `FusedLSTM` / `FusedGRU` (keras' LSTM / GRU run by the native kernels) vs
+  `keras.layers.LSTM` / `GRU`, and the normalized layers vs them: what the
+  norms cost with the same kind of kernel;
 - `BatchNormLSTM` (and `RNN(BatchNormLSTMCell)`) vs `keras.layers.LSTM`,
   vs itself with its TensorFlow kernel instead of the native ops ("XLA":
   `use_kernel="xla"`), and vs itself without a kernel ("generic").
@@ -90,6 +90,7 @@ def contenders():
             TfaStyleLayerNormLSTMCell(UNITS)
         ),
         "keras GRU": lambda: keras.layers.GRU(UNITS),
+        "FusedGRU": lambda: keras_ln.FusedGRU(UNITS),
         "LayerNormGRU": lambda: keras_ln.LayerNormGRU(UNITS),
         "LayerNormGRU (generic)": lambda: keras_ln.LayerNormGRU(
             UNITS, use_kernel=False),
@@ -198,7 +199,9 @@ def main():
         ("LayerNormLSTM", "RNN(tfa-style cell)", ""),
         ("LayerNormLSTM", "LayerNormLSTM (generic)", "kernel vs generic"),
         ("LayerNormLSTM", "LayerNormLSTM (XLA)", "native vs XLA kernel"),
+        ("FusedGRU", "keras GRU", "the same GRU, native kernel"),
         ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
+        ("LayerNormGRU", "FusedGRU", "cost of the norm, same kernel"),
         ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
         ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic"),
         ("BatchNormLSTM", "keras LSTM", "target train, infer <= 1.0"),

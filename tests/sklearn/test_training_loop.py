@@ -218,3 +218,36 @@ def test_predict_is_the_keras_models_call_and_traced_once_per_structure(table):
     assert program.inference[False].experimental_get_tracing_count() == traces
     _execution._PROGRAMS.clear()  # a copy whose structure is no longer cached becomes the template
     np.testing.assert_allclose(copy.predict_proba(X), other.predict_proba(X), rtol=0, atol=0)
+
+
+def _partition(ids):
+    """The groups of row positions that `ids` puts together."""
+    groups = {}
+    for i, g in enumerate(ids):
+        groups.setdefault(g, []).append(i)
+    return sorted(groups.values())
+
+
+@pytest.mark.parametrize("collide", [False, True])
+def test_row_groups_group_equal_bytes_whatever_the_row_order(monkeypatch, collide):
+    """Rows group by their bytes: duplicates (NaN padding included) share
+    an id, 0.0 and -0.0 do not, nor equal rows with other targets. The
+    ids follow the contents, not the positions. Where every hash collides
+    the byte-order fallback gives the same groups."""
+    if collide:
+        monkeypatch.setattr(_training, "_hash_words",
+                            lambda words: np.zeros(len(words), np.uint64))
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    X[5], y[5] = X[1], y[1]            # a duplicate pair
+    X[7], y[7] = X[1], (y[1] + 1) % 3  # the same row, another target
+    X[[9, 12], :] = np.nan             # padding rows, equal bytes
+    y[[9, 12]] = 0
+    X[20], X[21], y[20], y[21] = 0.0, -0.0, 1, 1  # equal as floats, not as bytes
+    ids = _training.row_groups(X, y)
+    expected = _partition(_training._byte_order_ids(X, y))
+    assert _partition(ids) == expected
+    assert [1, 5] in expected and [9, 12] in expected and len(expected) == 38
+    order = rng.permutation(40)
+    np.testing.assert_array_equal(_training.row_groups(X[order], y[order]), ids[order])
