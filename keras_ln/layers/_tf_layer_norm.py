@@ -30,6 +30,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from keras_ln.layers import _native
 from keras_ln.layers._layer_norm import layer_norm_reference
 from keras_ln.layers._layer_norm import normalize_axes
 from keras_ln.layers._layer_norm import stats_dtype
@@ -203,16 +204,54 @@ def _plain_kernels(features, epsilon, has_gamma, has_beta, in_dtype):
     return forward, backward
 
 
+def _native_kernels(features, epsilon, has_gamma, has_beta, in_dtype):
+    """The forward/backward pair of `_plain_kernels` as the native ops
+    (`_native`, layer_norm_ops.cc): one op per pass, the same formulas.
+    For float32 and float64 inputs with parameters of the same dtype,
+    outside XLA; the forward returns `(y, xhat, rstd, None)`."""
+    mod = _native.ops()
+    dtype = tf.as_dtype(in_dtype)
+
+    # Tensors are made in the graph of each call (this pair is cached
+    # across graphs).
+    def none():
+        return tf.zeros([0], dtype)
+
+    def flat(p):
+        return tf.reshape(p, [-1]) if p.shape.rank != 1 else p
+
+    def forward(x2, *params):
+        gamma = flat(params[0]) if has_gamma else none()
+        beta = flat(params[-1]) if has_beta else none()
+        y, xhat, rstd = mod.keras_ln_layer_norm_forward(
+            x2, gamma, beta, tf.constant(epsilon, dtype))
+        return y, xhat, rstd, None
+
+    def backward(dy2, x2, xhat, rstd, _, *params):
+        gamma = flat(params[0]) if has_gamma else none()
+        dx, dgamma, dbeta = mod.keras_ln_layer_norm_backward(dy2, xhat, rstd, gamma)
+        grads = []
+        if has_gamma:
+            grads.append(tf.reshape(dgamma, tf.shape(params[0])))
+        if has_beta:
+            grads.append(tf.reshape(dbeta, tf.shape(params[-1])))
+        return [dx] + grads
+
+    return forward, backward
+
+
 # Inputs of at most this many elements (known when tracing) take the plain
-# ops of `_plain_kernels`, larger ones the XLA-compiled `_kernels`.
+# ops of `_plain_kernels` (or, outside XLA, the native ops of
+# `_native_kernels`), larger ones the XLA-compiled `_kernels`.
 PLAIN_MAX_ELEMENTS = 1 << 16
 
 
 @functools.lru_cache(maxsize=None)
-def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype, plain=False):
+def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype, plain=False,
+        native=False):
     """The differentiable layer-norm op for one configuration."""
-    forward, backward = (_plain_kernels if plain else _kernels)(
-        features, epsilon, has_gamma, has_beta, in_dtype)
+    kernels = _native_kernels if native else _plain_kernels if plain else _kernels
+    forward, backward = kernels(features, epsilon, has_gamma, has_beta, in_dtype)
     batch_axes = [a for a in range(ndim) if a not in axes]
     perm = batch_axes + list(axes)
     transpose = perm != list(range(ndim))
@@ -288,8 +327,21 @@ def layer_norm(x, gamma, beta, axis, epsilon):
         return layer_norm_reference(x, gamma, beta, axes, epsilon)
     params = [tf.convert_to_tensor(p) for p in (gamma, beta) if p is not None]
     plain = x.shape.is_fully_defined() and x.shape.num_elements() <= PLAIN_MAX_ELEMENTS
+    native = (
+        plain and x.dtype in (tf.float32, tf.float64)
+        and all(p.dtype == x.dtype for p in params)
+        and not _in_xla() and _native.ops() is not None
+    )
     fn = _op(
         axes, ndim, int(np.prod(dims)), float(epsilon), gamma is not None,
-        beta is not None, x.dtype.name, plain,
+        beta is not None, x.dtype.name, plain, native,
     )
     return fn(x, *params)
+
+
+def _in_xla():
+    """Whether the code being traced will be XLA-compiled."""
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph())

@@ -2,6 +2,8 @@
 
 import contextlib
 import logging
+import os
+import types
 
 import numpy as np
 import pytest
@@ -29,9 +31,10 @@ CASES = [
 
 @contextlib.contextmanager
 def fast_path(enabled):
-    """TensorFlow's fused layer norm (True: the plain ops these small inputs
-    take; "xla": the XLA-compiled kernels larger inputs take), or the
-    `keras.ops` reference in its place (False)."""
+    """TensorFlow's fused layer norm (True: the native ops these small
+    inputs take outside XLA; "plain": the TensorFlow ops they take inside
+    XLA or without the native library; "xla": the XLA-compiled kernels
+    larger inputs take), or the `keras.ops` reference in its place (False)."""
     from keras_ln.layers import _tf_layer_norm
 
     with pytest.MonkeyPatch.context() as patch:
@@ -39,6 +42,8 @@ def fast_path(enabled):
             patch.setattr(_tf_backend, "layer_norm", layer_norm_reference)
         if enabled == "xla":
             patch.setattr(_tf_layer_norm, "PLAIN_MAX_ELEMENTS", -1)
+        if enabled == "plain":
+            patch.setattr(_tf_layer_norm, "_native", types.SimpleNamespace(ops=lambda: None))
         yield
 
 
@@ -79,7 +84,7 @@ def outputs_and_gradients(layer, x, dy, use_fast_path):
     return [to_np(y)] + [to_np(t) for t in g]
 
 
-@pytest.mark.parametrize("use_fast_path", [True, "xla", False], ids=["plain", "xla", "ops"])
+@pytest.mark.parametrize("use_fast_path", [True, "plain", "xla", False], ids=["native", "plain", "xla", "ops"])
 @pytest.mark.parametrize("shape,axis", CASES)
 def test_forward_matches_keras_and_float64(shape, axis, use_fast_path):
     x = np.random.default_rng(1).normal(size=shape).astype("float32") * 2 + 0.5
@@ -92,7 +97,7 @@ def test_forward_matches_keras_and_float64(shape, axis, use_fast_path):
     assert y.dtype == np.float32
 
 
-@pytest.mark.parametrize("use_fast_path", [True, "xla", False], ids=["plain", "xla", "ops"])
+@pytest.mark.parametrize("use_fast_path", [True, "plain", "xla", False], ids=["native", "plain", "xla", "ops"])
 @pytest.mark.parametrize("shape,axis", [CASES[0], CASES[3], CASES[4], CASES[8]])
 def test_gradients_match_keras(shape, axis, use_fast_path):
     rng = np.random.default_rng(2)
@@ -113,7 +118,7 @@ def test_gradients_match_keras(shape, axis, use_fast_path):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4, err_msg=name)
 
 
-@pytest.mark.parametrize("use_fast_path", [True, "xla", False], ids=["plain", "xla", "ops"])
+@pytest.mark.parametrize("use_fast_path", [True, "plain", "xla", False], ids=["native", "plain", "xla", "ops"])
 @pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((2, 3, 4), [1, 2]), ((2, 3, 4), 1)])
 def test_gradients_match_finite_differences(shape, axis, use_fast_path):
     """Central differences in float64 of a random linear functional of the output."""
@@ -158,7 +163,7 @@ def test_fast_path_equals_ops_path(shape, axis):
         np.testing.assert_allclose(fast, slow, atol=2e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("use_fast_path", [True, "xla", False], ids=["plain", "xla", "ops"])
+@pytest.mark.parametrize("use_fast_path", [True, "plain", "xla", False], ids=["native", "plain", "xla", "ops"])
 def test_large_offset_near_constant_and_constant_rows(use_fast_path):
     rng = np.random.default_rng(5)
     offset = (rng.normal(size=(4, 64)) + 1e4).astype("float32")
@@ -176,7 +181,7 @@ def test_large_offset_near_constant_and_constant_rows(use_fast_path):
     np.testing.assert_array_equal(y[8:], np.broadcast_to(to_np(layer.beta), (4, 64)))
 
 
-@pytest.mark.parametrize("use_fast_path", [True, "xla", False], ids=["plain", "xla", "ops"])
+@pytest.mark.parametrize("use_fast_path", [True, "plain", "xla", False], ids=["native", "plain", "xla", "ops"])
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(policy, use_fast_path):
     keras.config.set_dtype_policy(policy)
@@ -607,3 +612,76 @@ def test_keras_ln_file_in_a_process_without_keras_ln(tmp_path):
     )
     assert result["imported"] == ["keras_ln.layers.layer_normalization.LayerNormalization"] * 2
     np.testing.assert_allclose(np.load(tmp_path / "y_imported.npy"), to_np(model(x)), atol=1e-6, rtol=1e-6)
+
+
+def test_small_inputs_take_the_native_ops_outside_xla(monkeypatch):
+    """Which pass a small input runs: the native ops in eager and graph
+    mode, the TensorFlow ops inside XLA (where no custom op runs)."""
+    from keras_ln.layers import _native
+    from keras_ln.layers import _tf_layer_norm
+
+    if _native.ops() is None:
+        assert not os.environ.get("KERAS_LN_REQUIRE_NATIVE"), _native.load_error()
+        pytest.skip(f"native ops not built: {_native.load_error()}")
+    chosen = []
+    original = _tf_layer_norm._op
+
+    def spy(*args):
+        chosen.append("native" if args[-1] else "plain" if args[-2] else "xla")
+        return original(*args)
+
+    monkeypatch.setattr(_tf_layer_norm, "_op", spy)
+    # An epsilon of its own: this configuration is first made in a graph,
+    # then used in another graph and eagerly.
+    layer = keras_ln.LayerNormalization(epsilon=0.00123)
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 16)), tf.float32)
+    graph = tf.function(layer)(x)
+    graph_again = tf.function(lambda t: layer(t))(x)
+    eager = layer(x)
+    assert chosen and set(chosen) == {"native"}
+    chosen.clear()
+    xla = tf.function(layer, jit_compile=True)(x)
+    assert chosen and set(chosen) == {"plain"}
+    np.testing.assert_allclose(graph, eager, rtol=0, atol=0)
+    np.testing.assert_allclose(graph_again, eager, rtol=0, atol=0)
+    np.testing.assert_allclose(xla, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_native_ops_reject_bad_shapes():
+    from keras_ln.layers import _native
+
+    mod = _native.ops()
+    if mod is None:
+        pytest.skip(f"native ops not built: {_native.load_error()}")
+    x = tf.zeros([4, 3])
+    eps = tf.constant(1e-3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"gamma must be \(3,\) or \(0,\)"):
+        mod.keras_ln_layer_norm_forward(x, tf.zeros([2]), tf.zeros([0]), eps)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must be \(rows, features\)"):
+        mod.keras_ln_layer_norm_forward(tf.zeros([4]), tf.zeros([0]), tf.zeros([0]), eps)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"rstd must be \[4\]"):
+        mod.keras_ln_layer_norm_backward(x, x, tf.zeros([3]), tf.zeros([0]))
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_native_ops_in_two_shards_match_float64_numpy(dtype, rtol):
+    """(1024, 64): the largest input of the native path, split in two
+    shards; outputs and all gradients against float64 NumPy."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(3.0, 2.0, size=(1024, 64))
+    dy = rng.normal(size=(1024, 64))
+    layer = keras_ln.LayerNormalization(dtype=dtype)
+    layer.build(x.shape)
+    gamma, beta = rng.normal(size=64), rng.normal(size=64)
+    layer.set_weights([gamma.astype(dtype), beta.astype(dtype)])
+    y, dx, dgamma, dbeta = outputs_and_gradients(
+        layer, tf.constant(x, dtype), tf.constant(dy, dtype), True)
+    mean = x.mean(1, keepdims=True)
+    xhat = (x - mean) / np.sqrt(x.var(1, keepdims=True) + layer.epsilon)
+    g = dy * gamma
+    rstd = 1 / np.sqrt(x.var(1, keepdims=True) + layer.epsilon)
+    expected_dx = rstd * (g - g.mean(1, keepdims=True) - xhat * (g * xhat).mean(1, keepdims=True))
+    np.testing.assert_allclose(y, xhat * gamma + beta, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dx, expected_dx, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(dgamma, (dy * xhat).sum(0), rtol=rtol, atol=rtol * 100)
+    np.testing.assert_allclose(dbeta, dy.sum(0), rtol=rtol, atol=rtol * 100)

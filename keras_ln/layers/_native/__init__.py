@@ -1,10 +1,12 @@
-"""Native (C++) TensorFlow ops of the recurrent fast path (optional).
+"""Native (C++) TensorFlow ops of the layers' fast paths (optional).
 
-`ln_rnn_ops.cc` (LN-LSTM, LN-GRU) and `bn_lstm_ops.cc` (BatchNormLSTM),
-with what they share in `kernels.h`, hold the recurrences as TensorFlow
-custom ops: one op for the whole forward loop, one for the
-whole backward-through-time loop (and BatchNormLSTM's inference loop), with
-their own vectorized matrix products. They
+`ln_rnn_ops.cc` (LN-LSTM, LN-GRU, and keras' LSTM and GRU without the
+norms) and `bn_lstm_ops.cc` (BatchNormLSTM), with what they share in
+`kernels.h`, hold the recurrences as TensorFlow custom ops: one op for the
+whole forward loop, one for the whole backward-through-time loop (and
+BatchNormLSTM's inference loop), with their own vectorized matrix products.
+`layer_norm_ops.cc` holds LayerNormalization's forward and backward passes
+for small inputs, one op each. They
 are compiled against the installed TensorFlow, once, by
 
     python -m keras_ln.layers._native
@@ -28,7 +30,8 @@ import threading
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # The sources, compiled into one library.
 SOURCES = tuple(os.path.join(_HERE, name)
-                for name in ("kernels.h", "ln_rnn_ops.cc", "bn_lstm_ops.cc"))
+                for name in ("kernels.h", "ln_rnn_ops.cc", "bn_lstm_ops.cc",
+                             "layer_norm_ops.cc"))
 
 _lock = threading.Lock()
 _loaded = {}

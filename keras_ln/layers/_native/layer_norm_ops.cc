@@ -1,0 +1,185 @@
+// Layer normalization of a (rows, features) matrix as two TensorFlow ops,
+// forward and backward: the native part of keras_ln.LayerNormalization's
+// fast path for small inputs (see keras_ln/layers/_tf_layer_norm.py). On a
+// small input the cost of a layer norm in TensorFlow ops is their number
+// (about a dozen forward and fifteen backward, each a few microseconds of
+// dispatch); here each pass is one op, one sweep over the rows.
+//
+// The formulas are those of the TensorFlow ops (`_plain_kernels`): the
+// corrected two-pass statistics, m1 = mean(x), d = x - m1, dm = mean(d),
+// rstd = 1 / sqrt(max(mean(d^2) - dm^2, 0) + eps), xhat = (d - dm) * rstd,
+// y = xhat * gamma + beta; backward with g = dy * gamma,
+// dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), dgamma = sum(dy * xhat)
+// and dbeta = sum(dy) over the rows. The rows are split into shards by the
+// size only (see NumShards); the column sums add up the shards' parts in
+// shard order, so the results do not depend on the threads.
+
+#include "kernels.h"
+
+namespace keras_ln {
+namespace {
+
+// Shards of the rows: one per kShardElements elements, at most kMaxShards,
+// whole register blocks (ForShards); a small input runs on one thread.
+constexpr int64_t kShardElements = 1 << 15;
+
+int64_t LayerNormShards(int64_t rows, int64_t features) {
+  const int64_t by_size = rows * features / kShardElements;
+  return std::max<int64_t>(
+      1, std::min<int64_t>({kMaxShards, by_size, rows / kRowBlock}));
+}
+
+// gamma or beta: (features,), or (0,) for none.
+void CheckParam(OpKernelContext* ctx, const char* name, const Tensor& p,
+                int64_t F) {
+  OP_REQUIRES(ctx,
+              p.dims() == 1 && (p.dim_size(0) == F || p.dim_size(0) == 0),
+              InvalidArgument(name, " must be (", F, ",) or (0,), got ",
+                              p.shape().DebugString()));
+}
+
+void CheckMatrix(OpKernelContext* ctx, const char* name, const Tensor& x) {
+  OP_REQUIRES(ctx, x.dims() == 2,
+              InvalidArgument(name, " must be (rows, features), got ",
+                              x.shape().DebugString()));
+}
+
+REGISTER_OP("KerasLnLayerNormForward")
+    .Input("x: T")        // (rows, features)
+    .Input("gamma: T")    // (features,) or (0,): no scale
+    .Input("beta: T")     // (features,) or (0,): no offset
+    .Input("epsilon: T")  // scalar, in the input's dtype
+    .Output("y: T")       // (rows, features)
+    .Output("xhat: T")    // (rows, features): saved for the backward
+    .Output("rstd: T")    // (rows,)
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(0));
+      c->set_output(2, c->Vector(c->Dim(c->input(0), 0)));
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class LayerNormForwardOp : public OpKernel {
+ public:
+  explicit LayerNormForwardOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor x = AlignedInput(ctx, 0);
+    const Tensor &gamma = ctx->input(1), &beta = ctx->input(2),
+                 &epsilon = ctx->input(3);
+    CheckMatrix(ctx, "x", x);
+    if (!ctx->status().ok()) return;
+    const int64_t n = x.dim_size(0), F = x.dim_size(1);
+    CheckParam(ctx, "gamma", gamma, F);
+    CheckParam(ctx, "beta", beta, F);
+    CheckShape(ctx, "epsilon", epsilon, TensorShape({}));
+    if (!ctx->status().ok()) return;
+    Tensor *y, *xhat, *rstd;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, x.shape(), &xhat));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {n}, &rstd));
+    if (F == 0) return;
+    const T eps = epsilon.scalar<T>()();
+    const T* X = x.flat<T>().data();
+    const T* g = gamma.NumElements() ? gamma.flat<T>().data() : nullptr;
+    const T* b = beta.NumElements() ? beta.flat<T>().data() : nullptr;
+    T* Y = y->flat<T>().data();
+    T* XH = xhat->flat<T>().data();
+    T* R = rstd->flat<T>().data();
+    ForShards(ctx, n, LayerNormShards(n, F),
+              [&](int64_t, int64_t r0, int64_t r1) {
+      for (int64_t i = r0; i < r1; ++i) {
+        CRow<T> xv(X + i * F, F);
+        Row<T> xh(XH + i * F, F), yv(Y + i * F, F);
+        xh = xv - xv.mean();
+        const T dm = xh.mean();
+        const T var = std::max(xh.square().mean() - dm * dm, T(0));
+        R[i] = T(1) / std::sqrt(var + eps);
+        xh = (xh - dm) * R[i];
+        if (g && b)
+          yv = xh * CRow<T>(g, F) + CRow<T>(b, F);
+        else if (g)
+          yv = xh * CRow<T>(g, F);
+        else if (b)
+          yv = xh + CRow<T>(b, F);
+        else
+          yv = xh;
+      }
+    });
+  }
+};
+
+REGISTER_OP("KerasLnLayerNormBackward")
+    .Input("dy: T")      // (rows, features)
+    .Input("xhat: T")    // (rows, features), saved by the forward
+    .Input("rstd: T")    // (rows,)
+    .Input("gamma: T")   // (features,) or (0,)
+    .Output("dx: T")     // (rows, features)
+    .Output("dgamma: T")  // (features,): sum over the rows of dy * xhat
+    .Output("dbeta: T")   // (features,): sum of dy
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      auto F = c->Vector(c->Dim(c->input(0), 1));
+      c->set_output(1, F);
+      c->set_output(2, F);
+      return absl::OkStatus();
+    });
+
+template <typename T>
+class LayerNormBackwardOp : public OpKernel {
+ public:
+  explicit LayerNormBackwardOp(OpKernelConstruction* c) : OpKernel(c) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor dy = AlignedInput(ctx, 0), xhat = AlignedInput(ctx, 1);
+    const Tensor &rstd = ctx->input(2), &gamma = ctx->input(3);
+    CheckMatrix(ctx, "dy", dy);
+    if (!ctx->status().ok()) return;
+    const int64_t n = dy.dim_size(0), F = dy.dim_size(1);
+    CheckShape(ctx, "xhat", xhat, dy.shape());
+    CheckShape(ctx, "rstd", rstd, TensorShape({n}));
+    CheckParam(ctx, "gamma", gamma, F);
+    if (!ctx->status().ok()) return;
+    Tensor *dx, *dgamma, *dbeta;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, dy.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, {F}, &dgamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {F}, &dbeta));
+    const T* DY = dy.flat<T>().data();
+    const T* XH = xhat.flat<T>().data();
+    const T* R = rstd.flat<T>().data();
+    const T* g = gamma.NumElements() ? gamma.flat<T>().data() : nullptr;
+    T* DX = dx->flat<T>().data();
+    const int64_t shards = LayerNormShards(n, F);
+    ShardSums<T> sg(shards, F), sb(shards, F);
+    if (F > 0) {
+      ForShards(ctx, n, shards, [&](int64_t s, int64_t r0, int64_t r1) {
+        Row<T> sgs(sg[s], F), sbs(sb[s], F);
+        Arr<T> gv(F);
+        for (int64_t i = r0; i < r1; ++i) {
+          CRow<T> d(DY + i * F, F), xh(XH + i * F, F);
+          sgs += d * xh;
+          sbs += d;
+          if (g)
+            gv = d * CRow<T>(g, F);
+          else
+            gv = d;
+          const T m1 = gv.mean(), m2 = (gv * xh).mean();
+          Row<T>(DX + i * F, F) = R[i] * (gv - m1 - xh * m2);
+        }
+      });
+    }
+    sg.Total(dgamma->flat<T>().data());
+    sb.Total(dbeta->flat<T>().data());
+  }
+};
+
+REGISTER("KerasLnLayerNormForward", LayerNormForwardOp, float);
+REGISTER("KerasLnLayerNormForward", LayerNormForwardOp, double);
+REGISTER("KerasLnLayerNormBackward", LayerNormBackwardOp, float);
+REGISTER("KerasLnLayerNormBackward", LayerNormBackwardOp, double);
+
+}  // namespace
+}  // namespace keras_ln
