@@ -50,6 +50,7 @@ class _Program:
     def __init__(self, template, loss_fn):
         tf = _tf()
         self.tf = tf
+        self.template = template
         self.view = _training_view(template)
         self.loss_fn = loss_fn
         self.loops = {
@@ -86,6 +87,33 @@ class _Program:
             fn.get_concrete_function(*args, tf.TensorSpec([None] + list(x.shape[1:]), x.dtype))
             self.traced.add(key)
         return fn(*args, x)
+
+    def statistics_pass(self, model, values, x, momentum):
+        """One pass of `recompute_batch_statistics` by the traced program:
+        the non-trainable values of `model` (a model of this structure)
+        after a training-mode pass over the rows `x` from `values`, with
+        every batch norm's momentum `momentum` and dropout off. Traced once
+        per sample shape, with a free number of rows."""
+        tf = self.tf
+        if getattr(self, "_statistics", None) is None:
+            self._statistics = tf.function(self._statistics_graph, autograph=False)
+        trainable = _tf_variables(model.trainable_variables)
+        key = ("statistics", tuple(x.shape[1:]), x.dtype)
+        if key not in self.traced:
+            self._statistics.get_concrete_function(
+                trainable, [tf.TensorSpec(v.shape, v.dtype) for v in values],
+                tf.TensorSpec([None] + list(x.shape[1:]), x.dtype),
+                tf.TensorSpec([], tf.float64))
+            self.traced.add(key)
+        return self._statistics(trainable, values, x, tf.constant(momentum, tf.float64))
+
+    def _statistics_graph(self, trainable, values, x, momentum):
+        tf = self.tf
+        with _statistics_mode(self.template, lambda layer: tf.cast(
+                momentum, layer.variable_dtype)):
+            _, new = self.template.stateless_call(
+                [v.read_value() for v in trainable], values, x, training=True)
+        return new
 
     def epochs(self, mode, batches, stopping, variables, hyperparameters):
         """Up to `batches.n_epochs` epochs of minibatch steps in one call.
@@ -338,7 +366,45 @@ def _model_from_bytes(data):
 _STATS_CHUNK_VALUES = 1 << 16
 
 
-def recompute_batch_statistics(model, X):
+def _norm_layers(model):
+    """The batch norms of `model` with the name of their momentum
+    attribute, and its dropout layers (cells) with their rate attributes."""
+    from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell
+
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    norms = []  # (layer, momentum attribute)
+    for layer in layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            norms.append((layer, "momentum"))
+        elif isinstance(layer, BatchNormLSTMCell):
+            norms.append((layer, "norm_momentum"))
+    rates = []  # (layer, attribute)
+    for layer in layers:
+        if isinstance(layer, keras.layers.Dropout):
+            rates.append((layer, "rate"))
+        elif isinstance(layer, BatchNormLSTMCell):
+            rates.extend((layer, name) for name in ("dropout", "recurrent_dropout"))
+    return norms, rates
+
+
+@contextlib.contextmanager
+def _statistics_mode(model, momentum):
+    """Every batch norm of `model` with momentum `momentum(layer)`, and
+    dropout off (rates 0); the attributes restored afterwards."""
+    norms, rates = _norm_layers(model)
+    saved = [(layer, attr, getattr(layer, attr)) for layer, attr in norms + rates]
+    try:
+        for layer, attr in rates:
+            setattr(layer, attr, 0.0)
+        for layer, attr in norms:
+            setattr(layer, attr, momentum(layer))
+        yield
+    finally:
+        for layer, attr, value in saved:
+            setattr(layer, attr, value)
+
+
+def recompute_batch_statistics(model, X, program=None):
     """Set the moving statistics of every batch norm to population values.
 
     The exponential moving averages that batch normalization keeps in
@@ -370,31 +436,17 @@ def recompute_batch_statistics(model, X):
     Args:
         model: A built `keras.Model`.
         X: Training inputs, an array in the model's dtype.
+        program: Optional `_Program` of `model`'s structure: the passes then
+            run as its traced function (`_Program.statistics_pass`, traced
+            once per structure and sample shape) instead of eagerly, with
+            the same numbers.
 
     Returns:
         The number of batch-normalization layers (cells) updated.
     """
-    from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell
-
-    layers = list(model._flatten_layers(include_self=False, recursive=True))
-    norms = []  # (layer, momentum attribute)
-    for layer in layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            norms.append((layer, "momentum"))
-        elif isinstance(layer, BatchNormLSTMCell):
-            norms.append((layer, "norm_momentum"))
+    norms, _ = _norm_layers(model)
     if not norms or len(X) == 0:
         return 0
-    rates = []  # (layer, attribute, value) of the dropout rates
-    for layer in layers:
-        if isinstance(layer, keras.layers.Dropout):
-            rates.append((layer, "rate", layer.rate))
-        elif isinstance(layer, BatchNormLSTMCell):
-            rates.extend(
-                (layer, name, getattr(layer, name))
-                for name in ("dropout", "recurrent_dropout")
-            )
-    momenta = [(layer, attr, getattr(layer, attr)) for layer, attr in norms]
     stats = set()
     for layer, _ in norms:
         for var in layer.non_trainable_variables:
@@ -407,27 +459,24 @@ def recompute_batch_statistics(model, X):
     trainable = [v.value for v in model.trainable_variables]
     variables = model.non_trainable_variables
     values = [v.value for v in variables]
-    try:
-        for layer, attr, _ in rates:
-            setattr(layer, attr, 0.0)
-        seen = 0
-        for start in range(0, n, chunk):
-            rows = X[start:start + chunk]
-            momentum = seen / (seen + len(rows))
-            for layer, attr in norms:
-                setattr(layer, attr, momentum)
-            _, new = model.stateless_call(
-                trainable, values, keras.ops.convert_to_tensor(rows),
-                training=True,
-            )
-            values = [
-                value if id(var) in stats else old
-                for var, old, value in zip(variables, values, new)
-            ]
-            seen += len(rows)
-    finally:
-        for layer, attr, value in rates + momenta:
-            setattr(layer, attr, value)
+    seen = 0
+    for start in range(0, n, chunk):
+        rows = X[start:start + chunk]
+        momentum = seen / (seen + len(rows))
+        if program is not None:
+            new = program.statistics_pass(
+                model, values, keras.ops.convert_to_tensor(rows), momentum)
+        else:
+            with _statistics_mode(model, lambda layer: momentum):
+                _, new = model.stateless_call(
+                    trainable, values, keras.ops.convert_to_tensor(rows),
+                    training=True,
+                )
+        values = [
+            value if id(var) in stats else old
+            for var, old, value in zip(variables, values, new)
+        ]
+        seen += len(rows)
     for var, value in zip(variables, values):
         if id(var) in stats:
             var.assign(value)

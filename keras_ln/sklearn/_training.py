@@ -335,7 +335,7 @@ class Stochastic:
             self.model.set_weights(best_weights)
         if est.normalization == "batch":
             # Population statistics of the final weights (see the helper).
-            recompute_batch_statistics(self.model, self.x_rows)
+            recompute_batch_statistics(self.model, self.x_rows, self.program)
         fitted["n_iter_"] = n_iter
         fitted["converged"] = converged
         return fitted
@@ -348,7 +348,7 @@ class Stochastic:
         X_val, y_val, w_val = self.validation
         if est.normalization == "batch":
             # Inference needs population statistics (see the end of `run`).
-            recompute_batch_statistics(self.model, self.x_rows)
+            recompute_batch_statistics(self.model, self.x_rows, self.program)
         out = est._forward(X_val, self.view)
         val_loss = est._data_loss(out, y_val, w_val)
         score = est._score_outputs(out, y_val, w_val)

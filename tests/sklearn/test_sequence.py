@@ -276,3 +276,31 @@ def test_predict_passes_long_sequences_in_bounded_chunks(sequences, monkeypatch)
     monkeypatch.setattr(_execution._Program, "infer", spy)
     np.testing.assert_allclose(clf.predict_proba(X), whole, rtol=1e-6, atol=1e-7)
     assert sizes == [16, 16, 16]
+
+
+def test_population_statistics_by_the_traced_pass_equal_the_eager_pass(sequences, monkeypatch):
+    """`recompute_batch_statistics` through the structure's traced program
+    (as the fits run it) gives the eager pass's statistics, over several
+    chunks of ragged sequences, and restores momentum and dropout."""
+    from keras_ln.sklearn import _execution
+
+    X, y = sequences
+    ragged = [x[: 2 + i % 4] for i, x in enumerate(X)]
+    clf = LSTMClassifier(units=(6,), normalization="batch", dropout=0.2, max_iter=2,
+                         random_state=0).fit(ragged, y)
+    model = clf.model_
+    padded = _pad_steps(clf._sequences(ragged, reset=False).astype(clf._dtype))
+    program = _execution._PROGRAMS[clf._program_key]
+    monkeypatch.setattr(_execution, "_STATS_CHUNK_VALUES", 40)  # 40 // 8 steps: 5 rows a chunk
+    results = []
+    for how in (None, program):
+        _execution.recompute_batch_statistics(model, padded, how)
+        results.append([v.numpy() for v in model.non_trainable_variables])
+    for traced, eager in zip(*results):
+        np.testing.assert_allclose(traced, eager, rtol=1e-6, atol=1e-7)
+    layers = list(model._flatten_layers(include_self=False, recursive=True))
+    cells = [layer for layer in layers if isinstance(layer, keras_ln.BatchNormLSTMCell)]
+    dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
+    assert cells and dropouts
+    assert all(cell.norm_momentum == 0.99 for cell in cells)
+    assert all(layer.rate == 0.2 for layer in dropouts)
