@@ -36,10 +36,11 @@ def in_xla():
     )
 
 
-def _unsupported(layer, training, dtype):
-    """Why no kernel implements this call (a string), or None. Like keras'
-    choice of cuDNN: the default activations, no unrolling, no recurrent
-    dropout in training, float32/float64 with weights of the same dtype."""
+def unsupported_call(layer, training, dtype, weight):
+    """Why no kernel implements this call of a recurrent layer (a string),
+    or None. Like keras' choice of cuDNN: the default activations, no
+    unrolling, no recurrent dropout in training, float32/float64 with
+    weights (`weight`, one of them) of the same dtype."""
     cell = layer.cell
     dtype = backend.standardize_dtype(dtype)
     if layer.unroll:
@@ -53,11 +54,18 @@ def _unsupported(layer, training, dtype):
     if dtype not in ("float32", "float64"):
         return (f"the kernels compute in float32 or float64, not {dtype} "
                 "(the layer's dtype policy)")
-    if backend.standardize_dtype(cell.recurrent_norm_gamma.dtype) != dtype:
+    if backend.standardize_dtype(weight.dtype) != dtype:
         return "the kernels need weights of the compute dtype"
-    if getattr(cell, "carry_normalized_cell", False):
-        return "the kernels carry the un-normalized cell state"
     return None
+
+
+def _unsupported(layer, training, dtype):
+    """`unsupported_call` for the layer-normalized layers."""
+    cell = layer.cell
+    reason = unsupported_call(layer, training, dtype, cell.recurrent_norm_gamma)
+    if reason is None and getattr(cell, "carry_normalized_cell", False):
+        return "the kernels carry the un-normalized cell state"
+    return reason
 
 
 def implementation(layer, training, dtype):

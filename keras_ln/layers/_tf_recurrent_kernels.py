@@ -288,6 +288,16 @@ def native_available():
     return _native.ops() is not None
 
 
+def _native_pair(cell, mask, zero_output, epsilon=0.0):
+    """`_native_compiled`'s pair for this call; RuntimeError (with the
+    reason) without the native library."""
+    if not native_available():
+        raise RuntimeError(
+            f"the {cell} recurrence needs the native ops: {_native.load_error()}")
+    return _native_compiled(cell, mask is not None, bool(zero_output),
+                            float(epsilon), NATIVE_SHARDS)
+
+
 def _recurrence_op(fwd, bwd, n_states, mask):
     """`(inputs...) -> (ys, *last states)` with the hand-written gradient:
     the forward returns `(ys, *states, saved)`; the backward gets
@@ -375,16 +385,8 @@ def plain_lstm_recurrence(x, w, gx, bx, h0, c0, U, mask=None,
     Returns:
         `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
     """
-    if not native_available():
-        raise RuntimeError(
-            "plain_lstm_recurrence needs the native ops: "
-            f"{_native.load_error()}"
-        )
     units = h0.shape[-1]
-    fwd, bwd = _native_compiled(
-        "plain_lstm", mask is not None, bool(zero_output), 0.0,
-        NATIVE_SHARDS,
-    )
+    fwd, bwd = _native_pair("plain_lstm", mask, zero_output)
     # The state "norm" is the identity: gamma 1, beta 0.
     ones = tf.ones([units], x.dtype)
     zeros = tf.zeros([units], x.dtype)
@@ -412,14 +414,7 @@ def plain_gru_recurrence(x, w, bx, h0, U, off, mask=None,
     Returns:
         `(ys, hT)`: outputs `(T, B, u)` and the last state.
     """
-    if not native_available():
-        raise RuntimeError(
-            "plain_gru_recurrence needs the native ops: "
-            f"{_native.load_error()}"
-        )
-    fwd, bwd = _native_compiled(
-        "plain_gru", mask is not None, bool(zero_output), 0.0, NATIVE_SHARDS,
-    )
+    fwd, bwd = _native_pair("plain_gru", mask, zero_output)
     ones = tf.ones([w.shape[-1]], x.dtype)
     return _recurrence_op(fwd, bwd, 1, mask)(x, w, ones, bx, h0, U, ones, off)
 
@@ -446,13 +441,5 @@ def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,
     Returns:
         `(ys, hT)`: outputs `(T, B, u)` and the last state.
     """
-    if not native_available():
-        raise RuntimeError(
-            "ln_gru_recurrence needs the native ops: "
-            f"{_native.load_error()}"
-        )
-    fwd, bwd = _native_compiled(
-        "gru", mask is not None, bool(zero_output), float(epsilon),
-        NATIVE_SHARDS,
-    )
+    fwd, bwd = _native_pair("gru", mask, zero_output, epsilon)
     return _recurrence_op(fwd, bwd, 1, mask)(x, w, gx, bx, h0, U, gr, off)

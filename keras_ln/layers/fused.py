@@ -24,7 +24,6 @@ for the backward loop).
 """
 
 import keras
-from keras import activations
 from keras import backend
 from keras import ops
 
@@ -126,22 +125,10 @@ class FusedGRU(_Fused, keras.layers.GRU):
 
 def _unsupported(layer, training, dtype):
     """Why the kernel does not run this call (a string), or None."""
-    cell = layer.cell
-    dtype = backend.standardize_dtype(dtype)
-    if layer.unroll:
-        return "the kernel does not unroll (unroll=True)"
-    if (cell.activation is not activations.tanh
-            or cell.recurrent_activation is not activations.sigmoid):
-        return ("the kernel implements activation='tanh' and "
-                "recurrent_activation='sigmoid' only")
-    if cell.recurrent_dropout and training:
-        return "the kernel does not apply recurrent_dropout in training"
-    if dtype not in ("float32", "float64"):
-        return (f"the kernel computes in float32 or float64, not {dtype} "
-                "(the layer's dtype policy)")
-    if backend.standardize_dtype(cell.kernel.dtype) != dtype:
-        return "the kernel needs weights of the compute dtype"
-    if layer.kernel_kind == "plain_gru" and not cell.reset_after:
-        return "the kernel implements reset_after=True only"
-    return None
+    from keras_ln.layers import _tf_backend
 
+    cell = layer.cell
+    reason = _tf_backend.unsupported_call(layer, training, dtype, cell.kernel)
+    if reason is None and layer.kernel_kind == "plain_gru" and not cell.reset_after:
+        return "the kernels implement reset_after=True only"
+    return reason

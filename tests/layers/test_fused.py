@@ -151,9 +151,9 @@ def test_input_dropout_in_training_as_keras(native, calls, family):
 
 
 @pytest.mark.parametrize("kwargs, reason", [
-    ({"unroll": True}, "does not unroll"),
+    ({"unroll": True}, "do not unroll"),
     ({"activation": "relu"}, "activation='tanh'"),
-    ({"recurrent_dropout": 0.3}, "recurrent_dropout in training"),
+    ({"recurrent_dropout": 0.3}, "do not apply recurrent_dropout in training"),
     ({"reset_after": False}, "reset_after=True only"),
 ])
 def test_falls_back_to_keras_loop_where_the_kernel_cannot_run(native, calls, family, kwargs,
