@@ -98,6 +98,9 @@ class _Program:
         if getattr(self, "_statistics", None) is None:
             self._statistics = tf.function(self._statistics_graph, autograph=False)
         trainable = _tf_variables(model.trainable_variables)
+        # Tensors, as the specs of the trace say (the first chunk's values
+        # are the variables themselves).
+        values = [tf.convert_to_tensor(v) for v in values]
         key = ("statistics", tuple(x.shape[1:]), x.dtype)
         if key not in self.traced:
             self._statistics.get_concrete_function(

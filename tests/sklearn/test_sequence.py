@@ -298,6 +298,10 @@ def test_population_statistics_by_the_traced_pass_equal_the_eager_pass(sequences
         results.append([v.numpy() for v in model.non_trainable_variables])
     for traced, eager in zip(*results):
         np.testing.assert_allclose(traced, eager, rtol=1e-6, atol=1e-7)
+    # One trace for every chunk and every later fit of the structure.
+    LSTMClassifier(**clf.get_params()).fit(ragged, y)
+    _execution.recompute_batch_statistics(model, padded, program)
+    assert program._statistics.experimental_get_tracing_count() == 1
     layers = list(model._flatten_layers(include_self=False, recursive=True))
     cells = [layer for layer in layers if isinstance(layer, keras_ln.BatchNormLSTMCell)]
     dropouts = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
