@@ -16,7 +16,7 @@ training), which gives the first epoch at which it went below 0.05.
 BatchNormLSTM predicts at inference with its moving statistics, which start at mean 0 and variance 1 and
 after the 504 updates of the defaults still hold 0.99**504 (0.6%) of that, several times the recurrent
 norm's variances (~1e-3). So before every test-MSE measurement they are set to population statistics: one
-training-mode pass over the training sequences (`keras_ln.sklearn._execution.recompute_batch_statistics`,
+training-mode pass over the training sequences (`keras_ln.sklearn._batch_statistics.recompute_batch_statistics`,
 as the keras_ln estimators do after training; it writes only the moving statistics, not the weights).
 
 Prints a table (rows: layers, columns: lengths, cells: runs solved and median test MSE), the median
@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 import keras_ln  # noqa: E402
 from keras_ln.datasets import make_adding_problem  # noqa: E402
-from keras_ln.sklearn._execution import recompute_batch_statistics  # noqa: E402
+from keras_ln.sklearn._batch_statistics import recompute_batch_statistics  # noqa: E402
 
 LAYERS = {
     "LayerNormLSTM": keras_ln.LayerNormLSTM,

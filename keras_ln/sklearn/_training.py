@@ -25,7 +25,7 @@ import dataclasses
 
 import numpy as np
 
-from keras_ln.sklearn._execution import recompute_batch_statistics
+from keras_ln.sklearn._batch_statistics import recompute_batch_statistics
 
 # A fit with at most this many minibatch steps in all runs its loop eagerly,
 # which avoids the fixed cost of tracing it (measured: an eager step of a

@@ -282,6 +282,7 @@ def test_population_statistics_by_the_traced_pass_equal_the_eager_pass(sequences
     """`recompute_batch_statistics` through the structure's traced program
     (as the fits run it) gives the eager pass's statistics, over several
     chunks of ragged sequences, and restores momentum and dropout."""
+    from keras_ln.sklearn import _batch_statistics
     from keras_ln.sklearn import _execution
 
     X, y = sequences
@@ -291,16 +292,16 @@ def test_population_statistics_by_the_traced_pass_equal_the_eager_pass(sequences
     model = clf.model_
     padded = _pad_steps(clf._sequences(ragged, reset=False).astype(clf._dtype))
     program = _execution._PROGRAMS[clf._program_key]
-    monkeypatch.setattr(_execution, "_STATS_CHUNK_VALUES", 40)  # 40 // 8 steps: 5 rows a chunk
+    monkeypatch.setattr(_batch_statistics, "_STATS_CHUNK_VALUES", 40)  # 40 // 8 steps: 5 rows a chunk
     results = []
     for how in (None, program):
-        _execution.recompute_batch_statistics(model, padded, how)
+        _batch_statistics.recompute_batch_statistics(model, padded, how)
         results.append([v.numpy() for v in model.non_trainable_variables])
     for traced, eager in zip(*results):
         np.testing.assert_allclose(traced, eager, rtol=1e-6, atol=1e-7)
     # One trace for every chunk and every later fit of the structure.
     LSTMClassifier(**clf.get_params()).fit(ragged, y)
-    _execution.recompute_batch_statistics(model, padded, program)
+    _batch_statistics.recompute_batch_statistics(model, padded, program)
     assert program._statistics.experimental_get_tracing_count() == 1
     layers = list(model._flatten_layers(include_self=False, recursive=True))
     cells = [layer for layer in layers if isinstance(layer, keras_ln.BatchNormLSTMCell)]
