@@ -15,9 +15,10 @@ would have.
 
 Minibatches follow the module doc of `_base.py`: shuffled rows (NumPy's
 generator, one permutation per epoch), each batch's duplicate rows merged
-and its rows in the order of their bytes (`row_groups`), full batches
-padded back to `batch_size` and the last, smaller batch of an epoch padded
-to a bucket (`bucket`), both with zero weights; without padding under batch
+and its rows in an order fixed by their contents (`row_groups`), merged
+batches padded back to `batch_size` and the last, smaller batch of an epoch
+padded to a full one (or, when it is the epoch's only batch, to a `bucket`
+of its size), all with zero weights; without padding under batch
 normalization (padding rows would enter the batch statistics).
 """
 
