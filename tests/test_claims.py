@@ -16,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from keras_ln.automl import _claims
+from keras_ln.automl import _claims_gradients
 from keras_ln.automl import h2o_metrics
 from keras_ln.automl import make_folds
 from keras_ln.datasets import load_breast_cancer
@@ -123,7 +124,7 @@ def test_unrolled_network_and_last_step_gradient(norm, sequences, fitted_lstms):
     targets, _ = est._encode_targets(y[:16], reset=False)
     view = _claims._training_output(model)
     with _claims._measurement_mode(model):
-        hidden, logits, grads = _claims._unrolled(est, x, targets)
+        hidden, logits, grads = _claims_gradients._unrolled(est, x, targets)
         ref, _ = view.stateless_call([v.value for v in view.trainable_variables],
                                      [v.value for v in view.non_trainable_variables], x, training=True)
     logits = np.asarray(logits, dtype=np.float64)

@@ -25,7 +25,8 @@ Each claim is a function returning a tidy `pandas.DataFrame` with the
 columns `COLUMNS` (claim, normalization, quantity, value, and the keys fold,
 batch_size, step, epoch and detail, empty where they do not apply), and a
 `plot_*` function drawing its figure from such a table (so the figures can
-be redrawn from `claims.csv`; they live in `_claims_figures`).
+be redrawn from `claims.csv`; they live in `_claims_figures`). Claim 4
+lives in `_claims_gradients`, what the claims share in `_claims_common`.
 `measure_claims` runs them all under one time budget and writes
 `claims.csv` and the figures.
 
@@ -44,7 +45,6 @@ the batches and sequences drawn for claims 1 and 4 come from
 Only the timings vary from run to run.
 """
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -52,10 +52,23 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 
+from keras_ln.automl._claims_common import COLUMNS
+from keras_ln.automl._claims_common import _INT_KEYS
+from keras_ln.automl._claims_common import _final
+from keras_ln.automl._claims_common import _is_sequence_model
+from keras_ln.automl._claims_common import _label
+from keras_ln.automl._claims_common import _labelled
+from keras_ln.automl._claims_common import _measurement_mode
+from keras_ln.automl._claims_common import _network_input
+from keras_ln.automl._claims_common import _prepared
+from keras_ln.automl._claims_common import _row
+from keras_ln.automl._claims_common import _splits
+from keras_ln.automl._claims_common import _table
+from keras_ln.automl._claims_common import _training_output
+from keras_ln.automl._claims_gradients import gradient_flow
 from keras_ln.automl._leaderboard import resolve_sort_metric
 from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._claims_figures import FIGURES
@@ -67,15 +80,10 @@ from keras_ln.automl._claims_figures import plot_per_example
 from keras_ln.automl._claims_figures import write_figures
 from keras_ln.automl._metrics import h2o_metrics
 
-COLUMNS = ["claim", "normalization", "quantity", "value", "fold", "batch_size", "step", "epoch", "detail"]
-_INT_KEYS = ("fold", "batch_size", "step", "epoch")
-
 BATCH_SIZES = (4, 16, 64, 256)
 
 # "Converged": the watched loss within this fraction of its best.
 WITHIN = 0.01
-
-_ORDER = ("layer", "batch", "none")
 
 __all__ = [
     "BATCH_SIZES",
@@ -97,127 +105,6 @@ __all__ = [
     "plot_per_example",
     "write_figures",
 ]
-
-
-# --- small helpers ----------------------------------------------------------
-def _label(key):
-    """'layer', 'batch' or 'none' for a configs key."""
-    if key is None or (isinstance(key, str) and key.lower() == "none"):
-        return "none"
-    if key in ("layer", "batch"):
-        return key
-    raise ValueError(f"Expected the keys of `configs` to be 'layer', 'batch' or None. Received: {key!r}")
-
-
-def _labelled(configs):
-    out = {}
-    for key, est in configs.items():
-        label = _label(key)
-        if label in out:
-            raise ValueError(f"`configs` holds normalization {label!r} twice. Received keys: {list(configs)}")
-        out[label] = est
-    return {label: out[label] for label in _ORDER if label in out}
-
-
-def _final(est):
-    """The keras_ln estimator of an estimator or a Pipeline ending in one."""
-    return est.steps[-1][1] if isinstance(est, Pipeline) else est
-
-
-def _set_final_params(est, **params):
-    prefix = est.steps[-1][0] + "__" if isinstance(est, Pipeline) else ""
-    est.set_params(**{prefix + k: v for k, v in params.items()})
-    return est
-
-
-def _prepared(config, seed, **params):
-    """An unfitted, seeded clone of `config` with `params` on its estimator."""
-    est = clone(config)
-    if _final(est).get_params().get("random_state", 0) is None:
-        params = {"random_state": seed, **params}
-    return _set_final_params(est, **params)
-
-
-def _is_sequence_model(est):
-    from keras_ln.sklearn import LSTMClassifier
-    from keras_ln.sklearn import LSTMRegressor
-
-    return isinstance(_final(est), (LSTMClassifier, LSTMRegressor))
-
-
-def _splits(folds):
-    folds = np.asarray(folds)
-    if folds.ndim != 1:
-        raise ValueError(f"Expected `folds` of shape (n_samples,). Received: shape {folds.shape}")
-    ks = np.unique(folds)
-    if len(ks) < 2:
-        raise ValueError(f"Expected `folds` with at least 2 distinct folds. Received: {ks.tolist()}")
-    return [(int(k), np.flatnonzero(folds != k), np.flatnonzero(folds == k)) for k in ks]
-
-
-def _row(claim, normalization, quantity, value, **keys):
-    return {"claim": claim, "normalization": normalization, "quantity": quantity, "value": value, **keys}
-
-
-def _table(rows):
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for key in _INT_KEYS:
-        df[key] = df[key].astype("Int64")
-    df["value"] = df["value"].astype(float)
-    return df
-
-
-def _network_input(fitted, X):
-    """`X` as the fitted estimator's network takes it (after the Pipeline's
-    preprocessing and the estimator's own validation and padding)."""
-    est = _final(fitted)
-    if isinstance(fitted, Pipeline) and len(fitted.steps) > 1:
-        X = fitted[:-1].transform(X)
-    return np.asarray(est._validate_predict_data(X)).astype(est._dtype, copy=False)
-
-
-def _single(inputs):
-    """A model's one input as a tensor, not a list of one (so calls with a
-    tensor match the model's input structure)."""
-    return inputs[0] if isinstance(inputs, (list, tuple)) and len(inputs) == 1 else inputs
-
-
-def _training_output(model):
-    """The model up to what the loss sees: `logits` (classifiers) or
-    `output` (regressors); see `keras_ln.models`."""
-    import keras
-
-    if "logits" in {layer.name for layer in model.layers}:
-        return keras.Model(_single(model.inputs), model.get_layer("logits").output, name=model.name + "_claims")
-    return model
-
-
-@contextlib.contextmanager
-def _measurement_mode(model):
-    """Dropout off, and the non-trainable variables (batch norms' moving
-    statistics, BN-LSTM's step count, random-generator states) restored on
-    exit, so a training-mode pass measures without changing the model."""
-    import keras
-
-    rates = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Dropout):
-            rates.append((layer, "rate", layer.rate))
-        else:  # recurrent cells hold their rates as plain attributes
-            for name in ("dropout", "recurrent_dropout"):
-                value = vars(layer).get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
-                    rates.append((layer, name, value))
-    saved = [(v, np.array(v.numpy())) for v in model.non_trainable_variables]
-    try:
-        for layer, name, _ in rates:
-            setattr(layer, name, 0.0)
-        yield
-    finally:
-        for layer, name, value in rates:
-            setattr(layer, name, value)
-        for v, value in saved:
-            v.assign(value)
 
 
 class _Budget:
@@ -540,140 +427,7 @@ def convergence(fits, *, within=WITHIN):
     return _table(rows)
 
 
-# --- 4. gradient flow (sequences) --------------------------------------------
-def _recurrent_parts(model):
-    """The last recurrent layer of a keras_ln sequence network and the
-    layers after it up to the loss's output (`logits` or `output`)."""
-    import keras
-
-    layers = model.layers
-    recurrent = [i for i, layer in enumerate(layers)
-                 if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
-    if not recurrent:
-        raise ValueError(f"Expected a recurrent network. Received: a model with layers {[l.name for l in layers]}")
-    i = recurrent[-1]
-    head = []
-    for layer in layers[i + 1:]:
-        head.append(layer)
-        if layer.name in ("logits", "output"):
-            break
-    return layers[i], head
-
-
-def _initial_states(cell, batch, dtype):
-    from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell
-
-    if isinstance(cell, BatchNormLSTMCell):  # [h, c, step]; BatchNormLSTM hides the step
-        sizes = [cell.units, cell.units, 1]
-    else:
-        sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
-    return [np.zeros((batch, int(s)), dtype=dtype) for s in sizes]
-
-
-def _unrolled(fitted, x, targets=None):
-    """Training-mode pass of the sequences `x` (batch, steps, features)
-    whose last recurrent layer is unrolled step by step under a
-    `tf.GradientTape`.
-
-    Returns `(hidden, outputs, grads)`: the hidden state after every step
-    (each one carried into the next step and, at the last, into the head),
-    the loss's input (logits or prediction) and, with `targets`, the
-    gradients of the summed data loss with respect to every hidden state
-    (else None). Use inside `_measurement_mode`. Of a bidirectional layer
-    the forward direction is unrolled; the backward one's output enters the
-    head as a constant.
-    """
-    import keras
-    import tensorflow as tf
-
-    est = _final(fitted)
-    model = est.model_
-    layer, head = _recurrent_parts(model)
-    inputs = layer.input  # [sequences, mask] where a mask is passed along
-    below = keras.Model(_single(model.inputs), inputs[0] if isinstance(inputs, (list, tuple)) else inputs)
-    seq = below(keras.ops.convert_to_tensor(x), training=True)
-    backward = None
-    if isinstance(layer, keras.layers.Bidirectional):
-        backward = tf.stop_gradient(layer.backward_layer(seq, training=True))
-        layer = layer.forward_layer
-    cell = layer.cell
-    states = [tf.constant(s) for s in _initial_states(cell, x.shape[0], keras.backend.standardize_dtype(seq.dtype))]
-    hidden = []
-    with tf.GradientTape() as tape:
-        for t in range(x.shape[1]):
-            _, new = cell(seq[:, t], states, training=True)
-            states = list(new) if isinstance(new, (list, tuple)) else [new]
-            tape.watch(states[0])
-            hidden.append(states[0])
-        out = hidden[-1]
-        if backward is not None:
-            out = tf.concat([out, tf.cast(backward, out.dtype)], axis=-1)
-        for head_layer in head:
-            out = head_layer(out, training=True)
-        if targets is not None:
-            loss = tf.reduce_sum(est._loss_fn(tf)(tf.constant(targets), out))
-    grads = None if targets is None else tape.gradient(loss, hidden)
-    return hidden, out, grads
-
-
-def gradient_flow(fitted, X, y, *, n_sequences=64, seed=0):
-    """Gradient of the loss with respect to the hidden state at every time
-    step, and the spread of the hidden states over time.
-
-    On a batch of up to `n_sequences` sequences of `X` (drawn with `seed`,
-    the same for every normalization; of ragged sequences, those at least as
-    long as the most common length, cut to it), in training mode with
-    dropout off, the last recurrent layer of each network is unrolled step
-    by step; `grad_norm` at step t is the mean over the sequences of the
-    Euclidean norm of d(sum of the sequences' losses)/d h_t, the total
-    derivative through all later steps (for layer norm and none, each
-    sequence's own loss gradient; batch norm couples them). The loss is the
-    estimator's data loss (log-loss on the logits, or half the squared error
-    on the standardized target), without the L2 penalty. `hidden_std` at
-    step t is the standard deviation of h_t over units and sequences.
-
-    Parameters
-    ----------
-    fitted : dict
-        Normalization -> fitted LSTMClassifier/LSTMRegressor (or Pipeline).
-    X : sequences, as the estimators take them
-    y : array-like of shape (n_samples,)
-    n_sequences : int, default=64
-    seed : int, default=0
-
-    Returns
-    -------
-    DataFrame
-        Claim "gradient_flow"; quantities `grad_norm` and `hidden_std`, one
-        row per time `step` (0 = first) and normalization; `detail` gives
-        the number of sequences.
-    """
-    y = np.asarray(y)
-    rows = []
-    for label, est in _labelled(fitted).items():
-        if not _is_sequence_model(est):
-            raise ValueError(f"gradient_flow needs sequence estimators (LSTMClassifier, LSTMRegressor). Received: "
-                             f"{type(_final(est)).__name__} for normalization {label!r}")
-        x = _network_input(est, X)
-        lengths = np.sum(~np.all(np.isnan(x), axis=2), axis=1)
-        counts = np.bincount(lengths)
-        length = int(len(counts) - 1 - np.argmax(counts[::-1]))  # most common; the longest of ties
-        candidates = np.flatnonzero(lengths >= length)
-        rng = np.random.default_rng(seed)
-        pick = np.sort(rng.choice(candidates, min(int(n_sequences), len(candidates)), replace=False))
-        xb = np.ascontiguousarray(x[pick, :length])
-        final = _final(est)
-        targets, _ = final._encode_targets(y[pick], reset=False)
-        targets = final._scale_targets(targets)
-        with _measurement_mode(final.model_):
-            hidden, _, grads = _unrolled(est, xb, targets)
-        for t, (h, g) in enumerate(zip(hidden, grads)):
-            g = np.zeros(h.shape) if g is None else np.asarray(g, dtype=np.float64)
-            rows.append(_row("gradient_flow", label, "grad_norm", float(np.mean(np.linalg.norm(g, axis=1))),
-                             step=t, detail=f"{len(pick)} sequences"))
-            rows.append(_row("gradient_flow", label, "hidden_std", float(np.std(np.asarray(h, dtype=np.float64))),
-                             step=t, detail=f"{len(pick)} sequences"))
-    return _table(rows)
+# --- 4. gradient flow (sequences): `_claims_gradients.gradient_flow` ----------
 
 
 # --- 5. overhead -------------------------------------------------------------
