@@ -16,24 +16,16 @@ call, which implementation runs:
 import tensorflow as tf
 from keras import activations
 from keras import backend
-from tensorflow.python.ops import control_flow_util
 
 from keras_ln.layers import _native
 from keras_ln.layers import _tf_layer_norm
 from keras_ln.layers import _tf_recurrent_kernels as kernels
 from keras_ln.layers._layer_norm import center_columns
+from keras_ln.layers._tf_layer_norm import in_xla
 
 
 def layer_norm(x, gamma, beta, axis, epsilon):
     return _tf_layer_norm.layer_norm(x, gamma, beta, axis, epsilon)
-
-
-def in_xla():
-    """Whether the code being traced will be compiled by XLA (inside a
-    `tf.function(jit_compile=True)`, e.g. keras' `jit_compile=True`)."""
-    return control_flow_util.GraphOrParentsInXlaContext(
-        tf.compat.v1.get_default_graph()
-    )
 
 
 def unsupported_call(layer, training, dtype, weight):

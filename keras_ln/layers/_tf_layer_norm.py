@@ -29,6 +29,7 @@ import functools
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util
 
 from keras_ln.layers import _native
 from keras_ln.layers._layer_norm import layer_norm_reference
@@ -330,7 +331,7 @@ def layer_norm(x, gamma, beta, axis, epsilon):
     native = (
         plain and x.dtype in (tf.float32, tf.float64)
         and all(p.dtype == x.dtype for p in params)
-        and not _in_xla() and _native.ops() is not None
+        and not in_xla() and _native.ops() is not None
     )
     fn = _op(
         axes, ndim, int(np.prod(dims)), float(epsilon), gamma is not None,
@@ -339,9 +340,8 @@ def layer_norm(x, gamma, beta, axis, epsilon):
     return fn(x, *params)
 
 
-def _in_xla():
-    """Whether the code being traced will be XLA-compiled."""
-    from tensorflow.python.ops import control_flow_util
-
+def in_xla():
+    """Whether the code being traced will be compiled by XLA (inside a
+    `tf.function(jit_compile=True)`, e.g. keras' `jit_compile=True`)."""
     return control_flow_util.GraphOrParentsInXlaContext(
         tf.compat.v1.get_default_graph())

@@ -64,6 +64,8 @@ class _Program:
                 functools.partial(self._infer, net), autograph=False)
             for logits, net in ((False, template), (True, self.view))
         }
+        # Batch norms' population statistics (`statistics_pass`).
+        self._statistics = tf.function(self._statistics_graph, autograph=False)
 
     @staticmethod
     def _infer(net, tv, ntv, x):
@@ -93,8 +95,6 @@ class _Program:
         every batch norm's momentum `momentum` and dropout off. Traced once
         per sample shape, with a free number of rows."""
         tf = self.tf
-        if getattr(self, "_statistics", None) is None:
-            self._statistics = tf.function(self._statistics_graph, autograph=False)
         trainable = _tf_variables(model.trainable_variables)
         # Tensors, as the specs of the trace say (the first chunk's values
         # are the variables themselves).
