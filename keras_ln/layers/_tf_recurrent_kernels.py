@@ -352,14 +352,14 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
     Returns:
         `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
     """
-    key = (mask is not None, bool(zero_output), float(epsilon))
     if implementation == "native":
-        fwd, bwd = _native_compiled("lstm", *key, NATIVE_SHARDS)
+        fwd, bwd = _native_pair("lstm", mask, zero_output, epsilon)
         return _recurrence_op(fwd, bwd, 2, mask)(
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
     xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
-    fwd, bwd = _compiled(*key, int(U.shape[0]))
+    fwd, bwd = _compiled(mask is not None, bool(zero_output), float(epsilon),
+                         int(U.shape[0]))
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 
 
