@@ -140,3 +140,62 @@ def test_each_queued_configuration_goes_to_one_worker_on_sqlite(tmp_path):
     for t in threads:
         t.join()
     assert len(claimed) == 150 and max(claimed.values()) == 1, Counter(claimed.values())
+
+
+def test_configurations_follow_trial_numbers_when_processes_ask_at_once(tmp_path):
+    """Configuration k is the portfolio's entry k, in whichever process asks for it, however the asks interleave.
+
+    The portfolio once was enqueued just before each ask: two processes could
+    interleave so that one took the other's enqueued entry and then got a
+    sampled trial under a portfolio number (the flaky MLP_2 of
+    `test_two_processes_share_one_study`). The sampler now gives the entries
+    by configuration number, which Optuna's atomic trial numbers decide."""
+    import threading
+
+    from keras_ln.automl import _store
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    defaults = {"max_iter": 40}
+    space = {**_search.MLP_SPACE, "max_iter": _search.epochs_distribution(40)}
+    study, _ = _search.make_study("mlp", True, 0, storage=url, study_name="race", fingerprint="f", resume=False,
+                                  defaults=defaults)
+    asked, errors = [], []
+
+    def worker():
+        try:
+            mine = _search.join_study("mlp", 0, url, "race", defaults=defaults)
+            barrier.wait()
+            for _ in range(4):
+                trial = _search.ask(mine, "mlp", space)
+                asked.append(trial.number)
+                mine.tell(trial, 0.5)
+        except Exception as e:  # reported below, with the thread's own error
+            errors.append(e)
+
+    barrier = threading.Barrier(4)
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    trials = _store.rdb_storage(url).get_all_trials(study._study_id)
+    assert sorted(asked) == list(range(16)) and len(trials) == 16  # nothing enqueued and left waiting
+    portfolio = _search.PORTFOLIO["mlp"]
+    by_number = {t.user_attrs["configuration"]: t for t in trials}
+    assert sorted(by_number) == list(range(1, 17))
+    for k, entry in enumerate(portfolio, start=1):
+        assert by_number[k].params == {**entry, "max_iter": 40}, k
+        assert by_number[k].user_attrs.get("portfolio") is True
+    assert not any(t.user_attrs.get("portfolio") for k, t in by_number.items() if k > len(portfolio))
+    # the sampled ones lie in the declared space (what TPE proposes depends on the trials finished by then)
+    for t in trials:
+        assert set(t.params) == set(space)
+        assert all(space[k]._contains(space[k].to_internal_repr(v)) for k, v in t.params.items())
+
+    # a killed run's configuration, re-enqueued by one process and asked by another, keeps its number and params
+    retry = (2, dict(by_number[2].params), {"configuration": 2, "portfolio": True})
+    other = _search.join_study("mlp", 0, url, "race", defaults=defaults)
+    study.enqueue_trial(retry[1], user_attrs=retry[2])
+    trial = _search.ask(other, "mlp", space)
+    assert trial.user_attrs["configuration"] == 2 and trial.params == by_number[2].params

@@ -481,12 +481,12 @@ class AutoML(BaseEstimator):
                 self.study_, abandoned = _search.make_study(
                     family, higher_is_better, self.seed, storage=storage, study_name=self.study_name,
                     fingerprint=_store.fingerprint(X, y, self.repeat_folds_, settings) if persistent else None,
-                    resume=self.resume if scratch is None else False)
+                    resume=self.resume if scratch is None else False, defaults={"max_iter": self.max_iter})
                 if persistent:
                     self.study_.set_user_attr("task", self.task_)
                     start -= self.study_.user_attrs.get("spent_secs", 0.0)
                 if parallel:
-                    _search.enqueue_pending(self.study_, family, space, abandoned, fixed, {"max_iter": self.max_iter})
+                    _search.enqueue_pending(self.study_, abandoned)
                     if self.study_.user_attrs.get("stopped_by") is None:
                         self._run_workers(workers, storage, X, y, search, time.time() + (
                             budget - (_clock() - start) if budget is not None else 1e12))
@@ -607,9 +607,7 @@ class AutoML(BaseEstimator):
 
         heartbeat = optuna.storages._heartbeat.get_heartbeat_thread
         while self.stopped_by_ is None and not out_of_budget():
-            trial = _search.ask(study, search.family, search.space, search.fixed,
-                                defaults={"max_iter": self.max_iter},
-                                retry=abandoned.pop(0) if abandoned else None, portfolio=not search.shared)
+            trial = _search.ask(study, search.family, search.space, retry=abandoned.pop(0) if abandoned else None)
             with heartbeat(trial._trial_id, study._storage):
                 values, pruned = self._configuration(X, y, search, trial, stored, out_of_budget, bar)
                 failed_in_a_row = failed_in_a_row + 1 if not values and pruned is None else 0

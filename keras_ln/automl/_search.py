@@ -3,7 +3,8 @@
 Each family declares its space as Optuna distributions (`MLP_SPACE`,
 `RNN_SPACE`). A study (`make_study`) samples configurations with a seeded
 `optuna.samplers.TPESampler`, after the family's `PORTFOLIO` of strong default
-configurations, which `ask` enqueues so that it is tried first. `AutoML.fit`
+configurations, which the sampler gives the first configurations
+(`ConfigurationSampler`). `AutoML.fit`
 drives the study with ``ask``/``tell``, so that its own budget checks decide
 when the search stops, and trains every configuration once per requested
 normalization (`normalizations_for`) on the same folds with the same seed: the
@@ -104,7 +105,8 @@ _NORM_TAG = {"layer": "LN", "batch": "BN", None: "none"}
 
 __all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ConfigurationSampler", "ask", "configuration_number",
            "enqueue_pending", "epochs_distribution", "fold_reporter", "in_memory_copy", "join_study", "make_pruner",
-           "make_sampler", "make_study", "model_id", "normalizations_for", "quiet_optuna", "search_space",
+           "make_sampler", "make_study", "model_id", "normalizations_for", "portfolio_entry", "quiet_optuna",
+           "search_space",
            "to_params"]
 
 
@@ -174,27 +176,54 @@ def configuration_number(study, trial):
     return trial.number + 1 - abandoned
 
 
-class ConfigurationSampler(optuna.samplers.BaseSampler):
-    """`make_sampler`'s TPE, made anew for every trial from the seed and the trial's configuration number."""
+def portfolio_entry(study, trial, family, defaults=None):
+    """``(number, params)``: the configuration number of ``trial`` (a FrozenTrial, `configuration_number`) and,
+    where that number k is at most the portfolio's length and the trial was not enqueued with parameters of its
+    own (a retried trial), the portfolio's entry k, its parameters completed by ``defaults``; else None.
 
-    def __init__(self, family, seed):
-        self.family, self.seed = family, seed
+    The portfolio follows Optuna's trial numbers, which the storage hands out atomically: every process that
+    shares a study gives configuration k the same parameters, whichever process asks for it.
+    """
+    number = configuration_number(study, trial)
+    if "fixed_params" in trial.system_attrs or not 1 <= number <= len(PORTFOLIO[family]):
+        return number, None
+    return number, {**(defaults or {}), **PORTFOLIO[family][number - 1]}
+
+
+class ConfigurationSampler(optuna.samplers.BaseSampler):
+    """The sampler of a search: configuration k of the portfolio's length or less is the portfolio's entry k
+    (`portfolio_entry`), completed by ``defaults`` (e.g. ``max_iter`` where the epochs are searched); any
+    later one is `make_sampler`'s TPE, made anew for every trial from the seed and its configuration number."""
+
+    def __init__(self, family, seed, defaults=None):
+        self.family, self.seed, self.defaults = family, seed, dict(defaults or {})
         self._inner = make_sampler(family, seed, 0)
+        self._entries = {}  # trial id -> its portfolio entry (None: sampled), from before_trial to after_trial
 
     def before_trial(self, study, trial):
-        self._inner = make_sampler(self.family, self.seed, configuration_number(study, trial) - 1)
+        number, entry = portfolio_entry(study, trial, self.family, self.defaults)
+        self._entries[trial._trial_id] = entry
+        self._inner = make_sampler(self.family, self.seed, number - 1)
         self._inner.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
+        if self._entries.get(trial._trial_id) is not None:
+            return {}
         return self._inner.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):
+        if self._entries.get(trial._trial_id) is not None:
+            return {}
         return self._inner.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        entry = self._entries.get(trial._trial_id)
+        if entry is not None and param_name in entry:
+            return entry[param_name]
         return self._inner.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values):
+        self._entries.pop(trial._trial_id, None)
         self._inner.after_trial(study, trial, state, values)
 
     def reseed_rng(self):
@@ -205,8 +234,9 @@ def make_pruner():
     return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_CONFIGURATIONS, n_warmup_steps=PRUNE_FROM_FOLD)
 
 
-def make_study(family, maximize, seed, *, storage=None, study_name=None, fingerprint=None, resume=False):
-    """A study for `family`'s search (`ask` gives its trials, the portfolio first).
+def make_study(family, maximize, seed, *, storage=None, study_name=None, fingerprint=None, resume=False,
+               defaults=None):
+    """A study for `family`'s search (`ask` gives its trials, the portfolio first, completed by ``defaults``).
 
     ``storage`` None keeps it in memory; a SQLAlchemy URL keeps it in Optuna's RDB storage (`_store`), where
     ``resume`` continues the study of that name. Returns ``(study, abandoned)``, see `_store.open_study`.
@@ -214,31 +244,23 @@ def make_study(family, maximize, seed, *, storage=None, study_name=None, fingerp
     from keras_ln.automl import _store
 
     return _store.open_study(storage, study_name or f"keras_ln_automl_{family}",
-                             "maximize" if maximize else "minimize", ConfigurationSampler(family, seed),
+                             "maximize" if maximize else "minimize", ConfigurationSampler(family, seed, defaults),
                              make_pruner(), fingerprint, resume)
 
 
-def join_study(family, seed, storage, study_name):
+def join_study(family, seed, storage, study_name, defaults=None):
     """The study of a running search, for one more worker (nothing is abandoned or deleted)."""
     from keras_ln.automl import _store
 
     return optuna.load_study(study_name=study_name, storage=_store.rdb_storage(storage),
-                             sampler=ConfigurationSampler(family, seed), pruner=make_pruner())
+                             sampler=ConfigurationSampler(family, seed, defaults), pruner=make_pruner())
 
 
-def enqueue_pending(study, family, space, abandoned, fixed=(), defaults=None):
-    """Before parallel workers start: the configurations a killed run abandoned (under their numbers), then
-    the portfolio's entries not yet asked, each with its configuration number; the workers then ask."""
-    trials = study.get_trials(deepcopy=False)
-    taken = {configuration_number(study, t) for t in trials if not t.user_attrs.get("abandoned")}
-    for number, params, attrs in abandoned:
+def enqueue_pending(study, abandoned):
+    """Before parallel workers start: the configurations a killed run abandoned, enqueued under their numbers
+    for the workers to ask first (the portfolio needs no enqueueing: see `ConfigurationSampler`)."""
+    for _, params, attrs in abandoned:
         study.enqueue_trial(params, user_attrs=attrs)
-        taken.add(number)
-    for i, entry in enumerate(PORTFOLIO[family]):
-        if i + 1 not in taken:
-            entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **entry}
-            study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
-                                user_attrs={"portfolio": True, "configuration": i + 1})
 
 
 def in_memory_copy(study):
@@ -248,33 +270,26 @@ def in_memory_copy(study):
     return optuna.load_study(study_name=study.study_name, storage=to)
 
 
-def ask(study, family, space, fixed=(), defaults=None, retry=None, portfolio=True):
-    """The next configuration's trial: the portfolio's next entry while one is left, then the sampler's.
+def ask(study, family, space, retry=None):
+    """The next configuration's trial over ``space``: the portfolio's next entry while one is left, then the
+    sampler's (`ConfigurationSampler`, which also completes the portfolio's entries).
 
-    Each portfolio entry is enqueued (`study.enqueue_trial`) just before it
-    is asked for, so that a study cut short holds no trial left waiting
-    (``portfolio=False``: parallel workers, for which `enqueue_pending`
-    enqueued it). ``defaults`` fills the portfolio entries' parameters of
-    ``space`` that they do not set (e.g. ``max_iter`` where the epochs are
-    searched). ``retry``, ``(configuration, params, user_attrs)`` of a trial
-    a killed run abandoned, asks that configuration again under its number.
-    The trial's user attribute ``configuration`` is its number, from 1
-    (`configuration_number`).
+    ``retry``, ``(configuration, params, user_attrs)`` of a trial a killed
+    run abandoned, asks that configuration again under its number. The
+    trial's user attribute ``configuration`` is its number, from 1
+    (`configuration_number`); ``portfolio`` is True for the portfolio's
+    entries.
     """
-    trials = study.get_trials(deepcopy=False)
     if retry is not None:
         study.enqueue_trial(retry[1], user_attrs=retry[2])
-    elif portfolio and not any(t.state == optuna.trial.TrialState.WAITING for t in trials):
-        index = sum(1 for t in trials if not t.user_attrs.get("abandoned"))
-        if index < len(PORTFOLIO[family]):
-            entry = {**{k: v for k, v in (defaults or {}).items() if k in space}, **PORTFOLIO[family][index]}
-            study.enqueue_trial({k: v for k, v in entry.items() if k not in fixed},
-                                user_attrs={"portfolio": True, "configuration": index + 1})
     with warnings.catch_warnings():  # "Heartbeat ... used with Study.optimize": the search runs its own
         warnings.simplefilter("ignore")
         trial = study.ask(space)
     if "configuration" not in trial.user_attrs:
-        trial.set_user_attr("configuration", configuration_number(study, study._storage.get_trial(trial._trial_id)))
+        number, entry = portfolio_entry(study, study._storage.get_trial(trial._trial_id), family)
+        trial.set_user_attr("configuration", number)
+        if entry is not None:
+            trial.set_user_attr("portfolio", True)
     return trial
 
 

@@ -22,9 +22,10 @@ A resumed run (`open_study` with ``resume=True``) reads all of that back:
 finished models are not trained again; a trial left RUNNING by a killed
 process is marked abandoned (FAIL) and its configuration re-enqueued under
 the same number, so that the models it had not finished are trained; the
-budget counts the seconds already spent. The sampler is reseeded from the
-seed and the configuration's number before each configuration
-(`_search.ask`), and abandoned trials are invisible to it and to the pruner,
+budget counts the seconds already spent. The sampler gives configuration
+k the portfolio's entry k, and is reseeded from the seed and the
+configuration's number before each later one
+(`_search.ConfigurationSampler`), and abandoned trials are invisible to it and to the pruner,
 so a killed-and-resumed run with a fixed seed asks the same configurations
 as an uninterrupted one.
 

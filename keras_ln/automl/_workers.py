@@ -62,7 +62,8 @@ def search_worker(params, state, search, X, y, deadline, threads):
     aml.failed_, aml.pruned_ = {}, {}
     search = dataclasses.replace(search, shared=True)
     with _search.quiet_optuna():
-        aml.study_ = _search.join_study(search.family, params["seed"], params["storage"], params["study_name"])
+        aml.study_ = _search.join_study(search.family, params["seed"], params["storage"], params["study_name"],
+                                        defaults={"max_iter": params["max_iter"]})
         aml._search_loop(X, y, search, [], 0, lambda: time.time() >= deadline, None)
     return len(aml._rows)
 
