@@ -33,8 +33,8 @@ class _Program:
 
     A step runs the network through `stateless_call` of a *template* model
     (built with the same architecture), on variable values passed as
-    arguments, and updates the variables passed in with one fused
-    `ResourceApplyAdam` each (the update of sklearn's `AdamOptimizer`).
+    arguments, and updates the variables passed in with Adam's fused update
+    (the update of sklearn's `AdamOptimizer`: `_native_adam`).
     The step size, the penalty and Adam's `beta_1`, `beta_2` and `epsilon`
     are scalar tensor arguments too. `epochs` runs many epochs of steps as
     one program (a `tf.while_loop` over epochs and minibatches, with
@@ -247,31 +247,59 @@ class _Program:
             loss = loss * scale
         grads = tape.gradient(loss, values)
         step = t.assign_add(tf.ones([], t.dtype))
-        # Adam's scalars once per step and dtype, not once per variable.
-        scalars = {}
+        # The variables with a gradient, by dtype (one network has one).
+        groups = {}
         for var, m, v, g in zip(tv, ms, vs, grads):
-            if g is None:
-                continue
-            if var.dtype not in scalars:
-                # The betas come as float64 tensors, so the bias correction
-                # of a float64 network uses their exact values, as
-                # sklearn's (a Python float through tf.cast, as in Keras'
-                # Adam, is rounded to float32 first: 0.9 -> 0.89999998).
-                b1 = tf.cast(beta_1, var.dtype)
-                b2 = tf.cast(beta_2, var.dtype)
-                n = tf.cast(step, var.dtype)
-                scalars[var.dtype] = dict(
-                    beta1_power=tf.pow(b1, n), beta2_power=tf.pow(b2, n),
-                    lr=tf.cast(lr, var.dtype), beta1=b1, beta2=b2,
-                    epsilon=tf.cast(epsilon, var.dtype),
-                )
-            tf.raw_ops.ResourceApplyAdam(
-                var=var.handle, m=m.handle, v=v.handle,
-                grad=tf.convert_to_tensor(g), **scalars[var.dtype],
+            if g is not None:
+                groups.setdefault(var.dtype, []).append((var, m, v, tf.convert_to_tensor(g)))
+        native = _native_adam(tf)
+        for dtype, group in groups.items():
+            # Adam's scalars once per step and dtype, not once per variable.
+            # The betas come as float64 tensors, so the bias correction of a
+            # float64 network uses their exact values, as sklearn's (a
+            # Python float through tf.cast, as in Keras' Adam, is rounded to
+            # float32 first: 0.9 -> 0.89999998).
+            b1 = tf.cast(beta_1, dtype)
+            b2 = tf.cast(beta_2, dtype)
+            n = tf.cast(step, dtype)
+            scalars = dict(
+                beta1_power=tf.pow(b1, n), beta2_power=tf.pow(b2, n),
+                lr=tf.cast(lr, dtype), beta1=b1, beta2=b2,
+                epsilon=tf.cast(epsilon, dtype),
             )
+            if native is not None:
+                native.keras_ln_apply_adam(
+                    var=[e[0].handle for e in group],
+                    m=[e[1].handle for e in group],
+                    v=[e[2].handle for e in group],
+                    grad=[e[3] for e in group], **scalars,
+                )
+                continue
+            for var, m, v, g in group:
+                tf.raw_ops.ResourceApplyAdam(
+                    var=var.handle, m=m.handle, v=v.handle, grad=g, **scalars,
+                )
         for var, value in zip(ntv, new_states):
             var.assign(value)
         return loss
+
+
+def _native_adam(tf):
+    """keras_ln's native Adam op (all of a step's variables in one op), or
+    None: inside XLA, which cannot compile it, or without the library; then
+    one `ResourceApplyAdam` per variable, the same arithmetic to the bit.
+
+    `ResourceApplyAdam` hands each update to the intra-op thread pool: on a
+    small network that hand-off (~20 us per variable on 2 threads) was most
+    of a graph step; the native op updates small variables in the calling
+    thread (`keras_ln/layers/_native/adam_ops.cc`).
+    """
+    from keras_ln.layers import _native
+    from keras_ln.layers._tf_layer_norm import in_xla
+
+    if in_xla():
+        return None
+    return _native.ops()
 
 
 def _executor(tf, mode):

@@ -251,3 +251,83 @@ def test_row_groups_group_equal_bytes_whatever_the_row_order(monkeypatch, collid
     assert [1, 5] in expected and [9, 12] in expected and len(expected) == 38
     order = rng.permutation(40)
     np.testing.assert_array_equal(_training.row_groups(X[order], y[order]), ids[order])
+
+
+def _native_ops():
+    from keras_ln.layers import _native
+
+    ops = _native.ops()
+    if ops is None:
+        pytest.skip(f"no native library: {_native.load_error()}")
+    return ops
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_native_adam_is_resource_apply_adam_to_the_bit(dtype):
+    """keras_ln's one-op Adam update of several variables against TensorFlow's
+    `ResourceApplyAdam` of each: bitwise equal over steps of gradients of
+    very different scales, for a scalar, vectors, matrices and a variable
+    large enough to be split into shards; a value read before the update
+    keeps its old contents (the variable is copied, not written under it)."""
+    import tensorflow as tf
+
+    ops = _native_ops()
+    rng = np.random.default_rng(0)
+    shapes = [(), (7,), (30, 100), (300, 513)]
+    start = [rng.normal(size=s).astype(dtype) for s in shapes]
+
+    def slots():
+        return [[tf.Variable(w), tf.Variable(np.zeros_like(w)), tf.Variable(np.zeros_like(w))] for w in start]
+
+    ours, theirs = slots(), slots()
+    for t in range(1, 6):
+        grads = [tf.constant((rng.normal(size=s) * 10.0 ** rng.integers(-6, 3)).astype(dtype)) for s in shapes]
+        scalars = {k: tf.constant(v, dtype) for k, v in dict(
+            beta1_power=0.9 ** t, beta2_power=0.999 ** t, lr=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8).items()}
+        for (var, m, v), g in zip(theirs, grads):
+            tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, grad=g, **scalars)
+        before = ours[2][0].read_value()
+        kept = before.numpy().copy()
+        ops.keras_ln_apply_adam(var=[s[0].handle for s in ours], m=[s[1].handle for s in ours],
+                                v=[s[2].handle for s in ours], grad=grads, **scalars)
+        np.testing.assert_array_equal(before.numpy(), kept)
+        assert not np.array_equal(ours[2][0].numpy(), kept)
+        for a, b in zip(ours, theirs):
+            for x, y in zip(a, b):
+                np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_native_adam_rejects_a_gradient_of_another_shape():
+    import tensorflow as tf
+
+    ops = _native_ops()
+    var, m, v = (tf.Variable(np.zeros((3, 4), "float32")) for _ in range(3))
+    one = tf.constant(1.0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"var\[0\] has shape \[3,4\], its gradient \[4,3\]"):
+        ops.keras_ln_apply_adam(var=[var.handle], m=[m.handle], v=[v.handle], grad=[tf.ones((4, 3))],
+                                beta1_power=one, beta2_power=one, lr=one, beta1=one, beta2=one, epsilon=one)
+
+
+@pytest.mark.parametrize("normalization", [None, "layer", "batch"])
+def test_graph_fits_with_native_and_tensorflow_adam_are_bitwise_equal(table, normalization, monkeypatch):
+    """A graph fit whose steps update with the native op and one with
+    `ResourceApplyAdam` (XLA's, and the fallback without the library):
+    the same loss curve and predictions, to the bit."""
+    from keras_ln.sklearn import _execution
+
+    _native_ops()
+    X, y = table
+    params = dict(hidden_layer_sizes=(16, 8), max_iter=20, batch_size=50, normalization=normalization,
+                  random_state=0, tol=1e-3, n_iter_no_change=3)
+    assert _training._execution_mode(X, 20, 5) == "graph"
+    native = _execution._native_adam
+    fits = {}
+    for name, choice in (("native", native), ("tensorflow", lambda tf: None)):
+        calls = []
+        monkeypatch.setattr(_execution, "_PROGRAMS", type(_execution._PROGRAMS)())  # traced anew
+        monkeypatch.setattr(_execution, "_native_adam", lambda tf: calls.append(choice(tf)) or calls[-1])
+        fits[name] = _fit(MLPClassifier(**params), X, y)
+        assert calls and all((c is not None) == (name == "native") for c in calls)
+    with_native, without = fits["native"], fits["tensorflow"]
+    assert with_native.loss_curve_ == without.loss_curve_
+    np.testing.assert_array_equal(with_native.predict_proba(X), without.predict_proba(X))

@@ -31,7 +31,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 # The sources, compiled into one library.
 SOURCES = tuple(os.path.join(_HERE, name)
                 for name in ("kernels.h", "ln_rnn_ops.cc", "bn_lstm_ops.cc",
-                             "layer_norm_ops.cc"))
+                             "layer_norm_ops.cc", "adam_ops.cc"))
 
 _lock = threading.Lock()
 _loaded = {}
