@@ -112,7 +112,7 @@ def main(argv=None):
     p.add_argument("--kinds", nargs="+", default=["table", "sequences"], choices=["table", "sequences"])
     args = p.parse_args(argv)
     print(f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB")
-    print(f"| data | workers | models | wall time | peak memory (process tree) | best CV AUC |")
+    print("| data | workers | models | wall time | peak memory (process tree) | best CV AUC |")
     print("|---|---|---|---|---|---|")
     base = dict(rows=args.rows, features=args.features, sequences=args.sequences, steps=args.steps,
                 seq_features=args.seq_features, max_iter=args.max_iter)

@@ -417,7 +417,7 @@ def test_regression_with_given_folds_and_runtime_budget(monkeypatch):
     X, y = _subset(X, y, 90)
     folds = np.arange(90) % 2
     clock = iter(np.arange(0, 1000, 1.0))  # every call of the clock advances 1 s
-    monkeypatch.setattr(automl._automl, "_clock", lambda: next(clock))
+    monkeypatch.setattr(automl._search_loop, "_clock", lambda: next(clock))
     aml = AutoML(max_runtime_secs=2.5, seed=1, max_iter=2, normalizations=("layer", None)).fit(X, y, folds=folds)
     # checks at t=1 and t=2 start a model; the check at t=3 is past the budget
     assert len(_nets(aml.leaderboard)) == 2 and aml.stopped_by_ == "max_runtime_secs"

@@ -52,14 +52,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 
 from keras_ln.automl._claims_common import COLUMNS
 from keras_ln.automl._claims_common import _INT_KEYS
 from keras_ln.automl._claims_common import _final
 from keras_ln.automl._claims_common import _is_sequence_model
-from keras_ln.automl._claims_common import _label
 from keras_ln.automl._claims_common import _labelled
 from keras_ln.automl._claims_common import _measurement_mode
 from keras_ln.automl._claims_common import _network_input
