@@ -32,6 +32,9 @@ from keras import ops
 
 NORMALIZATIONS = ("layer", "batch", None)
 CELLS = ("lstm", "gru")
+# The name of the head's pre-activation `Dense` (where an `Activation` named
+# "output" follows it): the outputs a loss on logits differentiates.
+LOGITS_LAYER = "logits"
 
 _RECURRENT_LAYERS = {
     ("lstm", "layer"): "LayerNormLSTM",
@@ -141,7 +144,7 @@ def _head(h, n_outputs, output_activation, dtype, draw):
         return keras.layers.Dense(n_outputs, kernel_initializer=_kernel_init(draw), dtype=dtype,
                                   name="output")(h)
     logits = keras.layers.Dense(n_outputs, kernel_initializer=_kernel_init(draw), dtype=dtype,
-                                name="logits")(h)
+                                name=LOGITS_LAYER)(h)
     return keras.layers.Activation(
         _activation(output_activation), dtype=dtype, name="output"
     )(logits)

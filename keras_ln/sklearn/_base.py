@@ -455,39 +455,10 @@ class _KerasEstimator(BaseEstimator):
         if not continuing:  # a continued fit keeps the scale it trained on
             self._fit_target_scale(targets[train_idx], sample_weight[train_idx])
         targets = self._scale_targets(targets).astype(targets.dtype, copy=False)
-        if self.batch_size == "auto":
-            batch_size = min(200, n_train)
-        else:
-            if self.batch_size > n_train:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than sample size. "
-                    "It is going to be clipped"
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_train))
-
-        output_activation = self._output_activation()
-        n_inputs = self._n_network_inputs(X)
-
-        net_kwargs = (
-            self._net_kwargs if continuing else self._network_kwargs(X)
+        batch_size = self._batch_size(n_train)
+        model, program, view, net_kwargs = self._network(
+            X, architecture, n_outputs, dtype, seed, continuing, tf
         )
-
-        def build(seed):
-            return self._build_model(
-                n_inputs, n_outputs, output_activation, dtype, seed,
-                **net_kwargs,
-            )
-
-        model = self.model_ if continuing else build(seed)
-        key = (
-            type(self).__name__,
-            tuple(sorted(architecture.items(), key=str)),
-            X.ndim, n_inputs, n_outputs, output_activation, dtype,
-            tuple(sorted(net_kwargs.items())),
-        )
-        program = _program(key, lambda: build(0), self._loss_fn(tf))
-        self._program_key = key
-        view = _training_view(model)
         tv = _tf_variables(view.trainable_variables)
         ntv = _tf_variables(view.non_trainable_variables)
         # A partial fit continues Adam's state (that of the last fit or
@@ -542,6 +513,46 @@ class _KerasEstimator(BaseEstimator):
         for name, value in fitted.items():
             setattr(self, name, value)
         return self
+
+    def _batch_size(self, n_train):
+        """sklearn's batch size: "auto" is min(200, rows); a larger one is
+        clipped to the rows, with sklearn's warning."""
+        if self.batch_size == "auto":
+            return min(200, n_train)
+        if self.batch_size > n_train:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. "
+                "It is going to be clipped"
+            )
+        return int(np.clip(self.batch_size, 1, n_train))
+
+    def _network(self, X, architecture, n_outputs, dtype, seed, continuing, tf):
+        """The network a fit trains (a new one, or the fitted one when
+        `continuing`), its structure's program (`_execution._program`,
+        shared by every fit of the structure), its training view and the
+        builder arguments that depend on the data."""
+        output_activation = self._output_activation()
+        n_inputs = self._n_network_inputs(X)
+        net_kwargs = (
+            self._net_kwargs if continuing else self._network_kwargs(X)
+        )
+
+        def build(seed):
+            return self._build_model(
+                n_inputs, n_outputs, output_activation, dtype, seed,
+                **net_kwargs,
+            )
+
+        model = self.model_ if continuing else build(seed)
+        key = (
+            type(self).__name__,
+            tuple(sorted(architecture.items(), key=str)),
+            X.ndim, n_inputs, n_outputs, output_activation, dtype,
+            tuple(sorted(net_kwargs.items())),
+        )
+        program = _program(key, lambda: build(0), self._loss_fn(tf))
+        self._program_key = key
+        return model, program, _training_view(model), net_kwargs
 
     def _validation_split(self, targets, sample_weight, seed):
         """Row indices `(train, validation)`; validation None without early

@@ -16,6 +16,8 @@ import tempfile
 
 import keras
 
+from keras_ln.models import LOGITS_LAYER
+
 
 def _tf():
     if keras.backend.backend() != "tensorflow":
@@ -357,9 +359,9 @@ def _program(key, make_template, loss_fn):
 
 def _training_view(model):
     """The model up to the pre-activation output the loss needs."""
-    if "logits" in {layer.name for layer in model.layers}:
+    if LOGITS_LAYER in {layer.name for layer in model.layers}:
         return keras.Model(
-            model.inputs, model.get_layer("logits").output,
+            model.inputs, model.get_layer(LOGITS_LAYER).output,
             name=model.name + "_logits",
         )
     return model
