@@ -331,3 +331,34 @@ def test_graph_fits_with_native_and_tensorflow_adam_are_bitwise_equal(table, nor
     with_native, without = fits["native"], fits["tensorflow"]
     assert with_native.loss_curve_ == without.loss_curve_
     np.testing.assert_array_equal(with_native.predict_proba(X), without.predict_proba(X))
+
+
+def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeypatch):
+    """The step of a one-output network multiplies by its one-unit kernel
+    padded with a column of zeros (`_PaddedOneUnitDense`, in the program's
+    training view only): the same fit as keras' `Dense`, to rounding (float64),
+    the same stopping epoch; the fitted model a user sees keeps keras'
+    `Dense`."""
+    import keras
+
+    from keras_ln.sklearn import _execution
+
+    X, _ = table
+    y = X[:, 0] - 2 * X[:, 1] * X[:, 2]
+    params = dict(hidden_layer_sizes=(16,), max_iter=40, batch_size=50, random_state=0, tol=1e-4,
+                  n_iter_no_change=3)
+    fits = {}
+    for name, choice in (("padded", _execution._padded_one_unit_outputs), ("keras", lambda view: view)):
+        monkeypatch.setattr(_execution, "_PROGRAMS", type(_execution._PROGRAMS)())  # traced anew
+        monkeypatch.setattr(_execution, "_padded_one_unit_outputs", choice)
+        fits[name] = _fit(MLPRegressor(**params), X, y)
+        program = next(iter(_execution._PROGRAMS.values()))
+        kinds = {type(layer).__name__ for layer in program.step_view.layers}
+        assert ("_PaddedOneUnitDense" in kinds) == (name == "padded")
+        assert [v.path for v in program.step_view.variables] == [v.path for v in program.view.variables]
+    padded, plain = fits["padded"], fits["keras"]
+    assert padded.n_iter_ == plain.n_iter_ > 3
+    np.testing.assert_allclose(padded.loss_curve_, plain.loss_curve_, rtol=1e-12)
+    np.testing.assert_allclose(padded.predict(X), plain.predict(X), rtol=1e-10, atol=1e-12)
+    assert all(type(layer) is not _execution._PaddedOneUnitDense for layer in padded.model_.layers)
+    assert type(padded.model_.get_layer("output")) is keras.layers.Dense
