@@ -397,20 +397,21 @@ class _PaddedOneUnitDense(keras.layers.Dense):
 
 
 def _padded_one_unit_outputs(view):
-    """`view`, or where it has a one-unit `Dense`, a clone of it with
-    `_PaddedOneUnitDense` there (the same variables in the same order: the
-    step passes it their values)."""
-    if not any(type(layer) is keras.layers.Dense and layer.units == 1 for layer in view.layers):
+    """`view`, or where its last layer is a one-unit `Dense`, the same
+    network ending in `_PaddedOneUnitDense` instead (every other layer
+    shared; the same variables in the same order: the step passes it their
+    values)."""
+    last = view.layers[-1]
+    if type(last) is not keras.layers.Dense or last.units != 1 or len(last.input.shape) != 2:
         return view
+    padded = _PaddedOneUnitDense.from_config(last.get_config())
+    step_view = keras.Model(view.inputs, padded(last.input), name=view.name + "_padded")
 
-    def clone(layer):
-        one_unit = type(layer) is keras.layers.Dense and layer.units == 1
-        return (_PaddedOneUnitDense if one_unit else type(layer)).from_config(layer.get_config())
+    def layout(model):
+        return ([(v.shape, v.dtype) for v in model.trainable_variables],
+                [(v.shape, v.dtype) for v in model.non_trainable_variables])
 
-    clone = keras.models.clone_model(view, clone_function=clone)
-    if [(v.path, v.shape) for v in clone.variables] != [(v.path, v.shape) for v in view.variables]:
-        return view
-    return clone
+    return step_view if layout(step_view) == layout(view) else view
 
 
 def _tf_variables(variables):
