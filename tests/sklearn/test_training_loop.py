@@ -366,3 +366,22 @@ def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeyp
     np.testing.assert_allclose(padded.predict(X), plain.predict(X), rtol=1e-10, atol=1e-12)
     assert all(type(layer) is not _execution._PaddedOneUnitDense for layer in padded.model_.layers)
     assert type(padded.model_.get_layer("output")) is keras.layers.Dense
+
+
+@pytest.mark.parametrize("cell, bidirectional, normalization", [("lstm", True, "layer"), ("lstm", False, "batch"),
+                                                                ("gru", True, None)])
+def test_sequence_regressors_train_through_the_padded_output(cell, bidirectional, normalization):
+    """The recurrent layers stay the view's own (shared, not cloned): their
+    variables are the very objects the fit updates; only the one-unit head
+    is padded."""
+    from keras_ln.sklearn import LSTMRegressor
+    from keras_ln.sklearn import _execution
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 6, 3))
+    est = _fit(LSTMRegressor(units=(4, 4), cell=cell, bidirectional=bidirectional, normalization=normalization,
+                             dropout=0.1, max_iter=3, batch_size=16, random_state=0), X, X[:, :, 0].sum(1))
+    program = _execution._PROGRAMS[est._program_key]
+    assert type(program.step_view.layers[-1]) is _execution._PaddedOneUnitDense
+    assert program.step_view.layers[:-1] == program.view.layers[:-1]
+    assert np.all(np.isfinite(est.loss_curve_)) and est.predict(X).shape == (40,)
