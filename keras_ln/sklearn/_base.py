@@ -107,8 +107,7 @@ from keras_ln.sklearn._execution import _model_from_bytes
 from keras_ln.sklearn._execution import _model_to_bytes
 from keras_ln.sklearn._execution import _program
 from keras_ln.sklearn._execution import _tf
-from keras_ln.sklearn._execution import _tf_variables
-from keras_ln.sklearn._execution import _training_view
+from keras_ln.sklearn._execution import training_variables
 from keras_ln.sklearn._execution import adam_slots
 from keras_ln.sklearn._execution import adam_state
 from keras_ln.sklearn._training import Stochastic
@@ -456,11 +455,10 @@ class _KerasEstimator(BaseEstimator):
             self._fit_target_scale(targets[train_idx], sample_weight[train_idx])
         targets = self._scale_targets(targets).astype(targets.dtype, copy=False)
         batch_size = self._batch_size(n_train)
-        model, program, view, net_kwargs = self._network(
+        model, program, net_kwargs = self._network(
             X, architecture, n_outputs, dtype, seed, continuing, tf
         )
-        tv = _tf_variables(view.trainable_variables)
-        ntv = _tf_variables(view.non_trainable_variables)
+        tv, ntv = training_variables(model)
         # A partial fit continues Adam's state (that of the last fit or
         # partial fit); a fit, warm or not, starts it afresh (as sklearn).
         ms, vs, t = adam_slots(
@@ -488,7 +486,7 @@ class _KerasEstimator(BaseEstimator):
         if val_idx is not None:
             validation = (X[val_idx], targets[val_idx], sample_weight[val_idx])
         fitted = Stochastic(
-            self, program, model, view, X[train_idx], targets[train_idx],
+            self, program, model, X[train_idx], targets[train_idx],
             sample_weight[train_idx], groups, batch_size,
             # partial_fit: one epoch (sklearn's `incremental`).
             1 if incremental else self.max_iter, validation, continuing,
@@ -529,8 +527,8 @@ class _KerasEstimator(BaseEstimator):
     def _network(self, X, architecture, n_outputs, dtype, seed, continuing, tf):
         """The network a fit trains (a new one, or the fitted one when
         `continuing`), its structure's program (`_execution._program`,
-        shared by every fit of the structure), its training view and the
-        builder arguments that depend on the data."""
+        shared by every fit of the structure) and the builder arguments
+        that depend on the data."""
         output_activation = self._output_activation()
         n_inputs = self._n_network_inputs(X)
         net_kwargs = (
@@ -552,7 +550,7 @@ class _KerasEstimator(BaseEstimator):
         )
         program = _program(key, lambda: build(0), self._loss_fn(tf))
         self._program_key = key
-        return model, program, _training_view(model), net_kwargs
+        return model, program, net_kwargs
 
     def _validation_split(self, targets, sample_weight, seed):
         """Row indices `(train, validation)`; validation None without early
@@ -631,11 +629,12 @@ class _KerasEstimator(BaseEstimator):
         return X.shape[-1]
 
     # --- predict --------------------------------------------------------
-    def _forward(self, X, view=None):
-        """Outputs of the network (inference mode) as float64; with `view`
-        (the training view of the network), its outputs (logits)."""
+    def _forward(self, X, model=None, logits=False):
+        """Outputs of the network (`model`, by default the fitted one) in
+        inference mode as float64; with `logits`, those of its training view
+        (the logits)."""
         tf = _tf()
-        model = self.model_ if view is None else view
+        model = self.model_ if model is None else model
         # The traced inference of this structure; where it is not cached
         # (unpickled, dropped from the cache) this model becomes its template.
         key = getattr(self, "_program_key", None) or ("model", id(self.model_))
@@ -652,7 +651,7 @@ class _KerasEstimator(BaseEstimator):
                 chunk = np.concatenate(
                     [chunk, np.zeros((size - n,) + chunk.shape[1:], chunk.dtype)]
                 )
-            out = program.infer(model, tf.constant(chunk), logits=view is not None)
+            out = program.infer(model, tf.constant(chunk), logits=logits)
             outs.append(np.asarray(out)[:n])
         return np.concatenate(outs, axis=0).astype(np.float64, copy=False)
 

@@ -82,8 +82,7 @@ class _Program:
         structure; with `logits`, its training view), by the traced program
         (one trace per sample shape, with a free number of rows)."""
         tf = self.tf
-        args = (_tf_variables(model.trainable_variables),
-                _tf_variables(model.non_trainable_variables))
+        args = training_variables(model)
         fn = self.inference[logits]
         key = ("infer", logits, tuple(x.shape[1:]), x.dtype)
         if key not in self.traced:
@@ -356,6 +355,16 @@ def _program(key, make_template, loss_fn):
     while len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return program
+
+
+def training_variables(model):
+    """The `tf.Variable`s of `model`'s training view (trainable, then the
+    others), in the order its program's step and inference take them: the
+    model's own, since the view (`_training_view`) leaves out only the
+    output activation, which has none. A fit reads them here instead of
+    building the view, a second Keras model, for every fit."""
+    return (_tf_variables(model.trainable_variables),
+            _tf_variables(model.non_trainable_variables))
 
 
 def _training_view(model):

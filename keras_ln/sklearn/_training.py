@@ -260,10 +260,10 @@ class Stochastic:
     attributes. `run` returns the fitted attributes as a dict.
     """
 
-    def __init__(self, est, program, model, view, x_train, y_train, w_train,
+    def __init__(self, est, program, model, x_train, y_train, w_train,
                  groups, batch_size, epochs, validation, continuing,
                  variables, hyperparameters, shuffle_rng, tf):
-        self.est, self.program, self.model, self.view = est, program, model, view
+        self.est, self.program, self.model = est, program, model
         self.x_rows, self.w_train, self.groups = x_train, w_train, groups
         self.x = tf.constant(x_train)
         self.y = tf.constant(y_train)
@@ -350,7 +350,7 @@ class Stochastic:
         if est.normalization == "batch":
             # Inference needs population statistics (see the end of `run`).
             recompute_batch_statistics(self.model, self.x_rows, self.program)
-        out = est._forward(X_val, self.view)
+        out = est._forward(X_val, self.model, logits=True)
         val_loss = est._data_loss(out, y_val, w_val)
         score = est._score_outputs(out, y_val, w_val)
         fitted["validation_loss_curve_"].append(val_loss)

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 
 from keras_ln.sklearn import LSTMClassifier
@@ -385,3 +386,27 @@ def test_sequence_regressors_train_through_the_padded_output(cell, bidirectional
     assert type(program.step_view.layers[-1]) is _execution._PaddedOneUnitDense
     assert program.step_view.layers[:-1] == program.view.layers[:-1]
     assert np.all(np.isfinite(est.loss_curve_)) and est.predict(X).shape == (40,)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: MLPClassifier((8, 4), normalization="batch", dropout=0.1),
+    lambda: MLPClassifier((8,), normalization="layer"),
+    lambda: MLPRegressor((8,), normalization=None),
+    lambda: LSTMClassifier(units=(4,), normalization="batch", bidirectional=True),
+])
+def test_a_fit_reads_the_training_views_variables_from_the_model(make):
+    """`training_variables(model)` (what a fit trains, without building the
+    training view) are the variables of `_training_view(model)`, in its
+    order: the view leaves out only the weightless output activation."""
+    from keras_ln.sklearn import _execution
+
+    est = make()
+    X = np.random.default_rng(0).normal(size=(30, 5, 3) if isinstance(est, LSTMClassifier) else (30, 5))
+    y = np.arange(30) % 3 if is_classifier(est) else X.reshape(30, -1)[:, 0]
+    _fit(est.set_params(max_iter=2, random_state=0), X, y)
+    view = _execution._training_view(est.model_)
+    ours = _execution.training_variables(est.model_)
+    theirs = (_execution._tf_variables(view.trainable_variables), _execution._tf_variables(view.non_trainable_variables))
+    assert [[v.name for v in part] for part in ours] == [[v.name for v in part] for part in theirs]
+    assert all(a is b for part, other in zip(ours, theirs) for a, b in zip(part, other))
+    assert len(ours[0]) > 0 and (est.normalization != "batch" or len(ours[1]) > 0)
