@@ -106,8 +106,7 @@ _NORM_TAG = {"layer": "LN", "batch": "BN", None: "none"}
 __all__ = ["MLP_SPACE", "PORTFOLIO", "RNN_SPACE", "ConfigurationSampler", "ask", "configuration_number",
            "enqueue_pending", "epochs_distribution", "fold_reporter", "in_memory_copy", "join_study", "make_pruner",
            "make_sampler", "make_study", "model_id", "normalizations_for", "portfolio_entry", "quiet_optuna",
-           "search_space",
-           "to_params"]
+           "search_space", "to_params"]
 
 
 def search_space(family, fixed=()):

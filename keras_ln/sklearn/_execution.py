@@ -394,8 +394,7 @@ class _PaddedOneUnitDense(keras.layers.Dense):
     """
 
     def call(self, inputs, training=None):
-        if len(inputs.shape) != 2 or self.units != 1:
-            return super().call(inputs, training=training)
+        # (rows, k) inputs and one unit: see `_padded_one_unit_outputs`
         kernel = keras.ops.pad(self.kernel, [[0, 0], [0, 1]])
         x = keras.ops.matmul(inputs, kernel)[:, :1]
         if self.bias is not None:

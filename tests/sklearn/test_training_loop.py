@@ -307,6 +307,11 @@ def test_native_adam_rejects_a_gradient_of_another_shape():
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"var\[0\] has shape \[3,4\], its gradient \[4,3\]"):
         ops.keras_ln_apply_adam(var=[var.handle], m=[m.handle], v=[v.handle], grad=[tf.ones((4, 3))],
                                 beta1_power=one, beta2_power=one, lr=one, beta1=one, beta2=one, epsilon=one)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Adam's scalars must be \[\], got \[2\]"):
+        ops.keras_ln_apply_adam(var=[var.handle], m=[m.handle], v=[v.handle], grad=[tf.ones((3, 4))],
+                                beta1_power=one, beta2_power=one, lr=tf.ones([2]), beta1=one, beta2=one,
+                                epsilon=one)
+    np.testing.assert_array_equal(var.numpy(), 0.0)  # a refused update changes nothing
 
 
 @pytest.mark.parametrize("normalization", [None, "layer", "batch"])

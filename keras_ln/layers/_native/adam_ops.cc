@@ -77,6 +77,10 @@ class ApplyAdamOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const int n = n_;
+    for (int i = 4 * n; i < 4 * n + 6; ++i) {
+      CheckShape(ctx, "Adam's scalars", ctx->input(i), TensorShape({}));
+      if (!ctx->status().ok()) return;
+    }
     std::vector<tensorflow::core::RefCountPtr<Var>> vars(3 * n);
     for (int i = 0; i < 3 * n; ++i) {
       OP_REQUIRES_OK(ctx, tensorflow::LookupResource(
@@ -115,10 +119,6 @@ class ApplyAdamOp : public OpKernel {
           *t = copy;
         }
       }
-    }
-    for (int i = 4 * n; i < 4 * n + 6; ++i) {
-      CheckShape(ctx, "Adam's scalars", ctx->input(i), TensorShape({}));
-      if (!ctx->status().ok()) return;
     }
     auto scalar = [&](int i) { return ctx->input(4 * n + i).scalar<T>()(); };
     const T beta1_power = scalar(0), beta2_power = scalar(1), lr = scalar(2),
