@@ -250,6 +250,20 @@ def _config(params):
     return {k: v for k, v in params.items() if k != "normalization"}
 
 
+@pytest.mark.parametrize("family", ["mlp", "rnn"])
+def test_every_portfolio_entry_sets_exactly_its_familys_space(family):
+    # a parameter of the space that an entry leaves out would be sampled for it at random (the sampler
+    # completes an entry from TPE), so the "strong default" would not be one
+    from keras_ln.automl import _search
+
+    space = _search.search_space(family)
+    assert _search.PORTFOLIO[family]
+    for entry in _search.PORTFOLIO[family]:
+        assert set(entry) == set(space), (family, entry)
+        for name, value in entry.items():
+            assert space[name]._contains(space[name].to_internal_repr(value)), (family, name, value)
+
+
 def test_the_portfolio_comes_first_then_optuna_samples_the_declared_space(stand_in_models):
     from keras_ln.automl import _search
 
