@@ -470,8 +470,13 @@ class _KerasEstimator(BaseEstimator):
         # with its summed weight, in an order fixed by the rows' bytes (see
         # the module doc). Not with dropout (one mask instead of k) or
         # batch statistics (a row counted once instead of k times).
+        # The training rows: X itself where they are all its rows in order
+        # (no copy of a large X), else a copy.
+        every_row = n_train == n_samples  # train_idx is then arange(n_samples)
+        x_train = X if every_row else X[train_idx]
+        y_train = targets if every_row else targets[train_idx]
         groups = (
-            row_groups(X[train_idx], targets[train_idx])
+            row_groups(x_train, y_train)
             if self.dropout == 0 and self.normalization != "batch"
             else None
         )
@@ -486,7 +491,7 @@ class _KerasEstimator(BaseEstimator):
         if val_idx is not None:
             validation = (X[val_idx], targets[val_idx], sample_weight[val_idx])
         fitted = Stochastic(
-            self, program, model, X[train_idx], targets[train_idx],
+            self, program, model, x_train, y_train,
             sample_weight[train_idx], groups, batch_size,
             # partial_fit: one epoch (sklearn's `incremental`).
             1 if incremental else self.max_iter, validation, continuing,

@@ -72,15 +72,17 @@ def row_groups(X, targets):
 
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_KEY_SEED = 0x6B65726173  # the multilinear hash's keys, the same on every machine
+_HASH_CHUNK = 2048  # rows per product: its uint64 copy stays in cache
 
 
 def _words(a):
-    """The bytes of each row of `a` as 64-bit words (zero-padded)."""
+    """The bytes of each row of `a` as 32-bit words (zero-padded)."""
     a = np.ascontiguousarray(a).reshape(len(a), -1).view(np.uint8)
-    pad = -a.shape[1] % 8
+    pad = -a.shape[1] % 4
     if pad:
         a = np.concatenate([a, np.zeros((len(a), pad), np.uint8)], axis=1)
-    return a.view(np.uint64)
+    return a.view(np.uint32)
 
 
 def _mix(h):
@@ -92,11 +94,19 @@ def _mix(h):
 
 
 def _hash_words(words):
-    """A 64-bit hash of each row of `words`, column after column."""
-    h = np.full(len(words), np.uint64(words.shape[1]))
-    with np.errstate(over="ignore"):
-        for j in range(words.shape[1]):
-            h = _mix(h ^ words[:, j]) * _MULTIPLIER
+    """A 64-bit hash of each row of 32-bit `words`: the multilinear hash
+    sum_j words[:, j] * K_j mod 2^64, with fixed random odd 64-bit keys K_j,
+    as an integer matrix product (exact, so the same on every CPU). Two rows
+    that differ collide for a fraction of the keys of at most 2^-33 (a
+    difference of a word times an odd key is a multiple of at most 2^31:
+    a sign bit), far less for most differences; `row_groups` checks the
+    rows of every shared hash anyway."""
+    keys = np.random.default_rng(_KEY_SEED).integers(
+        0, np.iinfo(np.uint64).max, size=words.shape[1], dtype=np.uint64,
+        endpoint=True) | np.uint64(1)
+    h = np.empty(len(words), np.uint64)
+    for start in range(0, len(words), _HASH_CHUNK):
+        h[start:start + _HASH_CHUNK] = words[start:start + _HASH_CHUNK].astype(np.uint64) @ keys
     return h
 
 
@@ -226,8 +236,11 @@ def epoch_batches(orders, batch_size, groups, weights, pad, dtype, capacity=None
         if groups is None:
             idx[e, :n_full] = full
         else:  # each batch in group order; merged where it holds duplicates
-            by_group = np.argsort(groups[full], axis=1, kind="stable")
-            idx[e, :n_full] = np.take_along_axis(full, by_group, axis=1)
+            # sorted by (group, position): one sort of int64 keys (ids and
+            # positions below 2^31), faster than a stable argsort
+            key = (groups[full].astype(np.int64) << 32) | np.arange(batch_size, dtype=np.int64)
+            key.sort(axis=1)
+            idx[e, :n_full] = np.take_along_axis(full, (key & 0xFFFFFFFF).astype(np.intp), axis=1)
             sorted_groups = groups[idx[e, :n_full]]
             for b in np.flatnonzero((sorted_groups[:, 1:] == sorted_groups[:, :-1]).any(axis=1)):
                 idx[e, b], w[e, b], n_valid[e, b] = _one_batch(full[b], batch_size, groups, weights)

@@ -254,6 +254,55 @@ def test_row_groups_group_equal_bytes_whatever_the_row_order(monkeypatch, collid
     np.testing.assert_array_equal(_training.row_groups(X[order], y[order]), ids[order])
 
 
+def test_row_hash_is_the_multilinear_hash_in_exact_integer_arithmetic(monkeypatch):
+    """`_hash_words` is sum_j w_j K_j mod 2^64 with odd keys, computed exactly
+    (Python integers as the reference), across the chunks of its product,
+    for rows whose bytes are not a multiple of 4; the ids it leads to do not
+    depend on the chunk size (nor, being integer arithmetic, on the CPU)."""
+    monkeypatch.setattr(_training, "_HASH_CHUNK", 7)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(30, 3)).astype(np.float16)  # 6 bytes a row: padded to 2 words
+    words = _training._words(X)
+    assert words.dtype == np.uint32 and words.shape == (30, 2)
+    keys = np.random.default_rng(_training._KEY_SEED).integers(
+        0, np.iinfo(np.uint64).max, size=2, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    assert all(int(k) % 2 == 1 for k in keys)
+    expected = [sum(int(w) * int(k) for w, k in zip(row, keys)) % 2**64 for row in words]
+    assert [int(h) for h in _training._hash_words(words)] == expected
+    y = rng.integers(0, 2, 30)
+    ids = _training.row_groups(X, y)
+    monkeypatch.setattr(_training, "_HASH_CHUNK", 2048)
+    np.testing.assert_array_equal(_training.row_groups(X, y), ids)
+
+
+def test_batches_in_group_order_as_a_stable_sort():
+    """`epoch_batches` orders each full batch by (group, position in the
+    batch), as a stable argsort of the groups would, duplicates merged."""
+    rng = np.random.default_rng(2)
+    checked = {True: 0, False: 0}
+    for groups in (rng.permutation(64), rng.integers(0, 40, 64)):  # distinct rows; many duplicates
+        _check_batches(groups, rng, checked)
+    assert checked[True] >= 12 and checked[False] > 0  # both kinds of batch seen
+
+
+def _check_batches(groups, rng, checked):
+    weights = np.ones(64)
+    orders = [rng.permutation(64).astype(np.int32) for _ in range(3)]
+    arrays = _training.epoch_batches(orders, 16, groups, weights, pad=True, dtype=np.float32)
+    for e, order in enumerate(orders):
+        for b, batch in enumerate(order.reshape(4, 16)):
+            stable = batch[np.argsort(groups[batch], kind="stable")]
+            n = arrays["n_valid"][e, b]
+            kept, summed = _training.merge_duplicates(stable, groups, weights)
+            checked[bool(n == 16)] += 1
+            if n == 16:  # no duplicates: the stable order itself
+                np.testing.assert_array_equal(arrays["idx"][e, b], stable)
+            else:
+                np.testing.assert_array_equal(np.sort(groups[arrays["idx"][e, b, :n]]), groups[kept])
+                np.testing.assert_array_equal(arrays["w"][e, b, :n], summed)
+            assert np.all(np.diff(groups[arrays["idx"][e, b, :n]]) >= 0)
+
+
 def _native_ops():
     from keras_ln.layers import _native
 
