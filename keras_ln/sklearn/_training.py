@@ -97,10 +97,10 @@ def _hash_words(words):
     """A 64-bit hash of each row of 32-bit `words`: the multilinear hash
     sum_j words[:, j] * K_j mod 2^64, with fixed random odd 64-bit keys K_j,
     as an integer matrix product (exact, so the same on every CPU). Two rows
-    that differ collide for a fraction of the keys of at most 2^-33 (a
-    difference of a word times an odd key is a multiple of at most 2^31:
-    a sign bit), far less for most differences; `row_groups` checks the
-    rows of every shared hash anyway."""
+    that differ collide for a fraction of at most 2^(v-63) <= 2^-32 of the
+    odd keys, v < 32 being the lowest power of 2 dividing a word's
+    difference (31 for a sign bit alone), far less for most differences;
+    `row_groups` checks the rows of every shared hash anyway."""
     keys = np.random.default_rng(_KEY_SEED).integers(
         0, np.iinfo(np.uint64).max, size=words.shape[1], dtype=np.uint64,
         endpoint=True) | np.uint64(1)
