@@ -52,7 +52,7 @@ class _Program:
         self.tf = tf
         self.template = template
         self.view = _training_view(template)
-        self.step_view = _padded_one_unit_outputs(self.view)  # the view the step differentiates
+        self.step_view = _step_output_view(self.view)  # the view the step differentiates
         self.loss_fn = loss_fn
         self.loops = {
             jit: tf.function(self._epochs, jit_compile=jit, autograph=False)
@@ -245,7 +245,7 @@ class _Program:
             loss = tf.reduce_sum(self.loss_fn(y, out) * w)
             matrices = [a for a in values if len(a.shape) >= 2]
             if matrices:
-                penalty = tf.add_n([tf.reduce_sum(tf.square(a)) for a in matrices])
+                penalty = tf.add_n([_sum_of_squares(tf, a) for a in matrices])
                 loss += half_alpha * penalty
             loss = loss * scale
         grads = tape.gradient(loss, values)
@@ -285,6 +285,20 @@ class _Program:
         for var, value in zip(ntv, new_states):
             var.assign(value)
         return loss
+
+
+def _sum_of_squares(tf, a):
+    """The sum of the squares of the entries of the matrix `a` (the L2
+    penalty's). Under XLA as a matrix-vector product with ones: XLA's CPU
+    backend compiles a reduction of a whole matrix (or of its rows) into a
+    slow loop, 12 us per step for 100 x 100, against 1.6 us this way."""
+    from keras_ln.layers._tf_layer_norm import in_xla
+
+    squares = tf.square(a)
+    if not in_xla():
+        return tf.reduce_sum(squares)
+    squares = tf.reshape(squares, [a.shape[0], -1])
+    return tf.reduce_sum(tf.linalg.matvec(squares, tf.ones([squares.shape[1]], a.dtype)))
 
 
 def _native_adam(tf):
@@ -378,26 +392,44 @@ def _training_view(model):
     return model
 
 
-class _PaddedOneUnitDense(keras.layers.Dense):
-    """keras' `Dense` with one unit, as the training step runs it: the
-    kernel padded with a column of zeros, so that TensorFlow multiplies
-    (rows, k) x (k, 2) matrices, and the output's first column kept.
+# Output widths whose products XLA's CPU backend runs slowly (see
+# `_StepOutputDense`).
+SMALL_OUTPUT_UNITS = 3
 
-    TensorFlow hands a matrix product with a dimension of 1 (the one unit's
-    forward product, and the gradients of its kernel and input) to the
-    intra-op thread pool and waits for it; on 2 cores those hand-offs were
-    most of a small one-output network's step (a 500-row regressor's: 79 us
-    with one intra-op thread, 160-180 us with two). The padded column adds
-    exact zeros: the same function and gradients, to rounding (a
-    matrix-matrix product may sum in another order than a matrix-vector
-    one). Only `_Program`'s step uses it (`_padded_one_unit_outputs`),
-    never a model a user sees.
+
+class _StepOutputDense(keras.layers.Dense):
+    """keras' `Dense` output layer of at most `SMALL_OUTPUT_UNITS` units, as
+    the training step runs it: the same function and gradients, to
+    rounding (a product may sum in another order), by the products each
+    executor runs fastest. Only `_Program`'s step uses it
+    (`_step_output_view`), never a model a user sees.
+
+    - In a TensorFlow graph, one unit: the kernel padded with a column of
+      zeros, so that TensorFlow multiplies (rows, k) x (k, 2) matrices, and
+      the output's first column kept. TensorFlow hands a matrix product with
+      a dimension of 1 (the one unit's forward product, and the gradients
+      of its kernel and input) to the intra-op thread pool and waits for
+      it; on 2 cores those hand-offs were most of a small one-output
+      network's step (a 500-row regressor's: 79 us with one intra-op
+      thread, 160-180 us with two). The padded column adds exact zeros.
+    - Under XLA (the loops of large fits), no padding, and for 2 or 3
+      units the input's gradient as a broadcast product summed over the
+      units (`_small_product`): XLA's CPU backend runs a product of
+      (rows, 2 or 3) by (2 or 3, k) by a slow generic loop, 22-32 us for
+      200 x 100 (against 1-6 us with 1, 4 or more units, and 3-5 us summed
+      this way), about a sixth of a binary classifier's step.
     """
 
     def call(self, inputs, training=None):
-        # (rows, k) inputs and one unit: see `_padded_one_unit_outputs`
-        kernel = keras.ops.pad(self.kernel, [[0, 0], [0, 1]])
-        x = keras.ops.matmul(inputs, kernel)[:, :1]
+        from keras_ln.layers._tf_layer_norm import in_xla
+
+        kernel = self.kernel
+        if in_xla():
+            x = _small_product(inputs, kernel) if self.units > 1 else keras.ops.matmul(inputs, kernel)
+        elif self.units == 1:
+            x = keras.ops.matmul(inputs, keras.ops.pad(kernel, [[0, 0], [0, 1]]))[:, :1]
+        else:
+            x = keras.ops.matmul(inputs, kernel)
         if self.bias is not None:
             x = keras.ops.add(x, self.bias)
         if self.activation is not None:
@@ -405,16 +437,34 @@ class _PaddedOneUnitDense(keras.layers.Dense):
         return x
 
 
-def _padded_one_unit_outputs(view):
-    """`view`, or where its last layer is a one-unit `Dense`, the same
-    network ending in `_PaddedOneUnitDense` instead (every other layer
-    shared; the same variables in the same order: the step passes it their
-    values)."""
+def _small_product(x, kernel):
+    """`x @ kernel` for a kernel of few columns (`_StepOutputDense`), whose
+    gradient for `x` is `dy @ kernel.T` summed as a broadcast product over
+    the columns instead of a matrix product."""
+    tf = _tf()
+
+    @tf.custom_gradient
+    def product(x, kernel):
+        def grad(dy):
+            dx = tf.reduce_sum(dy[:, None, :] * kernel[None, :, :], axis=-1)
+            return dx, tf.matmul(x, dy, transpose_a=True)
+
+        return tf.matmul(x, kernel), grad
+
+    return product(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel))
+
+
+def _step_output_view(view):
+    """`view`, or where its last layer is a `Dense` of at most
+    `SMALL_OUTPUT_UNITS` units on (rows, k) inputs, the same network ending
+    in `_StepOutputDense` instead (every other layer shared; the same
+    variables in the same order: the step passes it their values)."""
     last = view.layers[-1]
-    if type(last) is not keras.layers.Dense or last.units != 1 or len(last.input.shape) != 2:
+    if (type(last) is not keras.layers.Dense or last.units > SMALL_OUTPUT_UNITS
+            or len(last.input.shape) != 2):
         return view
-    padded = _PaddedOneUnitDense.from_config(last.get_config())
-    step_view = keras.Model(view.inputs, padded(last.input), name=view.name + "_padded")
+    step_layer = _StepOutputDense.from_config(last.get_config())
+    step_view = keras.Model(view.inputs, step_layer(last.input), name=view.name + "_step")
 
     def layout(model):
         return ([(v.shape, v.dtype) for v in model.trainable_variables],

@@ -90,20 +90,63 @@ def table():
     return X, y
 
 
-@pytest.mark.parametrize("normalization", [None, "layer", "batch"])
-def test_graph_and_xla_loops_agree(table, normalization, monkeypatch):
-    """The same fit (float64) as a TensorFlow graph and XLA-compiled: the
-    same loss curve to rounding, the same stopping epoch."""
+@pytest.mark.parametrize("normalization, task", [
+    (None, "binary"), ("layer", "binary"), ("batch", "binary"),
+    # outputs of 3 units and of 1 (`_StepOutputDense`'s XLA paths), 5 (keras' Dense)
+    (None, "3 classes"), ("layer", "regression"), (None, "5 classes"),
+])
+def test_graph_and_xla_loops_agree(table, normalization, task, monkeypatch):
+    """The same fit (float64, with the L2 penalty) as a TensorFlow graph and
+    XLA-compiled: the same loss curve to rounding, the same stopping epoch."""
     X, y = table
+    if task.endswith("classes"):
+        y = np.digitize(X[:, 0] + X[:, 1] * X[:, 2], [-1.0, -0.3, 0.3, 1.0][:int(task[0]) - 1])
+    elif task == "regression":
+        y = X[:, 0] + X[:, 1] * X[:, 2]
+    make = MLPRegressor if task == "regression" else MLPClassifier
     params = dict(hidden_layer_sizes=(16,), max_iter=30, batch_size=50, normalization=normalization,
-                  random_state=0, tol=1e-3, n_iter_no_change=3)
+                  random_state=0, tol=1e-3, n_iter_no_change=3, alpha=1e-2)
     monkeypatch.setattr(_training, "XLA_MIN_STEPS", 10**9)
-    graph = _fit(MLPClassifier(**params), X, y)
+    graph = _fit(make(**params), X, y)
     monkeypatch.setattr(_training, "XLA_MIN_STEPS", 1)
-    xla = _fit(MLPClassifier(**params), X, y)
+    xla = _fit(make(**params), X, y)
     assert graph.n_iter_ == xla.n_iter_ > 3
     np.testing.assert_allclose(xla.loss_curve_, graph.loss_curve_, rtol=1e-9)
-    np.testing.assert_allclose(xla.predict_proba(X), graph.predict_proba(X), rtol=1e-8, atol=1e-12)
+    outputs = "predict" if task == "regression" else "predict_proba"
+    np.testing.assert_allclose(getattr(xla, outputs)(X), getattr(graph, outputs)(X), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("units", [1, 2, 3])
+def test_step_output_layer_under_xla_has_dense_gradients(units):
+    """`_StepOutputDense` compiled by XLA (no padding; the input's gradient
+    summed over the units for 2 or 3) and `_sum_of_squares` under XLA: the
+    values and gradients of keras' `Dense` and of a plain reduction, in
+    float64, to rounding."""
+    import keras
+    import tensorflow as tf
+
+    from keras_ln.sklearn import _execution
+
+    rng = np.random.default_rng(units)
+    x = tf.constant(rng.normal(size=(37, 11)))
+    dense = keras.layers.Dense(units, dtype="float64")
+    dense.build((None, 11))
+    step = _execution._StepOutputDense.from_config(dense.get_config())
+    step.build((None, 11))
+    step.set_weights(dense.get_weights())
+    weight = tf.constant(rng.normal(size=(37, units)))
+
+    def run(layer, squares):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x)
+            loss = tf.reduce_sum(out * weight) + squares(layer.kernel)
+        return [out, *tape.gradient(loss, [x, layer.kernel, layer.bias])]
+
+    plain = tf.function(lambda: run(dense, lambda a: tf.reduce_sum(tf.square(a))))()
+    xla = tf.function(lambda: run(step, lambda a: _execution._sum_of_squares(tf, a)), jit_compile=True)()
+    for ours, reference in zip(xla, plain):
+        np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-12, atol=1e-13)
 
 
 def test_eager_and_graph_loops_agree(table, monkeypatch):
@@ -389,11 +432,11 @@ def test_graph_fits_with_native_and_tensorflow_adam_are_bitwise_equal(table, nor
 
 
 def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeypatch):
-    """The step of a one-output network multiplies by its one-unit kernel
-    padded with a column of zeros (`_PaddedOneUnitDense`, in the program's
-    training view only): the same fit as keras' `Dense`, to rounding (float64),
-    the same stopping epoch; the fitted model a user sees keeps keras'
-    `Dense`."""
+    """The step of a one-output network (in a graph) multiplies by its
+    one-unit kernel padded with a column of zeros (`_StepOutputDense`, in
+    the program's training view only): the same fit as keras' `Dense`, to
+    rounding (float64), the same stopping epoch; the fitted model a user
+    sees keeps keras' `Dense`."""
     import keras
 
     from keras_ln.sklearn import _execution
@@ -403,13 +446,13 @@ def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeyp
     params = dict(hidden_layer_sizes=(16,), max_iter=40, batch_size=50, random_state=0, tol=1e-4,
                   n_iter_no_change=3)
     fits = {}
-    for name, choice in (("padded", _execution._padded_one_unit_outputs), ("keras", lambda view: view)):
+    for name, choice in (("padded", _execution._step_output_view), ("keras", lambda view: view)):
         monkeypatch.setattr(_execution, "_PROGRAMS", type(_execution._PROGRAMS)())  # traced anew
-        monkeypatch.setattr(_execution, "_padded_one_unit_outputs", choice)
+        monkeypatch.setattr(_execution, "_step_output_view", choice)
         fits[name] = _fit(MLPRegressor(**params), X, y)
         program = next(iter(_execution._PROGRAMS.values()))
         kinds = {type(layer).__name__ for layer in program.step_view.layers}
-        assert ("_PaddedOneUnitDense" in kinds) == (name == "padded")
+        assert ("_StepOutputDense" in kinds) == (name == "padded")
         # the same variables in the same order: the hidden layers' are the view's own
         assert [v.shape for v in program.step_view.trainable_variables] == [
             v.shape for v in program.view.trainable_variables]
@@ -419,7 +462,7 @@ def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeyp
     assert padded.n_iter_ == plain.n_iter_ > 3
     np.testing.assert_allclose(padded.loss_curve_, plain.loss_curve_, rtol=1e-12)
     np.testing.assert_allclose(padded.predict(X), plain.predict(X), rtol=1e-10, atol=1e-12)
-    assert all(type(layer) is not _execution._PaddedOneUnitDense for layer in padded.model_.layers)
+    assert all(type(layer) is not _execution._StepOutputDense for layer in padded.model_.layers)
     assert type(padded.model_.get_layer("output")) is keras.layers.Dense
 
 
@@ -437,7 +480,7 @@ def test_sequence_regressors_train_through_the_padded_output(cell, bidirectional
     est = _fit(LSTMRegressor(units=(4, 4), cell=cell, bidirectional=bidirectional, normalization=normalization,
                              dropout=0.1, max_iter=3, batch_size=16, random_state=0), X, X[:, :, 0].sum(1))
     program = _execution._PROGRAMS[est._program_key]
-    assert type(program.step_view.layers[-1]) is _execution._PaddedOneUnitDense
+    assert type(program.step_view.layers[-1]) is _execution._StepOutputDense
     assert program.step_view.layers[:-1] == program.view.layers[:-1]
     assert np.all(np.isfinite(est.loss_curve_)) and est.predict(X).shape == (40,)
 
