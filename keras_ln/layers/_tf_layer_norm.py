@@ -241,16 +241,23 @@ def _native_kernels(features, epsilon, has_gamma, has_beta, in_dtype):
     return forward, backward
 
 
-# Inputs of at most this many elements (known when tracing) take the plain
-# ops of `_plain_kernels` (or, outside XLA, the native ops of
-# `_native_kernels`), larger ones the XLA-compiled `_kernels`.
+# Outside XLA, inputs of at most this many elements (known when tracing)
+# take the native ops of `_native_kernels` (or the plain ops of
+# `_plain_kernels`), larger ones the XLA-compiled `_kernels`. Inside an
+# XLA-compiled caller every input takes `_kernels`' formulas, inlined there
+# and unpadded (`_op`'s `xla`).
 PLAIN_MAX_ELEMENTS = 1 << 16
 
 
 @functools.lru_cache(maxsize=None)
 def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype, plain=False,
-        native=False):
-    """The differentiable layer-norm op for one configuration."""
+        native=False, xla=False):
+    """The differentiable layer-norm op for one configuration. With `xla`
+    (traced inside an XLA-compiled caller), `_kernels` without padding: the
+    caller's program is compiled for its own shapes, and XLA's CPU backend
+    compiles `_kernels`' reductions as products much better than the plain
+    ops' row reductions (a (200, 100) row mean: 0.1 us against 4.4 us per
+    call, five of them per layer and step of a small MLP)."""
     kernels = _native_kernels if native else _plain_kernels if plain else _kernels
     forward, backward = kernels(features, epsilon, has_gamma, has_beta, in_dtype)
     batch_axes = [a for a in range(ndim) if a not in axes]
@@ -281,8 +288,9 @@ def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype, plain=Fals
     def padding(x2):
         """The row count and its bucket; Python ints where the rows are
         known when tracing (a bucket-sized input then pays no op at all).
-        The plain ops compile nothing: no padding."""
-        if plain:
+        The plain ops compile nothing, and inside an XLA-compiled caller
+        the kernels are compiled with it: no padding."""
+        if plain or xla:
             return 0, 0
         if x2.shape[0] is not None:
             return x2.shape[0], static_bucket_size(x2.shape[0])
@@ -290,12 +298,12 @@ def _op(axes, ndim, features, epsilon, has_gamma, has_beta, in_dtype, plain=Fals
         return rows, bucket_size(rows)
 
     def pad(t2, rows, bucket):
-        if plain or isinstance(bucket, int) and bucket == rows:
+        if plain or xla or isinstance(bucket, int) and bucket == rows:
             return t2
         return _pad_rows(t2, rows, bucket)
 
     def unpad(t2, rows, bucket):
-        if plain or isinstance(bucket, int) and bucket == rows:
+        if plain or xla or isinstance(bucket, int) and bucket == rows:
             return t2
         return _unpad_rows(t2, rows)
 
@@ -327,15 +335,17 @@ def layer_norm(x, gamma, beta, axis, epsilon):
         # Unknown normalized dimensions: no compiled kernel to key on.
         return layer_norm_reference(x, gamma, beta, axes, epsilon)
     params = [tf.convert_to_tensor(p) for p in (gamma, beta) if p is not None]
-    plain = x.shape.is_fully_defined() and x.shape.num_elements() <= PLAIN_MAX_ELEMENTS
+    xla = in_xla()
+    plain = (not xla and x.shape.is_fully_defined()
+             and x.shape.num_elements() <= PLAIN_MAX_ELEMENTS)
     native = (
         plain and x.dtype in (tf.float32, tf.float64)
         and all(p.dtype == x.dtype for p in params)
-        and not in_xla() and _native.ops() is not None
+        and _native.ops() is not None
     )
     fn = _op(
         axes, ndim, int(np.prod(dims)), float(epsilon), gamma is not None,
-        beta is not None, x.dtype.name, plain, native,
+        beta is not None, x.dtype.name, plain, native, xla,
     )
     return fn(x, *params)
 
