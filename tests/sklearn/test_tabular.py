@@ -622,3 +622,21 @@ def test_separates_classes_that_differ_only_in_scale(normalization):
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf = MLPClassifier(normalization=normalization, random_state=0).fit(X, y)
     assert clf.score(X, y) > 0.95
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("normalization", [None, "layer", "batch"])
+def test_a_rows_outputs_do_not_depend_on_its_batch(dtype, normalization):
+    """`predict_proba` of one row, or of a few, is bit for bit that row of
+    the prediction of every row: small inputs are padded to 16 rows, where
+    an unpadded (rows, k) product (float64) may sum in another order."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12)).astype(dtype)
+    y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier(hidden_layer_sizes=(40, 20), normalization=normalization, max_iter=5,
+                            random_state=0).fit(X, y)
+    full = est.predict_proba(X)
+    for start, n in [(0, 1), (7, 1), (299, 1), (13, 2), (40, 3), (100, 5), (5, 9), (31, 17), (64, 100)]:
+        np.testing.assert_array_equal(est.predict_proba(X[start:start + n]), full[start:start + n])
