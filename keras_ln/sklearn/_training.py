@@ -23,6 +23,7 @@ normalization (padding rows would enter the batch statistics).
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -101,13 +102,22 @@ def _hash_words(words):
     odd keys, v < 32 being the lowest power of 2 dividing a word's
     difference (31 for a sign bit alone), far less for most differences;
     `row_groups` checks the rows of every shared hash anyway."""
-    keys = np.random.default_rng(_KEY_SEED).integers(
-        0, np.iinfo(np.uint64).max, size=words.shape[1], dtype=np.uint64,
-        endpoint=True) | np.uint64(1)
+    keys = _hash_keys(words.shape[1])
     h = np.empty(len(words), np.uint64)
     for start in range(0, len(words), _HASH_CHUNK):
         h[start:start + _HASH_CHUNK] = words[start:start + _HASH_CHUNK].astype(np.uint64) @ keys
     return h
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_keys(n_words):
+    """`_hash_words`' odd 64-bit keys for rows of `n_words` words (drawn
+    once per width, read-only)."""
+    keys = np.random.default_rng(_KEY_SEED).integers(
+        0, np.iinfo(np.uint64).max, size=n_words, dtype=np.uint64,
+        endpoint=True) | np.uint64(1)
+    keys.flags.writeable = False
+    return keys
 
 
 def _byte_order_ids(X, targets):
