@@ -110,3 +110,62 @@ def test_fresh_processes_under_load_give_identical_bytes(tmp_path):
     # digests differ, which shows the comparison sees such bits at all.
     assert results[0]["LayerNormLSTM-0"] != results[0]["LayerNormLSTM-3"]
 
+
+
+THREADS_SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, sys, warnings
+    import numpy as np
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(int(sys.argv[1]))
+    tf.config.threading.set_inter_op_parallelism_threads(int(sys.argv[1]))
+    from keras_ln.sklearn import LSTMClassifier
+
+    warnings.simplefilter("ignore")
+
+    def digest(est, outputs):
+        h = hashlib.sha256()
+        for a in [outputs] + est.model_.get_weights():
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    rng = np.random.default_rng(0)
+    out = {}
+    # the native recurrent kernels: 3 steps a fit run eagerly, 15 in the
+    # graph loop
+    S = rng.normal(size=(300, 30, 4)).astype("float32")
+    ys = (S[:, :10, 0].sum(axis=1) > 0).astype(int)
+    for norm in (None, "layer", "batch"):
+        for epochs in (1, 5):
+            est = LSTMClassifier(units=(80,), normalization=norm, max_iter=epochs,
+                                 batch_size=100, random_state=0).fit(S, ys)
+            out[f"lstm-{norm}-{epochs}"] = digest(est, est.predict_proba(S))
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+def test_recurrent_fits_do_not_depend_on_the_thread_count(tmp_path):
+    """LSTMClassifier fits (the native LSTM, LN-LSTM and BN-LSTM kernels,
+    eager and in the graph loop) in fresh processes with one TensorFlow
+    intra-op thread and with four: the same predictions and weights, bit
+    for bit. (TensorFlow's own products are not covered: an MLP's can
+    differ with 4 threads or more; see the README.)"""
+    from keras_ln.layers import _native
+
+    if _native.ops() is None:
+        assert not os.environ.get("KERAS_LN_REQUIRE_NATIVE"), (
+            _native.load_error())
+        pytest.skip("native ops not built")
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS_SCRIPT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    results = []
+    for threads in (1, 4):
+        proc = subprocess.run([sys.executable, str(script), str(threads)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert len(results[0]) == 6
+    assert results[0] == results[1], [k for k in results[0] if results[0][k] != results[1][k]]
