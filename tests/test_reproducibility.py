@@ -73,18 +73,26 @@ def _burn(seconds):
         sum(i * i for i in range(10000))
 
 
-@pytest.mark.slow
-def test_fresh_processes_under_load_give_identical_bytes(tmp_path):
+def _native_script(tmp_path, name, text):
+    """`text` written to `tmp_path / name`, and the environment to run it
+    in; skips (or fails, where the native ops are required) without the
+    native ops."""
     from keras_ln.layers import _native
 
     if _native.ops() is None:
         assert not os.environ.get("KERAS_LN_REQUIRE_NATIVE"), (
             _native.load_error())
         pytest.skip("native ops not built")
-    script = tmp_path / "fit.py"
-    script.write_text(SCRIPT)
+    script = tmp_path / name
+    script.write_text(text)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONWARNINGS": "ignore"}
+    return script, env
+
+
+@pytest.mark.slow
+def test_fresh_processes_under_load_give_identical_bytes(tmp_path):
+    script, env = _native_script(tmp_path, "fit.py", SCRIPT)
     burner = multiprocessing.get_context("spawn").Process(
         target=_burn, args=(240,), daemon=True)
     burner.start()
@@ -109,7 +117,6 @@ def test_fresh_processes_under_load_give_identical_bytes(tmp_path):
     # The shard count changes sums over rows only in their last bits: the
     # digests differ, which shows the comparison sees such bits at all.
     assert results[0]["LayerNormLSTM-0"] != results[0]["LayerNormLSTM-3"]
-
 
 
 THREADS_SCRIPT = textwrap.dedent(
@@ -152,15 +159,7 @@ def test_recurrent_fits_do_not_depend_on_the_thread_count(tmp_path):
     intra-op thread and with four: the same predictions and weights, bit
     for bit. (TensorFlow's own products are not covered: an MLP's can
     differ with 4 threads or more; see the README.)"""
-    from keras_ln.layers import _native
-
-    if _native.ops() is None:
-        assert not os.environ.get("KERAS_LN_REQUIRE_NATIVE"), (
-            _native.load_error())
-        pytest.skip("native ops not built")
-    script = tmp_path / "threads.py"
-    script.write_text(THREADS_SCRIPT)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+    script, env = _native_script(tmp_path, "threads.py", THREADS_SCRIPT)
     results = []
     for threads in (1, 4):
         proc = subprocess.run([sys.executable, str(script), str(threads)], env=env,
