@@ -100,9 +100,10 @@ class _ClassifierOutputs:
                     f"{len(self.classes_)} labels."
                 )
             return y.astype(np.float64), y.shape[1]
+        present = np.unique(y)
         if reset:
             if classes is None:
-                found = np.unique(y)
+                found = present
                 if len(found) < 2:
                     raise ValueError(
                         f"{name} requires at least 2 classes in the data, but "
@@ -117,19 +118,19 @@ class _ClassifierOutputs:
                     )
             self.classes_ = found
             self._multilabel = False
-        unseen = np.setdiff1d(np.unique(y), self.classes_)
+        unseen = np.setdiff1d(present, self.classes_)
         if len(unseen):
             if incremental:
                 # sklearn's message (partial_fit).
                 raise ValueError(
                     "`y` has classes not in `self.classes_`. `self.classes_` "
-                    f"has {self.classes_}. 'y' has {np.unique(y)}. Pass every "
+                    f"has {self.classes_}. 'y' has {present}. Pass every "
                     "class in `classes` on the first call to partial_fit."
                 )
             raise ValueError(
                 "warm_start can only be used where `y` has the same "
                 f"classes as in the previous call to fit. Previously got "
-                f"{self.classes_}, `y` has {np.unique(y)}"
+                f"{self.classes_}, `y` has {present}"
             )
         return np.searchsorted(self.classes_, y).astype(np.int32), len(self.classes_)
 

@@ -63,13 +63,29 @@ def row_groups(X, targets):
     """
     x_words, t_words = _words(X), _words(targets)
     hashes = _mix(_hash_words(x_words) ^ (_hash_words(t_words) * _MULTIPLIER))
-    _, first, ids = np.unique(hashes, return_index=True, return_inverse=True)
-    ids = ids.ravel()
+    first, ids = _ranks(hashes)
     shared = np.flatnonzero(np.bincount(ids)[ids] > 1)  # rows in groups of 2+
     firsts = first[ids[shared]]
     if all(np.array_equal(w[shared], w[firsts]) for w in (x_words, t_words)):
         return ids
     return _byte_order_ids(X, targets)
+
+
+def _ranks(keys):
+    """`np.unique(keys, return_index=True, return_inverse=True)[1:]`, about
+    four times faster: each key's rank among the distinct keys, and one
+    position of each distinct key (not always the first: only `row_groups`'
+    check of shared hashes reads them, and any member of a group serves).
+    An unstable sort suffices, since equal keys get the same rank whatever
+    their order (np.unique's stable sort is the slow part)."""
+    order = np.argsort(keys)
+    ordered = keys[order]
+    new = np.empty(len(keys), bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    ids = np.empty(len(keys), np.intp)
+    ids[order] = np.cumsum(new) - 1
+    return order[new], ids
 
 
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)

@@ -297,6 +297,22 @@ def test_row_groups_group_equal_bytes_whatever_the_row_order(monkeypatch, collid
     np.testing.assert_array_equal(_training.row_groups(X[order], y[order]), ids[order])
 
 
+@pytest.mark.parametrize("n, distinct", [(1, 1), (2, 1), (50, 50), (1000, 37), (20_000, 4_000)])
+def test_ranks_are_np_unique_inverse(n, distinct):
+    """`_ranks` gives np.unique's inverse (ranks of the distinct keys) and
+    one position of each distinct key, with many duplicates, none, and
+    keys at both ends of the uint64 range."""
+    rng = np.random.default_rng(n)
+    pool = rng.integers(0, np.iinfo(np.uint64).max, size=distinct, dtype=np.uint64, endpoint=True)
+    pool[:2] = [0, np.iinfo(np.uint64).max][:distinct]
+    keys = pool[rng.integers(0, distinct, n)]
+    first, ids = _training._ranks(keys)
+    values, expected_ids = np.unique(keys, return_inverse=True)
+    np.testing.assert_array_equal(ids, expected_ids.ravel())
+    assert len(first) == len(values)
+    np.testing.assert_array_equal(keys[first], values)
+
+
 def test_row_hash_is_the_multilinear_hash_in_exact_integer_arithmetic(monkeypatch):
     """`_hash_words` is sum_j w_j K_j mod 2^64 with odd keys, computed exactly
     (Python integers as the reference), across the chunks of its product,
