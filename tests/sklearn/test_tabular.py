@@ -420,6 +420,30 @@ def test_target_scale_is_weighted_mean_and_std():
                                rtol=1e-12)
 
 
+def test_target_statistics_of_weights_are_those_of_repeated_rows():
+    """`_weighted_column_stats`: integer weights give bitwise the statistics
+    of the rows repeated (the weighted path against the equal-weights one),
+    the row order changes no bit, and both match NumPy's float64 mean and
+    std (ddof 0), with ties, -0.0 and 0.0 among the values."""
+    from keras_ln.sklearn._outputs import _weighted_column_stats
+
+    rng = np.random.default_rng(4)
+    Y = np.c_[rng.normal(size=500) * 1e3 + 7, rng.integers(-3, 4, 500).astype(float)]
+    Y[:5, 1] = [0.0, -0.0, 0.0, -0.0, 0.0]
+    w = rng.integers(1, 4, 500).astype(float)
+    repeated = np.repeat(Y, w.astype(int), axis=0)
+    mean_w, std_w = _weighted_column_stats(Y, w)
+    mean_r, std_r = _weighted_column_stats(repeated, np.ones(len(repeated)))
+    np.testing.assert_array_equal(mean_w, mean_r)
+    np.testing.assert_array_equal(std_w, std_r)
+    order = rng.permutation(len(repeated))
+    mean_p, std_p = _weighted_column_stats(repeated[order], np.full(len(repeated), 2.0))
+    np.testing.assert_array_equal(mean_p, mean_r)
+    np.testing.assert_array_equal(std_p, std_r)
+    np.testing.assert_allclose(mean_r, repeated.mean(axis=0), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(std_r, repeated.std(axis=0), rtol=1e-13)
+
+
 def test_warm_start_keeps_the_target_scale():
     rng = np.random.default_rng(3)
     X = rng.normal(size=(80, 2))
