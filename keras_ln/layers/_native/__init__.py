@@ -6,7 +6,7 @@ norms) and `bn_lstm_ops.cc` (BatchNormLSTM), with what they share in
 whole forward loop, one for the whole backward-through-time loop (and
 BatchNormLSTM's inference loop), with their own vectorized matrix products.
 `layer_norm_ops.cc` holds LayerNormalization's forward and backward passes
-for small inputs, one op each; `adam_ops.cc` the Adam update of the
+(float32 and float64 outside XLA), one op each; `adam_ops.cc` the Adam update of the
 scikit-learn estimators' training step (all variables in one op). They
 are compiled against the installed TensorFlow, once, by
 

@@ -70,6 +70,48 @@ auto Sigmoid(const Eigen::ArrayBase<Derived>& x) {
   return (x * T(0.5)).tanh() * T(0.5) + T(0.5);
 }
 
+// The mean of a vector expression (a row of a layer norm) summed in an
+// order fixed by its length alone. Eigen's own reductions of a dynamic-size
+// map start their vector sums at its first aligned element, so the same
+// row summed at another address (another position in the batch: rows of
+// 40 floats alternate between two alignments) gave other last bits, and an
+// example's normalized output depended on where it sat in its batch. Here
+// lane l of kMeanLanes adds the elements l, l + kMeanLanes, ... in order
+// (element-wise vector adds, which reorder nothing; two or more registers,
+// so two or more chains of adds at once), a remaining 16 go to the first
+// 16 lanes, the lanes are folded in halves (a fixed tree), and the last
+// few elements are added one by one.
+constexpr int kMeanLanes = 32;
+
+template <int L, typename Derived>
+auto ColumnSegment(const Eigen::ArrayBase<Derived>& x, Eigen::Index at) {
+  if constexpr (Derived::RowsAtCompileTime == 1)
+    return x.derived().template segment<L>(at).transpose();
+  else
+    return x.derived().template segment<L>(at);
+}
+
+template <typename Derived>
+typename Derived::Scalar RowMean(const Eigen::ArrayBase<Derived>& x) {
+  using T = typename Derived::Scalar;
+  EIGEN_STATIC_ASSERT_VECTOR_ONLY(Derived);
+  const Eigen::Index n = x.size();
+  Eigen::Array<T, kMeanLanes, 1> lanes = Eigen::Array<T, kMeanLanes, 1>::Zero();
+  Eigen::Index j = 0;
+  for (; j + kMeanLanes <= n; j += kMeanLanes)
+    lanes += ColumnSegment<kMeanLanes>(x, j);
+  if (j + kMeanLanes / 2 <= n) {
+    lanes.template head<kMeanLanes / 2>() += ColumnSegment<kMeanLanes / 2>(x, j);
+    j += kMeanLanes / 2;
+  }
+  const Eigen::Array<T, 16, 1> l16 = lanes.template head<16>() + lanes.template tail<16>();
+  const Eigen::Array<T, 8, 1> l8 = l16.template head<8>() + l16.template tail<8>();
+  const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();
+  T sum = (l4[0] + l4[2]) + (l4[1] + l4[3]);
+  for (; j < n; ++j) sum += x.derived().coeff(j);
+  return sum / T(n);
+}
+
 // ------------------------------------------------------------- products
 //
 // All products are written here rather than called from a BLAS: the

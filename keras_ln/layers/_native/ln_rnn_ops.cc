@@ -82,8 +82,8 @@ struct InputNorm {
         }
         for (int64_t i = c0; i < c1; ++i) {
           Row<T> v(xhat + i * G, G);
-          const T mu = v.mean();
-          rstd[i] = T(1) / std::sqrt((v - mu).square().mean() + eps);
+          const T mu = RowMean(v);
+          rstd[i] = T(1) / std::sqrt(RowMean((v - mu).square()) + eps);
           v = (v - mu) * rstd[i];
         }
       }
@@ -128,7 +128,7 @@ struct InputNorm {
             continue;
           }
           dxh = d * g;
-          const T m1 = dxh.mean(), m2 = (dxh * xh).mean();
+          const T m1 = RowMean(dxh), m2 = RowMean(dxh * xh);
           Row<T>(DR + i * G, G) = rstd[i] * (dxh - m1 - xh * m2);
         }
         const T* dxz = DR + c0 * G;
@@ -213,14 +213,14 @@ struct LstmStep {
       }
       CRow<T> rv(R + b * G, G), xv(X + b * G, G), cv(C + b * u, u);
       const T rstd_r =
-          normalize ? T(1) / std::sqrt(rv.square().mean() + eps) : T(1);
+          normalize ? T(1) / std::sqrt(RowMean(rv.square()) + eps) : T(1);
       a = Sigmoid(xv * gxv + bxv + rv * rstd_r * grv);
       co = a.segment(u, u) * cv +
            a.head(u) * (T(2) * a.segment(2 * u, u) - T(1));
       T rstd_c = T(1);
       if (normalize) {
-        const T mu = co.mean();
-        rstd_c = T(1) / std::sqrt((co - mu).square().mean() + eps);
+        const T mu = RowMean(co);
+        rstd_c = T(1) / std::sqrt(RowMean((co - mu).square()) + eps);
         chat = (co - mu) * rstd_c;
       } else {
         chat = co;
@@ -277,7 +277,7 @@ struct LstmStep {
       gch = dcn * gsv;
       // dL/dc_t (in dco until it becomes dL/dc_{t-1}).
       if (normalize)
-        dco = dcin + rstd_c * (gch - gch.mean() - chat * (gch * chat).mean());
+        dco = dcin + rstd_c * (gch - RowMean(gch) - chat * RowMean(gch * chat));
       else
         dco = dcin + gch;
       dzo.head(u) = dco * (T(2) * a.segment(2 * u, u) - T(1));
@@ -288,7 +288,7 @@ struct LstmStep {
       rhat = rv * rstd_r;
       grh = dzo * grv;
       if (normalize)
-        dro = rstd_r * (grh - rhat * (grh * rhat).mean());
+        dro = rstd_r * (grh - rhat * RowMean(grh * rhat));
       else
         dro = grh;
       dco *= a.segment(u, u);
@@ -640,7 +640,7 @@ struct GruStep {
       CRow<T> rv(R + b * G, G);
       xv = CRow<T>(X + b * G, G) * gxv + bxv;
       const T rstd =
-          normalize ? T(1) / std::sqrt(rv.square().mean() + eps) : T(1);
+          normalize ? T(1) / std::sqrt(RowMean(rv.square()) + eps) : T(1);
       inner = rv * rstd * grv + offv;
       z = Sigmoid(xv.head(u) + inner.head(u));
       rr = Sigmoid(xv.segment(u, u) + inner.segment(u, u));
@@ -697,7 +697,7 @@ struct GruStep {
       din.tail(u) = dnp * rr;
       grh = din * grv;
       if (normalize)
-        dro = rstd * (grh - rhat * (grh * rhat).mean());
+        dro = rstd * (grh - rhat * RowMean(grh * rhat));
       else
         dro = grh;
       dhso = dhn * z;
