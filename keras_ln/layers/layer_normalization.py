@@ -30,9 +30,12 @@ class LayerNormalization(keras.layers.Layer):
     The statistics are computed in float32 whatever the
     input dtype (float64 for float64 inputs), with a two-pass variance, so
     half-precision inputs and inputs with a large offset normalize
-    correctly. On the TensorFlow backend the computation runs as one fused,
-    XLA-compiled kernel with a closed-form gradient; other backends use the
-    pure `keras.ops` formulation, which gives the same numbers.
+    correctly. On the TensorFlow backend the computation runs fused, with
+    a closed-form gradient: as two native ops for float32 and float64
+    outside XLA (a row's results the same bits wherever it sits in its
+    batch), as XLA-compiled kernels (or plain TensorFlow ops on small
+    inputs) elsewhere; other backends use the pure `keras.ops`
+    formulation, which gives the same numbers to rounding.
 
     Args:
         axis: Integer or list/tuple of integers. The axis or axes to

@@ -31,10 +31,11 @@ CASES = [
 
 @contextlib.contextmanager
 def fast_path(enabled):
-    """TensorFlow's fused layer norm (True: the native ops these small
-    inputs take outside XLA; "plain": the TensorFlow ops they take inside
-    XLA or without the native library; "xla": the XLA-compiled kernels
-    larger inputs take), or the `keras.ops` reference in its place (False)."""
+    """TensorFlow's fused layer norm (True: the native ops float32 and
+    float64 inputs take outside XLA; "plain": the TensorFlow ops small
+    inputs take without the native library; "xla": the XLA-compiled kernels
+    larger inputs take there), or the `keras.ops` reference in its place
+    (False)."""
     from keras_ln.layers import _tf_layer_norm
 
     with pytest.MonkeyPatch.context() as patch:
@@ -42,7 +43,7 @@ def fast_path(enabled):
             patch.setattr(_tf_backend, "layer_norm", layer_norm_reference)
         if enabled == "xla":
             patch.setattr(_tf_layer_norm, "PLAIN_MAX_ELEMENTS", -1)
-        if enabled == "plain":
+        if enabled in ("plain", "xla"):
             patch.setattr(_tf_layer_norm, "_native", types.SimpleNamespace(ops=lambda: None))
         yield
 
@@ -467,9 +468,10 @@ def test_differently_shaped_layers_log_no_retracing_warning():
 
     misses = _tf_layer_norm._kernels.cache_info().misses
     rng = np.random.default_rng(11)
-    with tensorflow_warnings() as messages:  # the default on TensorFlow: the fast path
+    # The XLA kernels: without the native ops (which float32 takes where
+    # they are built), on inputs above PLAIN_MAX_ELEMENTS.
+    with tensorflow_warnings() as messages, fast_path("xla"):
         for features in range(41, 49):  # sizes no other test uses: new kernels
-            # rows enough for the XLA kernels (above PLAIN_MAX_ELEMENTS)
             x = tf.constant(rng.normal(size=(1700, features)).astype("float32"))
             layer = keras_ln.LayerNormalization()
             with tf.GradientTape() as tape:
@@ -614,10 +616,12 @@ def test_keras_ln_file_in_a_process_without_keras_ln(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y_imported.npy"), to_np(model(x)), atol=1e-6, rtol=1e-6)
 
 
-def test_small_inputs_take_the_native_ops_outside_xla(monkeypatch):
-    """Which pass a small input runs: the native ops in eager and graph
-    mode, inside XLA (where no custom op runs) `_kernels`' formulas,
-    unpadded."""
+def test_float_inputs_take_the_native_ops_outside_xla(monkeypatch):
+    """Which pass an input runs: the native ops in eager and graph mode,
+    small or large, with its rows known when tracing or not; inside XLA
+    (where no custom op runs) `_kernels`' formulas, unpadded; a float16
+    input (mixed precision) the plain ops when small, the XLA kernels when
+    large or of unknown rows."""
     from keras_ln.layers import _native
     from keras_ln.layers import _tf_layer_norm
 
@@ -647,6 +651,20 @@ def test_small_inputs_take_the_native_ops_outside_xla(monkeypatch):
     np.testing.assert_allclose(graph, eager, rtol=0, atol=0)
     np.testing.assert_allclose(graph_again, eager, rtol=0, atol=0)
     np.testing.assert_allclose(xla, eager, rtol=1e-5, atol=1e-6)
+    chosen.clear()
+    large = tf.constant(np.random.default_rng(1).normal(size=(5000, 16)), tf.float32)
+    free_rows = tf.function(layer, input_signature=[tf.TensorSpec([None, 16], tf.float32)])
+    np.testing.assert_allclose(free_rows(x), eager, rtol=0, atol=0)
+    np.testing.assert_allclose(free_rows(large)[:8], layer(large[:8]), rtol=0, atol=0)
+    assert large.shape.num_elements() > _tf_layer_norm.PLAIN_MAX_ELEMENTS
+    layer(large)
+    assert chosen and set(chosen) == {"native"}
+    chosen.clear()
+    half = keras_ln.LayerNormalization(dtype="mixed_float16", epsilon=0.00123)
+    half(tf.cast(x, tf.float16))
+    half(tf.cast(large, tf.float16))
+    tf.function(half, input_signature=[tf.TensorSpec([None, 16], tf.float16)])(tf.cast(x, tf.float16))
+    assert chosen == ["plain", "compiled", "compiled"]
 
 
 def test_native_ops_reject_bad_shapes():
@@ -665,16 +683,18 @@ def test_native_ops_reject_bad_shapes():
         mod.keras_ln_layer_norm_backward(x, x, tf.zeros([3]), tf.zeros([0]))
 
 
+@pytest.mark.parametrize("shape", [(1024, 64), (2100, 700)], ids=["2-shards", "8-shards"])
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-5)])
-def test_native_ops_in_two_shards_match_float64_numpy(dtype, rtol):
-    """(1024, 64): the largest input of the native path, split in two
-    shards; outputs and all gradients against float64 NumPy."""
+def test_native_ops_in_shards_match_float64_numpy(dtype, rtol, shape):
+    """The native path split in two shards, and in eight (the most; an
+    input that took the XLA kernels before the native ops took every
+    size); outputs and all gradients against float64 NumPy."""
     rng = np.random.default_rng(4)
-    x = rng.normal(3.0, 2.0, size=(1024, 64))
-    dy = rng.normal(size=(1024, 64))
+    x = rng.normal(3.0, 2.0, size=shape)
+    dy = rng.normal(size=shape)
     layer = keras_ln.LayerNormalization(dtype=dtype)
     layer.build(x.shape)
-    gamma, beta = rng.normal(size=64), rng.normal(size=64)
+    gamma, beta = rng.normal(size=shape[1]), rng.normal(size=shape[1])
     layer.set_weights([gamma.astype(dtype), beta.astype(dtype)])
     y, dx, dgamma, dbeta = outputs_and_gradients(
         layer, tf.constant(x, dtype), tf.constant(dy, dtype), True)
