@@ -81,7 +81,8 @@ auto Sigmoid(const Eigen::ArrayBase<Derived>& x) {
 // so two or more chains of adds at once), a remaining 16 go to the first
 // 16 lanes, the lanes are folded in halves (a fixed tree), and the last
 // few elements are added one by one.
-constexpr int kMeanLanes = 32;
+constexpr int kMeanLanes = 32;  // RowMean's folds below: 32 -> 16 -> 8 -> 4
+static_assert(kMeanLanes == 32, "RowMean folds 32 lanes");
 
 template <int L, typename Derived>
 auto ColumnSegment(const Eigen::ArrayBase<Derived>& x, Eigen::Index at) {
