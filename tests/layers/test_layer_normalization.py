@@ -667,6 +667,37 @@ def test_float_inputs_take_the_native_ops_outside_xla(monkeypatch):
     assert chosen == ["plain", "compiled", "compiled"]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("features", [7, 40, 100, 130])
+def test_native_layer_norm_rows_do_not_depend_on_their_position(dtype, features):
+    """The native layer-norm ops normalize a row, and take its input
+    gradient, to the same bits wherever it sits in its batch: alone, or
+    shifted by a few rows (a row of 40 float32 values starts at another
+    alignment every other row, and the row sums no longer start at the
+    first aligned value)."""
+    from keras_ln.layers import _native
+    from tests.layers.test_tf_recurrent_kernels import _native_or_skip
+
+    _native_or_skip()
+    mod = _native.ops()
+    rng = np.random.default_rng(features)
+    x = (rng.normal(size=(64, features)) * 3 + 1).astype(dtype)
+    dy = rng.normal(size=(64, features)).astype(dtype)
+    gamma, beta = (rng.normal(size=features).astype(dtype) for _ in range(2))
+    eps = tf.constant(1e-3, dtype)
+
+    def forward_backward(rows):
+        y, xhat, rstd = mod.keras_ln_layer_norm_forward(x[rows], gamma, beta, eps)
+        dx = mod.keras_ln_layer_norm_backward(dy[rows], xhat, rstd, gamma)[0]
+        return y.numpy(), dx.numpy()
+
+    y, dx = forward_backward(slice(None))
+    for rows in (slice(7, 8), slice(3, 19), slice(1, 64), slice(63, 64)):
+        y_part, dx_part = forward_backward(rows)
+        np.testing.assert_array_equal(y_part, y[rows])
+        np.testing.assert_array_equal(dx_part, dx[rows])
+
+
 def test_native_ops_reject_bad_shapes():
     from keras_ln.layers import _native
 

@@ -484,33 +484,6 @@ def test_many_layer_shapes_log_no_retracing_warning():
     assert not [m for m in messages if "retracing" in m]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("features", [7, 40, 100, 130])
-def test_native_layer_norm_rows_do_not_depend_on_their_position(native, dtype, features):
-    """The native layer-norm ops normalize a row, and take its input
-    gradient, to the same bits wherever it sits in its batch: alone, or
-    shifted by a few rows (a row of 40 float32 values starts at another
-    alignment every other row, and the row sums no longer start at the
-    first aligned value)."""
-    mod = _native.ops()
-    rng = np.random.default_rng(features)
-    x = (rng.normal(size=(64, features)) * 3 + 1).astype(dtype)
-    dy = rng.normal(size=(64, features)).astype(dtype)
-    gamma, beta = (rng.normal(size=features).astype(dtype) for _ in range(2))
-    eps = tf.constant(1e-3, dtype)
-
-    def forward_backward(rows):
-        y, xhat, rstd = mod.keras_ln_layer_norm_forward(x[rows], gamma, beta, eps)
-        dx = mod.keras_ln_layer_norm_backward(dy[rows], xhat, rstd, gamma)[0]
-        return y.numpy(), dx.numpy()
-
-    y, dx = forward_backward(slice(None))
-    for rows in (slice(7, 8), slice(3, 19), slice(1, 64), slice(63, 64)):
-        y_part, dx_part = forward_backward(rows)
-        np.testing.assert_array_equal(y_part, y[rows])
-        np.testing.assert_array_equal(dx_part, dx[rows])
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_native_recurrent_examples_do_not_depend_on_their_batch(native, cell):
     """A layer-normalized LSTM's or GRU's output sequence for an example,
