@@ -38,6 +38,13 @@ _lock = threading.Lock()
 _loaded = {}
 
 
+# No implicit fused multiply-adds: GCC contracted some a * b + c of an
+# element-wise loop and not others (its scalar ends beside the vector
+# middle), so a row's results depended on its address (on AVX2 builds); the
+# products fuse explicitly (kernels.h, Vectors::MulAdd).
+_ARITHMETIC_FLAGS = ["-ffp-contract=off"]
+
+
 def library_path():
     """Where the library built for the installed TensorFlow lives."""
     import tensorflow as tf
@@ -50,7 +57,7 @@ def library_path():
     for source in SOURCES:
         with open(source, "rb") as f:
             digest.update(f.read())
-    digest.update(" ".join(_cpu_flags()).encode())
+    digest.update(" ".join(_ARITHMETIC_FLAGS + _cpu_flags()).encode())
     digest = digest.hexdigest()[:12]
     return os.path.join(_HERE, f"_ln_rnn_ops-tf{tag}-{digest}.so")
 
@@ -121,7 +128,7 @@ def build(compiler=None, verbose=False):
     path = library_path()
     tmp = f"{path}.tmp{os.getpid()}"
     command = [
-        compiler, "-shared", "-fPIC", "-O3", "-DNDEBUG", "-w",
+        compiler, "-shared", "-fPIC", "-O3", "-DNDEBUG", "-w", *_ARITHMETIC_FLAGS,
         "-fvisibility=hidden", "-fvisibility-inlines-hidden",
         "-Wl,-Bsymbolic", *_cpu_flags(),
         *tf.sysconfig.get_compile_flags(),

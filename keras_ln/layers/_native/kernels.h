@@ -17,6 +17,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -147,6 +151,27 @@ struct Vectors {
   static V Load(const T* p) { return *reinterpret_cast<const VU*>(p); }
   static void Store(T* p, V v) { *reinterpret_cast<VU*>(p) = v; }
 
+  // acc + s * b as one fused multiply-add where the CPU has one. The
+  // library is compiled without implicit contraction (-ffp-contract=off,
+  // __init__.py): GCC fused some a * b + c of a loop and not others (the
+  // scalar ends beside the vector middle), so a row's results depended on
+  // its alignment. The products' fused steps are written out here instead.
+  static V MulAdd(T s, V b, V acc) {
+#if defined(__AVX512F__)
+    if constexpr (sizeof(T) == 4)
+      return (V)_mm512_fmadd_ps(_mm512_set1_ps(s), (__m512)b, (__m512)acc);
+    else
+      return (V)_mm512_fmadd_pd(_mm512_set1_pd(s), (__m512d)b, (__m512d)acc);
+#elif defined(__FMA__) && defined(__AVX__)
+    if constexpr (sizeof(T) == 4)
+      return (V)_mm256_fmadd_ps(_mm256_set1_ps(s), (__m256)b, (__m256)acc);
+    else
+      return (V)_mm256_fmadd_pd(_mm256_set1_pd(s), (__m256d)b, (__m256d)acc);
+#else
+    return acc + s * b;
+#endif
+  }
+
   // Loads the first `cols` (< kPanel) elements of p into a zero-padded tile
   // row.
   static void LoadPartial(const T* p, int64_t cols, V out[kPerTile]) {
@@ -233,7 +258,7 @@ class PackedMatrix {
           b[j] = Vec::Load(panel + kk * kPanel + j * Vec::kLanes);
         for (int r = 0; r < MR; ++r) {
           const T s = ai[r * k + kk];
-          for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] += s * b[j];
+          for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = Vec::MulAdd(s, b[j], acc[r][j]);
         }
       }
       const int64_t cols = std::min<int64_t>(kPanel, n - col);
@@ -287,7 +312,7 @@ struct TransposedTile {
       }
       for (int r = 0; r < MR; ++r) {
         const T s = a[kk * lda + r];
-        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] += s * bv[j];
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = Vec::MulAdd(s, bv[j], acc[r][j]);
       }
     }
     for (int r = 0; r < MR; ++r) {
