@@ -85,6 +85,29 @@ def test_kernel_equals_the_generic_loop(kernel, masked, go_backwards, return_seq
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("zero_output", [False, True])
+def test_steps_that_mask_every_row_equal_the_generic_loop(kernel, go_backwards, zero_output):
+    """Steps where every row is masked, inside a sequence and after the
+    longest one (the native kernels skip their arithmetic: the states and
+    gradients pass through, the step's statistics are those of no row):
+    outputs, gradients and moving statistics of the generic loop."""
+    x, _, h0, c0 = _inputs(False)
+    mask = np.arange(T)[None] < np.array([3, 2, 1, 3, 3, 2])[:, None]
+    mask[:, 1] = False
+    mask[0, 0] = False
+    mask = tf.constant(mask)
+    kwargs = dict(go_backwards=go_backwards, return_sequences=True, return_state=True)
+    got, want = [], []
+    for use_kernel, out in ((kernel, got), (False, want)):
+        layer = _layer(use_kernel, **kwargs)
+        layer.zero_output_for_mask = zero_output
+        out.extend(_run(layer, x, mask, h0, c0))
+    assert len(got) == len(want) == 3 + 3 + 7 + 7
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_kernel_gradient_matches_finite_differences(kernel):
     """Central differences of a scalar of the kernel's outputs, in float64,
     along random directions of the input and of every weight (masked

@@ -77,6 +77,12 @@ def _mask(kind, batch=B):
     if kind == "right":
         mask[0, 4:] = False
         mask[1, 2:] = False
+    elif kind == "empty":
+        # steps that mask every row, inside and at the end (the native
+        # kernels skip their arithmetic), and a ragged row
+        mask[:, 2] = False
+        mask[:, 4:] = False
+        mask[1, 0] = False
     else:
         mask[0, :3] = False
         mask[2, :1] = False
@@ -144,6 +150,9 @@ def _run_both(rng, impl, dtype, mask_kind, **kwargs):
         ("left", True, True, False),
         ("left", False, False, False),
         ("right", True, True, True),
+        ("empty", False, True, False),
+        ("empty", True, True, True),
+        ("empty", False, False, True),
     ],
 )
 @pytest.mark.parametrize("cell, impl", KERNELS)
@@ -187,7 +196,7 @@ def test_kernel_float32_as_accurate_as_generic_loop(rng, cell, impl,
         assert kernel_error < max(2e-5, 3 * generic_error)
 
 
-@pytest.mark.parametrize("mask_kind", [None, "right", "left"])
+@pytest.mark.parametrize("mask_kind", [None, "right", "left", "empty"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_native_shards_compute_the_same(rng, native, cell, mask_kind):
     # The native ops split the batch into shards that run the loop

@@ -383,11 +383,19 @@ class BnLstmForwardOp : public BnLstmOp {
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
     const std::vector<T> zeros(B * u, T(0));
-    // The input side of every step first (the steps are independent).
+    const std::vector<char> empty = EmptySteps(V, Tn, B);
+    const int64_t Tv = ValidSteps(empty);
+    // The input side of every step first (the steps are independent); a
+    // trailing step without valid rows normalizes to zeros with statistics
+    // 0 (those of no row).
     InputBatchNorm<T>{B, F, G, eps, x.flat<T>().data(), w.flat<T>().data(),
                       V, weights.data()}
-        .Forward(ctx, Tn, XH, out[13]->flat<T>().data(),
+        .Forward(ctx, Tv, XH, out[13]->flat<T>().data(),
                  out[14]->flat<T>().data());
+    std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
+    for (int i : {13, 14})
+      std::fill(out[i]->flat<T>().data() + Tv * G,
+                out[i]->flat<T>().data() + Tn * G, T(0));
 
     const std::vector<int64_t> bounds = UnitBounds(u, B);
     const int64_t S = bounds.size() - 1;
@@ -426,6 +434,28 @@ class BnLstmForwardOp : public BnLstmOp {
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
       const T* Y = t ? YS + (n - B) * u : zeros.data();
       CCol<T> wv(weights.data() + n, B);
+      if (empty[t]) {
+        // Every row masked: what the passes below give such a step
+        // (statistics of no row: 0), without them.
+        for (int blk = 0; blk < 4; ++blk) {
+          Row<T>(MR + t * G + blk * u + a, w).setZero();
+          Row<T>(VR + t * G + blk * u + a, w).setZero();
+        }
+        Row<T>(MC + t * u + a, w).setZero();
+        Row<T>(VC + t * u + a, w).setZero();
+        Blk<T>(RH + n * G + 4 * a, B, w4, G).setZero();
+        Blk<T>(A + n * G + 4 * a, B, w4, G).setZero();
+        const int64_t i = n * u + a;
+        Blk<T>(CH + i, B, w, u).setZero();
+        Blk<T>(TH + i, B, w, u).setZero();
+        Blk<T>(HS + i, B, w, u) = CBlk<T>(H + a, B, w, u);
+        Blk<T>(CS + i, B, w, u) = CBlk<T>(C + a, B, w, u);
+        if (zero_output_)
+          Blk<T>(YS + i, B, w, u).setZero();
+        else
+          Blk<T>(YS + i, B, w, u) = CBlk<T>(Y + a, B, w, u);
+        return;
+      }
       sh.U.Multiply(B, H, sh.r.data(), nullptr);
       // the recurrent norm's statistics, two passes
       sh.mean = ColumnSums<T>(sh.r, wv.data());
@@ -605,6 +635,7 @@ class BnLstmBackwardOp : public BnLstmOp {
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const std::vector<T> weights = StepWeights(V, Tn, B);
     const std::vector<char> full = FullSteps(V, Tn, B);
+    const std::vector<char> empty = EmptySteps(V, Tn, B);
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
 
@@ -659,14 +690,30 @@ class BnLstmBackwardOp : public BnLstmOp {
     // dL/dh after step t - 1 of the shard's units: dr_t @ U^T + what
     // masked rows of step t passed back.
     auto back_product = [&](Shard& sh, int64_t t) {
-      sh.Ut.Multiply(B, DR2 + (t % 2) * B * G, sh.dh.data(),
-                     V ? sh.ph.data() : nullptr);
+      if (empty[t])  // dr_t = 0 (and not written)
+        sh.dh = sh.ph;
+      else
+        sh.Ut.Multiply(B, DR2 + (t % 2) * B * G, sh.dh.data(),
+                       V ? sh.ph.data() : nullptr);
     };
     // One step back, as passes over the (batch, width) blocks (see the
     // forward's step).
     auto step = [&](Shard& sh, int64_t t) {
       const int64_t a = sh.a, w = sh.w, w4 = 4 * w, n = t * B;
       if (t + 1 < Tn) back_product(sh, t + 1);
+      T* dxp = DXP + (((&sh - shards.data()) * Tn + t) * B) * F;
+      if (empty[t]) {
+        // Every row masked: states and gradients pass through, which is
+        // all that the passes below would do here.
+        sh.ph = sh.dh;
+        if (zero_output_)
+          sh.gout.setZero();
+        else
+          sh.gout += CBlk<T>(DYS + n * u + a, B, w, u);
+        sh.dh.setZero();
+        std::fill(dxp, dxp + B * F, T(0));
+        return;
+      }
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
       const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
       CCol<T> wv(weights.data() + n, B);
@@ -748,8 +795,7 @@ class BnLstmBackwardOp : public BnLstmOp {
                    .rowwise() *
                sh.sx;
       if (M) sh.dxz.colwise() *= CCol<T>(M, B);
-      sh.Wt.Multiply(B, sh.dxz.data(), DXP + (((&sh - shards.data()) * Tn + t) * B) * F,
-                     nullptr);
+      sh.Wt.Multiply(B, sh.dxz.data(), dxp, nullptr);
       AddTransposedProduct(B, F, w4, X + n * F, F, sh.dxz.data(), w4,
                            sh.dw.data());
       sh.dgr += ColumnSums<T>(sh.dz * rh);

@@ -350,6 +350,27 @@ void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
 // kMaxShards. The shards are whole register tiles, and sums over them are
 // added up in shard order, so the results are the same under any load and
 // with any number of threads.
+// Steps that mask every row (the NaN padding that the estimators append to
+// sequences, a batch's trailing steps after its longest sequence): their
+// rows only carry states and gradients through, so the kernels skip their
+// products and, for trailing ones, their share of the input side. `mask`
+// holds (time, batch) flags, nonzero where valid; none (null): no step.
+template <typename M>
+std::vector<char> EmptySteps(const M* mask, int64_t Tn, int64_t B) {
+  std::vector<char> empty(Tn, 0);
+  for (int64_t t = 0; mask && t < Tn; ++t)
+    empty[t] = std::none_of(mask + t * B, mask + t * B + B,
+                            [](M v) { return v != M(0); });
+  return empty;
+}
+
+// The steps up to the last with a valid row: [0, Tv).
+inline int64_t ValidSteps(const std::vector<char>& empty) {
+  int64_t Tv = empty.size();
+  while (Tv > 0 && empty[Tv - 1]) --Tv;
+  return Tv;
+}
+
 constexpr int64_t kMinShardRows = 16;
 constexpr int64_t kMaxShards = 8;
 

@@ -408,7 +408,11 @@ class LstmForwardOp : public SequenceOp {
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
     T* XR = xrstd->flat<T>().data();
-    input.Forward(ctx, Tn * B, XH, XR);
+    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const int64_t Tv = ValidSteps(empty);
+    input.Forward(ctx, Tv * B, XH, XR);  // trailing empty steps: unread
+    std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
+    std::fill(XR + Tv * B, XR + Tn * B, T(0));
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
@@ -423,7 +427,10 @@ class LstmForwardOp : public SequenceOp {
       for (int64_t t = 0; t < Tn; ++t) {
         const int64_t n = t * B;
         T* r = RS + n * G;
-        U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
+        if (empty[t])  // every row masked: the step reads no r
+          std::fill(r + b0 * G, r + b1 * G, T(0));
+        else
+          U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
         step.Forward(b0, b1, XH + n * G, r, h, c, y, M ? M + n : nullptr,
                      HS + n * u, CS + n * u, YS + n * u, A + n * G,
                      S + n * W);
@@ -575,6 +582,8 @@ class LstmBackwardOp : public SequenceOp {
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const int64_t Tv = ValidSteps(empty);
     const int64_t shards = NumShards(B, shards_);
     ShardSums<T> sgr(shards, G), sgs(shards, u), sbs(shards, u);
     ForShards(ctx, B, shards, [&](int64_t s, int64_t b0, int64_t b1) {
@@ -588,12 +597,19 @@ class LstmBackwardOp : public SequenceOp {
                       dc[1 - cur], dy[1 - cur], sgr[s], sgs[s], sbs[s]);
         cur = 1 - cur;
         // dL/dh_{t-1} = dr_t @ U_c^T + the rest.
-        Ut.Multiply(b1 - b0, DR + (n + b0) * G, dh + b0 * u, dhs + b0 * u);
+        if (empty[t])  // dr_t = 0: dL/dh_{t-1} is what passed through
+          std::copy(dhs + b0 * u, dhs + b1 * u, dh + b0 * u);
+        else
+          Ut.Multiply(b1 - b0, DR + (n + b0) * G, dh + b0 * u, dhs + b0 * u);
       }
     });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     std::copy_n(dc[Tn % 2], Bu, dc0->flat<T>().data());
-    input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
+    // Trailing empty steps add nothing to the weights' gradients, and
+    // their rows' dL/dx is 0.
+    std::fill(dx->flat<T>().data() + Tv * B * x.dim_size(2),
+              dx->flat<T>().data() + Tn * B * x.dim_size(2), T(0));
+    input.Backward(ctx, Tv * B, B, u, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XR,
                    dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
@@ -797,7 +813,11 @@ class GruForwardOp : public SequenceOp {
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
     T* XR = xrstd->flat<T>().data();
-    input.Forward(ctx, Tn * B, XH, XR);
+    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const int64_t Tv = ValidSteps(empty);
+    input.Forward(ctx, Tv * B, XH, XR);  // trailing empty steps: unread
+    std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
+    std::fill(XR + Tv * B, XR + Tn * B, T(0));
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
@@ -809,7 +829,10 @@ class GruForwardOp : public SequenceOp {
       for (int64_t t = 0; t < Tn; ++t) {
         const int64_t n = t * B;
         T* r = RS + n * G;
-        U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
+        if (empty[t])  // every row masked: the step reads no r
+          std::fill(r + b0 * G, r + b1 * G, T(0));
+        else
+          U.Multiply(b1 - b0, h + b0 * u, r + b0 * G, nullptr);
         step.Forward(b0, b1, XH + n * G, r, h, y, M ? M + n : nullptr,
                      HS + n * u, YS + n * u, S + n * W);
         h = HS + n * u;
@@ -932,6 +955,8 @@ class GruBackwardOp : public SequenceOp {
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
+    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const int64_t Tv = ValidSteps(empty);
     const int64_t shards = NumShards(B, shards_);
     ShardSums<T> sgr(shards, G), soff(shards, G);
     ForShards(ctx, B, shards, [&](int64_t s, int64_t b0, int64_t b1) {
@@ -943,11 +968,18 @@ class GruBackwardOp : public SequenceOp {
                       dy[cur], M ? M + n : nullptr, DZ + n * G, DR + n * G,
                       dhs, dy[1 - cur], sgr[s], soff[s]);
         cur = 1 - cur;
-        Ut.Multiply(b1 - b0, DR + (n + b0) * G, dh + b0 * u, dhs + b0 * u);
+        if (empty[t])  // dr_t = 0: dL/dh_{t-1} is what passed through
+          std::copy(dhs + b0 * u, dhs + b1 * u, dh + b0 * u);
+        else
+          Ut.Multiply(b1 - b0, DR + (n + b0) * G, dh + b0 * u, dhs + b0 * u);
       }
     });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
-    input.Backward(ctx, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
+    // Trailing empty steps add nothing to the weights' gradients, and
+    // their rows' dL/dx is 0.
+    std::fill(dx->flat<T>().data() + Tv * B * x.dim_size(2),
+              dx->flat<T>().data() + Tn * B * x.dim_size(2), T(0));
+    input.Backward(ctx, Tv * B, B, u, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XR,
                    dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
