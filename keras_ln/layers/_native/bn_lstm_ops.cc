@@ -249,18 +249,6 @@ struct InputBatchNorm {
 
 // The BatchNormLSTM ops take epsilon as a scalar input of their dtype (an
 // attribute would round a float64 layer's epsilon to float32).
-// Per step, whether no row is masked (with a mask that masks nothing the
-// steps take the unmasked path: the same weights 1 / B, no row by row
-// blends).
-template <typename T>
-std::vector<char> FullSteps(const T* V, int64_t Tn, int64_t B) {
-  std::vector<char> full(Tn, 1);
-  for (int64_t t = 0; V && t < Tn; ++t)
-    full[t] = std::all_of(V + t * B, V + t * B + B,
-                          [](T v) { return v != T(0); });
-  return full;
-}
-
 class BnLstmOp : public OpKernel {
  protected:
   explicit BnLstmOp(OpKernelConstruction* c) : OpKernel(c) {
@@ -383,7 +371,7 @@ class BnLstmForwardOp : public BnLstmOp {
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
     const std::vector<T> zeros(B * u, T(0));
-    const std::vector<char> empty = EmptySteps(V, Tn, B);
+    const std::vector<char> empty = UniformSteps(V, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
     // The input side of every step first (the steps are independent); a
     // trailing step without valid rows normalizes to zeros with statistics
@@ -634,8 +622,8 @@ class BnLstmBackwardOp : public BnLstmOp {
             *XHS = xhat.flat<T>().data(), *VX = var_x.flat<T>().data();
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const std::vector<T> weights = StepWeights(V, Tn, B);
-    const std::vector<char> full = FullSteps(V, Tn, B);
-    const std::vector<char> empty = EmptySteps(V, Tn, B);
+    const std::vector<char> full = UniformSteps(V, Tn, B, true);
+    const std::vector<char> empty = UniformSteps(V, Tn, B, false);
     const T eps = Epsilon<T>(ctx, kEpsilon);
     if (!ctx->status().ok()) return;
 

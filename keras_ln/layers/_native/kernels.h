@@ -350,18 +350,21 @@ void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
 // kMaxShards. The shards are whole register tiles, and sums over them are
 // added up in shard order, so the results are the same under any load and
 // with any number of threads.
-// Steps that mask every row (the NaN padding that the estimators append to
-// sequences, a batch's trailing steps after its longest sequence): their
-// rows only carry states and gradients through, so the kernels skip their
-// products and, for trailing ones, their share of the input side. `mask`
-// holds (time, batch) flags, nonzero where valid; none (null): no step.
+// Per step of a (time, batch) mask (nonzero where valid; null: every row
+// valid), whether all its rows are valid (`valid`) or all masked (!valid).
+// The BN-LSTM ops take an unmasked step's path where no row is masked. A
+// step that masks every row (the NaN padding that the estimators append to
+// sequences, a batch's steps after its longest sequence) only carries
+// states and gradients through: the kernels skip its products and, for
+// trailing ones, its share of the input side.
 template <typename M>
-std::vector<char> EmptySteps(const M* mask, int64_t Tn, int64_t B) {
-  std::vector<char> empty(Tn, 0);
+std::vector<char> UniformSteps(const M* mask, int64_t Tn, int64_t B,
+                               bool valid) {
+  std::vector<char> out(Tn, valid);
   for (int64_t t = 0; mask && t < Tn; ++t)
-    empty[t] = std::none_of(mask + t * B, mask + t * B + B,
-                            [](M v) { return v != M(0); });
-  return empty;
+    out[t] = std::all_of(mask + t * B, mask + t * B + B,
+                         [valid](M v) { return (v != M(0)) == valid; });
+  return out;
 }
 
 // The steps up to the last with a valid row: [0, Tv).

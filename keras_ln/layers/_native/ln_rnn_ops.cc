@@ -408,7 +408,7 @@ class LstmForwardOp : public SequenceOp {
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
     T* XR = xrstd->flat<T>().data();
-    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const std::vector<char> empty = UniformSteps(M, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
     input.Forward(ctx, Tv * B, XH, XR);  // trailing empty steps: unread
     std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
@@ -582,7 +582,7 @@ class LstmBackwardOp : public SequenceOp {
     const T* CS = cs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const std::vector<char> empty = UniformSteps(M, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
     const int64_t shards = NumShards(B, shards_);
     ShardSums<T> sgr(shards, G), sgs(shards, u), sbs(shards, u);
@@ -813,7 +813,7 @@ class GruForwardOp : public SequenceOp {
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
     T* XR = xrstd->flat<T>().data();
-    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const std::vector<char> empty = UniformSteps(M, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
     input.Forward(ctx, Tv * B, XH, XR);  // trailing empty steps: unread
     std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
@@ -955,7 +955,7 @@ class GruBackwardOp : public SequenceOp {
     const T* HS = hs.flat<T>().data();
     const T* DYS = dys.flat<T>().data();
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
-    const std::vector<char> empty = EmptySteps(M, Tn, B);
+    const std::vector<char> empty = UniformSteps(M, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
     const int64_t shards = NumShards(B, shards_);
     ShardSums<T> sgr(shards, G), soff(shards, G);
