@@ -340,16 +340,6 @@ void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
   }
 }
 
-// The rows of a recurrence are independent (row b of h_t depends on row b
-// of h_{t-1} only), so the loops split the batch into shards that run the
-// whole loop over their rows concurrently, with no synchronization between
-// steps; the input side and the weight gradients are split the same way
-// over their (time * batch) rows. By default (requested = 0, the ops'
-// `shards` attribute) the number of shards depends on the row count only,
-// never on the machine's thread count: one per kMinShardRows rows, at most
-// kMaxShards. The shards are whole register tiles, and sums over them are
-// added up in shard order, so the results are the same under any load and
-// with any number of threads.
 // Per step of a (time, batch) mask (nonzero where valid; null: every row
 // valid), whether all its rows are valid (`valid`) or all masked (!valid).
 // The BN-LSTM ops take an unmasked step's path where no row is masked. A
@@ -374,6 +364,16 @@ inline int64_t ValidSteps(const std::vector<char>& empty) {
   return Tv;
 }
 
+// The rows of a recurrence are independent (row b of h_t depends on row b
+// of h_{t-1} only), so the loops split the batch into shards that run the
+// whole loop over their rows concurrently, with no synchronization between
+// steps; the input side and the weight gradients are split the same way
+// over their (time * batch) rows. By default (requested = 0, the ops'
+// `shards` attribute) the number of shards depends on the row count only,
+// never on the machine's thread count: one per kMinShardRows rows, at most
+// kMaxShards. The shards are whole register tiles, and sums over them are
+// added up in shard order, so the results are the same under any load and
+// with any number of threads.
 constexpr int64_t kMinShardRows = 16;
 constexpr int64_t kMaxShards = 8;
 
