@@ -453,6 +453,46 @@ def test_native_ops_reject_bad_shapes(native):
                                   shards=-1, **attrs)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_native_ops_skip_steps_that_mask_every_row(native, cell):
+    """A time step that masks every row costs the native ops no recurrent
+    product: the product they save for the backward (`rs`) is zeros there,
+    and h_{t-1} @ U at the other steps (also on a row masked at a step with
+    data); the states pass through the empty steps."""
+    mod = _native.ops()
+    rng = np.random.default_rng(5)
+    steps, batch, features, u = 6, 3, 4, 2
+    gates = 4 if cell == "lstm" else 3
+
+    def c(*shape):
+        return tf.constant(rng.standard_normal(shape))
+
+    x, w, h0, c0, U = (c(steps, batch, features), c(features, gates * u),
+                       c(batch, u), c(batch, u), c(u, gates * u))
+    mask = np.ones((steps, batch), bool)
+    mask[1] = False   # a step without data inside the sequences
+    mask[4:] = False  # and after them
+    mask[2, 0] = False
+    ones = tf.ones(gates * u, tf.float64)
+    attrs = dict(epsilon=1e-3, masked=True, zero_output=False)
+    if cell == "lstm":
+        out = mod.keras_ln_lstm_forward(x, w, h0, c0, U, tf.constant(mask), ones,
+                                        ones, ones, ones[:u], ones[:u], **attrs)
+        rs, hs = out[3].numpy(), out[7].numpy()
+    else:
+        out = mod.keras_ln_gru_forward(x, w, h0, U, tf.constant(mask), ones,
+                                       ones, ones, ones, **attrs)
+        rs, hs = out[2].numpy(), out[5].numpy()
+    previous = np.concatenate([h0.numpy()[None], hs[:-1]])
+    for t in range(steps):
+        if mask[t].any():
+            np.testing.assert_allclose(rs[t], previous[t] @ U.numpy(), rtol=1e-12)
+            assert np.all(rs[t] != 0)
+        else:
+            assert np.all(rs[t] == 0)
+            np.testing.assert_array_equal(hs[t], previous[t])
+
+
 def test_native_build_cli_check():
     from keras_ln.layers._native.__main__ import main
 
