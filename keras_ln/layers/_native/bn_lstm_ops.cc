@@ -172,10 +172,15 @@ struct InputBatchNorm {
   T Weight(int64_t i) const { return weights[i]; }
   bool On(int64_t i) const { return !V || V[i] != T(0); }
 
-  // xhat (time, B, G) <- the normalized projection; mean, var (time, G)
-  // <- each step's statistics. Masked rows of xhat are 0.
-  void Forward(OpKernelContext* ctx, int64_t Tn, T* xhat, T* mean,
-               T* var) const {
+  // xhat (total, B, G) <- the normalized projection; mean, var (total, G)
+  // <- each step's statistics. Masked rows of xhat are 0, and the steps
+  // from Tn on (trailing steps without valid rows) are zeros with
+  // statistics 0, those of no row, without the passes.
+  void Forward(OpKernelContext* ctx, int64_t Tn, int64_t total, T* xhat,
+               T* mean, T* var) const {
+    std::fill(xhat + Tn * B * G, xhat + total * B * G, T(0));
+    std::fill(mean + Tn * G, mean + total * G, T(0));
+    std::fill(var + Tn * G, var + total * G, T(0));
     const PackedMatrix<T> W(w, F, G, false);
     ForShards(ctx, Tn, NumShards(Tn, 0), [&](int64_t, int64_t t0,
                                              int64_t t1) {
@@ -373,17 +378,11 @@ class BnLstmForwardOp : public BnLstmOp {
     const std::vector<T> zeros(B * u, T(0));
     const std::vector<char> empty = UniformSteps(V, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
-    // The input side of every step first (the steps are independent); a
-    // trailing step without valid rows normalizes to zeros with statistics
-    // 0 (those of no row).
+    // The input side of every step first (the steps are independent).
     InputBatchNorm<T>{B, F, G, eps, x.flat<T>().data(), w.flat<T>().data(),
                       V, weights.data()}
-        .Forward(ctx, Tv, XH, out[13]->flat<T>().data(),
+        .Forward(ctx, Tv, Tn, XH, out[13]->flat<T>().data(),
                  out[14]->flat<T>().data());
-    std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
-    for (int i : {13, 14})
-      std::fill(out[i]->flat<T>().data() + Tv * G,
-                out[i]->flat<T>().data() + Tn * G, T(0));
 
     const std::vector<int64_t> bounds = UnitBounds(u, B);
     const int64_t S = bounds.size() - 1;

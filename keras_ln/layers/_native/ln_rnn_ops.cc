@@ -67,9 +67,13 @@ struct InputNorm {
             shards,             normalize};
   }
 
-  // xhat (n, G) <- the normalized projection of the n rows of x; rstd (n)
-  // <- their 1 / std.
-  void Forward(OpKernelContext* ctx, int64_t n, T* xhat, T* rstd) const {
+  // xhat (total, G) <- the normalized projection of the first n rows of x,
+  // rstd (total) <- their 1 / std; zeros for the other rows (those of the
+  // trailing steps without data, which no step reads).
+  void Forward(OpKernelContext* ctx, int64_t n, int64_t total, T* xhat,
+               T* rstd) const {
+    std::fill(xhat + n * G, xhat + total * G, T(0));
+    std::fill(rstd + n, rstd + total, T(0));
     const PackedMatrix<T> W(w, F, G, false);
     ForShards(ctx, n, NumShards(n, shards), [&](int64_t, int64_t r0,
                                                      int64_t r1) {
@@ -94,11 +98,13 @@ struct InputNorm {
   // dL/dxp; xhat and rstd, saved by the forward. Adds the recurrent kernel's
   // gradient dU (u, G) = sum_t h_{t-1}^T dr_t, with HS the carried states
   // and DR (n, G) every step's dL/dr; DR is then the input side's scratch.
-  // Writes dx (n, F), dw (F, G), dgx and dbx (G).
-  void Backward(OpKernelContext* ctx, int64_t n, int64_t B, int64_t u,
-                const T* h0, const T* HS, T* DR, T* dU, const T* dz,
-                const T* xhat, const T* rstd, T* dx, T* dw, T* dgx,
-                T* dbx) const {
+  // Writes dx (n, F), dw (F, G), dgx and dbx (G). Rows n to `total` (those
+  // of trailing steps without data) add nothing to the sums: their dx is 0.
+  void Backward(OpKernelContext* ctx, int64_t n, int64_t total, int64_t B,
+                int64_t u, const T* h0, const T* HS, T* DR, T* dU,
+                const T* dz, const T* xhat, const T* rstd, T* dx, T* dw,
+                T* dgx, T* dbx) const {
+    std::fill(dx + n * F, dx + total * F, T(0));
     const PackedMatrix<T> Wt(w, G, F, true);
     const int64_t parts = NumShards(n, shards);
     ShardSums<T> sdu(parts, u * G), sdw(parts, F * G), sgx(parts, G),
@@ -410,9 +416,7 @@ class LstmForwardOp : public SequenceOp {
     T* XR = xrstd->flat<T>().data();
     const std::vector<char> empty = UniformSteps(M, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
-    input.Forward(ctx, Tv * B, XH, XR);  // trailing empty steps: unread
-    std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
-    std::fill(XR + Tv * B, XR + Tn * B, T(0));
+    input.Forward(ctx, Tv * B, Tn * B, XH, XR);
     T* RS = rs->flat<T>().data();
     T* A = gates->flat<T>().data();
     T* S = saved->flat<T>().data();
@@ -605,11 +609,7 @@ class LstmBackwardOp : public SequenceOp {
     });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
     std::copy_n(dc[Tn % 2], Bu, dc0->flat<T>().data());
-    // Trailing empty steps add nothing to the weights' gradients, and
-    // their rows' dL/dx is 0.
-    std::fill(dx->flat<T>().data() + Tv * B * x.dim_size(2),
-              dx->flat<T>().data() + Tn * B * x.dim_size(2), T(0));
-    input.Backward(ctx, Tv * B, B, u, h0.flat<T>().data(), HS, DR,
+    input.Backward(ctx, Tv * B, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XR,
                    dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
@@ -815,9 +815,7 @@ class GruForwardOp : public SequenceOp {
     T* XR = xrstd->flat<T>().data();
     const std::vector<char> empty = UniformSteps(M, Tn, B, false);
     const int64_t Tv = ValidSteps(empty);
-    input.Forward(ctx, Tv * B, XH, XR);  // trailing empty steps: unread
-    std::fill(XH + Tv * B * G, XH + Tn * B * G, T(0));
-    std::fill(XR + Tv * B, XR + Tn * B, T(0));
+    input.Forward(ctx, Tv * B, Tn * B, XH, XR);
     T* RS = rs->flat<T>().data();
     T* S = saved->flat<T>().data();
     T* YS = ys->flat<T>().data();
@@ -975,11 +973,7 @@ class GruBackwardOp : public SequenceOp {
       }
     });
     std::copy_n(dh, Bu, dh0->flat<T>().data());
-    // Trailing empty steps add nothing to the weights' gradients, and
-    // their rows' dL/dx is 0.
-    std::fill(dx->flat<T>().data() + Tv * B * x.dim_size(2),
-              dx->flat<T>().data() + Tn * B * x.dim_size(2), T(0));
-    input.Backward(ctx, Tv * B, B, u, h0.flat<T>().data(), HS, DR,
+    input.Backward(ctx, Tv * B, Tn * B, B, u, h0.flat<T>().data(), HS, DR,
                    dkernel->flat<T>().data(), DZ, xhat.flat<T>().data(), XR,
                    dx->flat<T>().data(),
                    dw->flat<T>().data(), dgx->flat<T>().data(),
