@@ -325,6 +325,12 @@ def _rows_line(ctx):
             f"{', stratified by class' if ctx['task'] != 'regression' else ''}).")
 
 
+def _better(values, reference, descending):
+    """Elementwise: ``values`` strictly better than ``reference`` (a NaN is not better)."""
+    better = values > reference if descending else values < reference
+    return better.fillna(False).astype(bool)
+
+
 def nets_worse_than_glm(board, task, sort_col):
     """The keras_ln nets and ensembles whose cross-validated ``sort_col`` is worse than ``Baseline_GLM``'s.
 
@@ -334,10 +340,63 @@ def nets_worse_than_glm(board, task, sort_col):
     glm = keras.loc[keras["model_id"] == _GLM, sort_col]
     if not len(glm) or pd.isna(glm.iloc[0]):
         return None, keras.iloc[:0]
-    descending = resolve_sort_metric(task, "deviance" if sort_col == "mean_residual_deviance" else sort_col)[1]
+    descending = _descending(task, sort_col)
     models = keras[keras["normalization"].isin([*_NETS, "ensemble"])]
     worse = models[sort_col] < glm.iloc[0] if descending else models[sort_col] > glm.iloc[0]
     return float(glm.iloc[0]), models[worse.fillna(False).astype(bool)]
+
+
+def _descending(task, sort_col):
+    return resolve_sort_metric(task, "deviance" if sort_col == "mean_residual_deviance" else sort_col)[1]
+
+
+def _configuration(model_id):
+    """A net's configuration, its model id less the normalization tag (``LSTM_1_none`` -> ``LSTM_1``): the
+    search trains every configuration once per normalization, on the same folds with the same seed."""
+    return model_id.rsplit("_", 1)[0]
+
+
+def glm_shortfall_causes(board, task, sort_col):
+    """What the leaderboard says about the nets worse than the GLM baseline, in sentences: for each such
+    net whose configuration beats the GLM under another normalization, those twins (the same
+    hyperparameters, folds and seed: the shortfall comes with the normalization, and the verdict counts it
+    as its effect); for each normalization with such a net, its best net and whether that one beats the
+    GLM (if none does, the comparisons with that normalization rest on nets a linear model beats)."""
+    glm, worse = nets_worse_than_glm(board, task, sort_col)
+    worse = worse[worse["normalization"].isin(_NETS)] if glm is not None else worse
+    if glm is None or not len(worse):
+        return []
+    descending = _descending(task, sort_col)
+    nets = board[(board["source"] == "keras_ln") & board["normalization"].isin(_NETS)]
+    nets = nets.assign(_configuration=nets["model_id"].map(_configuration))
+    sentences = []
+    for _, row in worse.iterrows():
+        twins = nets[(nets["_configuration"] == _configuration(row["model_id"]))
+                     & (nets["model_id"] != row["model_id"])]
+        twins = twins[_better(twins[sort_col], glm, descending)]
+        if len(twins):
+            names = ", ".join(f"`{r['model_id']}` {format_number(r[sort_col])}" for _, r in twins.iterrows())
+            sentences.append(f"`{row['model_id']}`'s configuration beats the GLM under another normalization, "
+                             f"{names}: with the same hyperparameters, folds and seed, the shortfall comes "
+                             f"with its normalization, and the verdict's paired scores count it as "
+                             f"normalization's effect.")
+        else:
+            sentences.append(f"No normalization of `{row['model_id']}`'s configuration beats the GLM: the "
+                             f"configuration falls short, and its pairs do not measure normalization on a net "
+                             f"that learned this data.")
+    for norm in [n for n in _NETS if n in set(worse["normalization"])]:
+        of_norm = nets[nets["normalization"] == norm]
+        best = of_norm.sort_values(sort_col, ascending=not descending).iloc[0]
+        label = {"none": "without normalization", "layer": "with layer normalization",
+                 "batch": "with batch normalization"}[norm]
+        if _better(best[[sort_col]], glm, descending).iloc[0]:
+            sentences.append(f"The best net {label}, `{best['model_id']}` ({format_number(best[sort_col])}), "
+                             f"beats the GLM: the search found a configuration that trains well {label}.")
+        else:
+            sentences.append(f"No net {label} beats the GLM (best: `{best['model_id']}`, "
+                             f"{format_number(best[sort_col])}): comparisons with {norm} rest on nets a linear "
+                             f"model beats; a larger budget (--max-runtime-secs, --max-iter) may find better ones.")
+    return sentences
 
 
 def baseline_sentence(board, task, sort_col):
@@ -354,10 +413,11 @@ def baseline_sentence(board, task, sort_col):
     who = " and ".join(part for part in (f"{n_nets} keras_ln net(s)" if n_nets else "",
                                          f"{len(worse) - n_nets} ensemble(s)" if len(worse) > n_nets else "") if part)
     names = ", ".join(f"`{r['model_id']}` ({format_number(r[sort_col])})" for _, r in worse.iterrows())
+    causes = " ".join(glm_shortfall_causes(board, task, sort_col))
     return (f"> **Warning: {who} worse than the GLM baseline** (`{_GLM}`, a regularized linear model on the same "
             f"preprocessing and folds: cross-validated {sort_col} {format_number(glm)}): {names}. A net that a "
             f"linear model beats has usually not learned what this data allows (too few epochs, too small a "
-            f"budget, or a poor configuration); its normalization's effect is not measured by it.")
+            f"budget, or a poor configuration).{' ' + causes if causes else ''}")
 
 
 def verdict_lines(verdict):

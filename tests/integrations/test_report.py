@@ -129,10 +129,61 @@ def test_report_warns_in_words_naming_the_nets_worse_than_the_glm_baseline():
     warning = _warning(text)
     assert warning.startswith("> **Warning: 1 keras_ln net(s) worse than the GLM baseline**")
     assert "`MLP_1_BN` (0.93)" in warning and "cross-validated auc 0.95" in warning
-    # the better net, the ensemble, the constant and H2O's model (worse than the GLM) are not named
-    assert not any(name in warning for name in ("MLP_1_LN", "StackedEnsemble", "Baseline_constant", "GBM"))
+    # the better net, the ensemble, the constant and H2O's model (worse than the GLM) are not named among
+    # the nets worse than it (the better net is named after them as a twin: see the next test)
+    named = warning.split(". A net that")[0]
+    assert not any(name in named for name in ("MLP_1_LN", "StackedEnsemble", "Baseline_constant", "GBM"))
+    assert not any(name in warning for name in ("StackedEnsemble", "Baseline_constant", "GBM"))
     text = _report.markdown(_ctx(), _board_with_references(ensemble=0.94), None, "auc")
     assert _warning(text).startswith("> **Warning: 1 keras_ln net(s) and 1 ensemble(s) worse than")
+
+
+def test_warning_names_the_twins_of_a_configuration_that_beat_the_glm():
+    # MLP_1_BN is worse than the GLM, its layer-normalized twin (same configuration) better
+    warning = _warning(_report.markdown(_ctx(), _board_with_references(), None, "auc"))
+    assert ("`MLP_1_BN`'s configuration beats the GLM under another normalization, `MLP_1_LN` 0.97: with the "
+            "same hyperparameters, folds and seed, the shortfall comes with its normalization") in warning
+    # and no batch-normalized net beats it: the comparisons with batch rest on nets a linear model beats
+    assert "No net with batch normalization beats the GLM (best: `MLP_1_BN`, 0.93)" in warning
+    assert "No normalization of" not in warning and "layer normalization," not in warning
+
+
+def test_warning_tells_a_configuration_that_falls_short_from_a_normalization_that_does():
+    board = pd.concat([_board_with_references(ln=0.94, bn=0.93), pd.DataFrame({
+        "source": ["keras_ln"], "model_id": ["MLP_2_BN"], "auc": [0.96], "normalization": ["batch"],
+        "test_auc": [0.95]})], ignore_index=True).sort_values("auc", ascending=False, ignore_index=True)
+    warning = _warning(_report.markdown(_ctx(), board, None, "auc"))
+    assert warning.startswith("> **Warning: 2 keras_ln net(s) worse than")
+    for net in ("MLP_1_LN", "MLP_1_BN"):  # neither normalization of configuration 1 beats the GLM
+        assert f"No normalization of `{net}`'s configuration beats the GLM: the configuration falls short" in warning
+    assert "configuration beats the GLM under another normalization" not in warning
+    assert ("The best net with batch normalization, `MLP_2_BN` (0.96), beats the GLM: the search found a "
+            "configuration that trains well with batch normalization.") in warning
+    assert "No net with layer normalization beats the GLM (best: `MLP_1_LN`, 0.94)" in warning
+
+
+def test_warning_reads_a_loss_the_right_way_round():
+    # regression, sorted by deviance (lower is better): LSTM_3_none worse than the GLM, LSTM_3_LN better
+    board = pd.DataFrame({
+        "source": ["keras_ln"] * 4,
+        "model_id": ["LSTM_3_LN", "Baseline_GLM", "LSTM_3_none", "LSTM_4_none"],
+        "mean_residual_deviance": [0.4, 0.5, 0.7, 0.6],
+        "normalization": ["layer", "n/a", "none", "none"],
+    })
+    causes = _report.glm_shortfall_causes(board, "regression", "mean_residual_deviance")
+    assert causes == [
+        "`LSTM_3_none`'s configuration beats the GLM under another normalization, `LSTM_3_LN` 0.4: with the same "
+        "hyperparameters, folds and seed, the shortfall comes with its normalization, and the verdict's paired "
+        "scores count it as normalization's effect.",
+        "No normalization of `LSTM_4_none`'s configuration beats the GLM: the configuration falls short, and its "
+        "pairs do not measure normalization on a net that learned this data.",
+        "No net without normalization beats the GLM (best: `LSTM_4_none`, 0.6): comparisons with none rest on "
+        "nets a linear model beats; a larger budget (--max-runtime-secs, --max-iter) may find better ones.",
+    ]
+    board.loc[board["model_id"] == "LSTM_4_none", "mean_residual_deviance"] = 0.45
+    assert _report.glm_shortfall_causes(board, "regression", "mean_residual_deviance")[1] == (
+        "The best net without normalization, `LSTM_4_none` (0.45), beats the GLM: the search found a "
+        "configuration that trains well without normalization.")
 
 
 def test_report_does_not_warn_when_every_net_is_as_good_as_the_glm():
