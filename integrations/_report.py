@@ -342,8 +342,8 @@ def nets_worse_than_glm(board, task, sort_col):
         return None, keras.iloc[:0]
     descending = _descending(task, sort_col)
     models = keras[keras["normalization"].isin([*_NETS, "ensemble"])]
-    worse = models[sort_col] < glm.iloc[0] if descending else models[sort_col] > glm.iloc[0]
-    return float(glm.iloc[0]), models[worse.fillna(False).astype(bool)]
+    worse = _better(models[sort_col], glm.iloc[0], not descending)  # strictly worse: better the other way
+    return float(glm.iloc[0]), models[worse]
 
 
 def _descending(task, sort_col):
