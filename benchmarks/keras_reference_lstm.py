@@ -88,10 +88,11 @@ def main(seeds):
         model = LogisticRegressionCV(max_iter=2000).fit(X.reshape(len(X), -1), y)
         return lambda Z: model.predict(Z.reshape(len(Z), -1))
 
+    reference, ours = f"keras.layers.LSTM, {EPOCHS} epochs", f"LSTMClassifier, None, {EPOCHS} epochs"
     sides = {
         "GLM (LogisticRegressionCV)": glm,
-        f"keras.layers.LSTM, {EPOCHS} epochs": lambda X, y, seed: keras_lstm(config, X, y, seed),
-        f"LSTMClassifier, None, {EPOCHS} epochs": estimator(None, early_stopping=False),
+        reference: lambda X, y, seed: keras_lstm(config, X, y, seed),
+        ours: estimator(None, early_stopping=False),
         f"LSTMClassifier, layer, {EPOCHS} epochs": estimator("layer", early_stopping=False),
         f"LSTMClassifier, batch, {EPOCHS} epochs": estimator("batch", early_stopping=False),
         "LSTMClassifier, None, early stop": estimator(None),
@@ -111,11 +112,11 @@ def main(seeds):
         print(f"{name:36s} {e.mean():24.4f} {scipy.stats.sem(e):12.4f} {time.perf_counter() - start:6.0f}s",
               flush=True)
     # the reference, paired by seed and fold: keras_ln's unnormalized LSTM less Keras' own
-    ours, theirs = (np.asarray(errors[name]) for name in list(sides)[2:0:-1])
-    test = scipy.stats.ttest_rel(ours, theirs)
+    difference = np.asarray(errors[ours]) - np.asarray(errors[reference])
+    test = scipy.stats.ttest_rel(errors[ours], errors[reference])
     low, high = test.confidence_interval(0.95)
-    print(f"\nkeras_ln None - Keras' LSTM, {EPOCHS} epochs, paired over {len(ours)} fold fits: "
-          f"{np.mean(ours - theirs):+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], p = {test.pvalue:.2f}")
+    print(f"\nkeras_ln None - Keras' LSTM, {EPOCHS} epochs, paired over {len(difference)} fold fits: "
+          f"{difference.mean():+.4f}, 95% CI [{low:+.4f}, {high:+.4f}], p = {test.pvalue:.2f}")
 
 
 def parse_args():
