@@ -69,7 +69,7 @@ def run_keras(data, args):
     task, X_test = data.task, data.X_test
     aml = automl.AutoML(max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, nfolds=args.nfolds,
                         seed=args.seed, sort_metric=args.sort_metric, n_repeats=args.nrepeats,
-                        max_iter=args.max_iter, refit="all", storage=data.storage, study_name=data.study_name,
+                        max_iter=args.max_iter, early_stopping=args.early_stopping, refit="all", storage=data.storage, study_name=data.study_name,
                         resume=bool(args.resume), dask_scheduler=args.dask_scheduler,
                         n_jobs=args.n_jobs or (None if args.dask_scheduler else 1),
                         verbose=1)
@@ -195,6 +195,10 @@ def parse_args(argv=None):
     p.add_argument("--sort-metric", metavar="M", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
     p.add_argument("--max-iter", metavar="EPOCHS", type=_positive_int, default=50,
                    help="epochs per keras_ln fit (default: 50)")
+    p.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=True,
+                   help="keras_ln: stop each fit on the loss of 10%% of its training fold; with --no-early-stopping "
+                        "every row trains and the epochs (a quarter, half or all of --max-iter) are searched "
+                        "instead (default: --early-stopping)")
     p.add_argument("--test-size", metavar="F", type=_fraction, default=None,
                    help="held-out share of the rows, in (0, 1), drawn with --seed (default: 0.2; not with "
                         "--test-csv/--test-npz)")
@@ -298,7 +302,7 @@ def run(args, out=None):
                keras_secs=keras_secs, n_keras=n_keras, stopped_by=aml.stopped_by_, failed=aml.failed_,
                h2o_secs=h2o_secs, n_h2o=0 if h2o_board is None else len(h2o_board), h2o=h2o_desc,
                nrepeats=args.nrepeats, search=_search_summary(aml), claims_secs=claims_secs,
-               epochs_searched=aml.epochs_searched_,
+               epochs_searched=aml.epochs_searched_, early_stopping=args.early_stopping,
                claims_budget=args.claims_secs if args.claims else None)
     folder = _report.write_report(args.out, data.name, board, fold_scores, _learning_curves(aml), task=task,
                                   sort_metric=args.sort_metric, verdict=verdict, claims=claims,

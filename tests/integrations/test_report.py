@@ -186,6 +186,18 @@ def test_warning_reads_a_loss_the_right_way_round():
         "configuration that trains well without normalization.")
 
 
+def test_report_says_how_the_epochs_were_set():
+    def epochs(**ctx):
+        return re.search(r"keras_ln nets: (.*)\.$", _report.markdown({**_ctx(), **ctx}, _board_with_references(),
+                                                                    None, "auc"), re.M).group(1)
+    assert epochs(epochs_searched=False) == ("at most max_iter=2 epochs, stopped early on the loss of 10% of each "
+                                             "training fold")
+    assert epochs(epochs_searched=True).endswith("(the training folds are too small for early stopping's 50 "
+                                                 "validation rows)")
+    assert epochs(epochs_searched=True, early_stopping=False) == (
+        "the epochs searched among a quarter, half and all of max_iter=2 (early stopping off: --no-early-stopping)")
+
+
 def test_report_does_not_warn_when_every_net_is_as_good_as_the_glm():
     text = _report.markdown(_ctx(), _board_with_references(bn=0.95), None, "auc")  # a tie is not worse
     assert _warning(text) is None
