@@ -4,8 +4,8 @@ On sequential_digits (8x8 digits read row by row) the AutoML's report may warn
 that `LSTM_<k>_none`, the portfolio's first recurrent configuration without
 normalization, is worse than `Baseline_GLM`. This script trains that
 configuration on the same 3 stratified folds (of the demo's training split:
-test_size 0.2, seed 1) four ways and prints each one's cross-validated mean
-per-class error next to a logistic regression's (the GLM baseline's model,
+test_size 0.2, seed 1) in the ways below and prints each one's cross-validated
+mean per-class error next to a logistic regression's (the GLM baseline's model,
 `LogisticRegressionCV` on the flattened sequences):
 
 - Keras' own `keras.layers.LSTM` (same units, initializers, Adam step size,

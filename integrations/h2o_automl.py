@@ -69,7 +69,8 @@ def run_keras(data, args):
     task, X_test = data.task, data.X_test
     aml = automl.AutoML(max_models=args.max_models, max_runtime_secs=args.max_runtime_secs, nfolds=args.nfolds,
                         seed=args.seed, sort_metric=args.sort_metric, n_repeats=args.nrepeats,
-                        max_iter=args.max_iter, early_stopping=args.early_stopping, refit="all", storage=data.storage, study_name=data.study_name,
+                        max_iter=args.max_iter, early_stopping=args.early_stopping, refit="all",
+                        storage=data.storage, study_name=data.study_name,
                         resume=bool(args.resume), dask_scheduler=args.dask_scheduler,
                         n_jobs=args.n_jobs or (None if args.dask_scheduler else 1),
                         verbose=1)
