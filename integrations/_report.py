@@ -364,7 +364,7 @@ def glm_shortfall_causes(board, task, sort_col):
     as its effect); for each normalization with such a net, its best net and whether that one beats the
     GLM (if none does, the comparisons with that normalization rest on nets a linear model beats)."""
     glm, worse = nets_worse_than_glm(board, task, sort_col)
-    worse = worse[worse["normalization"].isin(_NETS)] if glm is not None else worse
+    worse = worse[worse["normalization"].isin(_NETS)]  # the nets, not the ensembles
     if glm is None or not len(worse):
         return []
     descending = _descending(task, sort_col)
