@@ -29,6 +29,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Every candidate and shape is a tf.function of its own, traced once: not the
+# retracing that TensorFlow's warning about many traced functions is about.
+tf.get_logger().setLevel("ERROR")
+
 import keras  # noqa: E402
 import keras_ln  # noqa: E402
 from keras_ln.layers._layer_norm import layer_norm_reference  # noqa: E402

@@ -310,7 +310,8 @@ def _search_line(search, nrepeats):
 def _epochs_text(ctx):
     """How the keras_ln nets' epochs were set: early stopping, or searched where it cannot run."""
     if ctx.get("epochs_searched"):
-        why = ("early stopping off: --no-early-stopping" if ctx.get("early_stopping") is False
+        why = ("without early stopping, the same epochs for every normalization; --early-stopping turns it on"
+               if not ctx.get("early_stopping")
                else "the training folds are too small for early stopping's 50 validation rows")
         return f"the epochs searched among a quarter, half and all of max_iter={ctx['max_iter']} ({why})"
     return f"at most max_iter={ctx['max_iter']} epochs, stopped early on the loss of 10% of each training fold"

@@ -196,10 +196,10 @@ def parse_args(argv=None):
     p.add_argument("--sort-metric", metavar="M", default="AUTO", help="as H2O's sort_metric (default: AUTO)")
     p.add_argument("--max-iter", metavar="EPOCHS", type=_positive_int, default=50,
                    help="epochs per keras_ln fit (default: 50)")
-    p.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=True,
-                   help="keras_ln: stop each fit on the loss of 10%% of its training fold; with --no-early-stopping "
-                        "every row trains and the epochs (a quarter, half or all of --max-iter) are searched "
-                        "instead (default: --early-stopping)")
+    p.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=False,
+                   help="keras_ln: stop each fit on the loss of 10%% of its training fold (folds of 500 rows or "
+                        "more); by default every row trains and the epochs (a quarter, half or all of --max-iter) "
+                        "are searched, the same for every normalization (default: --no-early-stopping)")
     p.add_argument("--test-size", metavar="F", type=_fraction, default=None,
                    help="held-out share of the rows, in (0, 1), drawn with --seed (default: 0.2; not with "
                         "--test-csv/--test-npz)")

@@ -231,18 +231,20 @@ def _nets(lb):
     return lb[lb["normalization"].isin(["layer", "batch", "none"])]
 
 
-def test_epochs_are_searched_only_where_early_stopping_cannot_run(stand_in_models):
-    """Training folds of 500 rows give early stopping its 50 validation rows: the epochs are then not a
-    searched parameter, unless early stopping is off."""
+def test_epochs_are_searched_unless_early_stopping_is_on_and_can_run(stand_in_models):
+    """Without early stopping (the default) the epochs are a searched parameter. With it, training folds
+    of 500 rows give early stopping its 50 validation rows, and the epochs are then not searched."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1000, 4))
     y = (X[:, 0] > 0).astype(int)
-    aml = AutoML(max_models=3, nfolds=2, seed=0).fit(X, y)
-    assert not aml.epochs_searched_
-    assert all("max_iter" not in t.params for t in aml.study_.trials)
-    off = AutoML(max_models=3, nfolds=2, seed=0, early_stopping=False).fit(X, y)
+    assert AutoML().early_stopping is False
+    on = AutoML(max_models=3, nfolds=2, seed=0, early_stopping=True).fit(X, y)
+    assert not on.epochs_searched_
+    assert all("max_iter" not in t.params for t in on.study_.trials)
+    off = AutoML(max_models=3, nfolds=2, seed=0).fit(X, y)
     assert off.epochs_searched_ and all("max_iter" in t.params for t in off.study_.trials)
-    small = AutoML(max_models=3, nfolds=3, seed=0).fit(X[:600], y[:600])  # training folds of 400 rows
+    # training folds of 400 rows
+    small = AutoML(max_models=3, nfolds=3, seed=0, early_stopping=True).fit(X[:600], y[:600])
     assert small.epochs_searched_
 
 

@@ -139,12 +139,14 @@ def search_space(family, fixed=()):
 
 
 def epochs_distribution(max_iter):
-    """The epoch counts searched where early stopping cannot choose one: a quarter, half and all of ``max_iter``.
+    """The epoch counts searched where early stopping does not choose one: a quarter, half and all of ``max_iter``.
 
-    Early stopping needs a validation part large enough to tell a better
-    epoch from a worse one (see `keras_ln.sklearn`); on smaller training
-    folds the nets would all train ``max_iter`` epochs, so the search picks
-    the count instead (as ``max_iter``, an estimator parameter).
+    Early stopping is off by default (``AutoML(early_stopping=False)``), and
+    where it is on it needs a validation part large enough to tell a better
+    epoch from a worse one (see `keras_ln.sklearn`); otherwise the nets
+    would all train ``max_iter`` epochs, so the search picks the count
+    instead (as ``max_iter``, an estimator parameter), the same for every
+    normalization of a configuration.
     """
     max_iter = int(max_iter)
     return CategoricalDistribution(tuple(sorted({max(1, max_iter // 4), max(1, max_iter // 2), max_iter})))

@@ -340,20 +340,21 @@ def test_task_given_is_honoured_by_the_keras_ln_side(tmp_path, capsys, no_h2o_si
     assert "Task: **multiclass** (--task)" in report
 
 
-def test_no_early_stopping_searches_the_epochs_and_the_report_says_why(tmp_path, capsys, no_h2o_side):
-    assert cli.parse_args(["--dataset", "wine"]).early_stopping is True
+def test_early_stopping_is_off_by_default_and_the_flag_reaches_the_automl(tmp_path, capsys, no_h2o_side):
+    assert cli.parse_args(["--dataset", "wine"]).early_stopping is False
+    assert cli.parse_args(["--dataset", "wine", "--early-stopping"]).early_stopping is True
     path = _twelve_classes(tmp_path)
     out = tmp_path / "reports"
-    code = cli.main(["--csv", str(path), "--target", "label", "--no-h2o", "--nfolds", "2", "--test-size", "0.3",
-                     "--max-models", "1", "--max-iter", "1", "--no-early-stopping", "--out", str(out)])
+    common = ["--csv", str(path), "--target", "label", "--no-h2o", "--nfolds", "2", "--test-size", "0.3",
+              "--max-models", "1", "--max-iter", "1", "--out", str(out)]
+    code = cli.main(common)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     report = (out / "twelve" / "report.md").read_text()
-    assert ("keras_ln nets: the epochs searched among a quarter, half and all of max_iter=1 (early stopping off: "
-            "--no-early-stopping)") in report
-    # the setting reached keras_ln's AutoML: its study, run without early stopping, does not resume with it
-    code = cli.main(["--csv", str(path), "--target", "label", "--no-h2o", "--nfolds", "2", "--test-size", "0.3",
-                     "--max-models", "1", "--max-iter", "1", "--resume", "--out", str(out)])
+    assert ("keras_ln nets: the epochs searched among a quarter, half and all of max_iter=1 (without early "
+            "stopping, the same epochs for every normalization; --early-stopping turns it on)") in report
+    # the setting reaches keras_ln's AutoML: its study, run without early stopping, does not resume with it
+    code = cli.main(common + ["--early-stopping", "--resume"])
     assert code != 0 and "Cannot resume study" in capsys.readouterr().err
 
 

@@ -190,12 +190,13 @@ def test_report_says_how_the_epochs_were_set():
     def epochs(**ctx):
         return re.search(r"keras_ln nets: (.*)\.$", _report.markdown({**_ctx(), **ctx}, _board_with_references(),
                                                                     None, "auc"), re.M).group(1)
-    assert epochs(epochs_searched=False) == ("at most max_iter=2 epochs, stopped early on the loss of 10% of each "
-                                             "training fold")
-    assert epochs(epochs_searched=True).endswith("(the training folds are too small for early stopping's 50 "
-                                                 "validation rows)")
+    assert epochs(epochs_searched=False, early_stopping=True) == (
+        "at most max_iter=2 epochs, stopped early on the loss of 10% of each training fold")
+    assert epochs(epochs_searched=True, early_stopping=True).endswith(
+        "(the training folds are too small for early stopping's 50 validation rows)")
     assert epochs(epochs_searched=True, early_stopping=False) == (
-        "the epochs searched among a quarter, half and all of max_iter=2 (early stopping off: --no-early-stopping)")
+        "the epochs searched among a quarter, half and all of max_iter=2 (without early stopping, the same epochs "
+        "for every normalization; --early-stopping turns it on)")
 
 
 def test_report_does_not_warn_when_every_net_is_as_good_as_the_glm():
