@@ -308,7 +308,8 @@ def _search_line(search, nrepeats):
 
 
 def _epochs_text(ctx):
-    """How the keras_ln nets' epochs were set: early stopping, or searched where it cannot run."""
+    """How the keras_ln nets' epochs were set: searched (early stopping off, the default, or on but unable to
+    run on folds this small), or by early stopping."""
     if ctx.get("epochs_searched"):
         why = ("without early stopping, the same epochs for every normalization; --early-stopping turns it on"
                if not ctx.get("early_stopping")
