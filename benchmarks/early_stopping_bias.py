@@ -1,26 +1,28 @@
-"""Does the AutoML's early stopping bias its verdict on normalization?
+"""Does early stopping bias keras_ln's AutoML's verdict on normalization?
 
-keras_ln's AutoML trains every net with early stopping by default (10 % of a
-training fold held out, training stops when that part's loss stops improving;
-only on folds of 500 rows or more). If stopping early cost the nets of one
-normalization more than those of another, the verdict's paired differences
-would measure the stopping rule as well as the normalization.
+With ``AutoML(early_stopping=True)`` (the CLI's ``--early-stopping``; off by
+default since this script's measurement) every net holds out 10 % of its
+training fold and stops when that part's loss stops improving (on folds of 500
+rows or more). If stopping early cost the nets of one normalization more than
+those of another, the verdict's paired differences would measure the stopping
+rule as well as the normalization.
 
 For each data set and seed this script runs `keras_ln.automl.AutoML` twice on
 the same 3 folds of the same training split (the CLI's: test_size 0.2, seed 1),
 with its family's first portfolio configuration under every normalization
-(`max_models=3`): once as the AutoML's default (early stopping, up to
-`max_iter` 50 epochs), once with ``early_stopping=False`` (all 50 epochs, as
-the portfolio's configurations train then). From the two runs' fold scores it
-prints, paired by seed and fold (scipy's paired t-test, 95 % confidence
-intervals):
+(`max_models=3`): once with early stopping (up to `max_iter` 50 epochs), once
+without (all 50 epochs, as the portfolio's configurations train then). From
+the two runs' fold scores it prints, paired by seed and fold, 95 % confidence
+intervals by the verdict's own corrected resampled t-test
+(`keras_ln.automl._verdict.corrected_t_interval`, test/train ratio 1/2: the
+folds' training sets overlap, which a plain t interval ignores):
 
 - per normalization, what early stopping changes in the cross-validated score
   (early stopping less 50 epochs: for a loss, positive is worse);
 - per pair of normalizations, the verdict's quantity (the first less the
   second) with and without early stopping, and the change early stopping
-  makes to it: the bias. An interval that excludes 0 means the default's
-  stopping rule moves the verdict on that set.
+  makes to it: the bias. An interval that excludes 0 means the stopping rule
+  moves the verdict on that set.
 
 Data sets: the bundled ones whose training folds are large enough for early
 stopping (digits, sequential_digits, adding_problem) and two that no default
@@ -41,9 +43,7 @@ import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import scipy.stats  # noqa: E402
 from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.datasets import make_friedman1  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
@@ -51,8 +51,10 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from keras_ln import datasets  # noqa: E402
 from keras_ln.automl import AutoML  # noqa: E402
 from keras_ln.automl._leaderboard import resolve_sort_metric  # noqa: E402
+from keras_ln.automl._verdict import corrected_t_interval  # noqa: E402
 
 SPLIT_SEED = 1
+NFOLDS = 3
 NORMS = ("layer", "batch", "none")
 
 
@@ -85,7 +87,7 @@ def load(name):
 def fold_scores(X, y, task, seed, early_stopping):
     """The AutoML's fold scores of its first configuration under every normalization, its sort
     metric and whether larger is better."""
-    aml = AutoML(max_models=3, nfolds=3, seed=seed, early_stopping=early_stopping)
+    aml = AutoML(max_models=3, nfolds=NFOLDS, seed=seed, early_stopping=early_stopping)
     aml.fit(X, y, task=task)
     metric, descending = resolve_sort_metric(task)
     scores = aml.fold_scores_[aml.fold_scores_["config"].notna()]  # the nets: one configuration
@@ -95,12 +97,8 @@ def fold_scores(X, y, task, seed, early_stopping):
 
 
 def interval(values):
-    """Mean and 95 % confidence interval of paired differences (one-sample t)."""
-    values = np.asarray(values, float)
-    if len(values) < 2 or np.all(values == values[0]):
-        return values.mean(), values.mean(), values.mean()
-    low, high = scipy.stats.ttest_1samp(values, 0.0).confidence_interval(0.95)
-    return values.mean(), low, high
+    """Mean and 95 % confidence interval of paired differences, corrected for the folds' overlap."""
+    return corrected_t_interval(values, 1.0 / (NFOLDS - 1))
 
 
 def fmt(stat):
@@ -118,7 +116,7 @@ def study(name, seeds):
         tables[early].append(table.assign(seed=seed).set_index("seed", append=True))
     es, full = (pd.concat(tables[flag]) for flag in (True, False))
     norms = [n for n in NORMS if n in es.columns and n in full.columns]
-    print(f"\n{name}: {len(y)} training rows, {task}, 3 folds x seeds {list(seeds)}; {metric} "
+    print(f"\n{name}: {len(y)} training rows, {task}, {NFOLDS} folds x seeds {list(seeds)}; {metric} "
           f"({'higher' if descending else 'lower'} is better); {time.perf_counter() - start:.0f} s")
     if searched[True]:
         print("  early stopping does not apply here (training folds under 500 rows): both runs train alike")
@@ -140,7 +138,7 @@ def main(argv=None):
                         help="the AutoML's seeds (its folds, initial weights and batch orders)")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    print("Paired by seed and fold: mean [95% CI]; * where the interval excludes 0")
+    print("Paired by seed and fold: mean [95% CI, corrected resampled t]; * where the interval excludes 0")
     for name in args.datasets:
         study(name, args.seeds)
 
