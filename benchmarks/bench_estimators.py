@@ -24,8 +24,16 @@ faster.
    and `"layer"`, with both sides' training accuracy / R^2, and keras_ln's
    single-row `predict` time. The sides take turns, round by round
    (`--anchor-repeats` rounds): keras_ln's first fit of each shape traces or
-   XLA-compiles its loop and is shown apart ("1st"); the ratios are of the
-   medians of the later rounds. `--sizes small` runs the first size only.
+   XLA-compiles its loop and is shown apart ("1st"). `--sizes small` runs
+   the first size only.
+
+Each anchor ratio is paired: keras_ln's fit over the anchor's of the same
+round (so that a slow spell of the shared machine, which slows both, cancels
+out), the median of the rounds' ratios, with a 90% distribution-free
+confidence interval for that median (order statistics, scipy's
+`quantile_test`). Against a target the interval gives the verdict: "met"
+where it lies at or below the target, "missed" where it lies above, and
+"within noise" where it contains the target (more rounds narrow it).
 
 Keras' wrapper is `keras.wrappers.SKLearnClassifier`; its progress
 bars (it calls `model.predict` without `verbose=0`) are swallowed.
@@ -63,6 +71,9 @@ from keras_ln.sklearn import LSTMClassifier  # noqa: E402
 from keras_ln.sklearn import MLPClassifier  # noqa: E402
 from keras_ln.sklearn import MLPRegressor  # noqa: E402
 from keras_ln.sklearn._execution import _PROGRAMS  # noqa: E402
+
+from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
+from _paired import paired_ratio  # noqa: E402
 
 BATCH = 200
 
@@ -136,18 +147,21 @@ def median_times(make, X, y, repeats):
     return statistics.median(fits), statistics.median(predicts)
 
 
-ANCHOR_SIZES = ((500, 30, 50), (20_000, 50, 5), (100_000, 100, 3))
+# Rows, features, epochs, and the target ratio (None: no target).
+ANCHOR_SIZES = ((500, 30, 50, 1.0), (20_000, 50, 5, None), (100_000, 100, 3, 0.33))
 
 
 def sklearn_anchor(repeats, sizes):
     """keras_ln's MLPs against scikit-learn's, same network, optimizer, batches and epochs."""
     print("\nAgainst sklearn.neural_network (fit time keras_ln / sklearn; below 1: keras_ln faster)")
-    print("(sklearn, None, layer: interleaved rounds, medians of all but the first; 1st: the first fit of"
-          " that shape in the process, with the loop's trace or XLA compilation)")
-    print(f"{'task':10s} {'rows x features, epochs':26s} {'sklearn':>9s} {'None':>7s} {'layer':>7s} "
-          f"{'None 1st':>9s} {'layer 1st':>9s} {'score sk / None / layer':>24s} {'1-row predict':>14s}")
+    print("(sklearn, None, layer: interleaved rounds; the median of the rounds' paired ratios after the"
+          f" first, with its {CONFIDENCE:.0%} interval, and the verdict against the target; 1st: the first"
+          " fit of that shape in the process, with the loop's trace or XLA compilation)")
+    print(f"{'task':10s} {'rows x features, epochs':24s} {'sklearn':>8s} {'None':>18s} {'layer':>18s} "
+          f"{'target':>7s} {'verdicts None / layer':>27s} {'None 1st':>9s} {'layer 1st':>9s} "
+          f"{'score sk / None / layer':>24s} {'1-row predict':>14s}")
     common = dict(hidden_layer_sizes=(100,), batch_size=BATCH, tol=0.0, random_state=0)
-    for n, f, epochs in sizes:
+    for n, f, epochs, target in sizes:
         for task in ("classifier", "regressor"):
             if task == "classifier":
                 X, y = make_classification(n, f, n_informative=min(f, 10), random_state=0)
@@ -162,7 +176,7 @@ def sklearn_anchor(repeats, sizes):
                 timed(lambda: ours_cls(**params, normalization=norm).fit(X[:256], y[:256]))
             # Round by round, sklearn and both of keras_ln's fits one after
             # the other, so that a slow spell of this shared machine slows
-            # them alike (medians over the rounds).
+            # them alike (paired ratios, round by round).
             times = {"sk": [], None: [], "layer": []}
             fitted = {}
             for _ in range(repeats):
@@ -175,25 +189,28 @@ def sklearn_anchor(repeats, sizes):
                     times[side].append(t)
             # The first round's keras_ln fits are the first of this shape in
             # the process (the warm-up above is smaller): they trace or
-            # XLA-compile the loop, and are the "1st" columns. The medians
-            # are over the later rounds, every side's (with 5 rounds, one
-            # cold fit among them pulled the median of the warm ones up).
+            # XLA-compile the loop, and are the "1st" columns. The ratios
+            # are of the later rounds (with one cold fit among them, the
+            # median of the warm ones was pulled up).
             warm = {side: t[1:] or t for side, t in times.items()}
             sk_time = statistics.median(warm["sk"])
             sk_score = fitted["sk"].score(X, y)
-            cells = [statistics.median(warm[norm]) / sk_time for norm in (None, "layer")]
+            cells = [paired_ratio(warm[norm], warm["sk"], target) for norm in (None, "layer")]
             firsts = [times[norm][0] / sk_time for norm in (None, "layer")]
             scores = [fitted[norm].score(X, y) for norm in (None, "layer")]
             est = fitted[None]
             est.predict(X[:1])
             single = statistics.median(timed(lambda: est.predict(X[:1]), collect=False)[0]
                                        for _ in range(20))
-            print(f"{task:10s} {f'{n} x {f}, {epochs}':26s} {sk_time:8.2f}s {cells[0]:7.2f} {cells[1]:7.2f} "
+            verdicts = " / ".join(v for _, v in cells) if target is not None else "-"
+            print(f"{task:10s} {f'{n} x {f}, {epochs}':24s} {sk_time:7.2f}s {cells[0][0]:>18s} "
+                  f"{cells[1][0]:>18s} {'-' if target is None else f'<= {target:.2f}':>7s} {verdicts:>27s} "
                   f"{firsts[0]:9.2f} {firsts[1]:9.2f} "
                   f"{sk_score:8.3f} / {scores[0]:.3f} / {scores[1]:.3f} {1000 * single:11.2f} ms", flush=True)
 
 
 SEQUENCE_SHAPE = (2_000, 50, 8, 5)  # sequences, steps, features, epochs
+SEQUENCE_TARGET = 0.5  # keras_ln's fit at least twice as fast as Keras' model.fit
 
 
 @contextlib.contextmanager
@@ -226,9 +243,10 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
     X = rng.normal(size=(n, steps, features)).astype("float32")
     y = (X[:, : steps // 2, 0].sum(1) > 0).astype(int)
     print(f"\nLSTMClassifier against Keras' model.fit ({n} x {steps} x {features} sequences, units (64,), "
-          f"batch {BATCH}, {epochs} epochs; fit time keras_ln / Keras, below 1: keras_ln faster)")
-    print(f"{'normalization':14s} {'keras_ln':>9s} {'keras (jit auto)':>17s} {'ratio':>6s} "
-          f"{'keras (no jit)':>15s} {'ratio':>6s} {'acc keras_ln / keras':>21s}")
+          f"batch {BATCH}, {epochs} epochs; fit time keras_ln / Keras, below 1: keras_ln faster; medians of "
+          f"the rounds' paired ratios with their {CONFIDENCE:.0%} intervals, target <= {SEQUENCE_TARGET})")
+    print(f"{'normalization':14s} {'keras_ln':>9s} {'keras (jit auto)':>17s} {'ratio':>18s} "
+          f"{'keras (no jit)':>15s} {'ratio':>18s} {'verdicts':>27s} {'acc keras_ln / keras':>21s}")
     # None twice: Keras' fit of the same network (keras_ln.FusedLSTM, keras'
     # LSTM with the native kernel), then of keras' own keras.layers.LSTM.
     for norm, keras_own in (("layer", False), ("batch", False), (None, False), (None, True)):
@@ -262,8 +280,13 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
             times[name] = (statistics.median(t for t, _ in done),
                            last.score(X, y) if name == "ours" else last)
         o, a, f = times["ours"][0], times["auto"][0], times["none"][0]
+        ours_times = [t for t, _ in runs["ours"]]
+        (auto_text, auto_verdict), (none_text, none_verdict) = (
+            paired_ratio(ours_times, [t for t, _ in runs[name]], SEQUENCE_TARGET)
+            for name in ("auto", "none"))
         label = "None, keras'" if keras_own else str(norm)
-        print(f"{label:14s} {o:8.2f}s {a:16.2f}s {o / a:6.2f} {f:14.2f}s {o / f:6.2f} "
+        print(f"{label:14s} {o:8.2f}s {a:16.2f}s {auto_text:>18s} {f:14.2f}s {none_text:>18s} "
+              f"{auto_verdict + ' / ' + none_verdict:>27s} "
               f"{times['ours'][1]:10.3f} / {times['auto'][1]:.3f}", flush=True)
 
 
@@ -272,7 +295,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--grid-epochs", type=int, default=20)
-    parser.add_argument("--anchor-repeats", type=int, default=6)
+    parser.add_argument("--anchor-repeats", type=int, default=9,
+                        help="rounds of the anchor comparisons (the first is shown apart: 8 paired ratios)")
     parser.add_argument("--sizes", choices=["all", "small"], default="all")
     parser.add_argument("--only-anchor", action="store_true", help="the sklearn comparison alone")
     args = parser.parse_args()

@@ -10,7 +10,9 @@ pass (gradients w.r.t. the input, gamma and beta) of
 - a plain elementwise affine pass `x * gamma + beta` (the memory-traffic floor),
 
 interleaving the candidates round by round so machine noise hits all alike,
-and prints medians and ratios. On small shapes one call is mostly
+and prints medians and ratios; the summary's one-call speed-up is the median
+of the rounds' paired ratios keras / keras_ln, with a 90% distribution-free
+interval and the verdict against the 1.3x target (`_paired.py`). On small shapes one call is mostly
 `tf.function` dispatch (the affine floor's forward costs as much as a layer
 norm's), so each shape is also timed as in a network: `--chain` (32)
 applications forward and backward in one `tf.function`, per application,
@@ -37,7 +39,11 @@ import keras  # noqa: E402
 import keras_ln  # noqa: E402
 from keras_ln.layers._layer_norm import layer_norm_reference  # noqa: E402
 
+from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
+from _paired import paired_ratio  # noqa: E402
+
 DEFAULT_SHAPES = "4096x1024,64x128x512,32x128x64,256x64"
+SPEEDUP_TARGET = 1.3
 
 
 def _make_candidates(shape):
@@ -89,17 +95,21 @@ def _timed_pair(fn, weights, x, dy):
     return tf.function(forward), tf.function(fwd_bwd)
 
 
-def _time(fns, repeats):
+def _time(fns, repeats, samples=None):
+    """Median milliseconds of each function, interleaved round by round;
+    each round's seconds are appended to `samples[name]` if given."""
     for fn in fns.values():  # trace, compile, warm up
         fn()
         fn()
-    samples = {name: [] for name in fns}
+    samples = {} if samples is None else samples
+    for name in fns:
+        samples[name] = []
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)
-    return {name: float(np.median(s)) * 1e3 for name, s in samples.items()}
+    return {name: float(np.median(samples[name])) * 1e3 for name in fns}
 
 
 def _chained(shape, repeats, chain):
@@ -156,18 +166,23 @@ def main(argv=None):
         print(f"\nshape {shape}")
         fwd = _time(forward, args.repeats)
         _report("forward", fwd, "affine x*g+b")
-        bwd = _time(backward, args.repeats)
+        rounds = {}
+        bwd = _time(backward, args.repeats, rounds)
         _report("forward+backward", bwd, "keras")
         chained = _chained(shape, args.repeats, args.chain)
         _report(f"forward+backward, per application of {args.chain} in one function", chained, "keras")
+        # keras / keras_ln round by round (the candidates take turns in each)
+        paired = paired_ratio(rounds["keras"], rounds["keras_ln"], SPEEDUP_TARGET,
+                              higher_is_better=True)
         summary.append(
-            (shape, bwd["keras"] / bwd["keras_ln"], chained["keras"] / chained["keras_ln"],
+            (shape, paired, chained["keras"] / chained["keras_ln"],
              fwd["keras_ln"] / fwd["affine x*g+b"])
         )
-    print("\nsummary (targets: fwd+bwd speed-up >= 1.3x; forward <= 1.5x affine)")
-    for shape, speedup, chained, floor in summary:
+    print(f"\nsummary (targets: fwd+bwd speed-up >= {SPEEDUP_TARGET}x; forward <= 1.5x affine). One call:"
+          f" the median of the rounds' paired speed-ups, its {CONFIDENCE:.0%} interval and the verdict")
+    for shape, (speedup, verdict), chained, floor in summary:
         print(
-            f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup:5.2f}x (one call), "
+            f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup} (one call, {verdict}), "
             f"{chained:5.2f}x (in a chain)   forward: keras_ln / affine = {floor:5.2f}x"
         )
 

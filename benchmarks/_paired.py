@@ -1,0 +1,47 @@
+"""Paired timing ratios with a distribution-free interval (shared by the benchmarks).
+
+A benchmark that interleaves its contenders round by round (so that a slow
+spell of this shared machine slows all of them alike) pairs their times by
+round. `paired_ratio` summarizes the rounds' ratios by their median, with a
+confidence interval for that median from order statistics
+(`scipy.stats.quantile_test`, which assumes nothing of the times'
+distribution), and judges a target by that interval.
+"""
+
+import statistics
+
+import numpy as np
+from scipy.stats import quantile_test
+
+CONFIDENCE = 0.9
+
+
+def paired_ratio(numerators, denominators, target=None, higher_is_better=False):
+    """The median of the rounds' ratios `numerators[i] / denominators[i]` and
+    its `CONFIDENCE` interval, as text ("0.30 [0.27, 0.35]"), and the verdict
+    against `target`: "met" where the interval lies on the target's good side
+    (at or below it, or at or above it with `higher_is_better`), "missed"
+    where it lies wholly on the other side, "within noise" where it contains
+    the target; "" without a target.
+
+    With fewer than 5 rounds no interval reaches 90%: it is shown as
+    "[n/a]", and a target is then "within noise".
+    """
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(
+            "paired_ratio needs as many numerators as denominators, at least one. "
+            f"Received: {len(numerators)} and {len(denominators)}")
+    ratios = [n / d for n, d in zip(numerators, denominators)]
+    median = statistics.median(ratios)
+    ci = quantile_test(ratios, q=median, p=0.5).confidence_interval(CONFIDENCE)
+    known = bool(np.isfinite(ci.low) and np.isfinite(ci.high))
+    text = f"{median:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if known else f"{median:.2f} [n/a]"
+    if target is None:
+        return text, ""
+    good, bad = (ci.low, ci.high) if higher_is_better else (ci.high, ci.low)
+    sign = 1 if higher_is_better else -1
+    if known and sign * (good - target) >= 0:
+        return text, "met"
+    if known and sign * (bad - target) < 0:
+        return text, "missed"
+    return text, "within noise"
