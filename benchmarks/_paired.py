@@ -38,10 +38,12 @@ def paired_ratio(numerators, denominators, target=None, higher_is_better=False):
     text = f"{median:.2f} [{ci.low:.2f}, {ci.high:.2f}]" if known else f"{median:.2f} [n/a]"
     if target is None:
         return text, ""
-    good, bad = (ci.low, ci.high) if higher_is_better else (ci.high, ci.low)
-    sign = 1 if higher_is_better else -1
-    if known and sign * (good - target) >= 0:
+    if higher_is_better:
+        met, missed = ci.low >= target, ci.high < target
+    else:
+        met, missed = ci.high <= target, ci.low > target
+    if known and met:
         return text, "met"
-    if known and sign * (bad - target) < 0:
+    if known and missed:
         return text, "missed"
     return text, "within noise"

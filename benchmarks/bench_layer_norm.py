@@ -12,11 +12,11 @@ pass (gradients w.r.t. the input, gamma and beta) of
 interleaving the candidates round by round so machine noise hits all alike,
 and prints medians and ratios; the summary's one-call speed-up is the median
 of the rounds' paired ratios keras / keras_ln, with a 90% distribution-free
-interval and the verdict against the 1.3x target (`_paired.py`). On small shapes one call is mostly
-`tf.function` dispatch (the affine floor's forward costs as much as a layer
-norm's), so each shape is also timed as in a network: `--chain` (32)
-applications forward and backward in one `tf.function`, per application,
-keras_ln against keras.
+interval and the verdict against the 1.3x target (`_paired.py`). On small
+shapes one call is mostly `tf.function` dispatch (the affine floor's forward
+costs as much as a layer norm's), so each shape is also timed as in a
+network: `--chain` (32) applications forward and backward in one
+`tf.function`, per application, keras_ln against keras.
 
     python benchmarks/bench_layer_norm.py [--repeats 30] [--shapes 4096x1024,...]
 """
