@@ -5,7 +5,9 @@ units. For each layer it times a training step (a `tf.function`-compiled
 forward + backward + Adam update of `layer -> Dense(1)` on an MSE loss) and
 inference (a `tf.function`-compiled forward), interleaving the contenders
 round by round so that a noisy, shared machine slows them alike, and prints
-the medians and the ratios against the anchors measured in the same run:
+the medians and the ratios against the anchors measured in the same run
+(and, for the ratios with a target, the median of the rounds' paired ratios
+with a 90% distribution-free interval and the verdict, `_paired.py`):
 
 - `LayerNormLSTM` vs `keras.layers.LSTM` and vs `RNN(LayerNormLSTMCell)`
   (the cell-per-step design of tensorflow-addons), vs a cell rebuilt
@@ -36,6 +38,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_ln  # noqa: E402
+
+from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
+from _paired import paired_ratio  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
 
@@ -190,31 +195,40 @@ def main():
         print(f"{name:<24}{1e3 * t:>10.1f}{1e3 * i:>10.1f}")
     print()
     print(f"{'ratio (lower is faster)':<46}{'train':>8}{'infer':>8}")
+    # (contender, anchor, note, target of the training step, of inference)
     pairs = [
-        ("FusedLSTM", "keras LSTM", "the same LSTM, native kernel"),
-        ("LayerNormLSTM", "keras LSTM", "target train <= 1.3"),
-        ("LayerNormLSTM", "FusedLSTM", "cost of the norms, same kernel"),
-        ("BatchNormLSTM", "FusedLSTM", "cost of the norms, same kernel"),
-        ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5"),
-        ("LayerNormLSTM", "RNN(tfa-style cell)", ""),
-        ("LayerNormLSTM", "LayerNormLSTM (generic)", "kernel vs generic"),
-        ("LayerNormLSTM", "LayerNormLSTM (XLA)", "native vs XLA kernel"),
-        ("FusedGRU", "keras GRU", "the same GRU, native kernel"),
-        ("LayerNormGRU", "keras GRU", "target train <= 1.3"),
-        ("LayerNormGRU", "FusedGRU", "cost of the norm, same kernel"),
-        ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5"),
-        ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic"),
-        ("BatchNormLSTM", "keras LSTM", "target train, infer <= 1.0"),
-        ("BatchNormLSTM", "BatchNormLSTM (generic)", "kernel vs generic"),
-        ("BatchNormLSTM", "BatchNormLSTM (XLA)", "native vs XLA kernel"),
-        ("BatchNormLSTM", "RNN(BatchNormLSTMCell)", ""),
+        ("FusedLSTM", "keras LSTM", "the same LSTM, native kernel", None, None),
+        ("LayerNormLSTM", "keras LSTM", "target train <= 1.3", 1.3, None),
+        ("LayerNormLSTM", "FusedLSTM", "cost of the norms, same kernel", None, None),
+        ("BatchNormLSTM", "FusedLSTM", "cost of the norms, same kernel", None, None),
+        ("LayerNormLSTM", "RNN(LayerNormLSTMCell)", "target train <= 0.5", 0.5, None),
+        ("LayerNormLSTM", "RNN(tfa-style cell)", "", None, None),
+        ("LayerNormLSTM", "LayerNormLSTM (generic)", "kernel vs generic", None, None),
+        ("LayerNormLSTM", "LayerNormLSTM (XLA)", "native vs XLA kernel", None, None),
+        ("FusedGRU", "keras GRU", "the same GRU, native kernel", None, None),
+        ("LayerNormGRU", "keras GRU", "target train <= 1.3", 1.3, None),
+        ("LayerNormGRU", "FusedGRU", "cost of the norm, same kernel", None, None),
+        ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5", 0.5, None),
+        ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic", None, None),
+        ("BatchNormLSTM", "keras LSTM", "target train, infer <= 1.0", 1.0, 1.0),
+        ("BatchNormLSTM", "BatchNormLSTM (generic)", "kernel vs generic", None, None),
+        ("BatchNormLSTM", "BatchNormLSTM (XLA)", "native vs XLA kernel", None, None),
+        ("BatchNormLSTM", "RNN(BatchNormLSTMCell)", "", None, None),
     ]
-    for a, b, note in pairs:
+    verdicts = []
+    for a, b, note, train_target, infer_target in pairs:
         if a not in med or b not in med:
             continue
         rt = med[a][0] / med[b][0]
         ri = med[a][1] / med[b][1]
         print(f"{a + ' / ' + b:<46}{rt:>8.2f}{ri:>8.2f}  {note}")
+        for part, index, target in (("train", 0, train_target), ("infer", 1, infer_target)):
+            if target is not None:
+                text, verdict = paired_ratio(times[a][index], times[b][index], target)
+                verdicts.append(f"{a + ' / ' + b + ', ' + part:<53}{text:>20}  <= {target}: {verdict}")
+    if verdicts:
+        print(f"\ntargets: the median of the rounds' paired ratios, its {CONFIDENCE:.0%} interval and the verdict")
+        print("\n".join(verdicts))
 
 
 if __name__ == "__main__":
