@@ -51,11 +51,39 @@ def trained_models(monkeypatch):
     return trained
 
 
+# Run in the child of `kill_after_models` (python -c): AutoML patched to SIGKILL its own process in the
+# middle of model n + 1, after that model's first fold; then the command's script or module.
+_KILL_CHILD = """
+import os, runpy, signal, sys
+from keras_ln.automl import AutoML
+n, args = int(sys.argv[1]), sys.argv[2:]
+started = [0]
+train_one, fold_metric = AutoML._train_one, AutoML._fold_metric
+def counted(self, *a, **k):
+    started[0] += 1
+    return train_one(self, *a, **k)
+def metric(self, *a, **k):
+    value = fold_metric(self, *a, **k)
+    if started[0] > n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+AutoML._train_one, AutoML._fold_metric = counted, metric
+if args[0] == "-m":
+    sys.argv = args[1:]
+    runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+else:
+    sys.argv = args
+    runpy.run_path(args[0], run_name="__main__")
+"""
+
+
 @pytest.fixture
 def kill_after_models():
-    """``kill(command, db_path, n)``: run ``command`` (a child process), SIGKILL it as soon as the AutoML
-    study in the SQLite file ``db_path`` holds ``n`` finished models; returns the seconds it ran and the
-    model ids seen finished at the kill."""
+    """``kill(command, db_path, n)``: run ``command`` (``[python, script, args...]`` or ``[python, "-m",
+    module, args...]``) as a child process that kills itself with SIGKILL in the middle of the AutoML's
+    model n + 1 (after its first fold, ``_KILL_CHILD``: a fixed point of the search, so that the test does
+    not race the child's training); returns the seconds it ran and the model ids finished in the study in
+    the SQLite file ``db_path`` at its death. Fails if the child ends any other way."""
     import os
     import signal
     import subprocess
@@ -64,24 +92,16 @@ def kill_after_models():
     from keras_ln.automl import load_leaderboard
 
     def kill(command, db_path, n, timeout=300):
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        t0 = time.monotonic()
+        child = subprocess.Popen([command[0], "-c", _KILL_CHILD, str(n), *command[1:]],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        t0, seen = time.monotonic(), set()
         try:
-            while time.monotonic() - t0 < timeout:
-                assert child.poll() is None, child.stderr.read().decode()[-2000:]
-                if os.path.exists(db_path):
-                    try:
-                        seen = set(load_leaderboard(f"sqlite:///{db_path}")["model_id"])
-                    except Exception:  # noqa: BLE001 - the child may be creating the tables
-                        pass
-                    if len(seen) >= n:
-                        break
-                time.sleep(0.1)
-            os.kill(child.pid, signal.SIGKILL)
+            _, err = child.communicate(timeout=timeout)
         finally:
             child.kill()
             child.wait()
-        return time.monotonic() - t0, seen
+        assert child.returncode == -signal.SIGKILL, (child.returncode, err.decode()[-2000:])
+        return time.monotonic() - t0, set(load_leaderboard(f"sqlite:///{db_path}")["model_id"])
 
     return kill

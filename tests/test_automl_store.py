@@ -1,7 +1,8 @@
 """AutoML's persistent study: every finished model in Optuna's storage, resume after kill -9, refusal of other data.
 
 The kill is real: a child process runs the search on a SQLite study and is
-killed with SIGKILL once some models have finished; the search is then
+killed with SIGKILL by itself in the middle of its fourth model, after three have
+finished (`kill_after_models` in conftest.py); the search is then
 resumed here, and its final leaderboard compared with an uninterrupted run's.
 """
 
