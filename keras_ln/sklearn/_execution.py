@@ -413,11 +413,13 @@ class _StepOutputDense(keras.layers.Dense):
       network's step (a 500-row regressor's: 79 us with one intra-op
       thread, 160-180 us with two). The padded column adds exact zeros.
     - Under XLA (the loops of large fits), no padding, and for 2 or 3
-      units the input's gradient as a broadcast product summed over the
-      units (`_small_product`): XLA's CPU backend runs a product of
-      (rows, 2 or 3) by (2 or 3, k) by a slow generic loop, 22-32 us for
-      200 x 100 (against 1-6 us with 1, 4 or more units, and 3-5 us summed
-      this way), about a sixth of a binary classifier's step.
+      units no matrix product with a dimension of 2 or 3
+      (`_small_product`): XLA's CPU backend runs a product of (rows, 2 or
+      3) by (2 or 3, k) by a slow generic loop, 22-32 us for 200 x 100
+      (against 1-6 us with 1, 4 or more units, and 3-5 us summed as a
+      broadcast product), about a sixth of a binary classifier's step, and
+      the kernel's gradient (k, rows) x (rows, 2 or 3) in about 10 us
+      (about 1 us as matrix-vector products).
     """
 
     def call(self, inputs, training=None):
@@ -438,18 +440,28 @@ class _StepOutputDense(keras.layers.Dense):
 
 
 def _small_product(x, kernel):
-    """`x @ kernel` for a kernel of few columns (`_StepOutputDense`), whose
-    gradient for `x` is `dy @ kernel.T` summed as a broadcast product over
-    the columns instead of a matrix product."""
+    """`x @ kernel` for a kernel of few columns (`_StepOutputDense`, under
+    XLA), without the matrix products that XLA's CPU backend runs slowly
+    at these widths: the product and the kernel's gradient `x.T @ dy` one
+    column at a time, as matrix-vector products (for (200, 100) and 2 or 3
+    columns: 9-10 us per step for the gradient's matrix product against
+    about 1 us, and 2.1 against 0.7-1.2 us forward), and the input's
+    gradient `dy @ kernel.T` as a broadcast product summed over the
+    columns."""
     tf = _tf()
+    units = kernel.shape[1]
+
+    def by_column(a, b, transpose_a=False):
+        return tf.stack([tf.linalg.matvec(a, b[:, j], transpose_a=transpose_a)
+                         for j in range(units)], axis=1)
 
     @tf.custom_gradient
     def product(x, kernel):
         def grad(dy):
             dx = tf.reduce_sum(dy[:, None, :] * kernel[None, :, :], axis=-1)
-            return dx, tf.matmul(x, dy, transpose_a=True)
+            return dx, by_column(x, dy, transpose_a=True)
 
-        return tf.matmul(x, kernel), grad
+        return by_column(x, kernel), grad
 
     return product(tf.convert_to_tensor(x), tf.convert_to_tensor(kernel))
 
