@@ -42,14 +42,24 @@ def _norm_layers(model):
 @contextlib.contextmanager
 def statistics_mode(model, momentum):
     """Every batch norm of `model` with momentum `momentum(layer)`, and
-    dropout off (rates 0); the attributes restored afterwards."""
+    dropout off (rates 0); the attributes restored afterwards. The
+    `BatchNormLSTMCell`s are marked `_statistics_only` too: a pass needs no
+    gradient, so their native forward op keeps none of the activations the
+    backward reads (`bn_lstm_recurrence_native`'s `save`)."""
+    from keras_ln.layers.batch_norm_lstm import BatchNormLSTMCell
+
     norms, rates = _norm_layers(model)
-    saved = [(layer, attr, getattr(layer, attr)) for layer, attr in norms + rates]
+    cells = [(layer, "_statistics_only") for layer, _ in norms
+             if isinstance(layer, BatchNormLSTMCell)]
+    saved = [(layer, attr, getattr(layer, attr, False))
+             for layer, attr in norms + rates + cells]
     try:
         for layer, attr in rates:
             setattr(layer, attr, 0.0)
         for layer, attr in norms:
             setattr(layer, attr, momentum(layer))
+        for layer, attr in cells:
+            setattr(layer, attr, True)
         yield
     finally:
         for layer, attr, value in saved:

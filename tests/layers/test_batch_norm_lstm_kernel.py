@@ -280,6 +280,48 @@ def test_native_results_do_not_depend_on_the_threads(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("units, batch", [(4, 6), (144, 64)], ids=["1 shard", "2 shards"])
+@pytest.mark.parametrize("masked, zero_output", [(False, False), (True, False), (True, True)],
+                         ids=["dense", "masked", "masked, zero output"])
+def test_native_forward_without_saving_gives_the_same_bits(dtype, units, batch, masked, zero_output):
+    """`save=False` (a pass for the statistics only) keeps none of the
+    activations the backward reads (its scratch blocks reused step by step,
+    the states alternating between two) and gives the same outputs, states
+    and statistics to the bit as `save=True`: masked rows, a step that masks
+    every row, trailing steps without data, one shard of units and two."""
+    _native_or_skip()
+    rng = np.random.default_rng(5)
+    T, F, u = 7, 3, units
+
+    def c(*shape, scale=1.0):
+        return tf.constant(rng.normal(size=shape) * scale, dtype)
+
+    x, w, gx, bias = c(T, batch, F), c(F, 4 * u), c(4 * u), c(4 * u)
+    h0, c0, U = c(batch, u), c(batch, u), c(u, 4 * u, scale=0.2)
+    gr, gs, bs = c(4 * u), c(u), c(u)
+    valid = (rng.random((T, batch, 1)) > 0.3).astype(dtype)
+    valid[2] = 0.0  # every row masked
+    valid[-2:] = 0.0  # no data after the longest sequence
+    valid = tf.constant(valid)
+    args = (x, w, gx, bias, valid, h0, c0, U, gr, gs, bs, 1e-3, masked, zero_output)
+    kept = _tf_bn_lstm_kernel.bn_lstm_recurrence_native(*args)
+    lean = _tf_bn_lstm_kernel.bn_lstm_recurrence_native(*args, save=False)
+    assert len(kept) == len(lean) == 9
+    for a, b in zip(kept, lean):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    outs = _native.ops().keras_ln_bn_lstm_forward(
+        x, w, gx, bias, valid if masked else tf.zeros([0], dtype), h0, c0, U, gr, gs, bs,
+        tf.constant(1e-3, dtype), masked=masked, zero_output=zero_output, save=False)
+    assert [outs[i].shape for i in (7, 8, 9, 10, 11, 12, 15)] == [(0,)] * 7
+    # no gradient: an error, not zeros
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = _tf_bn_lstm_kernel.bn_lstm_recurrence_native(*args, save=False)[0]
+    with pytest.raises(LookupError):
+        tape.gradient(y, x)
+
+
 def test_native_ops_reject_bad_shapes():
     _native_or_skip()
     mod = _native.ops()

@@ -309,3 +309,41 @@ def test_population_statistics_by_the_traced_pass_equal_the_eager_pass(sequences
     assert cells and dropouts
     assert all(cell.norm_momentum == 0.99 for cell in cells)
     assert all(layer.rate == 0.2 for layer in dropouts)
+    assert not any(getattr(cell, "_statistics_only", False) for cell in cells)
+
+
+def test_population_statistics_pass_saves_nothing_for_a_backward(sequences, monkeypatch):
+    """The statistics pass marks the BatchNormLSTM cells `_statistics_only`,
+    so that their native forward keeps none of the activations a backward
+    would read (`save=False`): the same statistics to the bit as a pass that
+    keeps them, and the mark is gone afterwards."""
+    from keras_ln.layers import _tf_bn_lstm_kernel
+    from keras_ln.sklearn import _batch_statistics
+    from tests.layers.test_tf_recurrent_kernels import _native_or_skip
+
+    _native_or_skip()
+    X, y = sequences
+    clf = LSTMClassifier(units=(6,), normalization="batch", max_iter=2, random_state=0).fit(X, y)
+    model = clf.model_
+    padded = _pad_steps(clf._sequences(X, reset=False).astype(clf._dtype))
+    native = _tf_bn_lstm_kernel.bn_lstm_recurrence_native
+    saves = []
+
+    def recorded(*args, force=None, **kwargs):
+        saves.append(kwargs.get("save", True))
+        if force is not None:
+            kwargs["save"] = force
+        return native(*args, **kwargs)
+
+    results = []
+    for force in (None, True):
+        monkeypatch.setattr(_tf_bn_lstm_kernel, "bn_lstm_recurrence_native",
+                            lambda *a, force=force, **k: recorded(*a, force=force, **k))
+        _batch_statistics.recompute_batch_statistics(model, padded)
+        results.append([v.numpy() for v in model.non_trainable_variables])
+    assert saves and not any(saves)
+    for lean, kept in zip(*results):
+        np.testing.assert_array_equal(lean, kept)
+    cells = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras_ln.BatchNormLSTMCell)]
+    assert cells and not any(cell._statistics_only for cell in cells)
