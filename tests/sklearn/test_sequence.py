@@ -329,16 +329,17 @@ def test_population_statistics_pass_saves_nothing_for_a_backward(sequences, monk
     native = _tf_bn_lstm_kernel.bn_lstm_recurrence_native
     saves = []
 
-    def recorded(*args, force=None, **kwargs):
-        saves.append(kwargs.get("save", True))
-        if force is not None:
-            kwargs["save"] = force
-        return native(*args, **kwargs)
+    def recorded(keep):
+        """The native recurrence, recording the `save` it is called with;
+        with `keep`, called with save=True instead."""
+        def call(*args, **kwargs):
+            saves.append(kwargs.get("save", True))
+            return native(*args, **{**kwargs, "save": True} if keep else kwargs)
+        return call
 
     results = []
-    for force in (None, True):
-        monkeypatch.setattr(_tf_bn_lstm_kernel, "bn_lstm_recurrence_native",
-                            lambda *a, force=force, **k: recorded(*a, force=force, **k))
+    for keep in (False, True):
+        monkeypatch.setattr(_tf_bn_lstm_kernel, "bn_lstm_recurrence_native", recorded(keep))
         _batch_statistics.recompute_batch_statistics(model, padded)
         results.append([v.numpy() for v in model.non_trainable_variables])
     assert saves and not any(saves)

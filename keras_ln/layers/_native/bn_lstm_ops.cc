@@ -374,29 +374,25 @@ class BnLstmForwardOp : public BnLstmOp {
     CheckShape(ctx, "bs", bs, TensorShape({u}));
     if (!ctx->status().ok()) return;
     Tensor* out[16];
-    // Without save, the saved outputs are empty and the activations live
-    // in scratch: `steps` steps of them (1, or 2 for hs and cs).
-    const int64_t kept = save_ ? Tn : 1, states = save_ ? Tn : 2;
-    const TensorShape none({0});
     const TensorShape shapes[16] = {
         {Tn, B, u}, h0.shape(), h0.shape(), {Tn, G},    {Tn, G},
         {Tn, u},    {Tn, u},    {Tn, B, G}, {Tn, B, G}, {Tn, B, u},
         {Tn, B, u}, {Tn, B, u}, {Tn, B, u}, {Tn, G},    {Tn, G},
         {Tn, B, G}};
-    const TensorShape scratch[16] = {
-        {}, {}, {}, {}, {}, {}, {}, {kept, B, G}, {kept, B, G}, {kept, B, u},
-        {kept, B, u}, {states, B, u}, {states, B, u}, {}, {}, {Tn, B, G}};
-    Tensor temp[16];
+    Tensor temp[16];  // without save: the scratch of the saved outputs
     for (int i = 0; i < 16; ++i) {
       const bool saved = (i >= 7 && i <= 12) || i == 15;
       if (save_ || !saved) {
         OP_REQUIRES_OK(ctx, ctx->allocate_output(i, shapes[i], &out[i]));
-      } else {
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(i, none, &out[i]));
-        OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(),
-                                               scratch[i], &temp[i]));
-        out[i] = &temp[i];
+        continue;
       }
+      OP_REQUIRES_OK(ctx, ctx->allocate_output(i, TensorShape({0}), &out[i]));
+      // One step of the activations, two of hs and cs (outputs 11, 12),
+      // xhat (15) whole: the input side runs before the steps.
+      TensorShape scratch = shapes[i];
+      if (i != 15) scratch.set_dim(0, i >= 11 ? 2 : 1);
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), scratch, &temp[i]));
+      out[i] = &temp[i];
     }
     T *YS = out[0]->flat<T>().data(), *MR = out[3]->flat<T>().data(),
       *VR = out[4]->flat<T>().data(), *MC = out[5]->flat<T>().data(),
