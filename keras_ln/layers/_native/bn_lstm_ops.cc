@@ -401,9 +401,9 @@ class BnLstmForwardOp : public BnLstmOp {
       *TH = out[10]->flat<T>().data(), *HS = out[11]->flat<T>().data(),
       *CS = out[12]->flat<T>().data();
     T* XH = out[15]->flat<T>().data();
-    // Offsets (in rows of the batch) of step t's block in the saved
-    // activations (a, for gates, rhat, chat, th) and states (s, for hs
-    // and cs); -1 is the step before the first.
+    // Offsets (in rows of the batch) of step t's block in the activations
+    // (at: gates, rhat, chat, th) and in the states (st: hs, cs); without
+    // save, one block and two alternating ones.
     auto at = [&](int64_t t) { return save_ ? t * B : 0; };
     auto st = [&](int64_t t) { return save_ ? t * B : (t & 1) * B; };
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
