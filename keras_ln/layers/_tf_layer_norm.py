@@ -213,7 +213,9 @@ def _native_kernels(features, epsilon, has_gamma, has_beta, in_dtype):
     """The forward/backward pair of `_plain_kernels` as the native ops
     (`_native`, layer_norm_ops.cc): one op per pass, the same formulas.
     For float32 and float64 inputs with parameters of the same dtype,
-    outside XLA; the forward returns `(y, xhat, rstd, None)`."""
+    outside XLA; the forward returns `(y, stats, None, None)`, the rows'
+    m1, dm and rstd in one (3, rows) tensor, from which and `x2` the
+    backward recomputes the normalized input."""
     mod = _native.ops()
     dtype = tf.as_dtype(in_dtype)
 
@@ -228,13 +230,13 @@ def _native_kernels(features, epsilon, has_gamma, has_beta, in_dtype):
     def forward(x2, *params):
         gamma = flat(params[0]) if has_gamma else none()
         beta = flat(params[-1]) if has_beta else none()
-        y, xhat, rstd = mod.keras_ln_layer_norm_forward(
+        y, stats = mod.keras_ln_layer_norm_forward(
             x2, gamma, beta, tf.constant(epsilon, dtype))
-        return y, xhat, rstd, None
+        return y, stats, None, None
 
-    def backward(dy2, x2, xhat, rstd, _, *params):
+    def backward(dy2, x2, stats, _, __, *params):
         gamma = flat(params[0]) if has_gamma else none()
-        dx, dgamma, dbeta = mod.keras_ln_layer_norm_backward(dy2, xhat, rstd, gamma)
+        dx, dgamma, dbeta = mod.keras_ln_layer_norm_backward(dy2, x2, stats, gamma)
         grads = []
         if has_gamma:
             grads.append(tf.reshape(dgamma, tf.shape(params[0])))

@@ -687,8 +687,8 @@ def test_native_layer_norm_rows_do_not_depend_on_their_position(dtype, features)
     eps = tf.constant(1e-3, dtype)
 
     def forward_backward(rows):
-        y, xhat, rstd = mod.keras_ln_layer_norm_forward(x[rows], gamma, beta, eps)
-        dx = mod.keras_ln_layer_norm_backward(dy[rows], xhat, rstd, gamma)[0]
+        y, stats = mod.keras_ln_layer_norm_forward(x[rows], gamma, beta, eps)
+        dx = mod.keras_ln_layer_norm_backward(dy[rows], x[rows], stats, gamma)[0]
         return y.numpy(), dx.numpy()
 
     y, dx = forward_backward(slice(None))
@@ -710,8 +710,10 @@ def test_native_ops_reject_bad_shapes():
         mod.keras_ln_layer_norm_forward(x, tf.zeros([2]), tf.zeros([0]), eps)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must be \(rows, features\)"):
         mod.keras_ln_layer_norm_forward(tf.zeros([4]), tf.zeros([0]), tf.zeros([0]), eps)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"rstd must be \[4\]"):
-        mod.keras_ln_layer_norm_backward(x, x, tf.zeros([3]), tf.zeros([0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"stats must be \[3,4\]"):
+        mod.keras_ln_layer_norm_backward(x, x, tf.zeros([3, 3]), tf.zeros([0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must be \[4,3\]"):
+        mod.keras_ln_layer_norm_backward(x, tf.zeros([4, 2]), tf.zeros([3, 4]), tf.zeros([0]))
 
 
 @pytest.mark.parametrize("shape", [(1024, 64), (2100, 700)], ids=["2-shards", "8-shards"])
