@@ -55,7 +55,7 @@ void CheckMatrix(OpKernelContext* ctx, const char* name, const Tensor& x) {
 // it, and runs the cheap ones inline. On a small input that hand-off to
 // another thread costs more than the layer norm: measured on 2 cores, the
 // forward and backward of a (256, 64) input in one tf.function took about
-// 60-75 us above an empty function's cost as expensive ops, 23-40 us as
+// 58-75 us above an empty function's cost as expensive ops, 23-40 us as
 // cheap ones. The ops run inline, then: a large input still spreads over the
 // intra-op pool in its own shards (ForShards), and only the scheduling of
 // other nodes beside these ops changes, never the results.
