@@ -108,7 +108,7 @@ class LayerNormForwardOp : public InlineOpKernel {
     T *DM = M1 + n, *R = M1 + 2 * n;
     ForShards(ctx, n, LayerNormShards(n, F),
               [&](int64_t, int64_t r0, int64_t r1) {
-      Arr<T> xh(F);  // a row's normalized input (Normalized recomputes it)
+      Arr<T> xh(F);  // a row's x - m1, then xhat (the backward recomputes it)
       for (int64_t i = r0; i < r1; ++i) {
         CRow<T> xv(X + i * F, F);
         Row<T> yv(Y + i * F, F);
