@@ -322,7 +322,7 @@ def bn_lstm_recurrence_native(x, w, gx, bias, valid, h0, c0, U, gr, gs, bs,
         save: False for a pass that only needs the outputs and statistics
             (`_batch_statistics.statistics_mode`): the forward op then keeps
             none of the activations that the backward op reads (for 2,000
-            sequences of 50 steps and 64 units, 330 MB), and the results
+            sequences of 50 steps and 64 units, 307 MB), and the results
             have no gradient (taking one raises TensorFlow's LookupError).
         Others as in `bn_lstm_recurrence`.
 
@@ -344,14 +344,14 @@ def bn_lstm_recurrence_native(x, w, gx, bias, valid, h0, c0, U, gr, gs, bs,
         outs = mod.keras_ln_bn_lstm_forward(x, w, gx, bias, valid, h0, c0, U,
                                             gr, gs, bs, eps, **attrs)
         ys, h, c, mean_r, var_r, mean_c, var_c = outs[:7]
-        gates, rhat, chat, th, hs, cs, mean_x, var_x, xhat = outs[7:]
+        gates, rhat, chat, th, hs, cs, mean_x, var_x = outs[7:]
 
         def grad(dys, dh, dc, *_stats):
             upstream = [tf.zeros_like(r) if d is None else d
                         for d, r in ((dys, ys), (dh, h), (dc, c))]
             return mod.keras_ln_bn_lstm_backward(
                 gates, rhat, chat, th, var_r, var_c, hs, cs, h0, c0, U,
-                valid, gr, gs, *upstream, x, w, gx, xhat, var_x, eps, **attrs)
+                valid, gr, gs, *upstream, x, w, gx, mean_x, var_x, eps, **attrs)
 
         return (ys, h, c, mean_r, var_r, mean_c, var_c, mean_x, var_x), grad
 

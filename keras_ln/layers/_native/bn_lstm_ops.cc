@@ -9,16 +9,17 @@ namespace {
 
 // The recurrence of BatchNormLSTM (Cooijmans et al. 2016) in training and
 // at inference; equations and mask semantics: keras_ln/layers/
-// _tf_bn_lstm_kernel.py. The caller computes the normalized input
-// projection plus bias, xn (time, batch, 4u), for all steps (a batch norm
-// over each step's rows: large TensorFlow ops).
+// _tf_bn_lstm_kernel.py. The training ops compute the input side (x @ W,
+// batch-normalized per step) inside each step (InputNorm); the inference
+// op takes it from the caller, normalized and plus the bias, as xn (time,
+// batch, 4u).
 //
 // In training each step's statistics are means over the batch rows (the
 // unmasked ones, with weights v / max(sum v, 1)), so unlike the LN loops
 // the rows are not independent. The units are: the recurrent norm's
 // statistics are per column of r = h_{t-1} @ U, the state norm's per unit,
 // and a unit's four gate columns and its state need nothing else from the
-// step. So the training loops split the units into shards; each step is
+// step (nor does the input norm, per column of x @ W). So the training loops split the units into shards; each step is
 // one parallel pass over them (the shards run h_{t-1} @ U[:, their
 // columns], or dr_{t+1} @ U[their units, :]^T backward, then the whole step
 // for their units), and the passes are the synchronization: the next
@@ -156,101 +157,60 @@ Arr<T> Permuted(const T* v, int64_t u, int64_t a, int64_t w) {
   return out;
 }
 
-// The input side, for all steps before the recurrent loop (as cuDNN does):
-// xz_t = x_t @ W, batch-normalized per step over the (valid) rows, xhat_t =
-// (xz_t - mean_t) * rstd_t; the steps read xhat * gx + bias. The steps are
-// independent, so both passes split the time steps into shards (by the
-// step count only; sums added up in shard order).
+// The input side of a step: xz_t = x_t @ W, batch-normalized over the
+// step's (valid) rows, xhat_t = (xz_t - mean_t) * rstd_t; the gates read
+// xhat * gx + bias. Each shard computes it for its own columns inside the
+// step (a column's statistics need no other column), so no (time, batch,
+// 4u) projection is ever stored: the backward op recomputes a step's xhat
+// from x_t, W and the saved statistics with the same operations, which
+// gives the same bits.
 template <typename T>
-struct InputBatchNorm {
-  int64_t B, F, G;
-  T eps;
-  const T *x, *w;
+struct InputNorm {
+  int64_t B, F;
+  const T* x;        // (time, batch, F)
   const T* V;        // 0/1 valid flags (time * batch), or null
   const T* weights;  // every row's weight (StepWeights)
 
-  T Weight(int64_t i) const { return weights[i]; }
   bool On(int64_t i) const { return !V || V[i] != T(0); }
 
-  // xhat (total, B, G) <- the normalized projection; mean, var (total, G)
-  // <- each step's statistics. Masked rows of xhat are 0, and the steps
-  // from Tn on (trailing steps without valid rows) are zeros with
-  // statistics 0, those of no row, without the passes.
-  void Forward(OpKernelContext* ctx, int64_t Tn, int64_t total, T* xhat,
-               T* mean, T* var) const {
-    std::fill(xhat + Tn * B * G, xhat + total * B * G, T(0));
-    std::fill(mean + Tn * G, mean + total * G, T(0));
-    std::fill(var + Tn * G, var + total * G, T(0));
-    const PackedMatrix<T> W(w, F, G, false);
-    ForShards(ctx, Tn, NumShards(Tn, 0), [&](int64_t, int64_t t0,
-                                             int64_t t1) {
-      Arr<T> rstd(G);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t * B;
-        T* xh = xhat + n * G;
-        W.Multiply(B, x + n * F, xh, nullptr);
-        Row<T> m(mean + t * G, G), v(var + t * G, G);
-        m.setZero();
-        for (int64_t b = 0; b < B; ++b)
-          if (On(n + b)) m += Weight(n + b) * CRow<T>(xh + b * G, G);
-        v.setZero();
-        for (int64_t b = 0; b < B; ++b)
-          if (On(n + b))
-            v += Weight(n + b) * (CRow<T>(xh + b * G, G) - m).square();
-        rstd = (v + eps).rsqrt();
-        for (int64_t b = 0; b < B; ++b) {
-          Row<T> row(xh + b * G, G);
-          if (On(n + b))
-            row = (row - m) * rstd;
-          else
-            row.setZero();
-        }
-      }
-    });
+  // xz (B, 4w) <- x_t @ W, W: the shard's columns of the input kernel
+  // (row n = t * B is the step's first).
+  void Project(int64_t n, const PackedMatrix<T>& W, Mat<T>& xz) const {
+    W.Multiply(B, x + n * F, xz.data(), nullptr);
   }
 
-  // dz (time, B, G): dL/d(xhat * gx + bias) in, scratch out. Writes dx
-  // (time, B, F), dw (F, G), dgx and dbx (G).
-  void Backward(OpKernelContext* ctx, int64_t Tn, const T* gx,
-                const T* xhat, const T* var, T* dz, T* dx, T* dw, T* dgx,
-                T* dbx) const {
-    const PackedMatrix<T> Wt(w, G, F, true);
-    const int64_t parts = NumShards(Tn, 0);
-    ShardSums<T> sdw(parts, F * G), sgx(parts, G), sbx(parts, G);
-    CRow<T> g(gx, G);
-    ForShards(ctx, Tn, parts, [&](int64_t s, int64_t t0, int64_t t1) {
-      Arr<T> rstd(G), m1(G), m2(G), dy(G);
-      Row<T> sg(sgx[s], G), sb(sbx[s], G);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t n = t * B;
-        rstd = (CRow<T>(var + t * G, G) + eps).rsqrt();
-        m1.setZero();
-        m2.setZero();
-        for (int64_t b = 0; b < B; ++b) {
-          CRow<T> d(dz + (n + b) * G, G), xh(xhat + (n + b) * G, G);
-          sg += d * xh;
-          sb += d;
-          if (!On(n + b)) continue;
-          dy = d * g;
-          m1 += Weight(n + b) * dy;
-          m2 += Weight(n + b) * dy * xh;
-        }
-        for (int64_t b = 0; b < B; ++b) {
-          Row<T> d(dz + (n + b) * G, G);
-          if (On(n + b))
-            d = rstd * (d * g - m1 - CRow<T>(xhat + (n + b) * G, G) * m2);
-          else
-            d.setZero();
-        }
-        Wt.Multiply(B, dz + n * G, dx + n * F, nullptr);
-        AddTransposedProduct(B, F, G, x + n * F, F, dz + n * G, G, sdw[s]);
-      }
-    });
-    sdw.Total(dw);
-    sgx.Total(dgx);
-    sbx.Total(dbx);
+  // mean, var <- the weighted statistics of xz's valid rows, row by row.
+  void Statistics(int64_t n, const Mat<T>& xz, RowA<T>& mean,
+                  RowA<T>& var) const {
+    mean.setZero(xz.cols());
+    for (int64_t b = 0; b < B; ++b)
+      if (On(n + b)) mean += weights[n + b] * xz.row(b);
+    var.setZero(xz.cols());
+    for (int64_t b = 0; b < B; ++b)
+      if (On(n + b)) var += weights[n + b] * (xz.row(b) - mean).square();
+  }
+
+  // xz <- (xz - mean) * rstd on the valid rows, 0 on the masked ones.
+  void Normalize(int64_t n, const RowA<T>& mean, const RowA<T>& rstd,
+                 Mat<T>& xz) const {
+    for (int64_t b = 0; b < B; ++b) {
+      if (On(n + b))
+        xz.row(b) = (xz.row(b) - mean) * rstd;
+      else
+        xz.row(b).setZero();
+    }
   }
 };
+
+// The shard's columns of the input kernel w (F, 4u), permuted: (F, 4w).
+template <typename T>
+std::vector<T> ShardColumns(const std::vector<T>& Wp, int64_t F, int64_t G,
+                            int64_t a, int64_t w) {
+  std::vector<T> cols(F * 4 * w);
+  for (int64_t f = 0; f < F; ++f)
+    std::copy_n(Wp.data() + f * G + 4 * a, 4 * w, cols.data() + f * 4 * w);
+  return cols;
+}
 
 // The BatchNormLSTM ops take epsilon as a scalar input of their dtype (an
 // attribute would round a float64 layer's epsilon to float32).
@@ -305,7 +265,6 @@ REGISTER_OP("KerasLnBnLstmForward")
     .Output("cs: T")
     .Output("mean_x: T")  // (time, 4u): the input norm's statistics
     .Output("var_x: T")
-    .Output("xhat: T")   // (time, batch, 4u): the normalized x @ W, saved
     .Attr("T: {float, double}")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
@@ -333,7 +292,6 @@ REGISTER_OP("KerasLnBnLstmForward")
       for (int i = 9; i < 13; ++i) c->set_output(i, save ? narrow : none);
       c->set_output(13, c->MakeShape({time, G}));
       c->set_output(14, c->MakeShape({time, G}));
-      c->set_output(15, save ? wide : none);
       return absl::OkStatus();
     });
 
@@ -342,10 +300,10 @@ REGISTER_OP("KerasLnBnLstmForward")
 // or (batch, u) scratch block that every step reuses (each shard its own
 // columns; a step starts only after every shard of the previous one has
 // finished, see RunSteps), hs and cs in two blocks that alternate by step
-// (a step reads the previous one's), and xhat in a temporary tensor. The
-// arithmetic, and so every output, is the same as with save=true; only
-// the memory differs (for 2,000 sequences of 50 steps and 64 units, the
-// saved tensors hold 330 MB).
+// (a step reads the previous one's). The arithmetic, and so every output,
+// is the same as with save=true; only the memory differs (the saved
+// tensors hold 12u values per step and row: for 2,000 sequences of 50
+// steps and 64 units in float32, 307 MB).
 template <typename T>
 class BnLstmForwardOp : public BnLstmOp {
   static constexpr int kEpsilon = 11;  // the input
@@ -373,24 +331,22 @@ class BnLstmForwardOp : public BnLstmOp {
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     CheckShape(ctx, "bs", bs, TensorShape({u}));
     if (!ctx->status().ok()) return;
-    Tensor* out[16];
-    const TensorShape shapes[16] = {
+    Tensor* out[15];
+    const TensorShape shapes[15] = {
         {Tn, B, u}, h0.shape(), h0.shape(), {Tn, G},    {Tn, G},
         {Tn, u},    {Tn, u},    {Tn, B, G}, {Tn, B, G}, {Tn, B, u},
-        {Tn, B, u}, {Tn, B, u}, {Tn, B, u}, {Tn, G},    {Tn, G},
-        {Tn, B, G}};
-    Tensor temp[16];  // without save: the scratch of the saved outputs
-    for (int i = 0; i < 16; ++i) {
-      const bool saved = (i >= 7 && i <= 12) || i == 15;
+        {Tn, B, u}, {Tn, B, u}, {Tn, B, u}, {Tn, G},    {Tn, G}};
+    Tensor temp[15];  // without save: the scratch of the saved outputs
+    for (int i = 0; i < 15; ++i) {
+      const bool saved = i >= 7 && i <= 12;
       if (save_ || !saved) {
         OP_REQUIRES_OK(ctx, ctx->allocate_output(i, shapes[i], &out[i]));
         continue;
       }
       OP_REQUIRES_OK(ctx, ctx->allocate_output(i, TensorShape({0}), &out[i]));
-      // One step of the activations, two of hs and cs (outputs 11, 12),
-      // xhat (15) whole: the input side runs before the steps.
+      // One step of the activations, two of hs and cs (outputs 11, 12).
       TensorShape scratch = shapes[i];
-      if (i != 15) scratch.set_dim(0, i >= 11 ? 2 : 1);
+      scratch.set_dim(0, i >= 11 ? 2 : 1);
       OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), scratch, &temp[i]));
       out[i] = &temp[i];
     }
@@ -399,8 +355,8 @@ class BnLstmForwardOp : public BnLstmOp {
       *VC = out[6]->flat<T>().data(), *A = out[7]->flat<T>().data(),
       *RH = out[8]->flat<T>().data(), *CH = out[9]->flat<T>().data(),
       *TH = out[10]->flat<T>().data(), *HS = out[11]->flat<T>().data(),
-      *CS = out[12]->flat<T>().data();
-    T* XH = out[15]->flat<T>().data();
+      *CS = out[12]->flat<T>().data(), *MX = out[13]->flat<T>().data(),
+      *VX = out[14]->flat<T>().data();
     // Offsets (in rows of the batch) of step t's block in the activations
     // (at: gates, rhat, chat, th) and in the states (st: hs, cs); without
     // save, one block and two alternating ones.
@@ -412,22 +368,19 @@ class BnLstmForwardOp : public BnLstmOp {
     if (!ctx->status().ok()) return;
     const std::vector<T> zeros(B * u, T(0));
     const std::vector<char> empty = UniformSteps(V, Tn, B, false);
-    const int64_t Tv = ValidSteps(empty);
-    // The input side of every step first (the steps are independent).
-    InputBatchNorm<T>{B, F, G, eps, x.flat<T>().data(), w.flat<T>().data(),
-                      V, weights.data()}
-        .Forward(ctx, Tv, Tn, XH, out[13]->flat<T>().data(),
-                 out[14]->flat<T>().data());
+    const InputNorm<T> input{B, F, x.flat<T>().data(), V, weights.data()};
 
     const std::vector<int64_t> bounds = UnitBounds(u, B);
     const int64_t S = bounds.size() - 1;
     const std::vector<T> Up =
         PermuteColumns(kernel.flat<T>().data(), u, bounds);
+    const std::vector<T> Wp = PermuteColumns(w.flat<T>().data(), u, bounds, F);
     struct Shard {
       int64_t a, w;
       PackedMatrix<T> U;  // (u, 4w): the columns of the shard's units
-      RowA<T> gx, bx, gr, gs, bs, mean, var, mc, vc;
-      Mat<T> r, cn;
+      PackedMatrix<T> W;  // (F, 4w): the input kernel's columns
+      RowA<T> gx, bx, gr, gs, bs, mean, var, mc, vc, mx, vx;
+      Mat<T> r, cn, xz;
     };
     std::vector<Shard> shards;
     for (int64_t s = 0; s < S; ++s) {
@@ -436,13 +389,16 @@ class BnLstmForwardOp : public BnLstmOp {
       for (int64_t kk = 0; kk < u; ++kk)
         std::copy_n(Up.data() + kk * G + 4 * a, 4 * w,
                     cols.data() + kk * 4 * w);
-      Shard sh{a, w, PackedMatrix<T>(cols.data(), u, 4 * w, false)};
+      const std::vector<T> wcols = ShardColumns(Wp, F, G, a, w);
+      Shard sh{a, w, PackedMatrix<T>(cols.data(), u, 4 * w, false),
+               PackedMatrix<T>(wcols.data(), F, 4 * w, false)};
       sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
       sh.bx = Permuted(bias.flat<T>().data(), u, a, w).transpose();
       sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
       sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
       sh.bs = CRow<T>(bs.flat<T>().data() + a, w).transpose();
       sh.r.resize(B, 4 * w);
+      sh.xz.resize(B, 4 * w);
       sh.cn.resize(B, w);
       shards.push_back(std::move(sh));
     }
@@ -460,10 +416,9 @@ class BnLstmForwardOp : public BnLstmOp {
       if (empty[t]) {
         // Every row masked: what the passes below give such a step
         // (statistics of no row: 0), without them.
-        for (int blk = 0; blk < 4; ++blk) {
-          Row<T>(MR + t * G + blk * u + a, w).setZero();
-          Row<T>(VR + t * G + blk * u + a, w).setZero();
-        }
+        for (int blk = 0; blk < 4; ++blk)
+          for (T* stat : {MR, VR, MX, VX})
+            Row<T>(stat + t * G + blk * u + a, w).setZero();
         Row<T>(MC + t * u + a, w).setZero();
         Row<T>(VC + t * u + a, w).setZero();
         Blk<T>(RH + na * G + 4 * a, B, w4, G).setZero();
@@ -479,6 +434,17 @@ class BnLstmForwardOp : public BnLstmOp {
           Blk<T>(YS + i, B, w, u) = CBlk<T>(Y + a, B, w, u);
         return;
       }
+      // the input side (InputNorm), then the recurrent product
+      input.Project(n, sh.W, sh.xz);
+      input.Statistics(n, sh.xz, sh.mx, sh.vx);
+      for (int blk = 0; blk < 4; ++blk) {
+        Row<T>(MX + t * G + blk * u + a, w) =
+            sh.mx.segment(blk * w, w).transpose();
+        Row<T>(VX + t * G + blk * u + a, w) =
+            sh.vx.segment(blk * w, w).transpose();
+      }
+      sh.vx = (sh.vx + eps).rsqrt();  // now 1 / std
+      input.Normalize(n, sh.mx, sh.vx, sh.xz);
       sh.U.Multiply(B, H, sh.r.data(), nullptr);
       // the recurrent norm's statistics, two passes
       sh.mean = ColumnSums<T>(sh.r, wv.data());
@@ -492,9 +458,7 @@ class BnLstmForwardOp : public BnLstmOp {
       sh.var = (sh.var + eps).rsqrt();  // now 1 / std
       Blk<T> rh(RH + na * G + 4 * a, B, w4, G), ga(A + na * G + 4 * a, B, w4, G);
       rh = (sh.r.rowwise() - sh.mean).rowwise() * sh.var;
-      for (int blk = 0; blk < 4; ++blk)
-        ga.middleCols(blk * w, w) = CBlk<T>(XH + n * G + blk * u + a, B, w, G);
-      ga = (ga.rowwise() * sh.gx + rh.rowwise() * sh.gr).rowwise() + sh.bx;
+      ga = (sh.xz.rowwise() * sh.gx + rh.rowwise() * sh.gr).rowwise() + sh.bx;
       ga.leftCols(2 * w) = Sigmoid(ga.leftCols(2 * w));
       ga.middleCols(2 * w, w) = ga.middleCols(2 * w, w).tanh();
       ga.rightCols(w) = Sigmoid(ga.rightCols(w));
@@ -564,8 +528,8 @@ REGISTER_OP("KerasLnBnLstmBackward")
     .Input("x: T")       // (time, batch, features)
     .Input("w: T")       // (features, 4u)
     .Input("gx: T")      // (4u,)
-    .Input("xhat: T")    // (time, batch, 4u): saved by the forward
-    .Input("var_x: T")   // (time, 4u)
+    .Input("mean_x: T")  // (time, 4u): the forward's input statistics
+    .Input("var_x: T")
     .Input("epsilon: T")  // ()
     .Output("dx: T")
     .Output("dw: T")
@@ -612,13 +576,13 @@ class BnLstmBackwardOp : public BnLstmOp {
                  &dys = AlignedInput(ctx, 14), &dh_last = AlignedInput(ctx, 15),
                  &dc_last = AlignedInput(ctx, 16), &x = AlignedInput(ctx, 17),
                  &w = AlignedInput(ctx, 18), &gx = AlignedInput(ctx, 19),
-                 &xhat = AlignedInput(ctx, 20), &var_x = AlignedInput(ctx, 21);
+                 &mean_x = AlignedInput(ctx, 20), &var_x = AlignedInput(ctx, 21);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, &w, h0, kernel, valid, masked_, 4, &Tn, &B, &u, &G);
     if (!ctx->status().ok()) return;
     const int64_t F = x.dim_size(2);
     CheckShape(ctx, "gates", gates, TensorShape({Tn, B, G}));
-    CheckShape(ctx, "xhat", xhat, TensorShape({Tn, B, G}));
+    CheckShape(ctx, "mean_x", mean_x, TensorShape({Tn, G}));
     CheckShape(ctx, "var_x", var_x, TensorShape({Tn, G}));
     CheckShape(ctx, "gx", gx, TensorShape({G}));
     CheckShape(ctx, "rhat", rhat, TensorShape({Tn, B, G}));
@@ -657,9 +621,10 @@ class BnLstmBackwardOp : public BnLstmOp {
             *VR = var_r.flat<T>().data(), *VC = var_c.flat<T>().data(),
             *HS = hs.flat<T>().data(), *CS = cs.flat<T>().data(),
             *DYS = dys.flat<T>().data(), *X = x.flat<T>().data(),
-            *XHS = xhat.flat<T>().data(), *VX = var_x.flat<T>().data();
+            *MX = mean_x.flat<T>().data(), *VX = var_x.flat<T>().data();
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const std::vector<T> weights = StepWeights(V, Tn, B);
+    const InputNorm<T> input{B, F, X, V, weights.data()};
     const std::vector<char> full = UniformSteps(V, Tn, B, true);
     const std::vector<char> empty = UniformSteps(V, Tn, B, false);
     const T eps = Epsilon<T>(ctx, kEpsilon);
@@ -679,20 +644,21 @@ class BnLstmBackwardOp : public BnLstmOp {
       int64_t a, w;
       PackedMatrix<T> Ut;  // (G, w): U's rows of the shard's units, transposed
       PackedMatrix<T> Wt;  // (4w, F): the input kernel's columns, transposed
-      RowA<T> gr, gs, gx, sr, sc, sx, m1c, m2c, m1r, m2r, dgr, dgs, dbs, dgx,
+      PackedMatrix<T> W;   // (F, 4w): the same, as the forward op packs them
+      RowA<T> gr, gs, gx, sr, sc, sx, mx, m1c, m2c, m1r, m2r, dgr, dgs, dbs, dgx,
           dbx;
       Mat<T> dh, ph, gc, gout, dcn, dyc, dz, dxz, xh, du, dw;
     };
     std::vector<Shard> shards;
     for (int64_t s = 0; s < S; ++s) {
       const int64_t a = bounds[s], w = bounds[s + 1] - a;
-      std::vector<T> wcols(F * 4 * w);
-      for (int64_t f = 0; f < F; ++f)
-        std::copy_n(Wp.data() + f * G + 4 * a, 4 * w, wcols.data() + f * 4 * w);
+      const std::vector<T> wcols = ShardColumns(Wp, F, G, a, w);
       Shard sh{a, w, PackedMatrix<T>(Up.data() + a * G, G, w, true),
-               PackedMatrix<T>(wcols.data(), 4 * w, F, true)};
+               PackedMatrix<T>(wcols.data(), 4 * w, F, true),
+               PackedMatrix<T>(wcols.data(), F, 4 * w, false)};
       sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
       sh.sx.resize(4 * w);
+      sh.mx.resize(4 * w);
       sh.dgx.setZero(4 * w);
       sh.dbx.setZero(4 * w);
       sh.du.setZero(u, 4 * w);
@@ -748,9 +714,13 @@ class BnLstmBackwardOp : public BnLstmOp {
             CRow<T>(VR + t * G + blk * u + a, w).transpose();
         sh.sx.segment(blk * w, w) =
             CRow<T>(VX + t * G + blk * u + a, w).transpose();
-        sh.xh.middleCols(blk * w, w) = CBlk<T>(XHS + n * G + blk * u + a, B, w, G);
+        sh.mx.segment(blk * w, w) =
+            CRow<T>(MX + t * G + blk * u + a, w).transpose();
       }
       sh.sx = (sh.sx + eps).rsqrt();
+      // the step's xhat, recomputed as the forward op computed it
+      input.Project(n, sh.W, sh.xh);
+      input.Normalize(n, sh.mx, sh.sx, sh.xh);
       sh.sr = (sh.sr + eps).rsqrt();
       sh.sc = (CRow<T>(VC + t * u + a, w) + eps).rsqrt().transpose();
       const int64_t i = n * u + a;
