@@ -1,7 +1,8 @@
 """Fit/predict time of keras_ln.sklearn.MLPClassifier against Keras' own wrapper.
 
 Both sides train the same network (`keras_ln.models.build_mlp`, one hidden
-layer of 100 ReLU units, softmax output, float32) with the same Adam
+layer of 100 ReLU units, float32; for two classes one sigmoid output, as
+sklearn's MLP, which Keras' wrapper reads as [1 - p, p]) with the same Adam
 (learning rate 1e-3, epsilon 1e-8), batch size (200) and number of epochs,
 on breast_cancer (standardized), in this process, one after the other:
 
@@ -79,12 +80,24 @@ BATCH = 200
 
 
 def keras_network(X, y, normalization=None, learning_rate=1e-3):
-    """The network of both sides, compiled for Keras' wrapper."""
+    """The network of both sides, compiled for Keras' wrapper. The wrapper
+    one-hot encodes the labels and reads one output per class; keras_ln's
+    classifier, as sklearn's MLP, has one sigmoid output p for two classes:
+    the same network here, presented as [1 - p, p] (its categorical
+    cross-entropy is then the binary log-loss of p)."""
+    n_classes = y.shape[1] if y.ndim > 1 else len(np.unique(y))
+    binary = n_classes == 2
     model = build_mlp(
-        X.shape[1], y.shape[1] if y.ndim > 1 else len(np.unique(y)), (100,),
-        normalization=normalization, output_activation="softmax",
+        X.shape[1], 1 if binary else n_classes, (100,),
+        normalization=normalization,
+        output_activation="sigmoid" if binary else "softmax",
         dtype="float32",
     )
+    if binary:
+        both = keras.layers.Lambda(
+            lambda p: keras.ops.concatenate([1.0 - p, p], axis=-1), name="both_classes"
+        )(model.outputs[0])
+        model = keras.Model(model.inputs, both, name=model.name)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, epsilon=1e-8),
         loss="categorical_crossentropy",
@@ -251,12 +264,13 @@ def sequence_anchor(repeats, shape=SEQUENCE_SHAPE):
     # LSTM with the native kernel), then of keras' own keras.layers.LSTM.
     for norm, keras_own in (("layer", False), ("batch", False), (None, False), (None, True)):
         def keras_fit(jit):
+            # two classes: one sigmoid output, as LSTMClassifier's
             with _keras_own_lstm(keras_own):
-                model = build_recurrent(features, 2, units=(64,), normalization=norm,
-                                        output_activation="softmax", dtype="float32", seed=0,
+                model = build_recurrent(features, 1, units=(64,), normalization=norm,
+                                        output_activation="sigmoid", dtype="float32", seed=0,
                                         max_steps=steps)
             model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit)
+                          loss="binary_crossentropy", metrics=["accuracy"], jit_compile=jit)
             history = model.fit(X, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=True)
             return history.history["accuracy"][-1]
 

@@ -157,6 +157,7 @@ _FITTED = (
     "_net_kwargs",
     "_dtype",
     "_multilabel",
+    "_binary",
     "_adam_state",
     "_input_layout",
     "_n_step_features",

@@ -44,15 +44,24 @@ def _weighted_column_stats(targets, weights):
 class _ClassifierOutputs:
     """Classification: labels <-> class indices, log-loss, predict_proba.
 
-    Class labels train a softmax output on the log-loss; a multilabel
-    indicator matrix `(n_samples, n_labels)` of 0 and 1 (where the input
-    validation lets it through: `MLPClassifier`) trains one sigmoid output
-    per label on the binary log-loss summed over the labels, as sklearn's
-    MLP, and `classes_` is then `arange(n_labels)`.
+    As sklearn's MLP: labels of three or more classes train a softmax
+    output on the log-loss; labels of two classes train one sigmoid output,
+    the probability of `classes_[1]`, on the binary log-loss (`_binary`);
+    a multilabel indicator matrix `(n_samples, n_labels)` of 0 and 1 (where
+    the input validation lets it through: `MLPClassifier`) trains one
+    sigmoid output per label on the binary log-loss summed over the labels,
+    and `classes_` is then `arange(n_labels)`. Either way the targets of
+    labels are class indices (int32).
     """
 
     def _output_activation(self):
-        return "sigmoid" if getattr(self, "_multilabel", False) else "softmax"
+        sigmoid = getattr(self, "_multilabel", False) or self._is_binary()
+        return "sigmoid" if sigmoid else "softmax"
+
+    def _is_binary(self):
+        # Estimators fitted before binary outputs existed have no flag:
+        # their networks have a softmax output per class.
+        return getattr(self, "_binary", False)
 
     def _encode_targets(self, y, reset, classes=None, incremental=False):
         """Class indices (int32), or the 0/1 matrix of a multilabel `y`
@@ -98,6 +107,7 @@ class _ClassifierOutputs:
                     )
                 self.classes_ = labels
                 self._multilabel = True
+                self._binary = False
             elif y.shape[1] != len(self.classes_):
                 raise ValueError(
                     f"y has {y.shape[1]} labels, but {name} was fitted with "
@@ -122,6 +132,7 @@ class _ClassifierOutputs:
                     )
             self.classes_ = found
             self._multilabel = False
+            self._binary = len(found) == 2
         unseen = np.setdiff1d(present, self.classes_)
         if len(unseen):
             if incremental:
@@ -136,7 +147,8 @@ class _ClassifierOutputs:
                 f"classes as in the previous call to fit. Previously got "
                 f"{self.classes_}, `y` has {present}"
             )
-        return np.searchsorted(self.classes_, y).astype(np.int32), len(self.classes_)
+        n_outputs = 1 if self._is_binary() else len(self.classes_)
+        return np.searchsorted(self.classes_, y).astype(np.int32), n_outputs
 
     def _check_partial_fit_classes(self, classes):
         """sklearn's rules for `classes` in `partial_fit`
@@ -174,6 +186,15 @@ class _ClassifierOutputs:
 
             return binary_log_loss
 
+        if self._is_binary():
+            def binary_class_log_loss(y, logits):
+                # One logit, that of classes_[1] (y: class indices).
+                return tf.nn.sigmoid_cross_entropy_with_logits(
+                    labels=tf.cast(y, logits.dtype), logits=logits[:, 0]
+                )
+
+            return binary_class_log_loss
+
         def log_loss(y, logits):
             return tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=y, logits=logits
@@ -187,6 +208,9 @@ class _ClassifierOutputs:
             # log(1 + exp(z)) - y z, summed over the labels.
             losses = np.sum(np.logaddexp(0.0, logits) - y * logits, axis=1)
             return float(np.average(losses, weights=sample_weight))
+        if self._is_binary():
+            z = logits[:, 0]
+            return float(np.average(np.logaddexp(0.0, z) - y * z, weights=sample_weight))
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_proba = shifted[np.arange(len(y)), y] - np.log(
             np.exp(shifted).sum(axis=1)
@@ -199,6 +223,8 @@ class _ClassifierOutputs:
                 y.astype(int), (logits > 0).astype(int),
                 sample_weight=sample_weight,
             )
+        if self._is_binary():
+            return accuracy_score(y, (logits[:, 0] > 0).astype(int), sample_weight=sample_weight)
         return accuracy_score(y, logits.argmax(axis=1), sample_weight=sample_weight)
 
     def predict(self, X):
@@ -218,6 +244,8 @@ class _ClassifierOutputs:
         proba = self._predict_outputs(X)
         if getattr(self, "_multilabel", False):
             return (proba > 0.5).astype(int)
+        if self._is_binary():  # as sklearn's: classes_[1] above 0.5
+            return self.classes_[(proba[:, 0] > 0.5).astype(int)]
         return self.classes_[proba.argmax(axis=1)]
 
     def predict_proba(self, X):
@@ -238,6 +266,8 @@ class _ClassifierOutputs:
         proba = self._predict_outputs(X)
         if getattr(self, "_multilabel", False):
             return proba
+        if self._is_binary():  # [1 - p, p], as sklearn's
+            return np.hstack([1.0 - proba, proba])
         # A float32 network's softmax sums to 1 within float32 rounding:
         # normalize again in float64, where sklearn's metrics check it.
         return proba / proba.sum(axis=1, keepdims=True)

@@ -307,7 +307,8 @@ class LSTMClassifier(ClassifierMixin, _ClassifierOutputs, _Recurrent):
     __doc__ = (
         """Recurrent-network classifier for sequences, with tunable normalization.
 
-    Trained like `MLPClassifier` (Adam, log-loss) on sequences: a 3-D array
+    Trained like `MLPClassifier` (Adam, log-loss; one sigmoid output for two
+    classes, a softmax output per class for more) on sequences: a 3-D array
     `(n_samples, n_timesteps, n_features)`, a 2-D array `(n_samples,
     n_timesteps)` (one feature per step), or a list of 2-D arrays of
     different lengths (padded and masked inside).

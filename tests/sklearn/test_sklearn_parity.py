@@ -320,6 +320,56 @@ def test_adam_parameters_match_sklearns_adam(blobs, beta_1, beta_2, epsilon):
         assert np.max(np.abs(clf.predict_proba(X) - default.predict_proba(X))) > 1e-4
 
 
+def test_binary_labels_train_one_logistic_output_as_sklearn(blobs):
+    """Two classes: one sigmoid output, P(classes_[1]), trained on the
+    binary log-loss, as sklearn's MLP (its last layer has one unit and a
+    logistic activation). Three full-batch steps equal sklearn's
+    AdamOptimizer on that loss (float64); predict_proba is [1 - p, p] and
+    predict thresholds p at 0.5, as sklearn's."""
+    X, y3 = blobs
+    keep = y3 < 2
+    X, idx = X[keep], y3[keep]
+    y = np.array(["no", "yes"])[idx]  # string labels: classes_[1] is "yes"
+    clf = MLPClassifier((5,), normalization=None, alpha=0.0, max_iter=3,
+                        learning_rate_init=0.01, random_state=3).fit(X, y)
+    sk = _sklearn(MLPClassifier, max_iter=3).fit(X, y)
+    assert sk.out_activation_ == "logistic" and sk.coefs_[-1].shape == (5, 1)
+    assert clf.model_.get_layer("logits").kernel.shape == (5, 1)
+    assert clf.model_.get_layer("output").get_config()["activation"] == "sigmoid"
+    np.testing.assert_array_equal(clf.classes_, sk.classes_)
+
+    init = build_mlp(3, 1, (5,), normalization=None, output_activation="sigmoid",
+                     dtype="float64", seed=_seed(3))
+    logits = keras.Model(init.inputs, init.get_layer("logits").output)
+    params = [v.numpy() for v in logits.trainable_variables]
+    adam = AdamOptimizer(params, 0.01, 0.9, 0.999, 1e-8)
+    for _ in range(3):
+        for v, p in zip(logits.trainable_variables, params):
+            v.assign(p)
+        with tf.GradientTape() as tape:
+            z = logits(tf.constant(X), training=True)[:, 0]
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.constant(idx, tf.float64), logits=z))
+        grads = tape.gradient(loss, logits.trainable_variables)
+        adam.update_params(params, [g.numpy() for g in grads])
+    for ours, expected in zip(clf.model_.get_weights(), params, strict=True):
+        np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-14)
+
+    p = np.asarray(clf.model_(X)).ravel()
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba, np.c_[1 - p, p], rtol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), np.where(p > 0.5, "yes", "no"))
+    assert clf.score(X, y) == accuracy_score(y, clf.predict(X))
+    # The loss it reports is sklearn's binary log-loss of its outputs.
+    z = clf._forward(X, logits=True)
+    np.testing.assert_allclose(clf._data_loss(z, idx, None),
+                               binary_log_loss(idx[:, None], p[:, None]), rtol=1e-9)
+    # A third class in a later fit of the same estimator: a softmax per class.
+    clf.set_params(max_iter=1).fit(blobs[0], blobs[1])
+    assert clf.model_.get_layer("logits").kernel.shape == (5, 3)
+    assert clf.predict_proba(blobs[0]).shape == (90, 3)
+
+
 def test_adam_parameters_do_not_retrace(blobs):
     """beta_1, beta_2, epsilon and the step size are tensor arguments of
     the traced step: new values reuse its one trace."""
