@@ -370,6 +370,28 @@ def test_binary_labels_train_one_logistic_output_as_sklearn(blobs):
     assert clf.predict_proba(blobs[0]).shape == (90, 3)
 
 
+def test_binary_estimator_pickled_before_binary_outputs_keeps_its_softmax(blobs, monkeypatch):
+    """An estimator fitted before two classes had one sigmoid output (no
+    `_binary` attribute, a softmax of two outputs) still predicts, and
+    continues training, with its own network."""
+    from keras_ln.sklearn import _outputs
+
+    X, y3 = blobs
+    X, y = X[y3 < 2], y3[y3 < 2]
+    with monkeypatch.context() as m:
+        m.setattr(_outputs._ClassifierOutputs, "_is_binary", lambda self: False)
+        old = MLPClassifier((5,), max_iter=5, random_state=0).fit(X, y)
+    del old.__dict__["_binary"]  # as in a pickle of that release
+    old = pickle.loads(pickle.dumps(old))
+    assert old.model_.get_layer("logits").kernel.shape == (5, 2)
+    softmax = np.asarray(old.model_(X), dtype=np.float64)
+    np.testing.assert_allclose(old.predict_proba(X), softmax / softmax.sum(1, keepdims=True), rtol=1e-12)
+    np.testing.assert_array_equal(old.predict(X), softmax.argmax(1))
+    old.set_params(warm_start=True).fit(X, y)  # continues the two-output network
+    assert old.model_.get_layer("logits").kernel.shape == (5, 2)
+    assert old.predict_proba(X).shape == (len(X), 2)
+
+
 def test_adam_parameters_do_not_retrace(blobs):
     """beta_1, beta_2, epsilon and the step size are tensor arguments of
     the traced step: new values reuse its one trace."""
