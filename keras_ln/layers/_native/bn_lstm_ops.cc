@@ -18,15 +18,16 @@ namespace {
 // unmasked ones, with weights v / max(sum v, 1)), so unlike the LN loops
 // the rows are not independent. The units are: the recurrent norm's
 // statistics are per column of r = h_{t-1} @ U, the state norm's per unit,
-// and a unit's four gate columns and its state need nothing else from the
-// step (nor does the input norm, per column of x @ W). So the training loops split the units into shards; each step is
-// one parallel pass over them (the shards run h_{t-1} @ U[:, their
-// columns], or dr_{t+1} @ U[their units, :]^T backward, then the whole step
-// for their units), and the passes are the synchronization: the next
-// step's product reads every shard's part of h_t (dr_t). The shards depend
-// on the unit and row counts only (see UnitBounds), and every column's statistics
-// and parameter gradients are sums over the rows in row order within one
-// shard: the results do not depend on the threads or the load.
+// the input norm's per column of x_t @ W, and a unit's four gate columns
+// and its state need nothing else from the step. So the training loops
+// split the units into shards; each step is one parallel pass over them
+// (the shards run h_{t-1} @ U[:, their columns], or dr_{t+1} @ U[their
+// units, :]^T backward, then the whole step for their units), and the
+// passes are the synchronization: the next step's product reads every
+// shard's part of h_t (dr_t). The shards depend on the unit and row counts
+// only (see UnitBounds), and every column's statistics and parameter
+// gradients are sums over the rows in row order within one shard: the
+// results do not depend on the threads or the load.
 //
 // Internally a row's 4u columns are ordered shard by shard, each shard's
 // block [i | f | g | o] of its units ("permuted" layout, for the saved
@@ -576,7 +577,8 @@ class BnLstmBackwardOp : public BnLstmOp {
                  &dys = AlignedInput(ctx, 14), &dh_last = AlignedInput(ctx, 15),
                  &dc_last = AlignedInput(ctx, 16), &x = AlignedInput(ctx, 17),
                  &w = AlignedInput(ctx, 18), &gx = AlignedInput(ctx, 19),
-                 &mean_x = AlignedInput(ctx, 20), &var_x = AlignedInput(ctx, 21);
+                 &mean_x = AlignedInput(ctx, 20),
+                 &var_x = AlignedInput(ctx, 21);
     int64_t Tn, B, u, G;
     CheckSequence(ctx, x, &w, h0, kernel, valid, masked_, 4, &Tn, &B, &u, &G);
     if (!ctx->status().ok()) return;
@@ -645,8 +647,8 @@ class BnLstmBackwardOp : public BnLstmOp {
       PackedMatrix<T> Ut;  // (G, w): U's rows of the shard's units, transposed
       PackedMatrix<T> Wt;  // (4w, F): the input kernel's columns, transposed
       PackedMatrix<T> W;   // (F, 4w): the same, as the forward op packs them
-      RowA<T> gr, gs, gx, sr, sc, sx, mx, m1c, m2c, m1r, m2r, dgr, dgs, dbs, dgx,
-          dbx;
+      RowA<T> gr, gs, gx, sr, sc, sx, mx, m1c, m2c, m1r, m2r, dgr, dgs, dbs,
+          dgx, dbx;
       Mat<T> dh, ph, gc, gout, dcn, dyc, dz, dxz, xh, du, dw;
     };
     std::vector<Shard> shards;
