@@ -148,14 +148,21 @@ std::vector<T> StepWeights(const T* V, int64_t Tn, int64_t B) {
   return w;
 }
 
-// A gate-wide vector (4u) of keras' order: the shard's part [a, a + w) of
-// each block, in the permuted order.
+// v (4w) <- the shard's part [a, a + w) of each block of the gate-wide
+// vector in (4u, keras' order; a row of a (time, 4u) array), in the
+// permuted order.
 template <typename T>
-Arr<T> Permuted(const T* v, int64_t u, int64_t a, int64_t w) {
-  Arr<T> out(4 * w);
+void LoadGates(const T* in, RowA<T>& v, int64_t u, int64_t a, int64_t w) {
+  v.resize(4 * w);  // (no allocation where it has that size)
   for (int blk = 0; blk < 4; ++blk)
-    out.segment(blk * w, w) = CRow<T>(v + blk * u + a, w);
-  return out;
+    v.segment(blk * w, w) = CRow<T>(in + blk * u + a, w).transpose();
+}
+
+// The inverse: out (4u, keras' order) <- the shard's gate-wide vector v.
+template <typename T>
+void StoreGates(const RowA<T>& v, T* out, int64_t u, int64_t a, int64_t w) {
+  for (int blk = 0; blk < 4; ++blk)
+    Row<T>(out + blk * u + a, w) = v.segment(blk * w, w).transpose();
 }
 
 // The input side of a step: xz_t = x_t @ W, batch-normalized over the
@@ -393,9 +400,9 @@ class BnLstmForwardOp : public BnLstmOp {
       const std::vector<T> wcols = ShardColumns(Wp, F, G, a, w);
       Shard sh{a, w, PackedMatrix<T>(cols.data(), u, 4 * w, false),
                PackedMatrix<T>(wcols.data(), F, 4 * w, false)};
-      sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
-      sh.bx = Permuted(bias.flat<T>().data(), u, a, w).transpose();
-      sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
+      LoadGates(gx.flat<T>().data(), sh.gx, u, a, w);
+      LoadGates(bias.flat<T>().data(), sh.bx, u, a, w);
+      LoadGates(gr.flat<T>().data(), sh.gr, u, a, w);
       sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
       sh.bs = CRow<T>(bs.flat<T>().data() + a, w).transpose();
       sh.r.resize(B, 4 * w);
@@ -438,24 +445,16 @@ class BnLstmForwardOp : public BnLstmOp {
       // the input side (InputNorm), then the recurrent product
       input.Project(n, sh.W, sh.xz);
       input.Statistics(n, sh.xz, sh.mx, sh.vx);
-      for (int blk = 0; blk < 4; ++blk) {
-        Row<T>(MX + t * G + blk * u + a, w) =
-            sh.mx.segment(blk * w, w).transpose();
-        Row<T>(VX + t * G + blk * u + a, w) =
-            sh.vx.segment(blk * w, w).transpose();
-      }
+      StoreGates(sh.mx, MX + t * G, u, a, w);
+      StoreGates(sh.vx, VX + t * G, u, a, w);
       sh.vx = (sh.vx + eps).rsqrt();  // now 1 / std
       input.Normalize(n, sh.mx, sh.vx, sh.xz);
       sh.U.Multiply(B, H, sh.r.data(), nullptr);
       // the recurrent norm's statistics, two passes
       sh.mean = ColumnSums<T>(sh.r, wv.data());
       sh.var = ColumnSums<T>((sh.r.rowwise() - sh.mean).square(), wv.data());
-      for (int blk = 0; blk < 4; ++blk) {
-        Row<T>(MR + t * G + blk * u + a, w) =
-            sh.mean.segment(blk * w, w).transpose();
-        Row<T>(VR + t * G + blk * u + a, w) =
-            sh.var.segment(blk * w, w).transpose();
-      }
+      StoreGates(sh.mean, MR + t * G, u, a, w);
+      StoreGates(sh.var, VR + t * G, u, a, w);
       sh.var = (sh.var + eps).rsqrt();  // now 1 / std
       Blk<T> rh(RH + na * G + 4 * a, B, w4, G), ga(A + na * G + 4 * a, B, w4, G);
       rh = (sh.r.rowwise() - sh.mean).rowwise() * sh.var;
@@ -658,21 +657,18 @@ class BnLstmBackwardOp : public BnLstmOp {
       Shard sh{a, w, PackedMatrix<T>(Up.data() + a * G, G, w, true),
                PackedMatrix<T>(wcols.data(), 4 * w, F, true),
                PackedMatrix<T>(wcols.data(), F, 4 * w, false)};
-      sh.gx = Permuted(gx.flat<T>().data(), u, a, w).transpose();
-      sh.sx.resize(4 * w);
-      sh.mx.resize(4 * w);
+      LoadGates(gx.flat<T>().data(), sh.gx, u, a, w);
       sh.dgx.setZero(4 * w);
       sh.dbx.setZero(4 * w);
       sh.du.setZero(u, 4 * w);
       sh.dw.setZero(F, 4 * w);
       sh.xh.resize(B, 4 * w);
       sh.dxz.resize(B, 4 * w);
-      sh.gr = Permuted(gr.flat<T>().data(), u, a, w).transpose();
+      LoadGates(gr.flat<T>().data(), sh.gr, u, a, w);
       sh.gs = CRow<T>(gs.flat<T>().data() + a, w).transpose();
       for (Mat<T>* v : {&sh.ph, &sh.gout, &sh.dcn, &sh.dyc})
         v->setZero(B, w);
       sh.dz.setZero(B, 4 * w);
-      sh.sr.resize(4 * w);
       sh.dh = CBlk<T>(dh_last.flat<T>().data() + a, B, w, u);
       sh.gc = CBlk<T>(dc_last.flat<T>().data() + a, B, w, u);
       sh.dgr.setZero(4 * w);
@@ -711,14 +707,9 @@ class BnLstmBackwardOp : public BnLstmOp {
       const T* C = t ? CS + (n - B) * u : c0.flat<T>().data();
       const T* H = t ? HS + (n - B) * u : h0.flat<T>().data();
       CCol<T> wv(weights.data() + n, B);
-      for (int blk = 0; blk < 4; ++blk) {
-        sh.sr.segment(blk * w, w) =
-            CRow<T>(VR + t * G + blk * u + a, w).transpose();
-        sh.sx.segment(blk * w, w) =
-            CRow<T>(VX + t * G + blk * u + a, w).transpose();
-        sh.mx.segment(blk * w, w) =
-            CRow<T>(MX + t * G + blk * u + a, w).transpose();
-      }
+      LoadGates(VR + t * G, sh.sr, u, a, w);
+      LoadGates(VX + t * G, sh.sx, u, a, w);
+      LoadGates(MX + t * G, sh.mx, u, a, w);
       sh.sx = (sh.sx + eps).rsqrt();
       // the step's xhat, recomputed as the forward op computed it
       input.Project(n, sh.W, sh.xh);
@@ -820,9 +811,9 @@ class BnLstmBackwardOp : public BnLstmOp {
       Blk<T>(dc0->flat<T>().data() + sh.a, B, sh.w, u) = sh.gc;
     });
     for (const Shard& sh : shards) {
-      for (int blk = 0; blk < 4; ++blk)
-        Row<T>(dgr->flat<T>().data() + blk * u + sh.a, sh.w) =
-            sh.dgr.segment(blk * sh.w, sh.w).transpose();
+      StoreGates(sh.dgr, dgr->flat<T>().data(), u, sh.a, sh.w);
+      StoreGates(sh.dgx, dgx->flat<T>().data(), u, sh.a, sh.w);
+      StoreGates(sh.dbx, dbias->flat<T>().data(), u, sh.a, sh.w);
       Row<T>(dgs->flat<T>().data() + sh.a, sh.w) = sh.dgs.transpose();
       Row<T>(dbs->flat<T>().data() + sh.a, sh.w) = sh.dbs.transpose();
     }
@@ -835,10 +826,6 @@ class BnLstmBackwardOp : public BnLstmOp {
             sh.du.middleCols(blk * sh.w, sh.w);
         Blk<T>(dwk + blk * u + sh.a, F, sh.w, G) =
             sh.dw.middleCols(blk * sh.w, sh.w);
-        Row<T>(dgx->flat<T>().data() + blk * u + sh.a, sh.w) =
-            sh.dgx.segment(blk * sh.w, sh.w).transpose();
-        Row<T>(dbias->flat<T>().data() + blk * u + sh.a, sh.w) =
-            sh.dbx.segment(blk * sh.w, sh.w).transpose();
       }
     Row<T> dxo(dx->flat<T>().data(), Tn * B * F);
     dxo = CRow<T>(DXP, Tn * B * F);
