@@ -204,13 +204,11 @@ class _ClassifierOutputs:
 
     def _data_loss(self, logits, y, sample_weight):
         """Weighted mean log-loss, from the logits (float64)."""
-        if getattr(self, "_multilabel", False):
-            # log(1 + exp(z)) - y z, summed over the labels.
+        if getattr(self, "_multilabel", False) or self._is_binary():
+            # log(1 + exp(z)) - y z, summed over the labels (binary: one).
+            y = np.reshape(y, logits.shape)
             losses = np.sum(np.logaddexp(0.0, logits) - y * logits, axis=1)
             return float(np.average(losses, weights=sample_weight))
-        if self._is_binary():
-            z = logits[:, 0]
-            return float(np.average(np.logaddexp(0.0, z) - y * z, weights=sample_weight))
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_proba = shifted[np.arange(len(y)), y] - np.log(
             np.exp(shifted).sum(axis=1)
@@ -218,13 +216,12 @@ class _ClassifierOutputs:
         return float(np.average(-log_proba, weights=sample_weight))
 
     def _score_outputs(self, logits, y, sample_weight):
-        if getattr(self, "_multilabel", False):  # subset accuracy
+        if getattr(self, "_multilabel", False) or self._is_binary():
+            # subset accuracy (binary: of the one label)
             return accuracy_score(
-                y.astype(int), (logits > 0).astype(int),
+                y.astype(int), (logits > 0).astype(int).reshape(np.shape(y)),
                 sample_weight=sample_weight,
             )
-        if self._is_binary():
-            return accuracy_score(y, (logits[:, 0] > 0).astype(int), sample_weight=sample_weight)
         return accuracy_score(y, logits.argmax(axis=1), sample_weight=sample_weight)
 
     def predict(self, X):

@@ -153,8 +153,9 @@ class MLPClassifier(ClassifierMixin, _ClassifierOutputs, _MLP):
     A Keras network trained like `sklearn.neural_network.MLPClassifier`
     (Adam, log-loss): binary and multiclass targets, any label type (as
     sklearn's, one sigmoid output, the probability of `classes_[1]`, for two
-    classes and a softmax output per class for more), and multilabel indicator matrices `(n_samples, n_labels)` of 0 and 1 (one
-    sigmoid output per label, the binary log-loss summed over the labels;
+    classes and a softmax output per class for more), and multilabel
+    indicator matrices `(n_samples, n_labels)` of 0 and 1 (one sigmoid
+    output per label, the binary log-loss summed over the labels;
     `predict` returns the indicator matrix, `predict_proba` the label
     probabilities and `score` the subset accuracy, as sklearn's).
     `partial_fit` trains one epoch at a time, as sklearn's.
