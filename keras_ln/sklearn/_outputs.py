@@ -55,8 +55,12 @@ class _ClassifierOutputs:
     """
 
     def _output_activation(self):
-        sigmoid = getattr(self, "_multilabel", False) or self._is_binary()
-        return "sigmoid" if sigmoid else "softmax"
+        return "sigmoid" if self._sigmoid_outputs() else "softmax"
+
+    def _sigmoid_outputs(self):
+        """Whether the outputs are sigmoids of labels (multilabel, or the
+        one label of two classes) rather than a softmax over classes."""
+        return getattr(self, "_multilabel", False) or self._is_binary()
 
     def _is_binary(self):
         # Estimators fitted before binary outputs existed have no flag:
@@ -204,7 +208,7 @@ class _ClassifierOutputs:
 
     def _data_loss(self, logits, y, sample_weight):
         """Weighted mean log-loss, from the logits (float64)."""
-        if getattr(self, "_multilabel", False) or self._is_binary():
+        if self._sigmoid_outputs():
             # log(1 + exp(z)) - y z, summed over the labels (binary: one).
             y = np.reshape(y, logits.shape)
             losses = np.sum(np.logaddexp(0.0, logits) - y * logits, axis=1)
@@ -216,7 +220,7 @@ class _ClassifierOutputs:
         return float(np.average(-log_proba, weights=sample_weight))
 
     def _score_outputs(self, logits, y, sample_weight):
-        if getattr(self, "_multilabel", False) or self._is_binary():
+        if self._sigmoid_outputs():
             # subset accuracy (binary: of the one label)
             return accuracy_score(
                 y.astype(int), (logits > 0).astype(int).reshape(np.shape(y)),
