@@ -18,12 +18,25 @@ costs as much as a layer norm's), so each shape is also timed as in a
 network: `--chain` (32) applications forward and backward in one
 `tf.function`, per application, keras_ln against keras.
 
-    python benchmarks/bench_layer_norm.py [--repeats 30] [--shapes 4096x1024,...]
+Each pass is also timed for a function that only returns a one-element
+tensor (the cost of a `tf.function` call itself). With `--one-core` the process and its
+threads run on one core: TensorFlow runs a called function's graph on its
+inter-op thread pool while the calling thread waits, and on a 2-core virtual
+machine that hand-off between cores can cost more than a small layer norm
+(see the README); on one core it is a switch between threads.
+
+    python benchmarks/bench_layer_norm.py [--repeats 30] [--shapes 4096x1024,...] [--one-core]
 """
 
 import argparse
 import os
+import sys
 import time
+
+# Before TensorFlow starts any thread (they inherit the affinity).
+ONE_CORE = "--one-core" in sys.argv[1:] and hasattr(os, "sched_setaffinity")
+if ONE_CORE:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -65,6 +78,7 @@ def _make_candidates(shape):
                                     ours.epsilon)
 
     fns = {
+        "empty call": (None, []),
         "keras_ln": (ours, [ours.gamma, ours.beta]),
         "keras_ln (keras.ops path)": (ours_ops, [ours.gamma, ours.beta]),
         "keras": (theirs, [theirs.gamma, theirs.beta]),
@@ -82,7 +96,16 @@ def _timed_pair(fn, weights, x, dy):
     They take no arguments: the candidate is a closure variable, not a
     default argument (a `tf.function` binds and checks its arguments on
     every call, a Keras layer passed as one among them: measured ~0.5 ms a
-    call at (256, 64), more than the layer norm itself)."""
+    call at (256, 64), more than the layer norm itself). With `fn` None,
+    both only return a one-element tensor: the cost of a call."""
+    if fn is None:
+        one = tf.constant([0.0])
+
+        def nothing():
+            return one
+
+        return tf.function(nothing), tf.function(nothing)
+
     def forward():
         return fn(x)
 
@@ -154,11 +177,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
     parser.add_argument("--chain", type=int, default=32)
+    parser.add_argument("--one-core", action="store_true",
+                        help="run the process on one core (see the module doc)")
     args = parser.parse_args(argv)
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
+    cores = "one core (--one-core)" if ONE_CORE else f"{len(os.sched_getaffinity(0))} cores"
     print(
         f"keras {keras.__version__}, tensorflow {tf.__version__}, "
-        f"backend {keras.backend.backend()}, float32, median of {args.repeats}"
+        f"backend {keras.backend.backend()}, float32, median of {args.repeats}, {cores}"
     )
     summary = []
     for shape in shapes:
@@ -174,16 +200,23 @@ def main(argv=None):
         # keras / keras_ln round by round (the candidates take turns in each)
         paired = paired_ratio(rounds["keras"], rounds["keras_ln"], SPEEDUP_TARGET,
                               higher_is_better=True)
+        # The layers' own time: above a call of a function that does nothing
+        # (medians; that call is the same for any function, see the module doc)
+        empty = bwd["empty call"]
+        own = (bwd["keras"] - empty) / max(bwd["keras_ln"] - empty, 1e-6)
         summary.append(
-            (shape, paired, chained["keras"] / chained["keras_ln"],
+            (shape, paired, own, chained["keras"] / chained["keras_ln"],
              fwd["keras_ln"] / fwd["affine x*g+b"])
         )
     print(f"\nsummary (targets: fwd+bwd speed-up >= {SPEEDUP_TARGET}x; forward <= 1.5x affine). One call:"
           f" the median of the rounds' paired speed-ups, its {CONFIDENCE:.0%} interval and the verdict")
-    for shape, (speedup, verdict), chained, floor in summary:
+    print("  (above an empty call: the medians' time above that of a function that only returns"
+          " a one-element tensor)")
+    for shape, (speedup, verdict), own, chained, floor in summary:
         print(
             f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup} (one call, {verdict}), "
-            f"{chained:5.2f}x (in a chain)   forward: keras_ln / affine = {floor:5.2f}x"
+            f"{own:5.2f}x (above an empty call), {chained:5.2f}x (in a chain)   "
+            f"forward: keras_ln / affine = {floor:5.2f}x"
         )
 
 
