@@ -181,7 +181,10 @@ def main(argv=None):
                         help="run the process on one core (see the module doc)")
     args = parser.parse_args(argv)
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
-    cores = "one core (--one-core)" if ONE_CORE else f"{len(os.sched_getaffinity(0))} cores"
+    if args.one_core and not ONE_CORE:
+        parser.error("--one-core needs os.sched_setaffinity (Linux)")
+    n_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = "one core (--one-core)" if ONE_CORE else f"{n_cores} cores"
     print(
         f"keras {keras.__version__}, tensorflow {tf.__version__}, "
         f"backend {keras.backend.backend()}, float32, median of {args.repeats}, {cores}"
