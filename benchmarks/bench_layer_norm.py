@@ -19,11 +19,12 @@ network: `--chain` (32) applications forward and backward in one
 `tf.function`, per application, keras_ln against keras.
 
 Each pass is also timed for a function that only returns a one-element
-tensor (the cost of a `tf.function` call itself). With `--one-core` the process and its
-threads run on one core: TensorFlow runs a called function's graph on its
-inter-op thread pool while the calling thread waits, and on a 2-core virtual
-machine that hand-off between cores can cost more than a small layer norm
-(see the README); on one core it is a switch between threads.
+tensor (the cost of a `tf.function` call itself). With `--one-core` the
+process and its threads run on one core: TensorFlow runs a called function's
+graph on its inter-op thread pool while the calling thread waits, and on a
+2-core virtual machine that hand-off between cores can cost more than a
+small layer norm (see the README); on one core it is a switch between
+threads.
 
     python benchmarks/bench_layer_norm.py [--repeats 30] [--shapes 4096x1024,...] [--one-core]
 """
@@ -206,7 +207,8 @@ def main(argv=None):
         # The layers' own time: above a call of a function that does nothing
         # (medians; that call is the same for any function, see the module doc)
         empty = bwd["empty call"]
-        own = (bwd["keras"] - empty) / max(bwd["keras_ln"] - empty, 1e-6)
+        own = ((bwd["keras"] - empty) / (bwd["keras_ln"] - empty)
+               if bwd["keras_ln"] > empty else float("nan"))  # nan: within the call's noise
         summary.append(
             (shape, paired, own, chained["keras"] / chained["keras_ln"],
              fwd["keras_ln"] / fwd["affine x*g+b"])
