@@ -112,7 +112,7 @@ from keras_ln.sklearn._execution import adam_slots
 from keras_ln.sklearn._execution import adam_state
 from keras_ln.sklearn._training import Stochastic
 from keras_ln.sklearn._training import bucket
-from keras_ln.sklearn._training import row_groups
+from keras_ln.sklearn._training import training_rows
 
 # Rows per forward pass at predict time; for sequences at most
 # PREDICT_CHUNK_STEPS rows x time steps (a power of two of rows), since a
@@ -476,11 +476,9 @@ class _KerasEstimator(BaseEstimator):
         every_row = n_train == n_samples  # train_idx is then arange(n_samples)
         x_train = X if every_row else X[train_idx]
         y_train = targets if every_row else targets[train_idx]
-        groups = (
-            row_groups(x_train, y_train)
-            if self.dropout == 0 and self.normalization != "batch"
-            else None
-        )
+        x_tensor, groups = training_rows(
+            x_train, y_train,
+            self.dropout == 0 and self.normalization != "batch", tf)
         hyperparameters = (
             tf.constant(self.learning_rate_init, tf.float64),
             tf.constant(0.5 * self.alpha, dtype),
@@ -492,7 +490,7 @@ class _KerasEstimator(BaseEstimator):
         if val_idx is not None:
             validation = (X[val_idx], targets[val_idx], sample_weight[val_idx])
         fitted = Stochastic(
-            self, program, model, x_train, y_train,
+            self, program, model, x_train, x_tensor, y_train,
             sample_weight[train_idx], groups, batch_size,
             # partial_fit: one epoch (sklearn's `incremental`).
             1 if incremental else self.max_iter, validation, continuing,

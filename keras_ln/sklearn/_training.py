@@ -50,7 +50,7 @@ def bucket(n):
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
-def row_groups(X, targets):
+def row_groups(X, targets, x_hashes=None):
     """Ids of the distinct `(X row, target)` pairs, numbered by content.
 
     Rows are compared by their bytes (so NaN padding compares equal). The
@@ -59,16 +59,67 @@ def row_groups(X, targets):
     in the same order whatever the order of the data. Pairs that share a
     hash are checked byte for byte; should two different pairs ever share
     one, the ids fall back to the byte order of the pairs (exact, and about
-    ten times slower: a sort of the rows' bytes).
+    ten times slower: a sort of the rows' bytes). `x_hashes`: the rows'
+    `_hash_words`, where they are computed already (`training_rows`).
     """
     x_words, t_words = _words(X), _words(targets)
-    hashes = _mix(_hash_words(x_words) ^ (_hash_words(t_words) * _MULTIPLIER))
+    if x_hashes is None:
+        x_hashes = _hash_words(x_words)
+    hashes = _mix(x_hashes ^ (_hash_words(t_words) * _MULTIPLIER))
     first, ids = _ranks(hashes)
     shared = np.flatnonzero(np.bincount(ids)[ids] > 1)  # rows in groups of 2+
     firsts = first[ids[shared]]
     if all(np.array_equal(w[shared], w[firsts]) for w in (x_words, t_words)):
         return ids
     return _byte_order_ids(X, targets)
+
+
+def training_rows(X, targets, groups, tf):
+    """The training rows `X` as a tensor, and `row_groups(X, targets)`
+    where `groups` (else None).
+
+    With the native library (`_native.copy_rows`), the rows are copied by
+    the library's threads into a 64-byte aligned NumPy buffer that becomes
+    the tensor through DLPack without another copy, each row hashed in the
+    same pass; else `tf.constant` copies them and NumPy hashes them. The
+    tensor and the ids are the same either way.
+    """
+    from keras_ln.layers import _native
+
+    rows = np.ascontiguousarray(X)
+    row_bytes = rows.nbytes // max(len(rows), 1)
+    copy = _native.copy_rows() if rows.size and row_bytes % 4 == 0 else None
+    if copy is None:
+        return tf.constant(rows), (row_groups(rows, targets) if groups else None)
+    buffer = _aligned_empty(rows.shape, rows.dtype)
+    hashes = np.empty(len(rows), np.uint64) if groups else None
+    keys = _hash_keys(row_bytes // 4)
+    copy(rows.ctypes.data, buffer.ctypes.data, len(rows), row_bytes, keys.ctypes.data,
+         None if hashes is None else hashes.ctypes.data, _cores())
+    tensor = tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
+    return tensor, (row_groups(rows, targets, hashes) if groups else None)
+
+
+# TensorFlow's kernels require buffers aligned for its widest vectors.
+_ALIGNMENT = 64
+
+
+def _aligned_empty(shape, dtype):
+    """An uninitialized C-ordered array whose data is `_ALIGNMENT`-aligned."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + _ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % _ALIGNMENT
+    return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def _cores():
+    """The cores this process may run on."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _ranks(keys):
@@ -299,12 +350,12 @@ class Stochastic:
     attributes. `run` returns the fitted attributes as a dict.
     """
 
-    def __init__(self, est, program, model, x_train, y_train, w_train,
+    def __init__(self, est, program, model, x_train, x_tensor, y_train, w_train,
                  groups, batch_size, epochs, validation, continuing,
                  variables, hyperparameters, shuffle_rng, tf):
         self.est, self.program, self.model = est, program, model
         self.x_rows, self.w_train, self.groups = x_train, w_train, groups
-        self.x = tf.constant(x_train)
+        self.x = x_tensor  # the rows `x_train` as a tensor (`training_rows`)
         self.y = tf.constant(y_train)
         self.batch_size, self.epochs = batch_size, epochs
         self.validation = validation  # (X_val, y_val, w_val) or None

@@ -335,6 +335,80 @@ def test_row_hash_is_the_multilinear_hash_in_exact_integer_arithmetic(monkeypatc
     np.testing.assert_array_equal(_training.row_groups(X, y), ids)
 
 
+def _rows_cases():
+    rng = np.random.default_rng(8)
+    big = rng.normal(size=(30_000, 50)).astype(np.float32)  # 6 MB: the library's threads
+    big[::7] = big[3]  # duplicates across the threads' blocks
+    special = np.array([[np.nan, -0.0, 0.0], [0.0, 0.0, 0.0], [np.nan, -0.0, 0.0]] * 4)
+    return {
+        "float32, threaded": big,
+        "float64": rng.normal(size=(500, 7)),
+        "float32 sequences": rng.normal(size=(40, 5, 3)).astype(np.float32),
+        "NaN and signed zeros": special,
+        "Fortran order": np.asfortranarray(rng.normal(size=(60, 4))),
+        "a column slice": rng.normal(size=(80, 6)).astype(np.float32)[:, 1:4],
+        "one row": rng.normal(size=(1, 3)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_rows_cases()))
+@pytest.mark.parametrize("native", [True, False])
+def test_training_rows_are_the_rows_and_their_groups(case, native, monkeypatch):
+    """`training_rows`: a tensor with the bytes of the rows (not sharing
+    their memory), and the ids of `row_groups`, whether the native library
+    copies and hashes the rows (in threads for a large X) or TensorFlow and
+    NumPy do; ids only where asked for."""
+    import tensorflow as tf
+
+    from keras_ln.layers import _native
+
+    if native:
+        _native_ops()
+        assert _native.copy_rows() is not None
+    else:
+        monkeypatch.setattr(_native, "copy_rows", lambda: None)
+    X = _rows_cases()[case]
+    y = np.arange(len(X)) % 3 == 0
+    tensor, ids = _training.training_rows(X, y, True, tf)
+    assert tensor.dtype == X.dtype and tuple(tensor.shape) == X.shape
+    np.testing.assert_array_equal(tensor.numpy().view(np.uint8),
+                                  np.ascontiguousarray(X).view(np.uint8))
+    np.testing.assert_array_equal(ids, _training.row_groups(X, y))
+    # The tensor runs in TensorFlow's kernels (aligned) and in XLA.
+    rows = tf.constant([len(X) - 1, 0])
+    np.testing.assert_array_equal(tf.gather(tensor, rows).numpy(), X[[-1, 0]])
+    gather = tf.function(lambda t, i: tf.gather(t, i) * 1, jit_compile=True)
+    np.testing.assert_array_equal(gather(tensor, rows).numpy(), X[[-1, 0]])
+    X_before = X.copy()
+    X[...] = 7  # the caller's array, not the tensor's buffer
+    np.testing.assert_array_equal(tensor.numpy().view(np.uint8),
+                                  np.ascontiguousarray(X_before).view(np.uint8))
+    tensor, ids = _training.training_rows(X_before, y, False, tf)
+    assert ids is None
+
+
+def test_native_row_hash_is_numpys_in_any_number_of_threads():
+    """The library's hash of each row (`row_copy.cc`) is `_hash_words`' to
+    the bit, in one thread and in several (blocks of rows), for float32 and
+    float64 rows, and the copy is the rows' bytes."""
+    from keras_ln.layers import _native
+
+    _native_ops()
+    copy = _native.copy_rows()
+    rng = np.random.default_rng(9)
+    for X in (rng.normal(size=(40_000, 33)).astype(np.float32), rng.normal(size=(9_000, 61))):
+        words = _training._words(X)
+        keys = _training._hash_keys(words.shape[1])
+        expected = _training._hash_words(words)
+        for threads in (1, 2, 3):
+            out = np.zeros_like(X)
+            hashes = np.zeros(len(X), np.uint64)
+            copy(X.ctypes.data, out.ctypes.data, len(X), X.nbytes // len(X), keys.ctypes.data,
+                 hashes.ctypes.data, threads)
+            np.testing.assert_array_equal(hashes, expected)
+            np.testing.assert_array_equal(out.view(np.uint8), X.view(np.uint8))
+
+
 def test_batches_in_group_order_as_a_stable_sort():
     """`epoch_batches` orders each full batch by (group, position in the
     batch), as a stable argsort of the groups would, duplicates merged."""

@@ -7,8 +7,11 @@ whole forward loop, one for the whole backward-through-time loop (and
 BatchNormLSTM's inference loop), with their own vectorized matrix products.
 `layer_norm_ops.cc` holds LayerNormalization's forward and backward passes
 (float32 and float64 outside XLA), one op each; `adam_ops.cc` the Adam update of the
-scikit-learn estimators' training step (all variables in one op). They
-are compiled against the installed TensorFlow, once, by
+scikit-learn estimators' training step (all variables in one op), and
+`row_copy.cc` a plain C function (`copy_rows`, called through ctypes) that
+copies the estimators' training rows into their tensor's buffer and hashes
+each row in the same pass. They are compiled against the installed
+TensorFlow, once, by
 
     python -m keras_ln.layers._native
 
@@ -32,7 +35,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 # The sources, compiled into one library.
 SOURCES = tuple(os.path.join(_HERE, name)
                 for name in ("kernels.h", "ln_rnn_ops.cc", "bn_lstm_ops.cc",
-                             "layer_norm_ops.cc", "adam_ops.cc"))
+                             "layer_norm_ops.cc", "adam_ops.cc", "row_copy.cc"))
 
 _lock = threading.Lock()
 _loaded = {}
@@ -68,6 +71,24 @@ def ops():
         if "module" not in _loaded:
             _loaded["module"] = _load()
         return _loaded["module"]
+
+
+def copy_rows():
+    """`keras_ln_copy_rows` of `row_copy.cc` as a ctypes function, or None
+    where `ops()` is None (the same library, loaded by TensorFlow first)."""
+    if ops() is None:
+        return None
+    with _lock:
+        if "copy_rows" not in _loaded:
+            import ctypes
+
+            function = ctypes.CDLL(library_path()).keras_ln_copy_rows
+            function.restype = None
+            function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                 ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_int]
+            _loaded["copy_rows"] = function
+        return _loaded["copy_rows"]
 
 
 def load_error():
