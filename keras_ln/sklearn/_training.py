@@ -105,9 +105,20 @@ _ALIGNMENT = 64
 
 
 def _aligned_empty(shape, dtype):
-    """An uninitialized C-ordered array whose data is `_ALIGNMENT`-aligned."""
+    """A C-ordered array whose data is `_ALIGNMENT`-aligned.
+
+    A large one is an anonymous memory map of its own (page-aligned): NumPy
+    advises the kernel to back its large arrays with huge pages, and where
+    the kernel then compacts memory on the first touch (transparent huge
+    pages in "madvise" mode, after a fit that freed much memory) copying 40
+    MB into a fresh NumPy array took 50-70 ms here, against about 10 ms
+    into a map."""
+    import mmap
+
     dtype = np.dtype(dtype)
     size = int(np.prod(shape)) * dtype.itemsize
+    if size >= mmap.PAGESIZE:
+        return np.frombuffer(mmap.mmap(-1, size), dtype).reshape(shape)
     raw = np.empty(size + _ALIGNMENT, np.uint8)
     start = -raw.ctypes.data % _ALIGNMENT
     return raw[start:start + size].view(dtype).reshape(shape)
