@@ -24,6 +24,8 @@ normalization (padding rows would enter the batch statistics).
 
 import dataclasses
 import functools
+import mmap
+import os
 
 import numpy as np
 
@@ -79,9 +81,9 @@ def training_rows(X, targets, groups, tf):
     where `groups` (else None).
 
     With the native library (`_native.copy_rows`), the rows are copied by
-    the library's threads into a 64-byte aligned NumPy buffer that becomes
-    the tensor through DLPack without another copy, each row hashed in the
-    same pass; else `tf.constant` copies them and NumPy hashes them. The
+    the library's threads into an aligned buffer (`_aligned_empty`) that
+    becomes the tensor through DLPack without another copy, each row hashed
+    in the same pass; else `tf.constant` copies them and NumPy hashes them. The
     tensor and the ids are the same either way.
     """
     from keras_ln.layers import _native
@@ -113,8 +115,6 @@ def _aligned_empty(shape, dtype):
     pages in "madvise" mode, after a fit that freed much memory) copying 40
     MB into a fresh NumPy array took 50-70 ms here, against about 10 ms
     into a map."""
-    import mmap
-
     dtype = np.dtype(dtype)
     size = int(np.prod(shape)) * dtype.itemsize
     if size >= mmap.PAGESIZE:
@@ -126,8 +126,6 @@ def _aligned_empty(shape, dtype):
 
 def _cores():
     """The cores this process may run on."""
-    import os
-
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
