@@ -387,6 +387,63 @@ def test_training_rows_are_the_rows_and_their_groups(case, native, monkeypatch):
     assert ids is None
 
 
+def test_rows_buffer_returns_for_the_next_fit_only_when_released():
+    """A large rows buffer (`_ReleasedBuffers`) goes back to the pool when
+    its tensor is gone, not before: a second tensor made while the first
+    lives gets other memory and leaves the first's rows intact; after the
+    tensor is deleted the next one of the same size (or up to half of it)
+    reuses the map, one more than twice smaller does not, and a fit of the
+    same rows gives the same network either way."""
+    import gc
+
+    import tensorflow as tf
+
+    from keras_ln.layers import _native
+
+    _native_ops()
+    assert _native.copy_rows() is not None
+    pool = _training._ROWS_BUFFERS
+    pool.clear()
+    rng = np.random.default_rng(4)
+    X1, X2 = (rng.normal(size=(3_000, 20)).astype(np.float32) for _ in range(2))
+
+    first, _ = _training.training_rows(X1, None, False, tf)
+    second, _ = _training.training_rows(X2, None, False, tf)  # first still alive
+    np.testing.assert_array_equal(first.numpy(), X1)
+    np.testing.assert_array_equal(second.numpy(), X2)
+    assert pool._kept is None
+    del first
+    gc.collect()
+    kept = pool._kept
+    assert kept is not None and len(kept) == X1.nbytes
+    third, _ = _training.training_rows(X2, None, False, tf)
+    assert pool._kept is None  # taken
+    np.testing.assert_array_equal(third.numpy(), X2)
+    view = np.frombuffer(kept, np.float32, X2.size)
+    np.testing.assert_array_equal(view.reshape(X2.shape), X2)  # the kept map holds third's rows
+    del view, third, second
+    gc.collect()
+    assert pool._kept is not None
+    small = rng.normal(size=(600, 20)).astype(np.float32)  # less than half: a map of its own
+    kept = pool._kept
+    fourth, _ = _training.training_rows(small, None, False, tf)
+    assert kept.closed and pool._kept is None
+    np.testing.assert_array_equal(fourth.numpy(), small)
+    del fourth
+    gc.collect()
+    pool.clear()
+    assert pool._kept is None
+
+    y = (X1[:, 0] > 0).astype(int)
+    params = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0, tol=0.0, n_iter_no_change=9)
+    fresh = _fit(MLPClassifier(**params), X1, y)
+    gc.collect()
+    assert pool._kept is not None
+    reused = _fit(MLPClassifier(**params), X1, y)
+    for a, b in zip(fresh.model_.get_weights(), reused.model_.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_native_row_hash_is_numpys_in_any_number_of_threads():
     """The library's hash of each row (`row_copy.cc`) is `_hash_words`' to
     the bit, in one thread and in several (blocks of rows), for float32 and
