@@ -192,6 +192,10 @@ def _private_map(size):
 
 
 _ROWS_BUFFERS = _ReleasedBuffers()
+if hasattr(os, "register_at_fork"):
+    # A child forked while another thread held the lock would never see it
+    # released; its copy of the kept map (private: copy-on-write) stays usable.
+    os.register_at_fork(after_in_child=lambda: setattr(_ROWS_BUFFERS, "_lock", threading.Lock()))
 
 
 def _cores():

@@ -444,6 +444,36 @@ def test_rows_buffer_returns_for_the_next_fit_only_when_released():
         np.testing.assert_array_equal(a, b)
 
 
+def test_kept_rows_map_is_lazily_freed_and_one_at_most():
+    """A released map is marked MADV_FREE (the kernel may reclaim it under
+    pressure) and replaces, closing it, the map kept before; a kernel that
+    refuses the advice only loses the hint."""
+    import mmap
+
+    class Map:
+        def __init__(self, error=None):
+            self.advice, self.closed, self.error = [], False, error
+
+        def madvise(self, advice):
+            self.advice.append(advice)
+            if self.error:
+                raise self.error
+
+        def close(self):
+            self.closed = True
+
+    pool = _training._ReleasedBuffers()
+    first, second = Map(), Map(OSError(22, "Invalid argument"))
+    pool._release(first)
+    assert pool._kept is first and not first.closed
+    pool._release(second)
+    assert pool._kept is second and first.closed and not second.closed
+    if hasattr(mmap, "MADV_FREE"):
+        assert first.advice == [mmap.MADV_FREE] and second.advice == [mmap.MADV_FREE]
+    pool.clear()
+    assert second.closed and pool._kept is None
+
+
 def test_native_row_hash_is_numpys_in_any_number_of_threads():
     """The library's hash of each row (`row_copy.cc`) is `_hash_words`' to
     the bit, in one thread and in several (blocks of rows), for float32 and
