@@ -447,12 +447,16 @@ def test_rows_buffer_returns_for_the_next_fit_only_when_released():
 def test_kept_rows_map_is_lazily_freed_and_one_at_most():
     """A released map is marked MADV_FREE (the kernel may reclaim it under
     pressure) and replaces, closing it, the map kept before; a kernel that
-    refuses the advice only loses the hint."""
+    refuses the advice only loses the hint; a map over the size limit is
+    closed, not kept."""
     import mmap
 
     class Map:
         def __init__(self, error=None):
             self.advice, self.closed, self.error = [], False, error
+
+        def __len__(self):
+            return 4096
 
         def madvise(self, advice):
             self.advice.append(advice)
@@ -472,6 +476,10 @@ def test_kept_rows_map_is_lazily_freed_and_one_at_most():
         assert first.advice == [mmap.MADV_FREE] and second.advice == [mmap.MADV_FREE]
     pool.clear()
     assert second.closed and pool._kept is None
+    pool.KEEP_MAX_BYTES = 4095  # larger than kept: closed at once
+    large = Map()
+    pool._release(large)
+    assert large.closed and pool._kept is None and large.advice == []
 
 
 def test_native_row_hash_is_numpys_in_any_number_of_threads():
