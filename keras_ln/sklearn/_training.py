@@ -113,7 +113,10 @@ def _aligned_empty(shape, dtype):
 
     A large one is a private anonymous memory map (page-aligned) from
     `_ROWS_BUFFERS`, which takes it back when the array and every view of it
-    (the tensor's through DLPack) are gone. A small one is an offset view of
+    (the tensor's through DLPack) are gone; a map and not a NumPy array,
+    which NumPy advises the kernel to back with huge pages (after an sklearn
+    fit, the kernel's compaction made the first touch of a fresh 40 MB array
+    take 50-70 ms here). A small one is an offset view of
     a NumPy array: many small fits (sklearn's checks) should not pay a
     page-sized map and its system calls each."""
     dtype = np.dtype(dtype)
