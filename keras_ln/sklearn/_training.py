@@ -161,8 +161,7 @@ class _ReleasedBuffers:
     def array(self, size, dtype, count):
         """A `count`-long 1-D array of `dtype` (`size` bytes) in a map that
         returns here when the array and its views are gone."""
-        with self._lock:
-            kept, self._kept = self._kept, None
+        kept = self._take()
         if kept is not None and size <= len(kept) <= 2 * size:
             buffer = kept
         else:
@@ -192,10 +191,15 @@ class _ReleasedBuffers:
     def clear(self):
         """Unmap the kept map (for tests, and for a caller that wants the
         memory back at once)."""
-        with self._lock:
-            kept, self._kept = self._kept, None
+        kept = self._take()
         if kept is not None:
             kept.close()
+
+    def _take(self):
+        """The kept map (None if none), no longer kept."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        return kept
 
 
 def _private_map(size):
