@@ -6,7 +6,8 @@ norms) and `bn_lstm_ops.cc` (BatchNormLSTM), with what they share in
 whole forward loop, one for the whole backward-through-time loop (and
 BatchNormLSTM's inference loop), with their own vectorized matrix products.
 `layer_norm_ops.cc` holds LayerNormalization's forward and backward passes
-(float32 and float64 outside XLA), one op each; `adam_ops.cc` the Adam update of the
+(float32 and float64 outside XLA), one op each, with their row code in
+`layer_norm.h`; `adam_ops.cc` the Adam update of the
 scikit-learn estimators' training step (all variables in one op), and
 `row_copy.cc` a plain C function (`copy_rows`, called through ctypes) that
 copies the estimators' training rows into their tensor's buffer and hashes
@@ -34,8 +35,9 @@ import threading
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # The sources, compiled into one library.
 SOURCES = tuple(os.path.join(_HERE, name)
-                for name in ("kernels.h", "ln_rnn_ops.cc", "bn_lstm_ops.cc",
-                             "layer_norm_ops.cc", "adam_ops.cc", "row_copy.cc"))
+                for name in ("kernels.h", "layer_norm.h", "ln_rnn_ops.cc",
+                             "bn_lstm_ops.cc", "layer_norm_ops.cc", "adam_ops.cc",
+                             "row_copy.cc"))
 
 _lock = threading.Lock()
 _loaded = {}

@@ -385,12 +385,15 @@ int64_t NumShards(int64_t rows, int64_t requested) {
 
 // Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
 // concurrently.
+// The first row of shard `s` of `shards` (s == shards: `rows`).
+int64_t ShardBound(int64_t rows, int64_t shards, int64_t s) {
+  const int64_t b = (rows * s / shards + kRowBlock - 1) / kRowBlock;
+  return std::min(rows, b * kRowBlock);
+}
+
 void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards,
                const std::function<void(int64_t, int64_t, int64_t)>& fn) {
-  auto bound = [&](int64_t s) {
-    const int64_t b = (rows * s / shards + kRowBlock - 1) / kRowBlock;
-    return std::min(rows, b * kRowBlock);
-  };
+  auto bound = [&](int64_t s) { return ShardBound(rows, shards, s); };
   if (shards <= 1) {
     fn(0, 0, rows);
     return;
