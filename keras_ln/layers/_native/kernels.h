@@ -96,6 +96,15 @@ auto ColumnSegment(const Eigen::ArrayBase<Derived>& x, Eigen::Index at) {
     return x.derived().template segment<L>(at);
 }
 
+// The sum of RowMean's lanes, folded in halves (a fixed tree).
+template <typename T>
+T FoldMeanLanes(const Eigen::Array<T, kMeanLanes, 1>& lanes) {
+  const Eigen::Array<T, 16, 1> l16 = lanes.template head<16>() + lanes.template tail<16>();
+  const Eigen::Array<T, 8, 1> l8 = l16.template head<8>() + l16.template tail<8>();
+  const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();
+  return (l4[0] + l4[2]) + (l4[1] + l4[3]);
+}
+
 template <typename Derived>
 typename Derived::Scalar RowMean(const Eigen::ArrayBase<Derived>& x) {
   using T = typename Derived::Scalar;
@@ -109,10 +118,7 @@ typename Derived::Scalar RowMean(const Eigen::ArrayBase<Derived>& x) {
     lanes.template head<kMeanLanes / 2>() += ColumnSegment<kMeanLanes / 2>(x, j);
     j += kMeanLanes / 2;
   }
-  const Eigen::Array<T, 16, 1> l16 = lanes.template head<16>() + lanes.template tail<16>();
-  const Eigen::Array<T, 8, 1> l8 = l16.template head<8>() + l16.template tail<8>();
-  const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();
-  T sum = (l4[0] + l4[2]) + (l4[1] + l4[3]);
+  T sum = FoldMeanLanes(lanes);
   for (; j < n; ++j) sum += x.derived().coeff(j);
   return sum / T(n);
 }
@@ -383,14 +389,14 @@ int64_t NumShards(int64_t rows, int64_t requested) {
       1, std::min<int64_t>(kMaxShards, rows / kMinShardRows));
 }
 
-// Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
-// concurrently.
 // The first row of shard `s` of `shards` (s == shards: `rows`).
 int64_t ShardBound(int64_t rows, int64_t shards, int64_t s) {
   const int64_t b = (rows * s / shards + kRowBlock - 1) / kRowBlock;
   return std::min(rows, b * kRowBlock);
 }
 
+// Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
+// concurrently.
 void ForShards(OpKernelContext* ctx, int64_t rows, int64_t shards,
                const std::function<void(int64_t, int64_t, int64_t)>& fn) {
   auto bound = [&](int64_t s) { return ShardBound(rows, shards, s); };

@@ -1,7 +1,5 @@
-// The arithmetic of LayerNormalization's native passes (see
-// layer_norm_ops.cc for the formulas): a shard of rows at a time, the same
-// code for the TensorFlow ops (layer_norm_ops.cc) and for their XLA
-// custom calls (layer_norm_xla.cc), so both give the same bits.
+// The arithmetic of LayerNormalization's native passes, a shard of rows at
+// a time (the ops, their formulas and their shards: layer_norm_ops.cc).
 
 #ifndef KERAS_LN_LAYERS_NATIVE_LAYER_NORM_H_
 #define KERAS_LN_LAYERS_NATIVE_LAYER_NORM_H_
@@ -46,13 +44,7 @@ std::pair<T, T> RowMeans2(int64_t n, const Chunk& chunk, const Scalar& scalar) {
     lb.template head<kMeanLanes / 2>() += ab.second;
     j += kMeanLanes / 2;
   }
-  auto fold = [](const Lanes& l) {
-    const Eigen::Array<T, 16, 1> l16 = l.template head<16>() + l.template tail<16>();
-    const Eigen::Array<T, 8, 1> l8 = l16.template head<8>() + l16.template tail<8>();
-    const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();
-    return (l4[0] + l4[2]) + (l4[1] + l4[3]);
-  };
-  T sa = fold(la), sb = fold(lb);
+  T sa = FoldMeanLanes(la), sb = FoldMeanLanes(lb);
   for (; j < n; ++j) {
     const auto ab = scalar(j);
     sa += ab.first;
@@ -103,9 +95,9 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
 }
 
 // Rows [r0, r1) of the backward pass: DX, and this shard's parts of
-// dgamma (sg) and dbeta (sb), added to. g may be null. Two sweeps over a
-// row: xhat (recomputed as the forward computed it: the same bits), the
-// column sums and the two row means of g and g * xhat together; then dx.
+// dgamma (sg) and dbeta (sb), added to. g may be null. Three sweeps over
+// a row, each recomputing xhat as the forward computed it (the same bits):
+// the column sums; the two row means of g and g * xhat together; dx.
 template <typename T>
 void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
                            const T* g, int64_t n, int64_t F, int64_t r0,
