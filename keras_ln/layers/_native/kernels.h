@@ -96,9 +96,11 @@ auto ColumnSegment(const Eigen::ArrayBase<Derived>& x, Eigen::Index at) {
     return x.derived().template segment<L>(at);
 }
 
-// The sum of RowMean's lanes, folded in halves (a fixed tree).
+// The sum of RowMean's lanes, folded in halves (a fixed tree). Always
+// inlined: called, the lanes went through the stack (measured, a third of
+// a 64-float layer norm row's time in an AVX2 build).
 template <typename T>
-T FoldMeanLanes(const Eigen::Array<T, kMeanLanes, 1>& lanes) {
+EIGEN_ALWAYS_INLINE T FoldMeanLanes(const Eigen::Array<T, kMeanLanes, 1>& lanes) {
   const Eigen::Array<T, 16, 1> l16 = lanes.template head<16>() + lanes.template tail<16>();
   const Eigen::Array<T, 8, 1> l8 = l16.template head<8>() + l16.template tail<8>();
   const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();

@@ -26,22 +26,19 @@ int64_t LayerNormShards(int64_t rows, int64_t features) {
 // element-wise functions a and b of the element index, each in RowMean's
 // order exactly (the same lanes, folds and tail), so each equals the
 // RowMean of its values bit for bit; one sweep over the row instead of
-// two, with no intermediate row written. `chunk(j, L)` returns the pair of
-// fixed-size (L) arrays (a, b) at j; `scalar(j)` the pair of scalars.
-template <typename T, typename Chunk, typename Scalar>
-std::pair<T, T> RowMeans2(int64_t n, const Chunk& chunk, const Scalar& scalar) {
+// two, with no intermediate row written. `add(j, L, la, lb)` adds the
+// fixed-size (L) arrays a and b at j to la and lb, the first L of the
+// lanes (in place: lanes returned by value in a pair went through the
+// stack, half a row's time); `scalar(j)` returns the pair of scalars.
+template <typename T, typename Add, typename Scalar>
+std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
   using Lanes = Eigen::Array<T, kMeanLanes, 1>;
   Lanes la = Lanes::Zero(), lb = Lanes::Zero();
   int64_t j = 0;
-  for (; j + kMeanLanes <= n; j += kMeanLanes) {
-    const auto ab = chunk(j, std::integral_constant<int, kMeanLanes>());
-    la += ab.first;
-    lb += ab.second;
-  }
+  for (; j + kMeanLanes <= n; j += kMeanLanes)
+    add(j, std::integral_constant<int, kMeanLanes>(), la, lb);
   if (j + kMeanLanes / 2 <= n) {
-    const auto ab = chunk(j, std::integral_constant<int, kMeanLanes / 2>());
-    la.template head<kMeanLanes / 2>() += ab.first;
-    lb.template head<kMeanLanes / 2>() += ab.second;
+    add(j, std::integral_constant<int, kMeanLanes / 2>(), la, lb);
     j += kMeanLanes / 2;
   }
   T sa = FoldMeanLanes(la), sb = FoldMeanLanes(lb);
@@ -51,6 +48,23 @@ std::pair<T, T> RowMeans2(int64_t n, const Chunk& chunk, const Scalar& scalar) {
     sb += ab.second;
   }
   return {sa / T(n), sb / T(n)};
+}
+
+// The forward takes short rows a block at a time, each sweep over all the
+// rows of the block before the next sweep: a row's sweeps are one chain
+// (its mean, then its spread, then its scale and output), but the rows of
+// a block are independent, so the processor overlaps their chains (a
+// quarter less time for rows of 64 to 100 floats). Up to kPhaseRows rows
+// and kPhaseBytes of input: a block of long rows would no longer stay in
+// the first-level cache between its sweeps. Each row's operations and
+// their order are those of one row at a time: the same bits.
+constexpr int64_t kPhaseRows = 8;
+constexpr int64_t kPhaseBytes = 4096;
+
+template <typename T>
+int64_t PhaseRows(int64_t features) {
+  return std::max<int64_t>(
+      1, std::min<int64_t>(kPhaseRows, kPhaseBytes / (features * int64_t(sizeof(T)))));
 }
 
 // Rows [r0, r1) of the forward pass of the (n, F) matrix X: Y, and each
@@ -64,33 +78,43 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
                           int64_t n, int64_t F, int64_t r0, int64_t r1,
                           T* Y, T* stats) {
   T *M1 = stats, *DM = stats + n, *R = stats + 2 * n;
-  for (int64_t i = r0; i < r1; ++i) {
-    const T* x = X + i * F;
-    CRow<T> xv(x, F);
-    const T m1 = M1[i] = RowMean(xv);
-    const auto [dm, d2] = RowMeans2<T>(
-        F,
-        [&](int64_t j, auto L) {
-          using A = Eigen::Array<T, decltype(L)::value, 1>;
-          const A d = Eigen::Map<const A>(x + j) - m1;
-          return std::make_pair(d, A(d.square()));
-        },
-        [&](int64_t j) {
-          const T d = x[j] - m1;
-          return std::make_pair(d, d * d);
-        });
-    DM[i] = dm;
-    const T var = std::max(d2 - dm * dm, T(0));
-    const T r = R[i] = T(1) / std::sqrt(var + eps);
-    Row<T> yv(Y + i * F, F);
-    if (g && b)
-      yv = ((xv - m1) - dm) * r * CRow<T>(g, F) + CRow<T>(b, F);
-    else if (g)
-      yv = ((xv - m1) - dm) * r * CRow<T>(g, F);
-    else if (b)
-      yv = ((xv - m1) - dm) * r + CRow<T>(b, F);
-    else
-      yv = ((xv - m1) - dm) * r;
+  const int64_t block = PhaseRows<T>(F);
+  for (int64_t i0 = r0; i0 < r1; i0 += block) {
+    const int64_t i1 = std::min(r1, i0 + block);
+    for (int64_t i = i0; i < i1; ++i) M1[i] = RowMean(CRow<T>(X + i * F, F));
+    for (int64_t i = i0; i < i1; ++i) {
+      const T* x = X + i * F;
+      const T m1 = M1[i];
+      const auto [dm, d2] = RowMeans2<T>(
+          F,
+          [&](int64_t j, auto L, auto& la, auto& lb) {
+            constexpr int kL = decltype(L)::value;
+            using A = Eigen::Array<T, kL, 1>;
+            const A d = Eigen::Map<const A>(x + j) - m1;
+            la.template head<kL>() += d;
+            lb.template head<kL>() += d.square();
+          },
+          [&](int64_t j) {
+            const T d = x[j] - m1;
+            return std::make_pair(d, d * d);
+          });
+      DM[i] = dm;
+      const T var = std::max(d2 - dm * dm, T(0));
+      R[i] = T(1) / std::sqrt(var + eps);
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      CRow<T> xv(X + i * F, F);
+      const T m1 = M1[i], dm = DM[i], r = R[i];
+      Row<T> yv(Y + i * F, F);
+      if (g && b)
+        yv = ((xv - m1) - dm) * r * CRow<T>(g, F) + CRow<T>(b, F);
+      else if (g)
+        yv = ((xv - m1) - dm) * r * CRow<T>(g, F);
+      else if (b)
+        yv = ((xv - m1) - dm) * r + CRow<T>(b, F);
+      else
+        yv = ((xv - m1) - dm) * r;
+    }
   }
 }
 
@@ -116,12 +140,14 @@ void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
     }
     const auto [mg, mgx] = RowMeans2<T>(
         F,
-        [&](int64_t j, auto L) {
-          using A = Eigen::Array<T, decltype(L)::value, 1>;
+        [&](int64_t j, auto L, auto& la, auto& lb) {
+          constexpr int kL = decltype(L)::value;
+          using A = Eigen::Array<T, kL, 1>;
           const A xh = ((Eigen::Map<const A>(x + j) - m1) - dm) * r;
           const A d = Eigen::Map<const A>(dy + j);
           const A gv = g ? A(d * Eigen::Map<const A>(g + j)) : d;
-          return std::make_pair(gv, A(gv * xh));
+          la.template head<kL>() += gv;
+          lb.template head<kL>() += gv * xh;
         },
         [&](int64_t j) {
           const T xh = ((x[j] - m1) - dm) * r;
