@@ -39,7 +39,14 @@ where it lies at or below the target, "missed" where it lies above, and
 Keras' wrapper is `keras.wrappers.SKLearnClassifier`; its progress
 bars (it calls `model.predict` without `verbose=0`) are swallowed.
 
-    python benchmarks/bench_estimators.py [--repeats 5] [--grid-epochs 20]
+`--intra-op-threads N` sets TensorFlow's intra-op thread count for this
+process (`tf.config.threading.set_intra_op_parallelism_threads`, a
+process-wide choice that keras_ln leaves to its user) before anything
+runs; sklearn's side is unchanged. On a machine where handing a small task
+to another thread costs more than it saves, one thread makes keras_ln's
+XLA loop faster (see the README).
+
+    python benchmarks/bench_estimators.py [--repeats 5] [--grid-epochs 20] [--intra-op-threads N]
 """
 
 import argparse
@@ -313,7 +320,16 @@ def main():
                         help="rounds of the anchor comparisons (the first is shown apart: 8 paired ratios)")
     parser.add_argument("--sizes", choices=["all", "small"], default="all")
     parser.add_argument("--only-anchor", action="store_true", help="the sklearn comparison alone")
+    parser.add_argument("--intra-op-threads", type=int, default=0,
+                        help="TensorFlow's intra-op threads for this process (0: TensorFlow's default)")
     args = parser.parse_args()
+    if args.intra_op_threads < 0:
+        parser.error(f"--intra-op-threads must be 0 or more, got {args.intra_op_threads}")
+    if args.intra_op_threads:
+        # Before TensorFlow's context starts (no op has run yet).
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    print(f"TensorFlow intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}"
+          f" ({len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores)")
     warnings.simplefilter("ignore", ConvergenceWarning)
     tf.get_logger().setLevel("ERROR")  # Keras' own retracing warnings
     if args.only_anchor:
