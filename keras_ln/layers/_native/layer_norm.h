@@ -28,8 +28,8 @@ int64_t LayerNormShards(int64_t rows, int64_t features) {
 // RowMean of its values bit for bit; one sweep over the row instead of
 // two, with no intermediate row written. `add(j, L, la, lb)` adds the
 // fixed-size (L) arrays a and b at j to la and lb, the first L of the
-// lanes (in place: lanes returned by value in a pair went through the
-// stack, half a row's time); `scalar(j)` returns the pair of scalars.
+// lanes (in place: returned by value in a pair, they went through the
+// stack in an AVX2 build); `scalar(j)` returns the pair of scalars.
 template <typename T, typename Add, typename Scalar>
 std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
   using Lanes = Eigen::Array<T, kMeanLanes, 1>;
