@@ -33,8 +33,8 @@ namespace {
 //
 // Internally a row's 4u columns are ordered shard by shard, each shard's
 // block [i | f | g | o] of its units ("permuted" layout), and what the
-// training ops keep of a step (the saved gates, rhat, chat, th, hs and cs,
-// dr, the outputs until the loop ends) is stored shard-major: each shard's
+// forward op keeps of a step (the saved gates, rhat, chat, th, hs and cs,
+// the outputs until the loop ends) is stored shard-major: each shard's
 // columns of the step as one dense block (ShardMajor), so that a core only
 // writes lines of its own shard. The ops' inputs and outputs are in keras'
 // order.
@@ -143,8 +143,8 @@ void RunSteps(OpKernelContext* ctx, int64_t steps, int64_t shards,
       });
 }
 
-// A step's (batch, k * u) block of the activations, states or gradients
-// that the training ops keep, in shard-major order: shard s's (batch, k *
+// A step's (batch, k * u) block of the activations or states that the
+// forward op keeps, in shard-major order: shard s's (batch, k *
 // w_s) columns (permuted, for k = 4) are one dense block at B * k * a_s.
 // Within a row, the shards' columns would sit a few hundred bytes apart;
 // each core writing its own columns of the same rows, the hardware
@@ -733,7 +733,6 @@ class BnLstmBackwardOp : public BnLstmOp {
       RowA<T> gr, gs, gx, sr, sc, sx, mx, m1c, m2c, m1r, m2r, dgr, dgs, dbs,
           dgx, dbx;
       Mat<T> dh, ph, gc, gout, dcn, dyc, dz, dxz, xh, du, dw;
-      Mat<T> h, dr;  // h_{t-1} and dr_{t+1} in keras' order, for products
     };
     std::vector<Shard> shards;
     for (int64_t s = 0; s < S; ++s) {
@@ -759,22 +758,19 @@ class BnLstmBackwardOp : public BnLstmOp {
       sh.dgr.setZero(4 * w);
       sh.dgs.setZero(w);
       sh.dbs.setZero(w);
-      sh.h.resize(B, u);
-      sh.dr.resize(B, G);
       shards.push_back(std::move(sh));
     }
-    // the forward op's saved activations and dr in shard-major order
+    // the forward op's saved activations, shard-major
     const ShardMajor<T> wide{B, 4, bounds}, narrow{B, 1, bounds};
 
     // dL/dh after step t - 1 of the shard's units: dr_t @ U^T + what
     // masked rows of step t passed back.
     auto back_product = [&](Shard& sh, int64_t t) {
-      if (empty[t]) {  // dr_t = 0 (and not written)
+      if (empty[t])  // dr_t = 0 (and not written)
         sh.dh = sh.ph;
-        return;
-      }
-      wide.Gather(DR2 + (t % 2) * B * G, sh.dr.data());
-      sh.Ut.Multiply(B, sh.dr.data(), sh.dh.data(), V ? sh.ph.data() : nullptr);
+      else
+        sh.Ut.Multiply(B, DR2 + (t % 2) * B * G, sh.dh.data(),
+                       V ? sh.ph.data() : nullptr);
     };
     // One step back, as passes over the (batch, width) blocks (see the
     // forward's step).
@@ -797,11 +793,6 @@ class BnLstmBackwardOp : public BnLstmOp {
       }
       const CBlk<T> cp = t ? narrow.View(CS + (n - B) * u, s)
                            : CBlk<T>(c0.flat<T>().data() + a, B, w, u);
-      const T* H = h0.flat<T>().data();  // h_{t-1} in keras' order
-      if (t) {
-        narrow.Gather(HS + (n - B) * u, sh.h.data());
-        H = sh.h.data();
-      }
       CCol<T> wv(weights.data() + n, B);
       LoadGates(VR + t * G, sh.sr, u, a, w);
       LoadGates(VX + t * G, sh.sx, u, a, w);
@@ -887,12 +878,26 @@ class BnLstmBackwardOp : public BnLstmOp {
       sh.dz = sh.dz.rowwise() * sh.gr;
       sh.m1r = ColumnSums<T>(sh.dz, wv.data());
       sh.m2r = ColumnSums<T>(sh.dz * rh, wv.data());
-      Blk<T> dr = wide.Get(DR2 + (t % 2) * B * G, s);
+      // dr_t in the permuted layout, the rows whole: every shard's product
+      // reads it (a gathered copy per shard cost more than it saved)
+      Blk<T> dr(DR2 + (t % 2) * B * G + 4 * a, B, w4, G);
       dr = ((sh.dz.rowwise() - sh.m1r) - rh.rowwise() * sh.m2r).rowwise() *
            sh.sr;
       if (M) dr.colwise() *= CCol<T>(M, B);
-      // dU of the shard's columns += h_{t-1}^T dr_t
-      AddTransposedProduct(B, u, w4, H, u, dr.data(), w4, sh.du.data());
+      // dU of the shard's columns += h_{t-1}^T dr_t: each shard's units'
+      // rows of dU from that shard's block of h_{t-1} (the same sums as
+      // one product over all units: a row of dU is its own sum over the
+      // batch)
+      if (!t) {
+        AddTransposedProduct(B, u, w4, h0.flat<T>().data(), u, dr.data(), G,
+                             sh.du.data());
+        return;
+      }
+      for (int64_t o = 0; o < S; ++o) {
+        const CBlk<T> h = narrow.View(HS + (n - B) * u, o);
+        AddTransposedProduct(B, h.cols(), w4, h.data(), h.cols(), dr.data(),
+                             G, sh.du.data() + bounds[o] * w4);
+      }
     };
     // Steps T - 1 down to 0, then dL/dh0 (k = Tn).
     RunSteps(ctx, Tn + 1, S, [&](int64_t k, int64_t s) {
