@@ -99,7 +99,8 @@ std::vector<int64_t> UnitBounds(int64_t u, int64_t B) {
 // and its blocks of the step (ShardMajor) in that core's cache. (Claimed
 // from one counter in step order instead, the shards changed threads at a
 // third to a half of the steps; measured on 2 cores, 50 steps of 200 rows
-// and 64 units, the forward op took 5.1-5.2 ms against 4.2-4.4.) Which
+// and 64 units, the forward op without save took 5.1-5.2 ms against
+// 4.2-4.4.) Which
 // thread runs a pair never changes what it computes.
 void RunSteps(OpKernelContext* ctx, int64_t steps, int64_t shards,
               const std::function<void(int64_t, int64_t)>& fn) {
@@ -143,8 +144,8 @@ void RunSteps(OpKernelContext* ctx, int64_t steps, int64_t shards,
       });
 }
 
-// A step's (batch, k * u) block of the activations or states that the
-// forward op keeps, in shard-major order: shard s's (batch, k *
+// A step's (batch, k * u) block of the activations, states or outputs that
+// the forward op keeps, in shard-major order: shard s's (batch, k *
 // w_s) columns (permuted, for k = 4) are one dense block at B * k * a_s.
 // Within a row, the shards' columns would sit a few hundred bytes apart;
 // each core writing its own columns of the same rows, the hardware
