@@ -54,6 +54,8 @@ class _Program:
         self.view = _training_view(template)
         self.step_view = _step_output_view(self.view)  # the view the step differentiates
         self.loss_fn = loss_fn
+        # The native loop's description of the network, or None (`_native_mlp`).
+        self.native = _native_mlp(self.view, loss_fn)
         self.loops = {
             jit: tf.function(self._epochs, jit_compile=jit, autograph=False)
             for jit in (False, True)
@@ -143,6 +145,9 @@ class _Program:
         data = batches.tensors(tf)  # x, y, idx, w, idx_last, w_last, weights, n_epochs
         rule = tuple(tf.constant(v, dtype) for v, dtype in zip(
             stopping, (tf.bool, tf.float64, tf.int32, tf.float64, tf.int32)))
+        ops = self.native and NATIVE_MLP_LOOP and _native_ops()
+        if ops:
+            return self._native_epochs(ops, data, rule, variables, hyperparameters)
         args = data + rule + tuple(variables) + tuple(hyperparameters)
         if mode == "eager":
             losses, ran = self._epochs(*args)
@@ -150,6 +155,33 @@ class _Program:
         fn = self.loops[mode == "xla"]
         with _executor(tf, mode):
             losses, ran = self._call(fn, mode, data, rule, variables, hyperparameters, args)
+        return losses.numpy()[:int(ran)]
+
+    def _native_epochs(self, ops, data, rule, variables, hyperparameters):
+        """`epochs` by the native loop (`_native/mlp_ops.cc`): the same
+        steps, losses and rule in one op, run in the calling thread."""
+        tf = self.tf
+        x, y = data[:2]
+        tv, ntv, ms, vs, t = variables
+        output, hidden, layer_norm, activation, ln_epsilon = self.native
+        n_outputs = tv[-1].shape[0]
+        if output == "softmax":  # class indices -> one-hot rows
+            y = tf.one_hot(y, n_outputs, dtype=x.dtype)
+        else:
+            y = tf.reshape(tf.cast(y, x.dtype), [-1, n_outputs])
+        losses, ran, new_tv, new_ms, new_vs, new_t = ops.keras_ln_mlp_epochs(
+            x, y, *data[2:], *rule,
+            params=[v.read_value() for v in tv],
+            m=[v.read_value() for v in ms], v=[v.read_value() for v in vs],
+            t=t.read_value(), lr=hyperparameters[0], half_alpha=hyperparameters[1],
+            beta_1=hyperparameters[2], beta_2=hyperparameters[3],
+            epsilon=hyperparameters[4],
+            ln_epsilon=tf.constant(ln_epsilon, tf.float64),
+            hidden=hidden, layer_norm=layer_norm, activation=activation,
+            output=output,
+        )
+        for var, value in zip([*tv, *ms, *vs, t], [*new_tv, *new_ms, *new_vs, new_t]):
+            var.assign(value)
         return losses.numpy()[:int(ran)]
 
     def _call(self, fn, mode, data, rule, variables, hyperparameters, args):
@@ -285,6 +317,85 @@ class _Program:
         for var, value in zip(ntv, new_states):
             var.assign(value)
         return loss
+
+
+# Whether the networks `_native_mlp` covers train with the native loop
+# (else, as every other network, with the traced one; the tests of the
+# traced loops set it to False).
+NATIVE_MLP_LOOP = True
+
+
+def _native_ops():
+    """The native library's ops, or None (not built, or did not load)."""
+    from keras_ln.layers import _native
+
+    return _native.ops()
+
+
+def _native_mlp(view, loss_fn):
+    """What the native loop needs to know of the training view `view`:
+    `(output, hidden, layer_norm, activation, ln_epsilon)`; None where the
+    loop does not cover the network (then the traced step runs it).
+
+    Covered: `build_mlp`'s networks without batch normalization or dropout,
+    each hidden layer a `Dense` with a bias and no activation of its own,
+    optionally keras_ln's `LayerNormalization` of its units (with `gamma`
+    and `beta`, no regularizer or constraint), then an `Activation` of
+    relu, tanh, sigmoid or linear; the last layer a `Dense` with a bias;
+    the loss one of the estimators' (its `native_output`); the weights
+    those of the layers in that order, none of them non-trainable.
+    """
+    from keras_ln.layers import LayerNormalization
+
+    output = getattr(loss_fn, "native_output", None)
+    if output is None or view.non_trainable_variables:
+        return None
+    layers = [layer for layer in view.layers
+              if not isinstance(layer, keras.layers.InputLayer)]
+
+    def plain_dense(layer):
+        return (isinstance(layer, keras.layers.Dense) and layer.use_bias
+                and layer.activation is keras.activations.linear
+                and layer.kernel_regularizer is None and layer.bias_regularizer is None
+                and layer.kernel_constraint is None and layer.bias_constraint is None
+                and layer.lora_rank is None and len(layer.input.shape) == 2)
+
+    expected, activations, norms = [], set(), []
+    i = hidden = 0
+    while i < len(layers) - 1:
+        dense = layers[i]
+        if not plain_dense(dense):
+            return None
+        expected += [dense.kernel, dense.bias]
+        i += 1
+        norm = layers[i] if i < len(layers) - 1 else None
+        if isinstance(norm, LayerNormalization):
+            if (norm.axis not in (-1, 1, [-1], [1]) or not (norm.center and norm.scale)
+                    or any(getattr(norm, a) is not None for a in (
+                        "beta_regularizer", "gamma_regularizer",
+                        "beta_constraint", "gamma_constraint"))):
+                return None
+            norms.append(norm.epsilon)
+            expected += [norm.gamma, norm.beta]
+            i += 1
+        act = layers[i] if i < len(layers) - 1 else None
+        if type(act) is not keras.layers.Activation:
+            return None
+        name = keras.activations.serialize(act.activation)
+        activations.add(name if isinstance(name, str) else None)
+        i += 1
+        hidden += 1
+    if not layers or not plain_dense(layers[-1]):
+        return None
+    expected += [layers[-1].kernel, layers[-1].bias]
+    if len(activations) > 1 or not activations <= {"relu", "tanh", "sigmoid", "linear"}:
+        return None
+    if norms and (len(norms) != hidden or len(set(norms)) != 1):
+        return None
+    if [id(v) for v in expected] != [id(v) for v in view.trainable_variables]:
+        return None
+    return (output, hidden, bool(norms), activations.pop() if activations else "linear",
+            norms[0] if norms else 1e-3)
 
 
 def _sum_of_squares(tf, a):

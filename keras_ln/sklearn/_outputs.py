@@ -188,6 +188,7 @@ class _ClassifierOutputs:
                     axis=-1,
                 )
 
+            binary_log_loss.native_output = "sigmoid"  # see _execution._native_mlp
             return binary_log_loss
 
         if self._is_binary():
@@ -197,6 +198,7 @@ class _ClassifierOutputs:
                     labels=tf.cast(y, logits.dtype), logits=logits[:, 0]
                 )
 
+            binary_class_log_loss.native_output = "sigmoid"
             return binary_class_log_loss
 
         def log_loss(y, logits):
@@ -204,6 +206,7 @@ class _ClassifierOutputs:
                 labels=y, logits=logits
             )
 
+        log_loss.native_output = "softmax"
         return log_loss
 
     def _data_loss(self, logits, y, sample_weight):
@@ -339,6 +342,7 @@ class _RegressorOutputs:
             y = tf.cast(y, pred.dtype)
             return 0.5 * tf.reduce_mean(tf.square(y - pred), axis=-1)
 
+        half_squared_error.native_output = "identity"
         return half_squared_error
 
     def _data_loss(self, pred, y, sample_weight):

@@ -392,7 +392,7 @@ def test_binary_estimator_pickled_before_binary_outputs_keeps_its_softmax(blobs,
     assert old.predict_proba(X).shape == (len(X), 2)
 
 
-def test_adam_parameters_do_not_retrace(blobs):
+def test_adam_parameters_do_not_retrace(blobs, traced_loop):
     """beta_1, beta_2, epsilon and the step size are tensor arguments of
     the traced step: new values reuse its one trace."""
     X, y = blobs

@@ -95,7 +95,7 @@ def table():
     # outputs of 3 units and of 1 (`_StepOutputDense`'s XLA paths), 5 (keras' Dense)
     (None, "3 classes"), ("layer", "regression"), (None, "5 classes"),
 ])
-def test_graph_and_xla_loops_agree(table, normalization, task, monkeypatch):
+def test_graph_and_xla_loops_agree(table, normalization, task, monkeypatch, traced_loop):
     """The same fit (float64, with the L2 penalty) as a TensorFlow graph and
     XLA-compiled: the same loss curve to rounding, the same stopping epoch."""
     X, y = table
@@ -149,7 +149,7 @@ def test_step_output_layer_under_xla_has_dense_gradients(units):
         np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-12, atol=1e-13)
 
 
-def test_eager_and_graph_loops_agree(table, monkeypatch):
+def test_eager_and_graph_loops_agree(table, monkeypatch, traced_loop):
     """A short fit runs eagerly (no trace); forced into a graph it gives
     the same numbers."""
     X, y = table
@@ -163,7 +163,7 @@ def test_eager_and_graph_loops_agree(table, monkeypatch):
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
-def test_chunks_of_epochs_change_nothing(table, early_stopping, monkeypatch):
+def test_chunks_of_epochs_change_nothing(table, early_stopping, monkeypatch, mlp_loop):
     """Epochs in chunks of 3 (the loop's rule carried across calls) give
     bitwise the fit of one chunk, the epoch where it stops included."""
     X, y = np.tile(table[0], (2, 1)), np.tile(table[1], 2)
@@ -179,7 +179,7 @@ def test_chunks_of_epochs_change_nothing(table, early_stopping, monkeypatch):
     np.testing.assert_array_equal(one.predict_proba(X), chunked.predict_proba(X))
 
 
-def test_the_loop_stops_where_sklearns_rule_says(table):
+def test_the_loop_stops_where_sklearns_rule_says(table, mlp_loop):
     """n_iter_ is the first epoch at which sklearn's rule, replayed on the
     loss curve, counts more than n_iter_no_change epochs without an
     improvement by tol."""
@@ -199,7 +199,7 @@ def test_the_loop_stops_where_sklearns_rule_says(table):
     assert stopped >= 2
 
 
-def test_divergence_is_reported_at_its_epoch(table):
+def test_divergence_is_reported_at_its_epoch(table, mlp_loop):
     X, y = table
     with pytest.raises(ValueError, match="The training loss became (nan|inf) at iteration"):
         MLPRegressor((8,), max_iter=50, random_state=0, standardize_target=False).fit(
@@ -225,7 +225,7 @@ def test_sequence_loop_runs_as_one_graph():
 
 @pytest.mark.parametrize("n_rows, steps_per_epoch", [(40, 10), (42, 11), (4, 1)])
 @pytest.mark.parametrize("normalization", [None, "batch"])
-def test_one_adam_step_per_batch(n_rows, steps_per_epoch, normalization, monkeypatch):
+def test_one_adam_step_per_batch(n_rows, steps_per_epoch, normalization, monkeypatch, mlp_loop):
     """Adam's step count is epochs x batches: no step on an absent last
     batch (a step on no rows gave NaN batch statistics), whatever the mode."""
     rng = np.random.default_rng(0)
@@ -593,7 +593,8 @@ def test_native_adam_rejects_a_gradient_of_another_shape():
 
 
 @pytest.mark.parametrize("normalization", [None, "layer", "batch"])
-def test_graph_fits_with_native_and_tensorflow_adam_are_bitwise_equal(table, normalization, monkeypatch):
+def test_graph_fits_with_native_and_tensorflow_adam_are_bitwise_equal(table, normalization, monkeypatch,
+                                                                     traced_loop):
     """A graph fit whose steps update with the native op and one with
     `ResourceApplyAdam` (XLA's, and the fallback without the library):
     the same loss curve and predictions, to the bit."""
@@ -617,7 +618,7 @@ def test_graph_fits_with_native_and_tensorflow_adam_are_bitwise_equal(table, nor
     np.testing.assert_array_equal(with_native.predict_proba(X), without.predict_proba(X))
 
 
-def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeypatch):
+def test_one_unit_outputs_train_padded_to_two_columns_to_rounding(table, monkeypatch, traced_loop):
     """The step of a one-output network (in a graph) multiplies by its
     one-unit kernel padded with a column of zeros (`_StepOutputDense`, in
     the program's training view only): the same fit as keras' `Dense`, to

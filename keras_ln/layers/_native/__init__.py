@@ -37,7 +37,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = tuple(os.path.join(_HERE, name)
                 for name in ("kernels.h", "layer_norm.h", "ln_rnn_ops.cc",
                              "bn_lstm_ops.cc", "layer_norm_ops.cc", "adam_ops.cc",
-                             "row_copy.cc"))
+                             "mlp_ops.cc", "row_copy.cc"))
 
 _lock = threading.Lock()
 _loaded = {}

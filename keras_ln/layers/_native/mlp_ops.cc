@@ -1,0 +1,693 @@
+// The scikit-learn MLP estimators' training loop as one op: epochs of
+// minibatch Adam steps on a multilayer perceptron (keras_ln/models.py's
+// build_mlp: Dense, optional LayerNormalization, activation per hidden
+// layer; a Dense output), with sklearn's stopping rule after each epoch.
+// keras_ln/sklearn/_execution.py (`_Program.epochs`) runs it in place of
+// its XLA-compiled loop for the networks it covers (`_native_mlp`).
+//
+// Why: on a few cores, XLA's CPU runtime splits a small step's fusions and
+// runs its independent kernels on the intra-op thread pool, and each
+// hand-off between cores costs more than the kernels it hands off (a step
+// of a (200, 100) batch is ~10 microseconds of arithmetic per product).
+// Here a step is one pass over its rows with the products of kernels.h, in
+// at most two shards of rows (one hand-off per step; see kMlpShardWork),
+// and no compilation: a fit's first step costs what the others do.
+//
+// The arithmetic is `_Program.step`'s, in this order per step:
+//   xb, yb, w  = the batch's rows, targets and weights (0 on padding rows)
+//   scale      = 1 / sum(w)  (0 if the batch has no weight)
+//   per hidden layer: z = h @ W + b; a = layer_norm(z) * gamma + beta
+//                     (or a = z); h = activation(a)
+//   out        = h @ W_out + b_out
+//   loss       = (sum_r w_r loss_r(out_r, yb_r) + half_alpha * sum ||W||^2)
+//                * scale
+// with loss_r the softmax cross-entropy (yb one-hot), the sigmoid
+// cross-entropy summed over the outputs, or half the squared error
+// averaged over the outputs; the gradients of that loss by hand (the layer
+// norm's closed form and row code of layer_norm.h), and Adam's update of
+// adam_ops.cc with ResourceApplyAdam's scalars (beta powers of the step
+// count, in T). An epoch's loss is the batches' losses weighted by the
+// batches' total sample weights, summed in float64 and divided by the
+// epoch's total weight; the rule is sklearn's `_update_no_improvement_count`.
+//
+// The same numbers as the XLA loop to rounding (other summation orders),
+// and the same bits on every run, thread count and vector width: a fixed
+// order everywhere, products with explicit fused multiply-adds (kernels.h),
+// element-wise code compiled without contraction, and the transcendental
+// functions called one element at a time (a vectorized exp or tanh rounds
+// differently from a scalar one, so a row's results would depend on its
+// alignment).
+
+#include "kernels.h"
+#include "layer_norm.h"
+
+namespace keras_ln {
+namespace {
+
+using tensorflow::DataTypeToEnum;
+
+enum class Activation { kRelu, kTanh, kSigmoid, kLinear };
+enum class Output { kSoftmax, kSigmoid, kIdentity };
+
+// Input positions (the `P` parameters come three times: values, m, v).
+constexpr int kX = 0, kY = 1, kIdx = 2, kW = 3, kIdxLast = 4, kWLast = 5,
+              kBatchWeight = 6, kEpochWeight = 7, kEpochs = 8, kActive = 9,
+              kTol = 10, kPatience = 11, kBest = 12, kCount = 13,
+              kParams = 14;
+
+REGISTER_OP("KerasLnMlpEpochs")
+    .Input("x: T")
+    .Input("y: T")
+    .Input("idx: int32")
+    .Input("w: T")
+    .Input("idx_last: int32")
+    .Input("w_last: T")
+    .Input("batch_weight: double")
+    .Input("epoch_weight: double")
+    .Input("n_epochs: int32")
+    .Input("active: bool")
+    .Input("tol: double")
+    .Input("patience: int32")
+    .Input("best: double")
+    .Input("count: int32")
+    .Input("params: P * T")
+    .Input("m: P * T")
+    .Input("v: P * T")
+    .Input("t: int64")
+    .Input("lr: double")
+    .Input("half_alpha: T")
+    .Input("beta_1: double")
+    .Input("beta_2: double")
+    .Input("epsilon: double")
+    .Input("ln_epsilon: double")
+    .Output("losses: double")
+    .Output("ran: int32")
+    .Output("params_out: P * T")
+    .Output("m_out: P * T")
+    .Output("v_out: P * T")
+    .Output("t_out: int64")
+    .Attr("T: {float, double}")
+    .Attr("P: int >= 2")
+    .Attr("hidden: int >= 0")
+    .Attr("layer_norm: bool")
+    .Attr("activation: {'relu', 'tanh', 'sigmoid', 'linear'}")
+    .Attr("output: {'softmax', 'sigmoid', 'identity'}")
+    .SetShapeFn([](InferenceContext* c) {
+      int p;
+      TF_RETURN_IF_ERROR(c->GetAttr("P", &p));
+      c->set_output(0, c->Vector(c->Dim(c->input(kIdx), 0)));
+      c->set_output(1, c->Scalar());
+      for (int i = 0; i < 3 * p; ++i) c->set_output(2 + i, c->input(kParams + i));
+      c->set_output(2 + 3 * p, c->Scalar());
+      return absl::OkStatus();
+    });
+
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")  // see the top
+
+// h = f(a) over n elements; the switch outside the loops, so that relu's
+// and linear's vectorize.
+template <typename T>
+void Activate(Activation f, const T* __restrict__ a, T* __restrict__ h, int64_t n) {
+  switch (f) {
+    case Activation::kRelu:
+      for (int64_t i = 0; i < n; ++i) h[i] = a[i] > T(0) ? a[i] : T(0);
+      return;
+    case Activation::kTanh:
+      for (int64_t i = 0; i < n; ++i) h[i] = std::tanh(a[i]);
+      return;
+    case Activation::kSigmoid:
+      for (int64_t i = 0; i < n; ++i) h[i] = T(1) / (T(1) + std::exp(-a[i]));
+      return;
+    default:
+      std::copy_n(a, n, h);
+  }
+}
+
+// da = the gradient by a, from the activation's output h (as TensorFlow's
+// ReluGrad, TanhGrad and SigmoidGrad take it) and dh.
+template <typename T>
+void ActivationGrad(Activation f, const T* __restrict__ h, const T* __restrict__ dh,
+                    T* __restrict__ da, int64_t n) {
+  switch (f) {
+    case Activation::kRelu:
+      for (int64_t i = 0; i < n; ++i) da[i] = h[i] > T(0) ? dh[i] : T(0);
+      return;
+    case Activation::kTanh:
+      for (int64_t i = 0; i < n; ++i) da[i] = dh[i] * (T(1) - h[i] * h[i]);
+      return;
+    case Activation::kSigmoid:
+      for (int64_t i = 0; i < n; ++i) da[i] = dh[i] * (h[i] * (T(1) - h[i]));
+      return;
+    default:
+      std::copy_n(dh, n, da);
+  }
+}
+
+// The sum of the squares of a[0, n), in an order fixed by n alone (lanes
+// of element-wise adds, folded in a fixed tree, then the tail in order).
+template <typename T>
+T SumOfSquares(const T* a, int64_t n) {
+  constexpr int kL = 16;
+  using A = Eigen::Array<T, kL, 1>;
+  A lanes = A::Zero();
+  int64_t i = 0;
+  for (; i + kL <= n; i += kL) {
+    const A x = Eigen::Map<const A>(a + i);
+    lanes += x * x;
+  }
+  const Eigen::Array<T, 8, 1> l8 = lanes.template head<8>() + lanes.template tail<8>();
+  const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();
+  T sum = (l4[0] + l4[2]) + (l4[1] + l4[3]);
+  for (; i < n; ++i) sum += a[i] * a[i];
+  return sum;
+}
+
+// One row's loss, and its gradient by the outputs z (times `scale`, the
+// row's weight over the batch's) into dz. Softmax: y one-hot.
+template <typename T>
+T RowLoss(Output kind, const T* z, const T* y, int64_t n, T scale, T* dz) {
+  if (kind == Output::kSoftmax) {
+    T top = z[0];
+    for (int64_t o = 1; o < n; ++o) top = std::max(top, z[o]);
+    T sum = 0, picked = 0;
+    for (int64_t o = 0; o < n; ++o) {
+      dz[o] = std::exp(z[o] - top);
+      sum += dz[o];
+      picked += y[o] * z[o];
+    }
+    for (int64_t o = 0; o < n; ++o) dz[o] = (dz[o] / sum - y[o]) * scale;
+    return (std::log(sum) + top) - picked;
+  }
+  T loss = 0;
+  if (kind == Output::kSigmoid) {
+    // max(z, 0) - z y + log1p(exp(-|z|)), as sigmoid_cross_entropy_with_logits.
+    for (int64_t o = 0; o < n; ++o) {
+      const T zo = z[o];
+      loss += (std::max(zo, T(0)) - zo * y[o]) + std::log1p(std::exp(-std::abs(zo)));
+      dz[o] = (T(1) / (T(1) + std::exp(-zo)) - y[o]) * scale;
+    }
+    return loss;
+  }
+  for (int64_t o = 0; o < n; ++o) {
+    const T e = y[o] - z[o];
+    loss += e * e;
+    dz[o] = ((z[o] - y[o]) / T(n)) * scale;
+  }
+  return T(0.5) * (loss / T(n));
+}
+
+// adam_ops.cc's AdamUpdate, vectorized by hand: GCC keeps std::sqrt's
+// errno branch in a loop (so it ran one element at a time), and Eigen's
+// vector square root is an approximation under its default fast math.
+// Every operation is an IEEE one, correctly rounded: the same bits as
+// adam_ops.cc's and ResourceApplyAdam's, at any vector width.
+template <typename T>
+void AdamUpdate(T* var, T* m, T* v, const T* g, int64_t size, T alpha,
+                T one_minus_beta1, T one_minus_beta2, T epsilon) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) {
+    const __m512 b1 = _mm512_set1_ps(one_minus_beta1), b2 = _mm512_set1_ps(one_minus_beta2),
+                 a = _mm512_set1_ps(alpha), e = _mm512_set1_ps(epsilon);
+    for (; i + 16 <= size; i += 16) {
+      const __m512 gv = _mm512_loadu_ps(g + i);
+      __m512 mv = _mm512_loadu_ps(m + i), vv = _mm512_loadu_ps(v + i);
+      mv = _mm512_add_ps(mv, _mm512_mul_ps(_mm512_sub_ps(gv, mv), b1));
+      vv = _mm512_add_ps(vv, _mm512_mul_ps(_mm512_sub_ps(_mm512_mul_ps(gv, gv), vv), b2));
+      const __m512 step = _mm512_div_ps(_mm512_mul_ps(mv, a),
+                                        _mm512_add_ps(_mm512_sqrt_ps(vv), e));
+      _mm512_storeu_ps(m + i, mv);
+      _mm512_storeu_ps(v + i, vv);
+      _mm512_storeu_ps(var + i, _mm512_sub_ps(_mm512_loadu_ps(var + i), step));
+    }
+  } else {
+    const __m512d b1 = _mm512_set1_pd(one_minus_beta1), b2 = _mm512_set1_pd(one_minus_beta2),
+                  a = _mm512_set1_pd(alpha), e = _mm512_set1_pd(epsilon);
+    for (; i + 8 <= size; i += 8) {
+      const __m512d gv = _mm512_loadu_pd(g + i);
+      __m512d mv = _mm512_loadu_pd(m + i), vv = _mm512_loadu_pd(v + i);
+      mv = _mm512_add_pd(mv, _mm512_mul_pd(_mm512_sub_pd(gv, mv), b1));
+      vv = _mm512_add_pd(vv, _mm512_mul_pd(_mm512_sub_pd(_mm512_mul_pd(gv, gv), vv), b2));
+      const __m512d step = _mm512_div_pd(_mm512_mul_pd(mv, a),
+                                         _mm512_add_pd(_mm512_sqrt_pd(vv), e));
+      _mm512_storeu_pd(m + i, mv);
+      _mm512_storeu_pd(v + i, vv);
+      _mm512_storeu_pd(var + i, _mm512_sub_pd(_mm512_loadu_pd(var + i), step));
+    }
+  }
+#elif defined(__AVX__)
+  if constexpr (sizeof(T) == 4) {
+    const __m256 b1 = _mm256_set1_ps(one_minus_beta1), b2 = _mm256_set1_ps(one_minus_beta2),
+                 a = _mm256_set1_ps(alpha), e = _mm256_set1_ps(epsilon);
+    for (; i + 8 <= size; i += 8) {
+      const __m256 gv = _mm256_loadu_ps(g + i);
+      __m256 mv = _mm256_loadu_ps(m + i), vv = _mm256_loadu_ps(v + i);
+      mv = _mm256_add_ps(mv, _mm256_mul_ps(_mm256_sub_ps(gv, mv), b1));
+      vv = _mm256_add_ps(vv, _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(gv, gv), vv), b2));
+      const __m256 step = _mm256_div_ps(_mm256_mul_ps(mv, a),
+                                        _mm256_add_ps(_mm256_sqrt_ps(vv), e));
+      _mm256_storeu_ps(m + i, mv);
+      _mm256_storeu_ps(v + i, vv);
+      _mm256_storeu_ps(var + i, _mm256_sub_ps(_mm256_loadu_ps(var + i), step));
+    }
+  } else {
+    const __m256d b1 = _mm256_set1_pd(one_minus_beta1), b2 = _mm256_set1_pd(one_minus_beta2),
+                  a = _mm256_set1_pd(alpha), e = _mm256_set1_pd(epsilon);
+    for (; i + 4 <= size; i += 4) {
+      const __m256d gv = _mm256_loadu_pd(g + i);
+      __m256d mv = _mm256_loadu_pd(m + i), vv = _mm256_loadu_pd(v + i);
+      mv = _mm256_add_pd(mv, _mm256_mul_pd(_mm256_sub_pd(gv, mv), b1));
+      vv = _mm256_add_pd(vv, _mm256_mul_pd(_mm256_sub_pd(_mm256_mul_pd(gv, gv), vv), b2));
+      const __m256d step = _mm256_div_pd(_mm256_mul_pd(mv, a),
+                                         _mm256_add_pd(_mm256_sqrt_pd(vv), e));
+      _mm256_storeu_pd(m + i, mv);
+      _mm256_storeu_pd(v + i, vv);
+      _mm256_storeu_pd(var + i, _mm256_sub_pd(_mm256_loadu_pd(var + i), step));
+    }
+  }
+#endif
+  for (; i < size; ++i) {
+    m[i] += (g[i] - m[i]) * one_minus_beta1;
+    v[i] += (g[i] * g[i] - v[i]) * one_minus_beta2;
+    var[i] -= (m[i] * alpha) / (std::sqrt(v[i]) + epsilon);
+  }
+}
+
+#pragma GCC pop_options
+
+// c (m, n) = a^T @ b over `rows` rows: a (rows, m), b (rows, n). With n
+// not a whole number of kernels.h's panels, b is first copied into the
+// zero-padded columns of `pad` and the product taken there: the kernel's
+// path for a partial panel copies each row of b once per block of rows of
+// c, which made it most of a step's time. Each element of c is the same sum,
+// in the same order, either way. Not inlined (nor the products below):
+// inlined into the step, GCC kept the products' accumulators on the stack.
+template <typename T>
+__attribute__((noinline)) void TransposedProduct(int64_t rows, int64_t m, int64_t n,
+                                                 const T* a, const T* b, T* c,
+                                                 Arr<T>& pad) {
+  constexpr int64_t kPanel = Vectors<T>::kPanel;
+  const int64_t wide = (n + kPanel - 1) / kPanel * kPanel;
+  if (wide == n) {
+    std::fill_n(c, m * n, T(0));
+    AddTransposedProduct<T>(rows, m, n, a, m, b, n, c);
+    return;
+  }
+  pad.resize(rows * wide + m * wide);
+  T* bp = pad.data();
+  T* cp = bp + rows * wide;
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(b + r * n, n, bp + r * wide);
+    std::fill_n(bp + r * wide + n, wide - n, T(0));
+  }
+  std::fill_n(cp, m * wide, T(0));
+  AddTransposedProduct<T>(rows, m, wide, a, m, bp, wide, cp);
+  for (int64_t i = 0; i < m; ++i) std::copy_n(cp + i * wide, n, c + i * n);
+}
+
+// c (m, k) @ B for a packed B.
+template <typename T>
+__attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
+                                       const T* a, T* c) {
+  b.Multiply(m, a, c, nullptr);
+}
+
+// A step's rows are split into two shards, run concurrently, when a step
+// has at least this many multiply-adds in its forward products: below that
+// handing a shard to another thread costs more than it saves. The split
+// depends on the shapes alone (never on the threads there are), and each
+// shard's parts of the weight gradients are added in shard order: the
+// same bits under any load, on any number of cores.
+constexpr int64_t kMlpShardWork = int64_t(1) << 20;
+constexpr int64_t kMlpShardRows = 64;
+
+// The network's parameters (pointers into the op's outputs, updated in
+// place between steps) and a step's buffers.
+template <typename T>
+struct Net {
+  struct Layer {
+    int64_t in, out;
+    T *kernel, *bias, *gamma = nullptr, *beta = nullptr;  // values
+    int kernel_i, bias_i, gamma_i = -1, beta_i = -1;       // parameter indices
+    std::unique_ptr<PackedMatrix<T>> forward, backward;     // this step's kernel
+  };
+  // One shard's rows of every (rows, units) block of the step, and its
+  // parts of the gradients: its own buffers (threads writing near each
+  // other's data slow each other down).
+  struct Shard {
+    struct Blocks {
+      Arr<T> z, a, h, stats, dz, dh;
+    };
+    Arr<T> xb, yb, pad;
+    std::vector<Blocks> blocks;  // by layer
+    std::vector<Arr<T>> grad;    // by parameter index
+    T data_loss;
+  };
+
+  std::vector<Layer> layers;  // hidden layers, then the output layer
+  Activation activation;
+  Output output;
+  bool layer_norm;
+  T ln_epsilon;
+  int64_t features, outputs, rows = -1, n_shards = 1;
+  std::vector<Shard> shards;
+  std::vector<Arr<T>> grad;  // by parameter index
+  std::vector<int64_t> sizes;
+
+  // Buffers for steps of `r` rows.
+  void Allocate(int64_t r) {
+    if (r == rows) return;
+    rows = r;
+    int64_t work = 0;
+    for (const Layer& L : layers) work += L.in * L.out;
+    n_shards = rows >= 2 * kMlpShardRows && rows * work >= kMlpShardWork ? 2 : 1;
+    shards.resize(n_shards);
+    for (int64_t s = 0; s < n_shards; ++s) {
+      Shard& sh = shards[s];
+      const int64_t n = ShardBound(rows, n_shards, s + 1) - ShardBound(rows, n_shards, s);
+      sh.xb.resize(n * features);
+      sh.yb.resize(n * outputs);
+      sh.blocks.resize(layers.size());
+      for (size_t l = 0; l < layers.size(); ++l) {
+        auto& b = sh.blocks[l];
+        for (Arr<T>* a : {&b.z, &b.a, &b.h, &b.dz, &b.dh}) a->resize(n * layers[l].out);
+        b.stats.resize(3 * n);
+      }
+      sh.grad.resize(sizes.size());
+      for (size_t i = 0; i < sizes.size(); ++i) sh.grad[i].resize(sizes[i]);
+    }
+  }
+
+  // One shard's forward and backward pass: rows [r0, r1) of the batch.
+  void RunShard(Shard& sh, int64_t r0, int64_t r1, const T* x, const T* y,
+                const int32_t* idx, const T* w, T scale) {
+    const int64_t B = r1 - r0;
+    for (int64_t r = 0; r < B; ++r) {
+      std::memcpy(sh.xb.data() + r * features, x + int64_t(idx[r0 + r]) * features,
+                  features * sizeof(T));
+      std::memcpy(sh.yb.data() + r * outputs, y + int64_t(idx[r0 + r]) * outputs,
+                  outputs * sizeof(T));
+    }
+    const T* h = sh.xb.data();
+    const int64_t n_layers = layers.size();
+    for (int64_t l = 0; l < n_layers; ++l) {
+      const Layer& L = layers[l];
+      auto& b = sh.blocks[l];
+      Product<T>(*L.forward, B, h, b.z.data());
+      for (int64_t r = 0; r < B; ++r) {
+        T* zr = b.z.data() + r * L.out;
+        for (int64_t j = 0; j < L.out; ++j) zr[j] += L.bias[j];
+      }
+      if (l == n_layers - 1) break;
+      const T* a = b.z.data();
+      if (layer_norm) {
+        LayerNormForwardRows<T>(b.z.data(), L.gamma, L.beta, ln_epsilon, B,
+                                L.out, 0, B, b.a.data(), b.stats.data());
+        a = b.a.data();
+      }
+      Activate<T>(activation, a, b.h.data(), B * L.out);
+      h = b.h.data();
+    }
+
+    // The loss and its gradient by the outputs.
+    auto& top = sh.blocks.back();
+    T data_loss = 0;
+    for (int64_t r = 0; r < B; ++r) {
+      const T row_loss = RowLoss<T>(output, top.z.data() + r * outputs,
+                                    sh.yb.data() + r * outputs, outputs,
+                                    w[r0 + r] * scale, top.dz.data() + r * outputs);
+      data_loss += row_loss * w[r0 + r];
+    }
+    sh.data_loss = data_loss;
+
+    for (int64_t l = n_layers - 1; l >= 0; --l) {
+      const Layer& L = layers[l];
+      auto& b = sh.blocks[l];
+      if (l < n_layers - 1) {
+        // Through the activation (from dh) and the norm, to dz.
+        T* da = layer_norm ? b.a.data() : b.dz.data();
+        ActivationGrad<T>(activation, b.h.data(), b.dh.data(), da, B * L.out);
+        if (layer_norm) {
+          Arr<T>& dgamma = sh.grad[L.gamma_i];
+          Arr<T>& dbeta = sh.grad[L.beta_i];
+          dgamma.setZero();
+          dbeta.setZero();
+          LayerNormBackwardRows<T>(da, b.z.data(), b.stats.data(), L.gamma, B,
+                                   L.out, 0, B, b.dz.data(), dgamma.data(),
+                                   dbeta.data());
+        }
+      }
+      const T* dz = b.dz.data();
+      const T* below = l == 0 ? sh.xb.data() : sh.blocks[l - 1].h.data();
+      TransposedProduct<T>(B, L.in, L.out, below, dz, sh.grad[L.kernel_i].data(), sh.pad);
+      Arr<T>& db = sh.grad[L.bias_i];
+      db.setZero();
+      for (int64_t r = 0; r < B; ++r)
+        for (int64_t j = 0; j < L.out; ++j) db[j] += dz[r * L.out + j];
+      if (l > 0) Product<T>(*L.backward, B, dz, sh.blocks[l - 1].dh.data());
+    }
+  }
+
+  // One step's loss and gradients (in `grad`) on the batch `idx`, `w`
+  // (`rows` entries, Allocate'd).
+  T Step(OpKernelContext* ctx, const T* x, const T* y, const int32_t* idx,
+         const T* w, T half_alpha) {
+    T total_weight = 0;
+    for (int64_t r = 0; r < rows; ++r) total_weight += w[r];
+    const T scale = total_weight == T(0) ? T(0) : T(1) / total_weight;
+    for (size_t l = 0; l < layers.size(); ++l) {
+      Layer& L = layers[l];
+      L.forward.reset(new PackedMatrix<T>(L.kernel, L.in, L.out, false));
+      if (l > 0) L.backward.reset(new PackedMatrix<T>(L.kernel, L.out, L.in, true));
+    }
+    ForShards(ctx, rows, n_shards, [&](int64_t s, int64_t r0, int64_t r1) {
+      RunShard(shards[s], r0, r1, x, y, idx, w, scale);
+    });
+    T data_loss = shards[0].data_loss;
+    for (int64_t s = 1; s < n_shards; ++s) data_loss += shards[s].data_loss;
+    for (size_t i = 0; i < grad.size(); ++i) {
+      grad[i] = shards[0].grad[i];
+      for (int64_t s = 1; s < n_shards; ++s) grad[i] += shards[s].grad[i];
+    }
+    // The penalty: its value (none to add without a penalty: weights are
+    // finite while the loss is) and its gradient.
+    T penalty = 0;
+    if (half_alpha != T(0)) {
+      for (const Layer& L : layers) penalty += SumOfSquares(L.kernel, L.in * L.out);
+      const T decay = (half_alpha * T(2)) * scale;
+      for (const Layer& L : layers) {
+        Arr<T>& dk = grad[L.kernel_i];
+        for (int64_t i = 0; i < L.in * L.out; ++i) dk[i] += decay * L.kernel[i];
+      }
+    }
+    return (data_loss + half_alpha * penalty) * scale;
+  }
+};
+
+template <typename T>
+class MlpEpochsOp : public OpKernel {
+ public:
+  explicit MlpEpochsOp(OpKernelConstruction* c) : OpKernel(c) {
+    OP_REQUIRES_OK(c, c->GetAttr("P", &p_));
+    OP_REQUIRES_OK(c, c->GetAttr("hidden", &hidden_));
+    OP_REQUIRES_OK(c, c->GetAttr("layer_norm", &layer_norm_));
+    std::string activation, output;
+    OP_REQUIRES_OK(c, c->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(c, c->GetAttr("output", &output));
+    activation_ = activation == "relu"      ? Activation::kRelu
+                  : activation == "tanh"    ? Activation::kTanh
+                  : activation == "sigmoid" ? Activation::kSigmoid
+                                            : Activation::kLinear;
+    output_ = output == "softmax"   ? Output::kSoftmax
+              : output == "sigmoid" ? Output::kSigmoid
+                                    : Output::kIdentity;
+    const int want = 2 * (hidden_ + 1) + (layer_norm_ ? 2 * hidden_ : 0);
+    OP_REQUIRES(c, p_ == want,
+                InvalidArgument("P must be ", want, " for ", hidden_,
+                                " hidden layers, got ", p_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor x = AlignedInput(ctx, kX);
+    const Tensor y = AlignedInput(ctx, kY);
+    const Tensor& idx = ctx->input(kIdx);
+    const Tensor& w = ctx->input(kW);
+    const Tensor& idx_last = ctx->input(kIdxLast);
+    const Tensor& w_last = ctx->input(kWLast);
+    const Tensor& batch_weight = ctx->input(kBatchWeight);
+    const Tensor& epoch_weight = ctx->input(kEpochWeight);
+    OP_REQUIRES(ctx, x.dims() == 2 && y.dims() == 2 && x.dim_size(0) == y.dim_size(0),
+                InvalidArgument("x and y must be (rows, features) and (rows, outputs), got ",
+                                x.shape().DebugString(), " and ", y.shape().DebugString()));
+    OP_REQUIRES(ctx, idx.dims() == 3,
+                InvalidArgument("idx must be (epochs, batches, batch size), got ",
+                                idx.shape().DebugString()));
+    const int64_t N = x.dim_size(0), F = x.dim_size(1), O = y.dim_size(1);
+    const int64_t E = idx.dim_size(0), nb = idx.dim_size(1), S = idx.dim_size(2);
+    CheckShape(ctx, "w", w, idx.shape());
+    OP_REQUIRES(ctx, idx_last.dims() == 2 && idx_last.dim_size(0) == E,
+                InvalidArgument("idx_last must be (", E, ", last batch size), got ",
+                                idx_last.shape().DebugString()));
+    const int64_t S_last = idx_last.dim_size(1);
+    CheckShape(ctx, "w_last", w_last, idx_last.shape());
+    CheckShape(ctx, "batch_weight", batch_weight, TensorShape({E, nb + 1}));
+    CheckShape(ctx, "epoch_weight", epoch_weight, TensorShape({E}));
+    for (int i : {kEpochs, kActive, kTol, kPatience, kBest, kCount}) {
+      CheckShape(ctx, "the stopping rule's scalars", ctx->input(i), TensorShape({}));
+    }
+    if (!ctx->status().ok()) return;
+    for (const Tensor* t : {&idx, &idx_last}) {
+      const auto flat = t->flat<int32_t>();
+      for (int64_t i = 0; i < flat.size(); ++i) {
+        OP_REQUIRES(ctx, flat(i) >= 0 && flat(i) < N,
+                    InvalidArgument("row index ", flat(i), " out of [0, ", N, ")"));
+      }
+    }
+
+    // The parameters: copied to the outputs, updated there.
+    std::vector<T*> value(p_), m(p_), v(p_);
+    std::vector<int64_t> size(p_);
+    for (int k = 0; k < 3; ++k) {
+      for (int i = 0; i < p_; ++i) {
+        const Tensor& in = ctx->input(kParams + k * p_ + i);
+        Tensor* out;
+        OP_REQUIRES_OK(ctx, ctx->allocate_output(2 + k * p_ + i, in.shape(), &out));
+        if (in.NumElements()) std::memcpy(out->data(), in.data(), in.TotalBytes());
+        T* data = out->flat<T>().data();
+        (k == 0 ? value : k == 1 ? m : v)[i] = data;
+        size[i] = in.NumElements();
+      }
+    }
+    Net<T> net;
+    net.activation = activation_;
+    net.output = output_;
+    net.layer_norm = layer_norm_;
+    net.features = F;
+    net.outputs = O;
+    int at = 0;
+    int64_t width = F;
+    for (int l = 0; l <= hidden_; ++l) {
+      typename Net<T>::Layer L;
+      const Tensor& kernel = ctx->input(kParams + at);
+      OP_REQUIRES(ctx, kernel.dims() == 2 && kernel.dim_size(0) == width,
+                  InvalidArgument("params[", at, "] must be a (", width,
+                                  ", units) kernel, got ", kernel.shape().DebugString()));
+      L.in = width;
+      L.out = kernel.dim_size(1);
+      OP_REQUIRES(ctx, l < hidden_ || L.out == O,
+                  InvalidArgument("the output kernel must have ", O, " columns, got ",
+                                  kernel.shape().DebugString()));
+      L.kernel_i = at;
+      L.kernel = value[at++];
+      CheckShape(ctx, "a bias", ctx->input(kParams + at), TensorShape({L.out}));
+      L.bias_i = at;
+      L.bias = value[at++];
+      if (layer_norm_ && l < hidden_) {
+        CheckShape(ctx, "gamma", ctx->input(kParams + at), TensorShape({L.out}));
+        CheckShape(ctx, "beta", ctx->input(kParams + at + 1), TensorShape({L.out}));
+        L.gamma_i = at;
+        L.gamma = value[at++];
+        L.beta_i = at;
+        L.beta = value[at++];
+      }
+      if (!ctx->status().ok()) return;
+      width = L.out;
+      net.layers.push_back(std::move(L));
+    }
+    for (int k = 1; k < 3; ++k) {
+      for (int i = 0; i < p_; ++i) {
+        CheckShape(ctx, k == 1 ? "m" : "v", ctx->input(kParams + k * p_ + i),
+                   ctx->input(kParams + i).shape());
+      }
+    }
+    for (int i = kParams + 3 * p_; i < kParams + 3 * p_ + 7; ++i) {
+      CheckShape(ctx, "Adam's scalars", ctx->input(i), TensorShape({}));
+    }
+    if (!ctx->status().ok()) return;
+    net.ln_epsilon = T(ctx->input(kParams + 3 * p_ + 6).scalar<double>()());
+    net.sizes = size;
+    net.grad.resize(p_);
+    for (int i = 0; i < p_; ++i) net.grad[i].resize(size[i]);
+
+    const int64_t t0 = ctx->input(kParams + 3 * p_).scalar<int64_t>()();
+    const double lr = ctx->input(kParams + 3 * p_ + 1).scalar<double>()();
+    const T half_alpha = ctx->input(kParams + 3 * p_ + 2).scalar<T>()();
+    const T beta1 = T(ctx->input(kParams + 3 * p_ + 3).scalar<double>()());
+    const T beta2 = T(ctx->input(kParams + 3 * p_ + 4).scalar<double>()());
+    const T epsilon = T(ctx->input(kParams + 3 * p_ + 5).scalar<double>()());
+    int64_t t = t0;
+    auto adam = [&]() {
+      ++t;
+      const T n = T(t);
+      const T beta1_power = std::pow(beta1, n), beta2_power = std::pow(beta2, n);
+      const T alpha = T(lr) * std::sqrt(T(1) - beta2_power) / (T(1) - beta1_power);
+      for (int i = 0; i < p_; ++i) {
+        AdamUpdate(value[i], m[i], v[i], net.grad[i].data(), size[i], alpha,
+                   T(1) - beta1, T(1) - beta2, epsilon);
+      }
+    };
+
+    const T* xd = x.flat<T>().data();
+    const T* yd = y.flat<T>().data();
+    const int32_t* idx_d = idx.flat<int32_t>().data();
+    const T* w_d = w.flat<T>().data();
+    const int32_t* idx_last_d = idx_last.flat<int32_t>().data();
+    const T* w_last_d = w_last.flat<T>().data();
+    const double* bw = batch_weight.flat<double>().data();
+    const double* ew = epoch_weight.flat<double>().data();
+    const int64_t n_epochs = std::min<int64_t>(E, ctx->input(kEpochs).scalar<int32_t>()());
+    const bool active = ctx->input(kActive).scalar<bool>()();
+    const double tol = ctx->input(kTol).scalar<double>()();
+    const int32_t patience = ctx->input(kPatience).scalar<int32_t>()();
+    double best = ctx->input(kBest).scalar<double>()();
+    int32_t count = ctx->input(kCount).scalar<int32_t>()();
+
+    Tensor* losses_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({E}), &losses_t));
+    auto losses = losses_t->flat<double>();
+    losses.setZero();
+    int32_t ran = 0;
+    for (int64_t e = 0; e < n_epochs; ++e) {
+      double total = 0;
+      if (nb > 0) net.Allocate(S);
+      for (int64_t i = 0; i < nb; ++i) {
+        const int64_t at = (e * nb + i) * S;
+        const T loss = net.Step(ctx, xd, yd, idx_d + at, w_d + at, half_alpha);
+        adam();
+        total += double(loss) * bw[e * (nb + 1) + i];
+      }
+      if (S_last > 0) {
+        net.Allocate(S_last);
+        const T loss = net.Step(ctx, xd, yd, idx_last_d + e * S_last,
+                                w_last_d + e * S_last, half_alpha);
+        adam();
+        total += double(loss) * bw[e * (nb + 1) + nb];
+      }
+      const double loss = total / ew[e];
+      losses(e) = loss;
+      ran = e + 1;
+      count = loss > best - tol ? count + 1 : 0;
+      best = std::isnan(loss) || loss < best ? loss : best;
+      if (!std::isfinite(loss) || (active && count > patience)) break;
+    }
+    Tensor* ran_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &ran_t));
+    ran_t->scalar<int32_t>()() = ran;
+    Tensor* t_out;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2 + 3 * p_, TensorShape({}), &t_out));
+    t_out->scalar<int64_t>()() = t;
+  }
+
+ private:
+  int p_, hidden_;
+  bool layer_norm_;
+  Activation activation_;
+  Output output_;
+};
+
+REGISTER("KerasLnMlpEpochs", MlpEpochsOp, float);
+REGISTER("KerasLnMlpEpochs", MlpEpochsOp, double);
+
+}  // namespace
+}  // namespace keras_ln
