@@ -289,6 +289,7 @@ struct TransposedTile {
   int64_t rows, n, lda, ldb, col;
   const T *a, *b;
   T* c;
+  int64_t ldc;
 
   template <int MR>
   void Run(int64_t i) const {
@@ -324,19 +325,21 @@ struct TransposedTile {
       }
     }
     for (int r = 0; r < MR; ++r) {
-      T* cr = c + (i + r) * n + col;
+      T* cr = c + (i + r) * ldc + col;
       Vec::StoreRow(acc[r], cols, cr, cr);
     }
   }
 };
 
 // c (m, n) += a^T @ b over `rows` rows: a (rows, m) and b (rows, n)
-// row-major with leading dimensions lda and ldb, c dense. The weight
-// gradients (dU = sum h_{t-1}^T dr_t, dW = x^T dxz) are such sums over the
-// (time * batch) rows; b needs no packing, its rows are read as they are.
+// row-major with leading dimensions lda and ldb, c with ldc (0: dense). The
+// weight gradients (dU = sum h_{t-1}^T dr_t, dW = x^T dxz) are such sums
+// over the (time * batch) rows; b needs no packing, its rows are read as
+// they are.
 template <typename T>
 void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
-                          int64_t lda, const T* b, int64_t ldb, T* c) {
+                          int64_t lda, const T* b, int64_t ldb, T* c,
+                          int64_t ldc = 0) {
   // Blocks of rows small enough for the block of b to stay in cache while
   // every row block of c passes over it.
   constexpr int64_t kRows = 256;
@@ -344,7 +347,7 @@ void AddTransposedProduct(int64_t rows, int64_t m, int64_t n, const T* a,
     const int64_t nr = std::min(kRows, rows - r0);
     for (int64_t col = 0; col < n; col += Vectors<T>::kPanel)
       ForRowBlocks(m, TransposedTile<T>{nr, n, lda, ldb, col, a + r0 * lda,
-                                        b + r0 * ldb, c});
+                                        b + r0 * ldb, c, ldc ? ldc : n});
   }
 }
 

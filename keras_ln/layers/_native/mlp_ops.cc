@@ -9,9 +9,9 @@
 // runs its independent kernels on the intra-op thread pool, and each
 // hand-off between cores costs more than the kernels it hands off (a step
 // of a (200, 100) batch is ~10 microseconds of arithmetic per product).
-// Here a step is one pass over its rows with the products of kernels.h, in
-// at most two shards of rows (one hand-off per step; see kMlpShardWork),
-// and no compilation: a fit's first step costs what the others do.
+// Here a step is one pass over its rows in the calling thread, with the
+// products of kernels.h (see kMlpShards), and nothing is compiled: a fit's
+// first step costs what the others do.
 //
 // The arithmetic is `_Program.step`'s, in this order per step:
 //   xb, yb, w  = the batch's rows, targets and weights (0 on padding rows)
@@ -276,11 +276,11 @@ void AdamUpdate(T* var, T* m, T* v, const T* g, int64_t size, T alpha,
 
 #pragma GCC pop_options
 
-// c (m, n) = a^T @ b over `rows` rows: a (rows, m), b (rows, n). With n
-// not a whole number of kernels.h's panels, b is first copied into the
-// zero-padded columns of `pad` and the product taken there: the kernel's
-// path for a partial panel copies each row of b once per block of rows of
-// c, which made it most of a step's time. Each element of c is the same sum,
+// c (m, n) = a^T @ b over `rows` rows: a (rows, m), b (rows, n). The
+// kernel's path for a panel of fewer than kPanel columns copies each row of
+// b once per block of rows of c (most of a step's time, for 100 units), so
+// the last, partial panel of b is copied once into the zero-padded columns
+// of `pad` and its product taken there. Each element of c is the same sum,
 // in the same order, either way. Not inlined (nor the products below):
 // inlined into the step, GCC kept the products' accumulators on the stack.
 template <typename T>
@@ -288,22 +288,20 @@ __attribute__((noinline)) void TransposedProduct(int64_t rows, int64_t m, int64_
                                                  const T* a, const T* b, T* c,
                                                  Arr<T>& pad) {
   constexpr int64_t kPanel = Vectors<T>::kPanel;
-  const int64_t wide = (n + kPanel - 1) / kPanel * kPanel;
-  if (wide == n) {
-    std::fill_n(c, m * n, T(0));
-    AddTransposedProduct<T>(rows, m, n, a, m, b, n, c);
-    return;
-  }
-  pad.resize(rows * wide + m * wide);
+  const int64_t full = n / kPanel * kPanel, rest = n - full;
+  std::fill_n(c, m * n, T(0));
+  if (full) AddTransposedProduct<T>(rows, m, full, a, m, b, n, c, n);
+  if (!rest) return;
+  pad.resize(rows * kPanel + m * kPanel);
   T* bp = pad.data();
-  T* cp = bp + rows * wide;
+  T* cp = bp + rows * kPanel;
   for (int64_t r = 0; r < rows; ++r) {
-    std::copy_n(b + r * n, n, bp + r * wide);
-    std::fill_n(bp + r * wide + n, wide - n, T(0));
+    std::copy_n(b + r * n + full, rest, bp + r * kPanel);
+    std::fill_n(bp + r * kPanel + rest, kPanel - rest, T(0));
   }
-  std::fill_n(cp, m * wide, T(0));
-  AddTransposedProduct<T>(rows, m, wide, a, m, bp, wide, cp);
-  for (int64_t i = 0; i < m; ++i) std::copy_n(cp + i * wide, n, c + i * n);
+  std::fill_n(cp, m * kPanel, T(0));
+  AddTransposedProduct<T>(rows, m, kPanel, a, m, bp, kPanel, cp);
+  for (int64_t i = 0; i < m; ++i) std::copy_n(cp + i * kPanel, rest, c + i * n + full);
 }
 
 // c (m, k) @ B for a packed B.
@@ -313,14 +311,13 @@ __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
   b.Multiply(m, a, c, nullptr);
 }
 
-// A step's rows are split into two shards, run concurrently, when a step
-// has at least this many multiply-adds in its forward products: below that
-// handing a shard to another thread costs more than it saves. The split
-// depends on the shapes alone (never on the threads there are), and each
-// shard's parts of the weight gradients are added in shard order: the
-// same bits under any load, on any number of cores.
-constexpr int64_t kMlpShardWork = int64_t(1) << 20;
-constexpr int64_t kMlpShardRows = 64;
+// A step's rows are one shard, run in the calling thread. (Measured on 2
+// cores at (200, 100) x (100, 100): two shards, the second on the intra-op
+// pool, took 119-133 us a step against 109-117 us for one; the hand-off
+// costs more than half the products save. The shards' structure stays:
+// their parts of the gradients would be added in shard order, with a
+// split fixed by the shapes alone.)
+constexpr int64_t kMlpShards = 1;
 
 // The network's parameters (pointers into the op's outputs, updated in
 // place between steps) and a step's buffers.
@@ -359,9 +356,7 @@ struct Net {
   void Allocate(int64_t r) {
     if (r == rows) return;
     rows = r;
-    int64_t work = 0;
-    for (const Layer& L : layers) work += L.in * L.out;
-    n_shards = rows >= 2 * kMlpShardRows && rows * work >= kMlpShardWork ? 2 : 1;
+    n_shards = std::min<int64_t>(kMlpShards, rows);
     shards.resize(n_shards);
     for (int64_t s = 0; s < n_shards; ++s) {
       Shard& sh = shards[s];
@@ -466,9 +461,13 @@ struct Net {
     });
     T data_loss = shards[0].data_loss;
     for (int64_t s = 1; s < n_shards; ++s) data_loss += shards[s].data_loss;
-    for (size_t i = 0; i < grad.size(); ++i) {
-      grad[i] = shards[0].grad[i];
-      for (int64_t s = 1; s < n_shards; ++s) grad[i] += shards[s].grad[i];
+    if (n_shards == 1) {
+      grad.swap(shards[0].grad);  // every part is written afresh by a step
+    } else {
+      for (size_t i = 0; i < grad.size(); ++i) {
+        grad[i] = shards[0].grad[i];
+        for (int64_t s = 1; s < n_shards; ++s) grad[i] += shards[s].grad[i];
+      }
     }
     // The penalty: its value (none to add without a penalty: weights are
     // finite while the loss is) and its gradient.
