@@ -304,6 +304,55 @@ __attribute__((noinline)) void TransposedProduct(int64_t rows, int64_t m, int64_
   for (int64_t i = 0; i < m; ++i) std::copy_n(cp + i * kPanel, rest, c + i * n + full);
 }
 
+// Layers of at most this many units (the estimators' outputs: one for two
+// classes or one target) take the products below instead of the panel
+// kernels, which compute a whole panel of kernels.h (16 or 32 columns).
+constexpr int64_t kNarrow = 4;
+
+// c (m, n) = a (m, k) @ b (k, n) for n <= kNarrow: each element a dot
+// product over k in lanes of element-wise adds, folded in a fixed tree
+// (an order fixed by k alone), then the tail in order. bt: b's columns.
+template <typename T>
+__attribute__((noinline)) void NarrowProduct(int64_t m, const T* a, const T* b,
+                                             int64_t k, int64_t n, T* c, Arr<T>& bt) {
+  constexpr int kL = 16;
+  using A = Eigen::Array<T, kL, 1>;
+  bt.resize(n * k);
+  for (int64_t kk = 0; kk < k; ++kk)
+    for (int64_t o = 0; o < n; ++o) bt[o * k + kk] = b[kk * n + o];
+  for (int64_t i = 0; i < m; ++i) {
+    const T* ai = a + i * k;
+    for (int64_t o = 0; o < n; ++o) {
+      const T* bo = bt.data() + o * k;
+      A lanes = A::Zero();
+      int64_t j = 0;
+      for (; j + kL <= k; j += kL)
+        lanes += Eigen::Map<const A>(ai + j) * Eigen::Map<const A>(bo + j);
+      const Eigen::Array<T, 8, 1> l8 = lanes.template head<8>() + lanes.template tail<8>();
+      const Eigen::Array<T, 4, 1> l4 = l8.template head<4>() + l8.template tail<4>();
+      T sum = (l4[0] + l4[2]) + (l4[1] + l4[3]);
+      for (; j < k; ++j) sum += ai[j] * bo[j];
+      c[i * n + o] = sum;
+    }
+  }
+}
+
+// c (m, n) = a^T @ b over `rows` rows for n <= kNarrow: a (rows, m), b
+// (rows, n); each element summed over the rows in order.
+template <typename T>
+__attribute__((noinline)) void NarrowTransposedProduct(int64_t rows, int64_t m, int64_t n,
+                                                       const T* a, const T* b, T* c,
+                                                       Arr<T>& acc) {
+  acc.resize(n * m);
+  acc.setZero();
+  for (int64_t r = 0; r < rows; ++r) {
+    CRow<T> ar(a + r * m, m);
+    for (int64_t o = 0; o < n; ++o) Row<T>(acc.data() + o * m, m) += b[r * n + o] * ar;
+  }
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t o = 0; o < n; ++o) c[i * n + o] = acc[o * m + i];
+}
+
 // c (m, k) @ B for a packed B.
 template <typename T>
 __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
@@ -389,7 +438,10 @@ struct Net {
     for (int64_t l = 0; l < n_layers; ++l) {
       const Layer& L = layers[l];
       auto& b = sh.blocks[l];
-      Product<T>(*L.forward, B, h, b.z.data());
+      if (L.out <= kNarrow)
+        NarrowProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
+      else
+        Product<T>(*L.forward, B, h, b.z.data());
       for (int64_t r = 0; r < B; ++r) {
         T* zr = b.z.data() + r * L.out;
         for (int64_t j = 0; j < L.out; ++j) zr[j] += L.bias[j];
@@ -435,7 +487,10 @@ struct Net {
       }
       const T* dz = b.dz.data();
       const T* below = l == 0 ? sh.xb.data() : sh.blocks[l - 1].h.data();
-      TransposedProduct<T>(B, L.in, L.out, below, dz, sh.grad[L.kernel_i].data(), sh.pad);
+      if (L.out <= kNarrow)
+        NarrowTransposedProduct<T>(B, L.in, L.out, below, dz, sh.grad[L.kernel_i].data(), sh.pad);
+      else
+        TransposedProduct<T>(B, L.in, L.out, below, dz, sh.grad[L.kernel_i].data(), sh.pad);
       Arr<T>& db = sh.grad[L.bias_i];
       db.setZero();
       for (int64_t r = 0; r < B; ++r)
@@ -453,7 +508,7 @@ struct Net {
     const T scale = total_weight == T(0) ? T(0) : T(1) / total_weight;
     for (size_t l = 0; l < layers.size(); ++l) {
       Layer& L = layers[l];
-      L.forward.reset(new PackedMatrix<T>(L.kernel, L.in, L.out, false));
+      if (L.out > kNarrow) L.forward.reset(new PackedMatrix<T>(L.kernel, L.in, L.out, false));
       if (l > 0) L.backward.reset(new PackedMatrix<T>(L.kernel, L.out, L.in, true));
     }
     ForShards(ctx, rows, n_shards, [&](int64_t s, int64_t r0, int64_t r1) {
