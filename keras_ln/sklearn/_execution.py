@@ -45,6 +45,10 @@ class _Program:
     by every fit of that structure in the process (folds of a grid search,
     sklearn's checks, repeated fits, any values of the hyperparameters)
     instead of once per fit; `_PROGRAMS` keeps the most recent ones.
+
+    The MLPs that `_native_mlp` covers (`native`) run `epochs` with the
+    native op instead (`_native_epochs`, `_native/mlp_ops.cc`): the same
+    steps and rule in one op, nothing traced.
     """
 
     def __init__(self, template, loss_fn):

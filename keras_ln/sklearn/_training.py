@@ -5,7 +5,8 @@ _fit_stochastic`: it trains a built network on the training rows, epoch by
 epoch, with sklearn's stopping rule (`update_no_improvement_count`) on the
 training loss, or with early stopping on the validation loss
 (`Stochastic._validation_epoch`). The epochs run in chunks as one program
-each (`_execution._Program.epochs`): the rows are tensors resident for the
+each (`_execution._Program.epochs`; for the MLPs it covers, one native op:
+`_execution._native_mlp`): the rows are tensors resident for the
 whole fit, and a chunk's minibatches are index arrays (`epoch_batches`), so
 the Python loop runs once per chunk, not once per step. A chunk is one
 epoch with early stopping or `verbose` (the validation pass and the
