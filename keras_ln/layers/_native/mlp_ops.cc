@@ -353,6 +353,56 @@ __attribute__((noinline)) void NarrowTransposedProduct(int64_t rows, int64_t m, 
     for (int64_t o = 0; o < n; ++o) c[i * n + o] = acc[o * m + i];
 }
 
+// One register tile of DirectProduct: PackedMatrix's tile, reading b's
+// rows in place (leading dimension ldb) instead of from a packed copy.
+template <typename T>
+struct DirectTile {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
+  const T* a;
+  const T* b;
+  int64_t k, ldb, cols, ldc;
+  T* c;
+
+  template <int MR>
+  void Run(int64_t i) const {
+    const T* ai = a + i * k;
+    V acc[MR][Vec::kPerTile];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
+    for (int64_t kk = 0; kk < k; ++kk) {
+      V bv[Vec::kPerTile];
+      for (int j = 0; j < Vec::kPerTile; ++j) bv[j] = Vec::Load(b + kk * ldb + j * Vec::kLanes);
+      for (int r = 0; r < MR; ++r) {
+        const T s = ai[r * k + kk];
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = Vec::MulAdd(s, bv[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < MR; ++r) Vec::StoreRow(acc[r], cols, nullptr, c + (i + r) * ldc);
+  }
+};
+
+// c (m, n) = a (m, k) @ b (k, n), b row-major: PackedMatrix's arithmetic,
+// element for element (the same bits), without packing b, which changes
+// at every step: its whole panels are read where they are, and only its
+// last, partial panel is copied, zero-padded, into `pad`.
+template <typename T>
+__attribute__((noinline)) void DirectProduct(int64_t m, const T* a, const T* b, int64_t k,
+                                             int64_t n, T* c, Arr<T>& pad) {
+  constexpr int64_t kPanel = Vectors<T>::kPanel;
+  int64_t col = 0;
+  for (; col + kPanel <= n; col += kPanel)
+    ForRowBlocks(m, DirectTile<T>{a, b + col, k, n, kPanel, n, c + col});
+  if (col == n) return;
+  const int64_t rest = n - col;
+  pad.resize(k * kPanel);
+  for (int64_t kk = 0; kk < k; ++kk) {
+    std::copy_n(b + kk * n + col, rest, pad.data() + kk * kPanel);
+    std::fill_n(pad.data() + kk * kPanel + rest, kPanel - rest, T(0));
+  }
+  ForRowBlocks(m, DirectTile<T>{a, pad.data(), k, kPanel, rest, n, c + col});
+}
+
 // c (m, k) @ B for a packed B.
 template <typename T>
 __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
@@ -376,7 +426,7 @@ struct Net {
     int64_t in, out;
     T *kernel, *bias, *gamma = nullptr, *beta = nullptr;  // values
     int kernel_i, bias_i, gamma_i = -1, beta_i = -1;       // parameter indices
-    std::unique_ptr<PackedMatrix<T>> forward, backward;     // this step's kernel
+    std::unique_ptr<PackedMatrix<T>> backward;  // this step's kernel, transposed
   };
   // One shard's rows of every (rows, units) block of the step, and its
   // parts of the gradients: its own buffers (threads writing near each
@@ -441,7 +491,7 @@ struct Net {
       if (L.out <= kNarrow)
         NarrowProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
       else
-        Product<T>(*L.forward, B, h, b.z.data());
+        DirectProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
       for (int64_t r = 0; r < B; ++r) {
         T* zr = b.z.data() + r * L.out;
         for (int64_t j = 0; j < L.out; ++j) zr[j] += L.bias[j];
@@ -508,7 +558,6 @@ struct Net {
     const T scale = total_weight == T(0) ? T(0) : T(1) / total_weight;
     for (size_t l = 0; l < layers.size(); ++l) {
       Layer& L = layers[l];
-      if (L.out > kNarrow) L.forward.reset(new PackedMatrix<T>(L.kernel, L.in, L.out, false));
       if (l > 0) L.backward.reset(new PackedMatrix<T>(L.kernel, L.out, L.in, true));
     }
     ForShards(ctx, rows, n_shards, [&](int64_t s, int64_t r0, int64_t r1) {
