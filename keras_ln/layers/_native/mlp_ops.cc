@@ -197,76 +197,44 @@ T RowLoss(Output kind, const T* z, const T* y, int64_t n, T scale, T* dz) {
   return T(0.5) * (loss / T(n));
 }
 
+// The square roots of a vector of kernels.h's width: correctly rounded,
+// as std::sqrt (Eigen's vector square root is an approximation under its
+// default fast math).
+template <typename T>
+typename Vectors<T>::V VectorSqrt(typename Vectors<T>::V x) {
+  using V = typename Vectors<T>::V;
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return (V)_mm512_sqrt_ps((__m512)x);
+  else return (V)_mm512_sqrt_pd((__m512d)x);
+#elif defined(__AVX__)
+  if constexpr (sizeof(T) == 4) return (V)_mm256_sqrt_ps((__m256)x);
+  else return (V)_mm256_sqrt_pd((__m256d)x);
+#else
+  V out;
+  for (int i = 0; i < Vectors<T>::kLanes; ++i) out[i] = std::sqrt(x[i]);
+  return out;
+#endif
+}
+
 // adam_ops.cc's AdamUpdate, vectorized by hand: GCC keeps std::sqrt's
-// errno branch in a loop (so it ran one element at a time), and Eigen's
-// vector square root is an approximation under its default fast math.
-// Every operation is an IEEE one, correctly rounded: the same bits as
+// errno branch in a loop, so that loop ran one element at a time. Every
+// operation is an IEEE one, correctly rounded: the same bits as
 // adam_ops.cc's and ResourceApplyAdam's, at any vector width.
 template <typename T>
 void AdamUpdate(T* var, T* m, T* v, const T* g, int64_t size, T alpha,
                 T one_minus_beta1, T one_minus_beta2, T epsilon) {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
   int64_t i = 0;
-#if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4) {
-    const __m512 b1 = _mm512_set1_ps(one_minus_beta1), b2 = _mm512_set1_ps(one_minus_beta2),
-                 a = _mm512_set1_ps(alpha), e = _mm512_set1_ps(epsilon);
-    for (; i + 16 <= size; i += 16) {
-      const __m512 gv = _mm512_loadu_ps(g + i);
-      __m512 mv = _mm512_loadu_ps(m + i), vv = _mm512_loadu_ps(v + i);
-      mv = _mm512_add_ps(mv, _mm512_mul_ps(_mm512_sub_ps(gv, mv), b1));
-      vv = _mm512_add_ps(vv, _mm512_mul_ps(_mm512_sub_ps(_mm512_mul_ps(gv, gv), vv), b2));
-      const __m512 step = _mm512_div_ps(_mm512_mul_ps(mv, a),
-                                        _mm512_add_ps(_mm512_sqrt_ps(vv), e));
-      _mm512_storeu_ps(m + i, mv);
-      _mm512_storeu_ps(v + i, vv);
-      _mm512_storeu_ps(var + i, _mm512_sub_ps(_mm512_loadu_ps(var + i), step));
-    }
-  } else {
-    const __m512d b1 = _mm512_set1_pd(one_minus_beta1), b2 = _mm512_set1_pd(one_minus_beta2),
-                  a = _mm512_set1_pd(alpha), e = _mm512_set1_pd(epsilon);
-    for (; i + 8 <= size; i += 8) {
-      const __m512d gv = _mm512_loadu_pd(g + i);
-      __m512d mv = _mm512_loadu_pd(m + i), vv = _mm512_loadu_pd(v + i);
-      mv = _mm512_add_pd(mv, _mm512_mul_pd(_mm512_sub_pd(gv, mv), b1));
-      vv = _mm512_add_pd(vv, _mm512_mul_pd(_mm512_sub_pd(_mm512_mul_pd(gv, gv), vv), b2));
-      const __m512d step = _mm512_div_pd(_mm512_mul_pd(mv, a),
-                                         _mm512_add_pd(_mm512_sqrt_pd(vv), e));
-      _mm512_storeu_pd(m + i, mv);
-      _mm512_storeu_pd(v + i, vv);
-      _mm512_storeu_pd(var + i, _mm512_sub_pd(_mm512_loadu_pd(var + i), step));
-    }
+  for (; i + Vec::kLanes <= size; i += Vec::kLanes) {
+    const V gv = Vec::Load(g + i);
+    V mv = Vec::Load(m + i), vv = Vec::Load(v + i);
+    mv += (gv - mv) * one_minus_beta1;
+    vv += (gv * gv - vv) * one_minus_beta2;
+    Vec::Store(m + i, mv);
+    Vec::Store(v + i, vv);
+    Vec::Store(var + i, Vec::Load(var + i) - (mv * alpha) / (VectorSqrt<T>(vv) + epsilon));
   }
-#elif defined(__AVX__)
-  if constexpr (sizeof(T) == 4) {
-    const __m256 b1 = _mm256_set1_ps(one_minus_beta1), b2 = _mm256_set1_ps(one_minus_beta2),
-                 a = _mm256_set1_ps(alpha), e = _mm256_set1_ps(epsilon);
-    for (; i + 8 <= size; i += 8) {
-      const __m256 gv = _mm256_loadu_ps(g + i);
-      __m256 mv = _mm256_loadu_ps(m + i), vv = _mm256_loadu_ps(v + i);
-      mv = _mm256_add_ps(mv, _mm256_mul_ps(_mm256_sub_ps(gv, mv), b1));
-      vv = _mm256_add_ps(vv, _mm256_mul_ps(_mm256_sub_ps(_mm256_mul_ps(gv, gv), vv), b2));
-      const __m256 step = _mm256_div_ps(_mm256_mul_ps(mv, a),
-                                        _mm256_add_ps(_mm256_sqrt_ps(vv), e));
-      _mm256_storeu_ps(m + i, mv);
-      _mm256_storeu_ps(v + i, vv);
-      _mm256_storeu_ps(var + i, _mm256_sub_ps(_mm256_loadu_ps(var + i), step));
-    }
-  } else {
-    const __m256d b1 = _mm256_set1_pd(one_minus_beta1), b2 = _mm256_set1_pd(one_minus_beta2),
-                  a = _mm256_set1_pd(alpha), e = _mm256_set1_pd(epsilon);
-    for (; i + 4 <= size; i += 4) {
-      const __m256d gv = _mm256_loadu_pd(g + i);
-      __m256d mv = _mm256_loadu_pd(m + i), vv = _mm256_loadu_pd(v + i);
-      mv = _mm256_add_pd(mv, _mm256_mul_pd(_mm256_sub_pd(gv, mv), b1));
-      vv = _mm256_add_pd(vv, _mm256_mul_pd(_mm256_sub_pd(_mm256_mul_pd(gv, gv), vv), b2));
-      const __m256d step = _mm256_div_pd(_mm256_mul_pd(mv, a),
-                                         _mm256_add_pd(_mm256_sqrt_pd(vv), e));
-      _mm256_storeu_pd(m + i, mv);
-      _mm256_storeu_pd(v + i, vv);
-      _mm256_storeu_pd(var + i, _mm256_sub_pd(_mm256_loadu_pd(var + i), step));
-    }
-  }
-#endif
   for (; i < size; ++i) {
     m[i] += (g[i] - m[i]) * one_minus_beta1;
     v[i] += (g[i] * g[i] - v[i]) * one_minus_beta2;
