@@ -10,7 +10,7 @@
 // hand-off between cores costs more than the kernels it hands off (a step
 // of a (200, 100) batch is ~10 microseconds of arithmetic per product).
 // Here a step is one pass over its rows in the calling thread, with the
-// products of kernels.h (see kMlpShards), and nothing is compiled: a fit's
+// products of kernels.h (see Net), and nothing is compiled: a fit's
 // first step costs what the others do.
 //
 // The arithmetic is `_Program.step`'s, in this order per step:
@@ -43,8 +43,6 @@
 
 namespace keras_ln {
 namespace {
-
-using tensorflow::DataTypeToEnum;
 
 enum class Activation { kRelu, kTanh, kSigmoid, kLinear };
 enum class Output { kSoftmax, kSigmoid, kIdentity };
@@ -378,13 +376,10 @@ __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
   b.Multiply(m, a, c, nullptr);
 }
 
-// A step's rows are one shard, run in the calling thread. (Measured on 2
-// cores at (200, 100) x (100, 100): two shards, the second on the intra-op
-// pool, took 119-133 us a step against 109-117 us for one; the hand-off
-// costs more than half the products save. The shards' structure stays:
-// their parts of the gradients would be added in shard order, with a
-// split fixed by the shapes alone.)
-constexpr int64_t kMlpShards = 1;
+// A step runs in the calling thread, all its rows at once. (Measured on 2
+// cores at (200, 100) x (100, 100): the rows split into two shards, the
+// second on the intra-op pool, took 119-133 us a step against 109-117 us
+// in one; the hand-off costs more than half the products save.)
 
 // The network's parameters (pointers into the op's outputs, updated in
 // place between steps) and a step's buffers.
@@ -396,17 +391,9 @@ struct Net {
     int kernel_i, bias_i, gamma_i = -1, beta_i = -1;       // parameter indices
     std::unique_ptr<PackedMatrix<T>> backward;  // this step's kernel, transposed
   };
-  // One shard's rows of every (rows, units) block of the step, and its
-  // parts of the gradients: its own buffers (threads writing near each
-  // other's data slow each other down).
-  struct Shard {
-    struct Blocks {
-      Arr<T> z, a, h, stats, dz, dh;
-    };
-    Arr<T> xb, yb, pad;
-    std::vector<Blocks> blocks;  // by layer
-    std::vector<Arr<T>> grad;    // by parameter index
-    T data_loss;
+  // A step's (rows, units) blocks, by layer.
+  struct Blocks {
+    Arr<T> z, a, h, stats, dz, dh;
   };
 
   std::vector<Layer> layers;  // hidden layers, then the output layer
@@ -414,52 +401,44 @@ struct Net {
   Output output;
   bool layer_norm;
   T ln_epsilon;
-  int64_t features, outputs, rows = -1, n_shards = 1;
-  std::vector<Shard> shards;
+  int64_t features, outputs, rows = -1;
+  Arr<T> xb, yb, pad;        // the batch's rows and targets; the products' scratch
+  std::vector<Blocks> blocks;
   std::vector<Arr<T>> grad;  // by parameter index
-  std::vector<int64_t> sizes;
 
   // Buffers for steps of `r` rows.
   void Allocate(int64_t r) {
     if (r == rows) return;
     rows = r;
-    n_shards = std::min<int64_t>(kMlpShards, rows);
-    shards.resize(n_shards);
-    for (int64_t s = 0; s < n_shards; ++s) {
-      Shard& sh = shards[s];
-      const int64_t n = ShardBound(rows, n_shards, s + 1) - ShardBound(rows, n_shards, s);
-      sh.xb.resize(n * features);
-      sh.yb.resize(n * outputs);
-      sh.blocks.resize(layers.size());
-      for (size_t l = 0; l < layers.size(); ++l) {
-        auto& b = sh.blocks[l];
-        for (Arr<T>* a : {&b.z, &b.a, &b.h, &b.dz, &b.dh}) a->resize(n * layers[l].out);
-        b.stats.resize(3 * n);
-      }
-      sh.grad.resize(sizes.size());
-      for (size_t i = 0; i < sizes.size(); ++i) sh.grad[i].resize(sizes[i]);
+    xb.resize(rows * features);
+    yb.resize(rows * outputs);
+    blocks.resize(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+      auto& b = blocks[l];
+      for (Arr<T>* a : {&b.z, &b.a, &b.h, &b.dz, &b.dh}) a->resize(rows * layers[l].out);
+      b.stats.resize(3 * rows);
     }
   }
 
-  // One shard's forward and backward pass: rows [r0, r1) of the batch.
-  void RunShard(Shard& sh, int64_t r0, int64_t r1, const T* x, const T* y,
-                const int32_t* idx, const T* w, T scale) {
-    const int64_t B = r1 - r0;
+  // The forward and backward pass of a step: the gradients of the data
+  // loss (scaled) into `grad`; returns the data loss (weighted, not scaled).
+  T Pass(const T* x, const T* y, const int32_t* idx, const T* w, T scale) {
+    const int64_t B = rows;
     for (int64_t r = 0; r < B; ++r) {
-      std::memcpy(sh.xb.data() + r * features, x + int64_t(idx[r0 + r]) * features,
+      std::memcpy(xb.data() + r * features, x + int64_t(idx[r]) * features,
                   features * sizeof(T));
-      std::memcpy(sh.yb.data() + r * outputs, y + int64_t(idx[r0 + r]) * outputs,
+      std::memcpy(yb.data() + r * outputs, y + int64_t(idx[r]) * outputs,
                   outputs * sizeof(T));
     }
-    const T* h = sh.xb.data();
+    const T* h = xb.data();
     const int64_t n_layers = layers.size();
     for (int64_t l = 0; l < n_layers; ++l) {
       const Layer& L = layers[l];
-      auto& b = sh.blocks[l];
+      auto& b = blocks[l];
       if (L.out <= kNarrow)
-        NarrowProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
+        NarrowProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), pad);
       else
-        DirectProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
+        DirectProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), pad);
       for (int64_t r = 0; r < B; ++r) {
         T* zr = b.z.data() + r * L.out;
         for (int64_t j = 0; j < L.out; ++j) zr[j] += L.bias[j];
@@ -476,26 +455,25 @@ struct Net {
     }
 
     // The loss and its gradient by the outputs.
-    auto& top = sh.blocks.back();
+    auto& top = blocks.back();
     T data_loss = 0;
     for (int64_t r = 0; r < B; ++r) {
       const T row_loss = RowLoss<T>(output, top.z.data() + r * outputs,
-                                    sh.yb.data() + r * outputs, outputs,
-                                    w[r0 + r] * scale, top.dz.data() + r * outputs);
-      data_loss += row_loss * w[r0 + r];
+                                    yb.data() + r * outputs, outputs,
+                                    w[r] * scale, top.dz.data() + r * outputs);
+      data_loss += row_loss * w[r];
     }
-    sh.data_loss = data_loss;
 
     for (int64_t l = n_layers - 1; l >= 0; --l) {
       const Layer& L = layers[l];
-      auto& b = sh.blocks[l];
+      auto& b = blocks[l];
       if (l < n_layers - 1) {
         // Through the activation (from dh) and the norm, to dz.
         T* da = layer_norm ? b.a.data() : b.dz.data();
         ActivationGrad<T>(activation, b.h.data(), b.dh.data(), da, B * L.out);
         if (layer_norm) {
-          Arr<T>& dgamma = sh.grad[L.gamma_i];
-          Arr<T>& dbeta = sh.grad[L.beta_i];
+          Arr<T>& dgamma = grad[L.gamma_i];
+          Arr<T>& dbeta = grad[L.beta_i];
           dgamma.setZero();
           dbeta.setZero();
           LayerNormBackwardRows<T>(da, b.z.data(), b.stats.data(), L.gamma, B,
@@ -504,23 +482,23 @@ struct Net {
         }
       }
       const T* dz = b.dz.data();
-      const T* below = l == 0 ? sh.xb.data() : sh.blocks[l - 1].h.data();
+      const T* below = l == 0 ? xb.data() : blocks[l - 1].h.data();
       if (L.out <= kNarrow)
-        NarrowTransposedProduct<T>(B, L.in, L.out, below, dz, sh.grad[L.kernel_i].data(), sh.pad);
+        NarrowTransposedProduct<T>(B, L.in, L.out, below, dz, grad[L.kernel_i].data(), pad);
       else
-        TransposedProduct<T>(B, L.in, L.out, below, dz, sh.grad[L.kernel_i].data(), sh.pad);
-      Arr<T>& db = sh.grad[L.bias_i];
+        TransposedProduct<T>(B, L.in, L.out, below, dz, grad[L.kernel_i].data(), pad);
+      Arr<T>& db = grad[L.bias_i];
       db.setZero();
       for (int64_t r = 0; r < B; ++r)
         for (int64_t j = 0; j < L.out; ++j) db[j] += dz[r * L.out + j];
-      if (l > 0) Product<T>(*L.backward, B, dz, sh.blocks[l - 1].dh.data());
+      if (l > 0) Product<T>(*L.backward, B, dz, blocks[l - 1].dh.data());
     }
+    return data_loss;
   }
 
   // One step's loss and gradients (in `grad`) on the batch `idx`, `w`
   // (`rows` entries, Allocate'd).
-  T Step(OpKernelContext* ctx, const T* x, const T* y, const int32_t* idx,
-         const T* w, T half_alpha) {
+  T Step(const T* x, const T* y, const int32_t* idx, const T* w, T half_alpha) {
     T total_weight = 0;
     for (int64_t r = 0; r < rows; ++r) total_weight += w[r];
     const T scale = total_weight == T(0) ? T(0) : T(1) / total_weight;
@@ -528,19 +506,7 @@ struct Net {
       Layer& L = layers[l];
       if (l > 0) L.backward.reset(new PackedMatrix<T>(L.kernel, L.out, L.in, true));
     }
-    ForShards(ctx, rows, n_shards, [&](int64_t s, int64_t r0, int64_t r1) {
-      RunShard(shards[s], r0, r1, x, y, idx, w, scale);
-    });
-    T data_loss = shards[0].data_loss;
-    for (int64_t s = 1; s < n_shards; ++s) data_loss += shards[s].data_loss;
-    if (n_shards == 1) {
-      grad.swap(shards[0].grad);  // every part is written afresh by a step
-    } else {
-      for (size_t i = 0; i < grad.size(); ++i) {
-        grad[i] = shards[0].grad[i];
-        for (int64_t s = 1; s < n_shards; ++s) grad[i] += shards[s].grad[i];
-      }
-    }
+    const T data_loss = Pass(x, y, idx, w, scale);
     // The penalty: its value (none to add without a penalty: weights are
     // finite while the loss is) and its gradient.
     T penalty = 0;
@@ -677,7 +643,6 @@ class MlpEpochsOp : public OpKernel {
     }
     if (!ctx->status().ok()) return;
     net.ln_epsilon = T(ctx->input(kParams + 3 * p_ + 6).scalar<double>()());
-    net.sizes = size;
     net.grad.resize(p_);
     for (int i = 0; i < p_; ++i) net.grad[i].resize(size[i]);
 
@@ -724,13 +689,13 @@ class MlpEpochsOp : public OpKernel {
       if (nb > 0) net.Allocate(S);
       for (int64_t i = 0; i < nb; ++i) {
         const int64_t at = (e * nb + i) * S;
-        const T loss = net.Step(ctx, xd, yd, idx_d + at, w_d + at, half_alpha);
+        const T loss = net.Step(xd, yd, idx_d + at, w_d + at, half_alpha);
         adam();
         total += double(loss) * bw[e * (nb + 1) + i];
       }
       if (S_last > 0) {
         net.Allocate(S_last);
-        const T loss = net.Step(ctx, xd, yd, idx_last_d + e * S_last,
+        const T loss = net.Step(xd, yd, idx_last_d + e * S_last,
                                 w_last_d + e * S_last, half_alpha);
         adam();
         total += double(loss) * bw[e * (nb + 1) + nb];
