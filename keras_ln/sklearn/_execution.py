@@ -163,7 +163,8 @@ class _Program:
 
     def _native_epochs(self, ops, data, rule, variables, hyperparameters):
         """`epochs` by the native loop (`_native/mlp_ops.cc`): the same
-        steps, losses and rule in one op, run in the calling thread."""
+        steps, losses and rule in one op, run in the calling thread and
+        (`NATIVE_MLP_THREADS`) a helper thread."""
         tf = self.tf
         x, y = data[:2]
         tv, ntv, ms, vs, t = variables
@@ -182,7 +183,7 @@ class _Program:
             epsilon=hyperparameters[4],
             ln_epsilon=tf.constant(ln_epsilon, tf.float64),
             hidden=hidden, layer_norm=layer_norm, activation=activation,
-            output=output,
+            output=output, threads=NATIVE_MLP_THREADS,
         )
         for var, value in zip([*tv, *ms, *vs, t], [*new_tv, *new_ms, *new_vs, new_t]):
             var.assign(value)
@@ -327,6 +328,12 @@ class _Program:
 # (else, as every other network, with the traced one; the tests of the
 # traced loops set it to False).
 NATIVE_MLP_LOOP = True
+
+# The threads of the native loop: 0, as many as TensorFlow's intra-op pool
+# has, at most two (a batch of at least 32 rows runs in two shards, the
+# second on a helper thread); 1, the calling thread only. The results are
+# the same bits either way (the tests compare them).
+NATIVE_MLP_THREADS = 0
 
 
 def _native_ops():

@@ -17,6 +17,7 @@ from keras_ln.sklearn import LSTMClassifier
 from keras_ln.sklearn import MLPClassifier
 from keras_ln.sklearn import MLPRegressor
 from keras_ln.sklearn import _execution
+from keras_ln.sklearn._training import _cores
 
 pytestmark = pytest.mark.skipif(_native.ops() is None, reason="native ops not built")
 
@@ -115,6 +116,73 @@ def test_native_fits_are_the_same_bits_every_time(monkeypatch):
     assert a.loss_curve_ == b.loss_curve_
     for u, v in zip(a.model_.get_weights(), b.model_.get_weights()):
         np.testing.assert_array_equal(u, v)
+
+
+def _helper_runs():
+    """The shards the native loop's helper thread has run in this process."""
+    import ctypes
+
+    function = ctypes.CDLL(_native.library_path()).keras_ln_mlp_helper_runs
+    function.restype = ctypes.c_uint64
+    return function()
+
+
+def _weights_and_curve(est):
+    return [w.copy() for w in est.model_.get_weights()], list(est.loss_curve_)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("normalization, hidden, batch_size, n", [
+    ("layer", (40, 24), 200, 1000),  # two shards of 100 rows
+    (None, (33,), 37, 400),  # shards of 18 and 19 rows (the last batch padded to 37)
+    ("layer", (16,), 31, 300),  # one shard: below the split
+])
+def test_the_helper_thread_changes_no_bit(dtype, normalization, hidden, batch_size, n, monkeypatch):
+    """A batch of 32 rows or more runs in two shards, the second on a
+    helper thread where the op may use two; the split depends on the batch
+    alone, so one thread gives the same bits as two."""
+    X, y = _data("3 classes", dtype, n=n)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, n)
+    params = dict(hidden_layer_sizes=hidden, normalization=normalization, alpha=1e-3,
+                  batch_size=batch_size, max_iter=4, random_state=0)
+    fits = {}
+    for threads in (1, 0):
+        monkeypatch.setattr(_execution, "NATIVE_MLP_THREADS", threads)
+        before = _helper_runs()
+        est = _fit(MLPClassifier(**params), X, y, True, monkeypatch, sample_weight=weights)
+        ran = _helper_runs() - before
+        fits[threads] = _weights_and_curve(est)
+        if threads == 1 or batch_size < 32:
+            assert ran == 0
+        elif tf.config.threading.get_intra_op_parallelism_threads() != 1 and _cores() > 1:
+            assert ran == 4 * -(-n // batch_size)  # every batch's second shard
+    (w1, curve1), (w0, curve0) = fits[1], fits[0]
+    assert curve1 == curve0
+    for a, b in zip(w1, w0):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_concurrent_fits_share_the_helper_and_change_no_bit(monkeypatch):
+    """Fits in several threads at once: one op holds the helper, the others
+    run both shards themselves; every fit gives the bits of a fit alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = _data("binary", "float32", n=2000)
+    params = [dict(hidden_layer_sizes=(48,), normalization=norm, batch_size=100, max_iter=3,
+                   random_state=seed) for norm in (None, "layer") for seed in (0, 1)]
+
+    def fit(p):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return _weights_and_curve(MLPClassifier(**p).fit(X, y))
+
+    alone = [fit(p) for p in params]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(fit, params * 2))
+    for (w, curve), (w_ref, curve_ref) in zip(together, alone * 2):
+        assert curve == curve_ref
+        for a, b in zip(w, w_ref):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])

@@ -9,9 +9,11 @@
 // runs its independent kernels on the intra-op thread pool, and each
 // hand-off between cores costs more than the kernels it hands off (a step
 // of a (200, 100) batch is ~10 microseconds of arithmetic per product).
-// Here a step is one pass over its rows in the calling thread, with the
-// products of kernels.h (see Net), and nothing is compiled: a fit's
-// first step costs what the others do.
+// Here a step is one pass over its rows, in two shards of rows where the
+// batch has at least kSplitRows (the second on one helper thread that
+// spins between steps, StepHelper), with the products of kernels.h (see
+// Net), and nothing is compiled: a fit's first step costs what the others
+// do.
 //
 // The arithmetic is `_Program.step`'s, in this order per step:
 //   xb, yb, w  = the batch's rows, targets and weights (0 on padding rows)
@@ -32,11 +34,18 @@
 //
 // The same numbers as the XLA loop to rounding (other summation orders),
 // and the same bits on every run, thread count and vector width: a fixed
-// order everywhere, products with explicit fused multiply-adds (kernels.h),
-// element-wise code compiled without contraction, and the transcendental
+// order everywhere (the shards split by the batch's size alone), products
+// with explicit fused multiply-adds (kernels.h), element-wise code
+// compiled without contraction, and the transcendental
 // functions called one element at a time (a vectorized exp or tanh rounds
 // differently from a scalar one, so a row's results would depend on its
 // alignment).
+
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
 
 #include "kernels.h"
 #include "layer_norm.h"
@@ -90,6 +99,7 @@ REGISTER_OP("KerasLnMlpEpochs")
     .Attr("layer_norm: bool")
     .Attr("activation: {'relu', 'tanh', 'sigmoid', 'linear'}")
     .Attr("output: {'softmax', 'sigmoid', 'identity'}")
+    .Attr("threads: int >= 0 = 0")
     .SetShapeFn([](InferenceContext* c) {
       int p;
       TF_RETURN_IF_ERROR(c->GetAttr("P", &p));
@@ -376,10 +386,96 @@ __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
   b.Multiply(m, a, c, nullptr);
 }
 
-// A step runs in the calling thread, all its rows at once. (Measured on 2
-// cores at (200, 100) x (100, 100): the rows split into two shards, the
-// second on the intra-op pool, took 119-133 us a step against 109-117 us
-// in one; the hand-off costs more than half the products save.)
+// A step's rows run in two shards where there are at least kSplitRows of
+// them: rows [0, rows / 2) and [rows / 2, rows), each with its own buffers
+// and its own part of the gradients, the parts added in shard order. The
+// split depends on the batch's size alone, never on the machine or the
+// threads: the same bits whether the second shard runs on the helper
+// thread (StepHelper) or after the first in the calling thread.
+constexpr int64_t kSplitRows = 32;
+
+// The second thread of a step: one per process, claimed by one op at a
+// time (an op that finds it claimed runs both shards itself). A hand-off
+// is a counter the helper watches: between the steps of an op it spins
+// (a step's work is ~50 microseconds, and waking a sleeping thread costs
+// about as much), after kSpin without work it sleeps on a condition
+// variable. (Measured on 2 cores at (200, 100) x (100, 100): the second
+// shard on TensorFlow's intra-op pool, whose threads sleep between tasks,
+// made a step slower than one shard, 119-133 against 109-117 us.)
+class StepHelper {
+ public:
+  // The shards helpers have run in this process (for the tests).
+  static std::atomic<uint64_t> runs;
+
+  // The helper, claimed for this op; null where another op holds it.
+  static StepHelper* Claim() {
+    static std::mutex mutex;
+    static StepHelper* helper = nullptr;  // never destroyed: it runs until exit
+    std::lock_guard<std::mutex> lock(mutex);
+    if (helper == nullptr || helper->pid_ != getpid()) {  // none, or forked
+      helper = new StepHelper();
+      std::thread([h = helper] { h->Loop(); }).detach();
+    }
+    return helper->claim_.try_lock() ? helper : nullptr;
+  }
+  void Release() { claim_.unlock(); }
+
+  // Runs *fn on the helper thread; Wait() returns once it has run.
+  void Post(const std::function<void()>* fn) {
+    task_ = fn;
+    posted_.fetch_add(1);
+    if (sleeping_.load()) {
+      std::lock_guard<std::mutex> lock(sleep_);
+      wake_.notify_one();
+    }
+  }
+  void Wait() {
+    const uint64_t want = posted_.load(std::memory_order_relaxed);
+    for (int64_t spins = 0; done_.load(std::memory_order_acquire) != want; ++spins) {
+      if (spins < kYieldAfter) Pause();
+      else std::this_thread::yield();  // the helper is not running: let it
+    }
+  }
+
+ private:
+  static constexpr auto kSpin = std::chrono::microseconds(200);
+  static constexpr int64_t kYieldAfter = 1 << 14;
+
+  static void Pause() {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+  }
+
+  void Loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int64_t spins = 1; posted_.load(std::memory_order_acquire) == seen; ++spins) {
+        Pause();
+        if (spins % 64 == 0 && std::chrono::steady_clock::now() - start > kSpin) {
+          std::unique_lock<std::mutex> lock(sleep_);
+          sleeping_.store(true);
+          while (posted_.load() == seen) wake_.wait(lock);
+          sleeping_.store(false, std::memory_order_relaxed);
+        }
+      }
+      ++seen;  // one post at a time: the poster waits before the next
+      (*task_)();
+      runs.fetch_add(1, std::memory_order_relaxed);
+      done_.store(seen, std::memory_order_release);
+    }
+  }
+
+  const pid_t pid_ = getpid();
+  std::mutex claim_, sleep_;
+  std::condition_variable wake_;
+  std::atomic<uint64_t> posted_{0}, done_{0};
+  std::atomic<bool> sleeping_{false};
+  const std::function<void()>* task_ = nullptr;
+};
+
+std::atomic<uint64_t> StepHelper::runs{0};
 
 // The network's parameters (pointers into the op's outputs, updated in
 // place between steps) and a step's buffers.
@@ -391,9 +487,18 @@ struct Net {
     int kernel_i, bias_i, gamma_i = -1, beta_i = -1;       // parameter indices
     std::unique_ptr<PackedMatrix<T>> backward;  // this step's kernel, transposed
   };
-  // A step's (rows, units) blocks, by layer.
-  struct Blocks {
-    Arr<T> z, a, h, stats, dz, dh;
+  // One shard's rows of every (rows, units) block of the step, and its
+  // part of the gradients: its own buffers (threads writing near each
+  // other's data slow each other down).
+  struct Shard {
+    struct Blocks {
+      Arr<T> z, a, h, stats, dz, dh;
+    };
+    int64_t begin, rows;          // of the batch
+    Arr<T> xb, yb, pad;           // its rows and targets; the products' scratch
+    std::vector<Blocks> blocks;   // by layer
+    std::vector<Arr<T>> grad;     // by parameter index
+    T data_loss;
   };
 
   std::vector<Layer> layers;  // hidden layers, then the output layer
@@ -401,44 +506,58 @@ struct Net {
   Output output;
   bool layer_norm;
   T ln_epsilon;
-  int64_t features, outputs, rows = -1;
-  Arr<T> xb, yb, pad;        // the batch's rows and targets; the products' scratch
-  std::vector<Blocks> blocks;
-  std::vector<Arr<T>> grad;  // by parameter index
+  int64_t features, outputs, rows = -1, n_shards = 0;
+  std::vector<int64_t> sizes;  // of the parameters
+  Shard shards[2];
+  StepHelper* helper = nullptr;  // where the second shard runs (else here)
+
+  // The step's gradients, by parameter index (valid after Step).
+  const Arr<T>& Grad(int i) const { return shards[0].grad[i]; }
 
   // Buffers for steps of `r` rows.
   void Allocate(int64_t r) {
     if (r == rows) return;
     rows = r;
-    xb.resize(rows * features);
-    yb.resize(rows * outputs);
-    blocks.resize(layers.size());
-    for (size_t l = 0; l < layers.size(); ++l) {
-      auto& b = blocks[l];
-      for (Arr<T>* a : {&b.z, &b.a, &b.h, &b.dz, &b.dh}) a->resize(rows * layers[l].out);
-      b.stats.resize(3 * rows);
+    n_shards = rows >= kSplitRows ? 2 : 1;
+    for (int64_t s = 0; s < n_shards; ++s) {
+      Shard& sh = shards[s];
+      sh.begin = s * (rows / 2);
+      sh.rows = n_shards == 1 ? rows : s == 0 ? rows / 2 : rows - rows / 2;
+      sh.xb.resize(sh.rows * features);
+      sh.yb.resize(sh.rows * outputs);
+      sh.blocks.resize(layers.size());
+      for (size_t l = 0; l < layers.size(); ++l) {
+        auto& b = sh.blocks[l];
+        for (Arr<T>* a : {&b.z, &b.a, &b.h, &b.dz, &b.dh}) a->resize(sh.rows * layers[l].out);
+        b.stats.resize(3 * sh.rows);
+      }
+      sh.grad.resize(sizes.size());
+      for (size_t i = 0; i < sizes.size(); ++i) sh.grad[i].resize(sizes[i]);
     }
   }
 
-  // The forward and backward pass of a step: the gradients of the data
-  // loss (scaled) into `grad`; returns the data loss (weighted, not scaled).
-  T Pass(const T* x, const T* y, const int32_t* idx, const T* w, T scale) {
-    const int64_t B = rows;
+  // One shard's forward and backward pass: the gradients of its part of
+  // the data loss (scaled) into sh.grad, its data loss (weighted, not
+  // scaled) into sh.data_loss.
+  void Pass(Shard& sh, const T* x, const T* y, const int32_t* idx, const T* w, T scale) {
+    const int64_t B = sh.rows;
+    idx += sh.begin;
+    w += sh.begin;
     for (int64_t r = 0; r < B; ++r) {
-      std::memcpy(xb.data() + r * features, x + int64_t(idx[r]) * features,
+      std::memcpy(sh.xb.data() + r * features, x + int64_t(idx[r]) * features,
                   features * sizeof(T));
-      std::memcpy(yb.data() + r * outputs, y + int64_t(idx[r]) * outputs,
+      std::memcpy(sh.yb.data() + r * outputs, y + int64_t(idx[r]) * outputs,
                   outputs * sizeof(T));
     }
-    const T* h = xb.data();
+    const T* h = sh.xb.data();
     const int64_t n_layers = layers.size();
     for (int64_t l = 0; l < n_layers; ++l) {
       const Layer& L = layers[l];
-      auto& b = blocks[l];
+      auto& b = sh.blocks[l];
       if (L.out <= kNarrow)
-        NarrowProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), pad);
+        NarrowProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
       else
-        DirectProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), pad);
+        DirectProduct<T>(B, h, L.kernel, L.in, L.out, b.z.data(), sh.pad);
       for (int64_t r = 0; r < B; ++r) {
         T* zr = b.z.data() + r * L.out;
         for (int64_t j = 0; j < L.out; ++j) zr[j] += L.bias[j];
@@ -455,25 +574,26 @@ struct Net {
     }
 
     // The loss and its gradient by the outputs.
-    auto& top = blocks.back();
+    auto& top = sh.blocks.back();
     T data_loss = 0;
     for (int64_t r = 0; r < B; ++r) {
       const T row_loss = RowLoss<T>(output, top.z.data() + r * outputs,
-                                    yb.data() + r * outputs, outputs,
+                                    sh.yb.data() + r * outputs, outputs,
                                     w[r] * scale, top.dz.data() + r * outputs);
       data_loss += row_loss * w[r];
     }
+    sh.data_loss = data_loss;
 
     for (int64_t l = n_layers - 1; l >= 0; --l) {
       const Layer& L = layers[l];
-      auto& b = blocks[l];
+      auto& b = sh.blocks[l];
       if (l < n_layers - 1) {
         // Through the activation (from dh) and the norm, to dz.
         T* da = layer_norm ? b.a.data() : b.dz.data();
         ActivationGrad<T>(activation, b.h.data(), b.dh.data(), da, B * L.out);
         if (layer_norm) {
-          Arr<T>& dgamma = grad[L.gamma_i];
-          Arr<T>& dbeta = grad[L.beta_i];
+          Arr<T>& dgamma = sh.grad[L.gamma_i];
+          Arr<T>& dbeta = sh.grad[L.beta_i];
           dgamma.setZero();
           dbeta.setZero();
           LayerNormBackwardRows<T>(da, b.z.data(), b.stats.data(), L.gamma, B,
@@ -482,22 +602,22 @@ struct Net {
         }
       }
       const T* dz = b.dz.data();
-      const T* below = l == 0 ? xb.data() : blocks[l - 1].h.data();
+      const T* below = l == 0 ? sh.xb.data() : sh.blocks[l - 1].h.data();
+      T* dk = sh.grad[L.kernel_i].data();
       if (L.out <= kNarrow)
-        NarrowTransposedProduct<T>(B, L.in, L.out, below, dz, grad[L.kernel_i].data(), pad);
+        NarrowTransposedProduct<T>(B, L.in, L.out, below, dz, dk, sh.pad);
       else
-        TransposedProduct<T>(B, L.in, L.out, below, dz, grad[L.kernel_i].data(), pad);
-      Arr<T>& db = grad[L.bias_i];
+        TransposedProduct<T>(B, L.in, L.out, below, dz, dk, sh.pad);
+      Arr<T>& db = sh.grad[L.bias_i];
       db.setZero();
       for (int64_t r = 0; r < B; ++r)
         for (int64_t j = 0; j < L.out; ++j) db[j] += dz[r * L.out + j];
-      if (l > 0) Product<T>(*L.backward, B, dz, blocks[l - 1].dh.data());
+      if (l > 0) Product<T>(*L.backward, B, dz, sh.blocks[l - 1].dh.data());
     }
-    return data_loss;
   }
 
-  // One step's loss and gradients (in `grad`) on the batch `idx`, `w`
-  // (`rows` entries, Allocate'd).
+  // One step's loss and gradients (Grad) on the batch `idx`, `w` (`rows`
+  // entries, Allocate'd).
   T Step(const T* x, const T* y, const int32_t* idx, const T* w, T half_alpha) {
     T total_weight = 0;
     for (int64_t r = 0; r < rows; ++r) total_weight += w[r];
@@ -506,7 +626,19 @@ struct Net {
       Layer& L = layers[l];
       if (l > 0) L.backward.reset(new PackedMatrix<T>(L.kernel, L.out, L.in, true));
     }
-    const T data_loss = Pass(x, y, idx, w, scale);
+    T data_loss;
+    if (n_shards == 1) {
+      Pass(shards[0], x, y, idx, w, scale);
+      data_loss = shards[0].data_loss;
+    } else {
+      const std::function<void()> second = [&] { Pass(shards[1], x, y, idx, w, scale); };
+      if (helper) helper->Post(&second);
+      Pass(shards[0], x, y, idx, w, scale);
+      if (helper) helper->Wait();
+      else second();
+      data_loss = shards[0].data_loss + shards[1].data_loss;
+      for (size_t i = 0; i < sizes.size(); ++i) shards[0].grad[i] += shards[1].grad[i];
+    }
     // The penalty: its value (none to add without a penalty: weights are
     // finite while the loss is) and its gradient.
     T penalty = 0;
@@ -514,7 +646,7 @@ struct Net {
       for (const Layer& L : layers) penalty += SumOfSquares(L.kernel, L.in * L.out);
       const T decay = (half_alpha * T(2)) * scale;
       for (const Layer& L : layers) {
-        Arr<T>& dk = grad[L.kernel_i];
+        Arr<T>& dk = shards[0].grad[L.kernel_i];
         for (int64_t i = 0; i < L.in * L.out; ++i) dk[i] += decay * L.kernel[i];
       }
     }
@@ -529,6 +661,7 @@ class MlpEpochsOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("P", &p_));
     OP_REQUIRES_OK(c, c->GetAttr("hidden", &hidden_));
     OP_REQUIRES_OK(c, c->GetAttr("layer_norm", &layer_norm_));
+    OP_REQUIRES_OK(c, c->GetAttr("threads", &threads_));
     std::string activation, output;
     OP_REQUIRES_OK(c, c->GetAttr("activation", &activation));
     OP_REQUIRES_OK(c, c->GetAttr("output", &output));
@@ -643,8 +776,15 @@ class MlpEpochsOp : public OpKernel {
     }
     if (!ctx->status().ok()) return;
     net.ln_epsilon = T(ctx->input(kParams + 3 * p_ + 6).scalar<double>()());
-    net.grad.resize(p_);
-    for (int i = 0; i < p_; ++i) net.grad[i].resize(size[i]);
+    net.sizes = size;
+    // The helper thread, where this op may use two: `threads` (0: as many
+    // as the intra-op pool has), at most two.
+    const int pool = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
+    if (std::min(threads_ > 0 ? threads_ : pool, 2) > 1) net.helper = StepHelper::Claim();
+    struct Unclaim {
+      StepHelper* h;
+      ~Unclaim() { if (h) h->Release(); }
+    } unclaim{net.helper};
 
     const int64_t t0 = ctx->input(kParams + 3 * p_).scalar<int64_t>()();
     const double lr = ctx->input(kParams + 3 * p_ + 1).scalar<double>()();
@@ -659,7 +799,7 @@ class MlpEpochsOp : public OpKernel {
       const T beta1_power = std::pow(beta1, n), beta2_power = std::pow(beta2, n);
       const T alpha = T(lr) * std::sqrt(T(1) - beta2_power) / (T(1) - beta1_power);
       for (int i = 0; i < p_; ++i) {
-        AdamUpdate(value[i], m[i], v[i], net.grad[i].data(), size[i], alpha,
+        AdamUpdate(value[i], m[i], v[i], net.Grad(i).data(), size[i], alpha,
                    T(1) - beta1, T(1) - beta2, epsilon);
       }
     };
@@ -716,7 +856,7 @@ class MlpEpochsOp : public OpKernel {
   }
 
  private:
-  int p_, hidden_;
+  int p_, hidden_, threads_;
   bool layer_norm_;
   Activation activation_;
   Output output_;
@@ -727,3 +867,8 @@ REGISTER("KerasLnMlpEpochs", MlpEpochsOp, double);
 
 }  // namespace
 }  // namespace keras_ln
+
+// StepHelper::runs, through ctypes (tests/sklearn/test_native_mlp.py).
+extern "C" __attribute__((visibility("default"))) uint64_t keras_ln_mlp_helper_runs() {
+  return keras_ln::StepHelper::runs.load();
+}
