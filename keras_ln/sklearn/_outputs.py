@@ -41,6 +41,12 @@ def _weighted_column_stats(targets, weights):
     return np.array(means), np.array(stds)
 
 
+# The target kinds (`type_of_target`) sklearn's classifiers accept
+# (`check_classification_targets`).
+_CLASS_TARGETS = ("binary", "multiclass", "multiclass-multioutput",
+                  "multilabel-indicator", "multilabel-sequences")
+
+
 class _ClassifierOutputs:
     """Classification: labels <-> class indices, log-loss, predict_proba.
 
@@ -75,8 +81,11 @@ class _ClassifierOutputs:
         name = type(self).__name__
         if sp.issparse(y):
             y = y.toarray()
-        check_classification_targets(y)
-        kind = type_of_target(y)
+        kind = type_of_target(y, input_name="y")
+        if kind not in _CLASS_TARGETS or "multiclass" in kind:
+            # sklearn's refusal of other kinds and its warning about many
+            # classes; the other kinds skip it (it computes `kind` again).
+            check_classification_targets(y)
         multilabel = kind == "multilabel-indicator"
         if not multilabel and np.ndim(y) == 2 and np.shape(y)[1] > 1:
             raise ValueError(
