@@ -396,12 +396,13 @@ constexpr int64_t kSplitRows = 32;
 
 // The second thread of a step: one per process, claimed by one op at a
 // time (an op that finds it claimed runs both shards itself). A hand-off
-// is a counter the helper watches: between the steps of an op it spins
-// (a step's work is ~50 microseconds, and waking a sleeping thread costs
+// is a counter the helper watches: between the steps of an op it spins (a
+// shard's work is tens of microseconds, and waking a sleeping thread costs
 // about as much), after kSpin without work it sleeps on a condition
-// variable. (Measured on 2 cores at (200, 100) x (100, 100): the second
-// shard on TensorFlow's intra-op pool, whose threads sleep between tasks,
-// made a step slower than one shard, 119-133 against 109-117 us.)
+// variable; a shard it has not taken when the caller has finished its own
+// runs in the caller. (Measured on 2 cores at (200, 100) x (100, 100): the
+// second shard on TensorFlow's intra-op pool, whose threads sleep between
+// tasks, made a step slower than one shard, 119-133 against 109-117 us.)
 class StepHelper {
  public:
   // The shards helpers have run in this process (for the tests).
@@ -420,7 +421,10 @@ class StepHelper {
   }
   void Release() { claim_.unlock(); }
 
-  // Runs *fn on the helper thread; Wait() returns once it has run.
+  // Hands *fn to the helper; Finish() returns once it has run: on the
+  // helper, or in the calling thread where the helper has not taken it by
+  // then (asleep, or without a core: under load a step costs at most what
+  // it costs in one thread). Either way the same code on the same buffers.
   void Post(const std::function<void()>* fn) {
     task_ = fn;
     posted_.fetch_add(1);
@@ -429,17 +433,27 @@ class StepHelper {
       wake_.notify_one();
     }
   }
-  void Wait() {
+  // Returns false where the caller waited more than kLateSpins for the
+  // helper to finish a task it had taken (it lost its core meanwhile).
+  bool Finish() {
     const uint64_t want = posted_.load(std::memory_order_relaxed);
-    for (int64_t spins = 0; done_.load(std::memory_order_acquire) != want; ++spins) {
-      if (spins < kYieldAfter) Pause();
-      else std::this_thread::yield();  // the helper is not running: let it
+    uint64_t expected = want - 1;
+    if (taken_.compare_exchange_strong(expected, want)) {
+      (*task_)();
+      return true;
     }
+    int64_t spins = 0;
+    for (; done_.load(std::memory_order_acquire) != want; ++spins) {
+      if (spins < kYieldAfter) Pause();
+      else std::this_thread::yield();  // the helper lost its core: let it run
+    }
+    return spins <= kLateSpins;
   }
 
  private:
   static constexpr auto kSpin = std::chrono::microseconds(200);
   static constexpr int64_t kYieldAfter = 1 << 14;
+  static constexpr int64_t kLateSpins = 1 << 10;  // ~50 us of pauses
 
   static void Pause() {
 #if defined(__SSE2__)
@@ -448,7 +462,7 @@ class StepHelper {
   }
 
   void Loop() {
-    uint64_t seen = 0;
+    uint64_t seen = 0;  // the last post seen
     for (;;) {
       const auto start = std::chrono::steady_clock::now();
       for (int64_t spins = 1; posted_.load(std::memory_order_acquire) == seen; ++spins) {
@@ -460,17 +474,20 @@ class StepHelper {
           sleeping_.store(false, std::memory_order_relaxed);
         }
       }
-      ++seen;  // one post at a time: the poster waits before the next
-      (*task_)();
-      runs.fetch_add(1, std::memory_order_relaxed);
-      done_.store(seen, std::memory_order_release);
+      seen = posted_.load(std::memory_order_acquire);
+      uint64_t expected = seen - 1;  // else the poster took it, or an older one
+      if (taken_.compare_exchange_strong(expected, seen)) {
+        (*task_)();
+        runs.fetch_add(1, std::memory_order_relaxed);
+        done_.store(seen, std::memory_order_release);
+      }
     }
   }
 
   const pid_t pid_ = getpid();
   std::mutex claim_, sleep_;
   std::condition_variable wake_;
-  std::atomic<uint64_t> posted_{0}, done_{0};
+  std::atomic<uint64_t> posted_{0}, taken_{0}, done_{0};  // post numbers
   std::atomic<bool> sleeping_{false};
   const std::function<void()>* task_ = nullptr;
 };
@@ -509,7 +526,20 @@ struct Net {
   int64_t features, outputs, rows = -1, n_shards = 0;
   std::vector<int64_t> sizes;  // of the parameters
   Shard shards[2];
-  StepHelper* helper = nullptr;  // where the second shard runs (else here)
+  // Where the second shard runs (else here). An op lets go of it once the
+  // caller has waited long for it (Finish) in more than kMaxLate steps and
+  // more than one in kLateShare of the steps it was given (a loaded
+  // machine: two threads that wait on each other there are slower than
+  // one). A shard it had not taken in time ran here and costs no wait.
+  StepHelper* helper = nullptr;
+  int64_t given = 0, late = 0;
+  static constexpr int64_t kMaxLate = 16, kLateShare = 4;
+
+  ~Net() { DropHelper(); }
+  void DropHelper() {
+    if (helper) helper->Release();
+    helper = nullptr;
+  }
 
   // The step's gradients, by parameter index (valid after Step).
   const Arr<T>& Grad(int i) const { return shards[0].grad[i]; }
@@ -632,10 +662,15 @@ struct Net {
       data_loss = shards[0].data_loss;
     } else {
       const std::function<void()> second = [&] { Pass(shards[1], x, y, idx, w, scale); };
-      if (helper) helper->Post(&second);
-      Pass(shards[0], x, y, idx, w, scale);
-      if (helper) helper->Wait();
-      else second();
+      if (helper) {
+        helper->Post(&second);
+        Pass(shards[0], x, y, idx, w, scale);
+        ++given;
+        if (!helper->Finish() && ++late > kMaxLate && late * kLateShare > given) DropHelper();
+      } else {
+        Pass(shards[0], x, y, idx, w, scale);
+        second();
+      }
       data_loss = shards[0].data_loss + shards[1].data_loss;
       for (size_t i = 0; i < sizes.size(); ++i) shards[0].grad[i] += shards[1].grad[i];
     }
@@ -781,10 +816,6 @@ class MlpEpochsOp : public OpKernel {
     // as the intra-op pool has), at most two.
     const int pool = ctx->device()->tensorflow_cpu_worker_threads()->num_threads;
     if (std::min(threads_ > 0 ? threads_ : pool, 2) > 1) net.helper = StepHelper::Claim();
-    struct Unclaim {
-      StepHelper* h;
-      ~Unclaim() { if (h) h->Release(); }
-    } unclaim{net.helper};
 
     const int64_t t0 = ctx->input(kParams + 3 * p_).scalar<int64_t>()();
     const double lr = ctx->input(kParams + 3 * p_ + 1).scalar<double>()();
