@@ -391,7 +391,9 @@ __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
 // and its own part of the gradients, the parts added in shard order. The
 // split depends on the batch's size alone, never on the machine or the
 // threads: the same bits whether the second shard runs on the helper
-// thread (StepHelper) or after the first in the calling thread.
+// thread (StepHelper) or after the first in the calling thread. (Not
+// kernels.h's ForShards: it hands shards to TensorFlow's pool, see below,
+// and rounds their bounds to the vector width's register tiles.)
 constexpr int64_t kSplitRows = 32;
 
 // The second thread of a step: one per process, claimed by one op at a
@@ -656,22 +658,19 @@ struct Net {
       Layer& L = layers[l];
       if (l > 0) L.backward.reset(new PackedMatrix<T>(L.kernel, L.out, L.in, true));
     }
-    T data_loss;
-    if (n_shards == 1) {
-      Pass(shards[0], x, y, idx, w, scale);
-      data_loss = shards[0].data_loss;
-    } else {
-      const std::function<void()> second = [&] { Pass(shards[1], x, y, idx, w, scale); };
-      if (helper) {
-        helper->Post(&second);
-        Pass(shards[0], x, y, idx, w, scale);
-        ++given;
-        if (!helper->Finish() && ++late > kMaxLate && late * kLateShare > given) DropHelper();
-      } else {
-        Pass(shards[0], x, y, idx, w, scale);
-        second();
-      }
-      data_loss = shards[0].data_loss + shards[1].data_loss;
+    const std::function<void()> second = [&] { Pass(shards[1], x, y, idx, w, scale); };
+    const bool handed = n_shards == 2 && helper;
+    if (handed) helper->Post(&second);
+    Pass(shards[0], x, y, idx, w, scale);
+    if (handed) {
+      ++given;
+      if (!helper->Finish() && ++late > kMaxLate && late * kLateShare > given) DropHelper();
+    } else if (n_shards == 2) {
+      second();
+    }
+    T data_loss = shards[0].data_loss;
+    if (n_shards == 2) {
+      data_loss += shards[1].data_loss;
       for (size_t i = 0; i < sizes.size(); ++i) shards[0].grad[i] += shards[1].grad[i];
     }
     // The penalty: its value (none to add without a penalty: weights are
