@@ -542,7 +542,7 @@ class BnLstmForwardOp : public BnLstmOp {
       rh = (sh.r.rowwise() - sh.mean).rowwise() * sh.var;
       ga = (sh.xz.rowwise() * sh.gx + rh.rowwise() * sh.gr).rowwise() + sh.bx;
       ga.leftCols(2 * w) = Sigmoid(ga.leftCols(2 * w));
-      ga.middleCols(2 * w, w) = ga.middleCols(2 * w, w).tanh();
+      ga.middleCols(2 * w, w) = Tanh(ga.middleCols(2 * w, w));
       ga.rightCols(w) = Sigmoid(ga.rightCols(w));
       sh.cn = ga.middleCols(w, w) * cp + ga.leftCols(w) * ga.middleCols(2 * w, w);
       // the state norm's statistics
@@ -552,7 +552,7 @@ class BnLstmForwardOp : public BnLstmOp {
       Row<T>(VC + t * u + a, w) = sh.vc.transpose();
       sh.vc = (sh.vc + eps).rsqrt();
       ch = (sh.cn.rowwise() - sh.mc).rowwise() * sh.vc;
-      th = ((ch.rowwise() * sh.gs).rowwise() + sh.bs).tanh();
+      th = Tanh((ch.rowwise() * sh.gs).rowwise() + sh.bs);
       ho = ga.rightCols(w) * th;
       co = sh.cn;
       yo = ho;
@@ -1016,9 +1016,9 @@ class BnLstmInferenceOp : public BnLstmOp {
           z = CRow<T>(XN + (n + b) * G, G) + CRow<T>(R + b * G, G) * ar_t +
               br_t;
           cn = Sigmoid(z.segment(u, u)) * c +
-               Sigmoid(z.head(u)) * z.segment(2 * u, u).tanh();
+               Sigmoid(z.head(u)) * Tanh(z.segment(2 * u, u));
           c = cn;
-          h = Sigmoid(z.tail(u)) * (cn * ac_t + bc_t).tanh();
+          h = Sigmoid(z.tail(u)) * Tanh(cn * ac_t + bc_t);
           yo = h;
         }
       }

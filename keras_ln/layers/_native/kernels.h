@@ -66,12 +66,37 @@ struct CBlk : Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>> {
       : Base(p, rows, cols, Eigen::OuterStride<>(stride)) {}
 };
 
+// tanh by Eigen's rational approximation (ptanh_float, ptanh_double) in
+// the vector path and the scalar path alike. Eigen's own double tanh takes
+// std::tanh in its scalar path, which computes the elements after an
+// array's last whole vector: their positions depend on the vector width,
+// so a result's last bits depended on the CPU (AVX2 or AVX-512). (Its
+// float tanh is already the approximation in both paths.)
+template <typename T>
+struct TanhOp {
+  T operator()(const T& x) const {
+    if constexpr (std::is_same<T, double>::value)
+      return Eigen::internal::ptanh_double(x);
+    else
+      return Eigen::internal::ptanh_float(x);
+  }
+  template <typename Packet>
+  Packet packetOp(const Packet& x) const {
+    return Eigen::internal::ptanh(x);
+  }
+};
+
+template <typename Derived>
+auto Tanh(const Eigen::ArrayBase<Derived>& x) {
+  return x.unaryExpr(TanhOp<typename Derived::Scalar>());
+}
+
 // sigmoid(x) = (1 + tanh(x / 2)) / 2: Eigen's vectorized tanh is about
 // twice as fast as its logistic, and as accurate in float32.
 template <typename Derived>
 auto Sigmoid(const Eigen::ArrayBase<Derived>& x) {
   using T = typename Derived::Scalar;
-  return (x * T(0.5)).tanh() * T(0.5) + T(0.5);
+  return Tanh(x * T(0.5)) * T(0.5) + T(0.5);
 }
 
 // The mean of a vector expression (a row of a layer norm) summed in an
@@ -386,6 +411,11 @@ inline int64_t ValidSteps(const std::vector<char>& empty) {
 // added up in shard order, so the results are the same under any load and
 // with any number of threads.
 constexpr int64_t kMinShardRows = 16;
+// Shards start on multiples of kShardRows rows: whole register tiles of
+// every build (a multiple of each kRowBlock), and the same shards, so the
+// same sums over them, on every CPU (AVX2 or AVX-512).
+constexpr int64_t kShardRows = 8;
+static_assert(kShardRows % kRowBlock == 0, "shards of whole register tiles");
 constexpr int64_t kMaxShards = 8;
 
 int64_t NumShards(int64_t rows, int64_t requested) {
@@ -396,8 +426,8 @@ int64_t NumShards(int64_t rows, int64_t requested) {
 
 // The first row of shard `s` of `shards` (s == shards: `rows`).
 int64_t ShardBound(int64_t rows, int64_t shards, int64_t s) {
-  const int64_t b = (rows * s / shards + kRowBlock - 1) / kRowBlock;
-  return std::min(rows, b * kRowBlock);
+  const int64_t b = (rows * s / shards + kShardRows - 1) / kShardRows;
+  return std::min(rows, b * kShardRows);
 }
 
 // Calls fn(shard, begin, end) for each of the `shards` shards of the rows,
@@ -510,5 +540,18 @@ Tensor AlignedInput(OpKernelContext* ctx, int i) {
 
 }  // namespace
 }  // namespace keras_ln
+
+// TanhOp vectorizes as Eigen's own tanh does.
+namespace Eigen {
+namespace internal {
+template <typename T>
+struct functor_traits<keras_ln::TanhOp<T>> {
+  enum {
+    Cost = functor_traits<scalar_tanh_op<T>>::Cost,
+    PacketAccess = packet_traits<T>::HasTanh,
+  };
+};
+}  // namespace internal
+}  // namespace Eigen
 
 #endif  // KERAS_LN_LAYERS_NATIVE_KERNELS_H_

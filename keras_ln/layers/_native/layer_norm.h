@@ -19,7 +19,7 @@ constexpr int64_t kShardElements = 1 << 15;
 int64_t LayerNormShards(int64_t rows, int64_t features) {
   const int64_t by_size = rows * features / kShardElements;
   return std::max<int64_t>(
-      1, std::min<int64_t>({kMaxShards, by_size, rows / kRowBlock}));
+      1, std::min<int64_t>({kMaxShards, by_size, rows / kShardRows}));
 }
 
 // Two RowMeans of one pass: the sums of a(j) and b(j) over j < n, for

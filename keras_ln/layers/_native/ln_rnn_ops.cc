@@ -231,7 +231,7 @@ struct LstmStep {
       } else {
         chat = co;
       }
-      th = (chat * gsv + bsv).tanh();
+      th = Tanh(chat * gsv + bsv);
       ho = a.tail(u) * th;
       yo = ho;
       S[b * W + 2 * u] = rstd_r;
@@ -660,7 +660,7 @@ struct GruStep {
       inner = rv * rstd * grv + offv;
       z = Sigmoid(xv.head(u) + inner.head(u));
       rr = Sigmoid(xv.segment(u, u) + inner.segment(u, u));
-      n = (xv.tail(u) + rr * inner.tail(u)).tanh();
+      n = Tanh(xv.tail(u) + rr * inner.tail(u));
       ho = z * hv + (T(1) - z) * n;
       yo = ho;
       S[b * W + G] = rstd;
