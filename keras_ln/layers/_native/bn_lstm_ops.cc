@@ -530,7 +530,7 @@ class BnLstmForwardOp : public BnLstmOp {
       input.Statistics(n, sh.xz, sh.mx, sh.vx);
       StoreGates(sh.mx, MX + t * G, u, a, w);
       StoreGates(sh.vx, VX + t * G, u, a, w);
-      sh.vx = (sh.vx + eps).rsqrt();  // now 1 / std
+      sh.vx = RSqrt(sh.vx + eps);  // now 1 / std
       input.Normalize(n, sh.mx, sh.vx, sh.xz);
       sh.U.Multiply(B, H, sh.r.data(), nullptr);
       // the recurrent norm's statistics, two passes
@@ -538,7 +538,7 @@ class BnLstmForwardOp : public BnLstmOp {
       sh.var = ColumnSums<T>((sh.r.rowwise() - sh.mean).square(), wv.data());
       StoreGates(sh.mean, MR + t * G, u, a, w);
       StoreGates(sh.var, VR + t * G, u, a, w);
-      sh.var = (sh.var + eps).rsqrt();  // now 1 / std
+      sh.var = RSqrt(sh.var + eps);  // now 1 / std
       rh = (sh.r.rowwise() - sh.mean).rowwise() * sh.var;
       ga = (sh.xz.rowwise() * sh.gx + rh.rowwise() * sh.gr).rowwise() + sh.bx;
       ga.leftCols(2 * w) = Sigmoid(ga.leftCols(2 * w));
@@ -550,7 +550,7 @@ class BnLstmForwardOp : public BnLstmOp {
       sh.vc = ColumnSums<T>((sh.cn.rowwise() - sh.mc).square(), wv.data());
       Row<T>(MC + t * u + a, w) = sh.mc.transpose();
       Row<T>(VC + t * u + a, w) = sh.vc.transpose();
-      sh.vc = (sh.vc + eps).rsqrt();
+      sh.vc = RSqrt(sh.vc + eps);
       ch = (sh.cn.rowwise() - sh.mc).rowwise() * sh.vc;
       th = Tanh((ch.rowwise() * sh.gs).rowwise() + sh.bs);
       ho = ga.rightCols(w) * th;
@@ -798,12 +798,12 @@ class BnLstmBackwardOp : public BnLstmOp {
       LoadGates(VR + t * G, sh.sr, u, a, w);
       LoadGates(VX + t * G, sh.sx, u, a, w);
       LoadGates(MX + t * G, sh.mx, u, a, w);
-      sh.sx = (sh.sx + eps).rsqrt();
+      sh.sx = RSqrt(sh.sx + eps);
       // the step's xhat, recomputed as the forward op computed it
       input.Project(n, sh.W, sh.xh);
       input.Normalize(n, sh.mx, sh.sx, sh.xh);
-      sh.sr = (sh.sr + eps).rsqrt();
-      sh.sc = (CRow<T>(VC + t * u + a, w) + eps).rsqrt().transpose();
+      sh.sr = RSqrt(sh.sr + eps);
+      sh.sc = RSqrt(CRow<T>(VC + t * u + a, w) + eps).transpose();
       const int64_t i = n * u + a;
       const CBlk<T> dy(DYS + i, B, w, u), ch = narrow.View(CH + n * u, s),
           th = narrow.View(TH + n * u, s), ga = wide.View(A + n * G, s),

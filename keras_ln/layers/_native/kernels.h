@@ -91,6 +91,17 @@ auto Tanh(const Eigen::ArrayBase<Derived>& x) {
   return x.unaryExpr(TanhOp<typename Derived::Scalar>());
 }
 
+// 1 / sqrt(x) by two correctly rounded operations, an element at a time.
+// Eigen's vectorized rsqrt (under its default fast math) refines a
+// hardware estimate whose precision depends on the vector width (AVX-512's
+// rsqrt14 or AVX's rsqrt), and its scalar path divides: the last bits
+// depended on the CPU and on the element's place in the array.
+template <typename Derived>
+auto RSqrt(const Eigen::ArrayBase<Derived>& x) {
+  using T = typename Derived::Scalar;
+  return x.unaryExpr([](T v) { return T(1) / std::sqrt(v); });
+}
+
 // sigmoid(x) = (1 + tanh(x / 2)) / 2: Eigen's vectorized tanh is about
 // twice as fast as its logistic, and as accurate in float32.
 template <typename Derived>
