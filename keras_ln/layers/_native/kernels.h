@@ -248,14 +248,49 @@ void ForRowBlocks(int64_t m, const Tile& tile) {
   if (i < m) tile.template Run<1>(i);
 }
 
+// One register tile of a product c = a @ b + d: rows [i, i + MR) of a
+// (m, k), row-major, times a panel of b, kPanel columns of b's rows at
+// stride ldb (PackedMatrix's packed panel, or a matrix read in place), the
+// first `cols` of the results (plus d's, unless d is null) stored into c;
+// d and c at row stride ldc. The accumulators stay in registers: nothing
+// takes their address.
+template <typename T>
+struct PanelTile {
+  using Vec = Vectors<T>;
+  using V = typename Vec::V;
+  const T* a;
+  int64_t k;
+  const T* b;
+  int64_t ldb, cols;
+  const T* d;
+  T* c;
+  int64_t ldc;
+
+  template <int MR>
+  void Run(int64_t i) const {
+    const T* ai = a + i * k;
+    V acc[MR][Vec::kPerTile];
+    for (int r = 0; r < MR; ++r)
+      for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
+    for (int64_t kk = 0; kk < k; ++kk) {
+      V bv[Vec::kPerTile];
+      for (int j = 0; j < Vec::kPerTile; ++j) bv[j] = Vec::Load(b + kk * ldb + j * Vec::kLanes);
+      for (int r = 0; r < MR; ++r) {
+        const T s = ai[r * k + kk];
+        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = Vec::MulAdd(s, bv[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      Vec::StoreRow(acc[r], cols, d ? d + (i + r) * ldc : nullptr, c + (i + r) * ldc);
+  }
+};
+
 // A fixed right-hand side (k, n), packed once into panels of kPanel columns
 // (panel q: columns [q * kPanel, q * kPanel + kPanel), row after row,
 // zero-padded), for many products a @ B.
 template <typename T>
 class PackedMatrix {
-  using Vec = Vectors<T>;
-  using V = typename Vec::V;
-  static constexpr int kPanel = Vec::kPanel;
+  static constexpr int kPanel = Vectors<T>::kPanel;
 
  public:
   // Packs the row-major (k, n) matrix b, or with `trans` the transpose of
@@ -275,43 +310,12 @@ class PackedMatrix {
   // and dense. c must not alias a or d.
   void Multiply(int64_t m, const T* a, T* c, const T* d) const {
     for (int64_t col = 0; col < n_; col += kPanel)
-      ForRowBlocks(m, Tile{this, a, c, d, col});
+      ForRowBlocks(m, PanelTile<T>{a, k_, p_.data() + col * k_, kPanel,
+                                   std::min<int64_t>(kPanel, n_ - col),
+                                   d ? d + col : nullptr, c + col, n_});
   }
 
  private:
-  struct Tile {
-    const PackedMatrix* B;
-    const T *a;
-    T* c;
-    const T* d;
-    int64_t col;
-
-    // Rows [i, i + MR) of a times the panel at `col`. The accumulators stay
-    // in registers: nothing takes their address.
-    template <int MR>
-    void Run(int64_t i) const {
-      const int64_t k = B->k_, n = B->n_;
-      const T* panel = B->p_.data() + col * k;
-      const T* ai = a + i * k;
-      V acc[MR][Vec::kPerTile];
-      for (int r = 0; r < MR; ++r)
-        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
-      for (int64_t kk = 0; kk < k; ++kk) {
-        V b[Vec::kPerTile];
-        for (int j = 0; j < Vec::kPerTile; ++j)
-          b[j] = Vec::Load(panel + kk * kPanel + j * Vec::kLanes);
-        for (int r = 0; r < MR; ++r) {
-          const T s = ai[r * k + kk];
-          for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = Vec::MulAdd(s, b[j], acc[r][j]);
-        }
-      }
-      const int64_t cols = std::min<int64_t>(kPanel, n - col);
-      for (int r = 0; r < MR; ++r)
-        Vec::StoreRow(acc[r], cols, d ? d + (i + r) * n + col : nullptr,
-                      c + (i + r) * n + col);
-    }
-  };
-
   int64_t k_, n_;
   std::vector<T> p_;
 };

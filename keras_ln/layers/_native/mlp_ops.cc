@@ -329,36 +329,7 @@ __attribute__((noinline)) void NarrowTransposedProduct(int64_t rows, int64_t m, 
     for (int64_t o = 0; o < n; ++o) c[i * n + o] = acc[o * m + i];
 }
 
-// One register tile of DirectProduct: PackedMatrix's tile, reading b's
-// rows in place (leading dimension ldb) instead of from a packed copy.
-template <typename T>
-struct DirectTile {
-  using Vec = Vectors<T>;
-  using V = typename Vec::V;
-  const T* a;
-  const T* b;
-  int64_t k, ldb, cols, ldc;
-  T* c;
-
-  template <int MR>
-  void Run(int64_t i) const {
-    const T* ai = a + i * k;
-    V acc[MR][Vec::kPerTile];
-    for (int r = 0; r < MR; ++r)
-      for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = V{};
-    for (int64_t kk = 0; kk < k; ++kk) {
-      V bv[Vec::kPerTile];
-      for (int j = 0; j < Vec::kPerTile; ++j) bv[j] = Vec::Load(b + kk * ldb + j * Vec::kLanes);
-      for (int r = 0; r < MR; ++r) {
-        const T s = ai[r * k + kk];
-        for (int j = 0; j < Vec::kPerTile; ++j) acc[r][j] = Vec::MulAdd(s, bv[j], acc[r][j]);
-      }
-    }
-    for (int r = 0; r < MR; ++r) Vec::StoreRow(acc[r], cols, nullptr, c + (i + r) * ldc);
-  }
-};
-
-// c (m, n) = a (m, k) @ b (k, n), b row-major: PackedMatrix's arithmetic,
+// c (m, n) = a (m, k) @ b (k, n), b row-major: PackedMatrix's tile (PanelTile),
 // element for element (the same bits), without packing b, which changes
 // at every step: its whole panels are read where they are, and only its
 // last, partial panel is copied, zero-padded, into `pad`.
@@ -368,7 +339,7 @@ __attribute__((noinline)) void DirectProduct(int64_t m, const T* a, const T* b, 
   constexpr int64_t kPanel = Vectors<T>::kPanel;
   int64_t col = 0;
   for (; col + kPanel <= n; col += kPanel)
-    ForRowBlocks(m, DirectTile<T>{a, b + col, k, n, kPanel, n, c + col});
+    ForRowBlocks(m, PanelTile<T>{a, k, b + col, n, kPanel, nullptr, c + col, n});
   if (col == n) return;
   const int64_t rest = n - col;
   pad.resize(k * kPanel);
@@ -376,7 +347,7 @@ __attribute__((noinline)) void DirectProduct(int64_t m, const T* a, const T* b, 
     std::copy_n(b + kk * n + col, rest, pad.data() + kk * kPanel);
     std::fill_n(pad.data() + kk * kPanel + rest, kPanel - rest, T(0));
   }
-  ForRowBlocks(m, DirectTile<T>{a, pad.data(), k, kPanel, rest, n, c + col});
+  ForRowBlocks(m, PanelTile<T>{a, k, pad.data(), kPanel, rest, nullptr, c + col, n});
 }
 
 // c (m, k) @ B for a packed B.
