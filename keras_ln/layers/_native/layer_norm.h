@@ -119,9 +119,9 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
 }
 
 // Rows [r0, r1) of the backward pass: DX, and this shard's parts of
-// dgamma (sg) and dbeta (sb), added to. g may be null. Three sweeps over
-// a row, each recomputing xhat as the forward computed it (the same bits):
-// the column sums; the two row means of g and g * xhat together; dx.
+// dgamma (sg) and dbeta (sb), added to. g may be null. Two sweeps over a
+// row, each recomputing xhat as the forward computed it (the same bits):
+// the column sums with the two row means of g and g * xhat; dx.
 template <typename T>
 void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
                            const T* g, int64_t n, int64_t F, int64_t r0,
@@ -130,14 +130,8 @@ void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
   for (int64_t i = r0; i < r1; ++i) {
     const T *x = X + i * F, *dy = DY + i * F;
     const T m1 = M1[i], dm = DM[i], r = R[i];
-    // The column sums, in one sweep (element-wise: their order is the
-    // rows', whatever the vector width).
-    {
-      CRow<T> d(dy, F);
-      const auto xh = ((CRow<T>(x, F) - m1) - dm) * r;
-      Row<T>(sg, F) += d * xh;
-      Row<T>(sb, F) += d;
-    }
+    // The row means of g and g * xhat and the column sums (element-wise:
+    // their order is the rows', whatever the vector width) in one sweep.
     const auto [mg, mgx] = RowMeans2<T>(
         F,
         [&](int64_t j, auto L, auto& la, auto& lb) {
@@ -145,12 +139,16 @@ void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
           using A = Eigen::Array<T, kL, 1>;
           const A xh = ((Eigen::Map<const A>(x + j) - m1) - dm) * r;
           const A d = Eigen::Map<const A>(dy + j);
+          Eigen::Map<A>(sg + j) += d * xh;
+          Eigen::Map<A>(sb + j) += d;
           const A gv = g ? A(d * Eigen::Map<const A>(g + j)) : d;
           la.template head<kL>() += gv;
           lb.template head<kL>() += gv * xh;
         },
         [&](int64_t j) {
           const T xh = ((x[j] - m1) - dm) * r;
+          sg[j] += dy[j] * xh;
+          sb[j] += dy[j];
           const T gv = g ? dy[j] * g[j] : dy[j];
           return std::make_pair(gv, gv * xh);
         });
