@@ -139,21 +139,34 @@ def _cpu_flags():
     )
 
 
-def build(compiler=None, verbose=False):
+def build(compiler=None, verbose=False, cpu_flags=None, path=None):
     """Compiles the sources (`SOURCES`) for the installed TensorFlow.
 
     Writes to a temporary name and renames, so a failed or interrupted build
     never leaves a broken library behind. Returns the library's path.
+
+    `cpu_flags` (a list of compiler flags, default this CPU's: AVX2 and FMA,
+    and AVX-512 where it has it) and `path` build another library than the
+    one `ops()` loads, e.g. an AVX2-only build on an AVX-512 machine to
+    check that the ops give the same bits on both (a library written to
+    `path` leaves the default one and its loaded ops alone).
     """
     import tensorflow as tf
 
+    if cpu_flags is not None and path is None:
+        raise ValueError(
+            "build(cpu_flags=...) needs `path`: the default library is named "
+            f"after this CPU's flags {_cpu_flags()}, got cpu_flags={cpu_flags!r} "
+            "and path=None")
     compiler = compiler or os.environ.get("CXX", "g++")
-    path = library_path()
+    default = path is None
+    path = library_path() if default else os.fspath(path)
+    cpu_flags = _cpu_flags() if cpu_flags is None else list(cpu_flags)
     tmp = f"{path}.tmp{os.getpid()}"
     command = [
         compiler, "-shared", "-fPIC", "-O3", "-DNDEBUG", "-w", *_ARITHMETIC_FLAGS,
         "-fvisibility=hidden", "-fvisibility-inlines-hidden",
-        "-Wl,-Bsymbolic", *_cpu_flags(),
+        "-Wl,-Bsymbolic", *cpu_flags,
         *tf.sysconfig.get_compile_flags(),
         *[s for s in SOURCES if s.endswith(".cc")], "-o", tmp,
         *tf.sysconfig.get_link_flags(),
@@ -166,6 +179,8 @@ def build(compiler=None, verbose=False):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    if not default:
+        return path
     # Libraries of older sources or other TensorFlow versions are never
     # loaded again.
     # (Only finished libraries: another build's temporary file is its own.)
