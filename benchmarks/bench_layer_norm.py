@@ -19,7 +19,10 @@ network: `--chain` (32) applications forward and backward in one
 `tf.function`, per application, keras_ln against keras.
 
 Each pass is also timed for a function that only returns a one-element
-tensor (the cost of a `tf.function` call itself). With `--one-core` the
+tensor (the cost of a `tf.function` call itself), and for the call floor: a
+function with the candidates' inputs and outputs that computes nothing
+(Identity ops), which no implementation can undercut in one call; keras'
+time over it, paired by round, is the ceiling of the one-call speed-up. With `--one-core` the
 process and its threads run on one core: TensorFlow runs a called function's
 graph on its inter-op thread pool while the calling thread waits, and on a
 2-core virtual machine that hand-off between cores can cost more than a
@@ -81,6 +84,7 @@ def _make_candidates(shape):
 
     fns = {
         "empty call": (None, []),
+        "call floor": ("floor", [gamma, beta]),
         "keras_ln": (ours, [ours.gamma, ours.beta]),
         "keras_ln (keras.ops path)": (ours_ops, [ours.gamma, ours.beta]),
         "keras": (theirs, [theirs.gamma, theirs.beta]),
@@ -107,6 +111,19 @@ def _timed_pair(fn, weights, x, dy):
             return one
 
         return tf.function(nothing), tf.function(nothing)
+    if fn == "floor":
+        # The candidates' call with nothing computed: the same captured
+        # inputs (x; dy and the weights) and as many outputs, each an
+        # Identity of an input. No layer can take less in one call, so
+        # keras' time over this one is the most any could show.
+        def forward_floor():
+            return tf.identity(x)
+
+        def fwd_bwd_floor():
+            with tf.control_dependencies([x]):
+                return [tf.identity(dy)] + [tf.identity(w) for w in weights]
+
+        return tf.function(forward_floor), tf.function(fwd_bwd_floor)
 
     def forward():
         return fn(x)
@@ -205,22 +222,27 @@ def main(argv=None):
         # keras / keras_ln round by round (the candidates take turns in each)
         paired = paired_ratio(rounds["keras"], rounds["keras_ln"], SPEEDUP_TARGET,
                               higher_is_better=True)
+        # The most any implementation could show in one call (see "call floor")
+        ceiling, _ = paired_ratio(rounds["keras"], rounds["call floor"])
         # The layers' own time: above a call of a function that does nothing
         # (medians; that call is the same for any function, see the module doc)
         empty = bwd["empty call"]
         own = ((bwd["keras"] - empty) / (bwd["keras_ln"] - empty)
                if bwd["keras_ln"] > empty else float("nan"))  # nan: within the call's noise
         summary.append(
-            (shape, paired, own, chained["keras"] / chained["keras_ln"],
+            (shape, paired, ceiling, own, chained["keras"] / chained["keras_ln"],
              fwd["keras_ln"] / fwd["affine x*g+b"])
         )
     print(f"\nsummary (targets: fwd+bwd speed-up >= {SPEEDUP_TARGET}x; forward <= 1.5x affine). One call:"
           f" the median of the rounds' paired speed-ups, its {CONFIDENCE:.0%} interval and the verdict")
-    print("  (above an empty call: the medians' time above that of a function that only returns"
+    print("  (ceiling: keras over the call floor, a function with the same inputs and outputs that"
+          " computes nothing, paired the same way: the most any layer could show in one call;")
+    print("   above an empty call: the medians' time above that of a function that only returns"
           " a one-element tensor)")
-    for shape, (speedup, verdict), own, chained, floor in summary:
+    for shape, (speedup, verdict), ceiling, own, chained, floor in summary:
         print(
-            f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup} (one call, {verdict}), "
+            f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup} (one call, {verdict}; "
+            f"ceiling {ceiling}), "
             f"{own:5.2f}x (above an empty call), {chained:5.2f}x (in a chain)   "
             f"forward: keras_ln / affine = {floor:5.2f}x"
         )

@@ -48,3 +48,24 @@ def test_too_few_rounds_for_an_interval_are_within_noise():
 def test_unpaired_times_are_refused():
     with pytest.raises(ValueError, match="as many numerators as denominators"):
         paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_the_layer_norm_benchmark_reports_each_ratio_with_the_call_floor_ceiling():
+    """A tiny run of benchmarks/bench_layer_norm.py: every candidate timed,
+    and the summary's one-call speed-up beside its ceiling (keras over the
+    call floor) for each shape."""
+    import re
+    import subprocess
+    import sys
+
+    root = _PATH.parents[1]
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_layer_norm.py", "--shapes", "16x8,2x3x4",
+         "--repeats", "5", "--chain", "2"],
+        cwd=root, capture_output=True, text=True, timeout=600, check=True)
+    for name in ("empty call", "call floor", "keras_ln", "keras", "affine x*g+b"):
+        assert len(re.findall(rf"^    {re.escape(name)}\s+\d+\.\d+ ms", run.stdout, re.M)) >= 4
+    number = r"\d+\.\d\d \[(?:\d+\.\d\d, \d+\.\d\d|n/a)\]"
+    for shape in (r"\(16, 8\)", r"\(2, 3, 4\)"):
+        assert re.search(rf"^  {shape}\s+fwd\+bwd: keras / keras_ln = {number} \(one call, "
+                         rf"(?:met|missed|within noise); ceiling {number}\)", run.stdout, re.M)
