@@ -9,7 +9,8 @@ pass (gradients w.r.t. the input, gamma and beta) of
 - keras.layers.LayerNormalization,
 - a plain elementwise affine pass `x * gamma + beta` (the memory-traffic floor),
 
-interleaving the candidates round by round so machine noise hits all alike,
+interleaving the candidates round by round so machine noise hits all alike
+(each round in an order of its own, so none always follows the same one),
 and prints medians and ratios; the summary's one-call speed-up is the median
 of the rounds' paired ratios keras / keras_ln, with a 90% distribution-free
 interval and the verdict against the 1.3x target (`_paired.py`). On small
@@ -139,17 +140,27 @@ def _timed_pair(fn, weights, x, dy):
 
 def _time(fns, repeats, samples=None):
     """Median milliseconds of each function, interleaved round by round;
-    each round's seconds are appended to `samples[name]` if given."""
+    each round's seconds are appended to `samples[name]` if given.
+
+    Each round takes the functions in an order of its own (a seeded random
+    permutation), so that none always follows the same one: a call right
+    after a large multi-threaded op is slower (measured, in a fixed order:
+    an empty call right after the affine pass at (4096, 1024) took
+    0.44-0.46 ms, the call floor right after the empty call 0.24 ms;
+    TensorFlow's intra-op threads presumably still spin then)."""
     for fn in fns.values():  # trace, compile, warm up
         fn()
         fn()
     samples = {} if samples is None else samples
-    for name in fns:
+    names = list(fns)
+    for name in names:
         samples[name] = []
+    orders = np.random.default_rng(0)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for i in orders.permutation(len(names)):
+            name = names[i]
             start = time.perf_counter()
-            fn()
+            fns[name]()
             samples[name].append(time.perf_counter() - start)
     return {name: float(np.median(samples[name])) * 1e3 for name in fns}
 
