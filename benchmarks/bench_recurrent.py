@@ -175,10 +175,16 @@ def main():
         runners[name] = (train, infer)
 
     times = {name: ([], []) for name in runners}
+    # Each round takes the layers in an order of its own (seeded), so that
+    # none always follows the same one (a call right after a large
+    # multi-threaded op is slower; see bench_layer_norm.py).
+    names = list(runners)
+    orders = np.random.default_rng(0)
     for _ in range(args.rounds):
-        for name, (train, infer) in runners.items():
-            times[name][0].append(timed(train))
-            times[name][1].append(timed(infer))
+        for i in orders.permutation(len(names)):
+            train, infer = runners[names[i]]
+            times[names[i]][0].append(timed(train))
+            times[names[i]][1].append(timed(infer))
     med = {
         name: (statistics.median(t), statistics.median(i))
         for name, (t, i) in times.items()
