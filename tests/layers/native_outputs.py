@@ -37,7 +37,8 @@ DTYPES = ("float32", "float64")
 def layer_norm_ops(out):
     mod = _native.ops()
     rng = np.random.default_rng(1)
-    # One shard and eight; rows that fill no register tile; one feature.
+    # One, two and four shards (LayerNormShards); rows that fill no register
+    # tile; one feature.
     for dtype in DTYPES:
         for shape in [(256, 64), (37, 17), (5, 3), (64, 1), (300, 257), (1024, 130)]:
             for has_gamma, has_beta in [(True, True), (False, True), (True, False)]:
