@@ -37,10 +37,10 @@ DTYPES = ("float32", "float64")
 def layer_norm_ops(out):
     mod = _native.ops()
     rng = np.random.default_rng(1)
-    # One, two and four shards (LayerNormShards); rows that fill no register
-    # tile; one feature.
+    # One, two, four and eight shards (LayerNormShards); rows that fill
+    # no register tile; one feature.
     for dtype in DTYPES:
-        for shape in [(256, 64), (37, 17), (5, 3), (64, 1), (300, 257), (1024, 130)]:
+        for shape in [(256, 64), (37, 17), (5, 3), (64, 1), (300, 257), (1024, 130), (1000, 264)]:
             for has_gamma, has_beta in [(True, True), (False, True), (True, False)]:
                 x = tf.constant((rng.normal(size=shape) * 3 + 1).astype(dtype))
                 dy = tf.constant(rng.normal(size=shape).astype(dtype))
@@ -68,7 +68,8 @@ def recurrent_layers(out):
             for batch in (200, 37):
                 keras.utils.set_random_seed(0)
                 layer = make(dtype)
-                x = tf.constant(np.random.default_rng(batch).normal(size=(batch, 6, 5)).astype(dtype))
+                x = np.random.default_rng(batch).normal(size=(batch, 6, 5))
+                x = tf.constant(x.astype(dtype))
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     y = layer(x, training=True)
