@@ -716,6 +716,36 @@ def test_native_ops_reject_bad_shapes():
         mod.keras_ln_layer_norm_backward(x, tf.zeros([4, 2]), tf.zeros([3, 4]), tf.zeros([0]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(64, 40), (37, 17), (2100, 700)],
+                         ids=["one-shard", "odd", "8-shards"])
+def test_native_backward_into_dys_buffer_gives_the_same_bits(dtype, shape):
+    """In a graph, the backward op writes dx into dy's buffer where nothing
+    else holds dy (a gradient flowing back through a network); eagerly, dy
+    is held by its Python tensor and dx gets a buffer of its own. Both give
+    the same bits, and dy is left alone where it is held."""
+    from keras_ln.layers import _native
+    from tests.layers.test_tf_recurrent_kernels import _native_or_skip
+
+    _native_or_skip()
+    mod = _native.ops()
+    rng = np.random.default_rng(5)
+    x = tf.constant((rng.normal(size=shape) * 3 + 1).astype(dtype))
+    half_dy = tf.constant(rng.normal(size=shape).astype(dtype))
+    gamma = tf.constant(rng.normal(size=shape[1]).astype(dtype))
+    _, stats = mod.keras_ln_layer_norm_forward(x, gamma, gamma, tf.constant(1e-3, dtype))
+
+    @tf.function
+    def temporary_dy():
+        return mod.keras_ln_layer_norm_backward(half_dy * 2, x, stats, gamma)
+
+    dy = half_dy * 2
+    held = [t.numpy() for t in mod.keras_ln_layer_norm_backward(dy, x, stats, gamma)]
+    np.testing.assert_array_equal(dy.numpy(), half_dy.numpy() * 2)  # not overwritten
+    for in_place, own in zip(temporary_dy(), held):
+        np.testing.assert_array_equal(in_place.numpy(), own)
+
+
 @pytest.mark.parametrize("shape", [(1024, 64), (2100, 700)], ids=["2-shards", "8-shards"])
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-5)])
 def test_native_ops_in_shards_match_float64_numpy(dtype, rtol, shape):
