@@ -363,8 +363,7 @@ __attribute__((noinline)) void Product(const PackedMatrix<T>& b, int64_t m,
 // split depends on the batch's size alone, never on the machine or the
 // threads: the same bits whether the second shard runs on the helper
 // thread (StepHelper) or after the first in the calling thread. (Not
-// kernels.h's ForShards: it hands shards to TensorFlow's pool, see below,
-// and rounds their bounds to the vector width's register tiles.)
+// kernels.h's ForShards: it hands shards to TensorFlow's pool, see below.)
 constexpr int64_t kSplitRows = 32;
 
 // The second thread of a step: one per process, claimed by one op at a
