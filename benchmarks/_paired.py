@@ -16,6 +16,19 @@ from scipy.stats import quantile_test
 CONFIDENCE = 0.9
 
 
+def round_orders(names, rounds, seed=0):
+    """The order of `names` in each of `rounds` interleaved rounds: a seeded
+    random permutation per round, so that no contender always follows the
+    same one (a call right after a large multi-threaded op is slower:
+    measured in bench_layer_norm.py's former fixed order, an empty call
+    right after the affine pass at (4096, 1024) took 0.44-0.46 ms, the call
+    floor right after the empty call 0.24 ms; TensorFlow's intra-op threads
+    presumably still spin then)."""
+    names = list(names)
+    orders = np.random.default_rng(seed)
+    return [[names[i] for i in orders.permutation(len(names))] for _ in range(rounds)]
+
+
 def paired_ratio(numerators, denominators, target=None, higher_is_better=False):
     """The median of the rounds' ratios `numerators[i] / denominators[i]` and
     its `CONFIDENCE` interval, as text ("0.30 [0.27, 0.35]"), and the verdict

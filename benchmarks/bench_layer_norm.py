@@ -60,6 +60,7 @@ from keras_ln.sklearn._training import _cores  # noqa: E402
 
 from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
 from _paired import paired_ratio  # noqa: E402
+from _paired import round_orders  # noqa: E402
 
 DEFAULT_SHAPES = "4096x1024,64x128x512,32x128x64,256x64"
 SPEEDUP_TARGET = 1.3
@@ -142,23 +143,16 @@ def _time(fns, repeats, samples=None):
     """Median milliseconds of each function, interleaved round by round;
     each round's seconds are appended to `samples[name]` if given.
 
-    Each round takes the functions in an order of its own (a seeded random
-    permutation), so that none always follows the same one: a call right
-    after a large multi-threaded op is slower (measured, in a fixed order:
-    an empty call right after the affine pass at (4096, 1024) took
-    0.44-0.46 ms, the call floor right after the empty call 0.24 ms;
-    TensorFlow's intra-op threads presumably still spin then)."""
+    Each round takes the functions in an order of its own
+    (`_paired.round_orders`)."""
     for fn in fns.values():  # trace, compile, warm up
         fn()
         fn()
     samples = {} if samples is None else samples
-    names = list(fns)
-    for name in names:
+    for name in fns:
         samples[name] = []
-    orders = np.random.default_rng(0)
-    for _ in range(repeats):
-        for i in orders.permutation(len(names)):
-            name = names[i]
+    for order in round_orders(fns, repeats):
+        for name in order:
             start = time.perf_counter()
             fns[name]()
             samples[name].append(time.perf_counter() - start)

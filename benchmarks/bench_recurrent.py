@@ -41,6 +41,7 @@ import keras_ln  # noqa: E402
 
 from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
 from _paired import paired_ratio  # noqa: E402
+from _paired import round_orders  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 64, 100, 32, 128
 
@@ -175,16 +176,12 @@ def main():
         runners[name] = (train, infer)
 
     times = {name: ([], []) for name in runners}
-    # Each round takes the layers in an order of its own (seeded), so that
-    # none always follows the same one (a call right after a large
-    # multi-threaded op is slower; see bench_layer_norm.py).
-    names = list(runners)
-    orders = np.random.default_rng(0)
-    for _ in range(args.rounds):
-        for i in orders.permutation(len(names)):
-            train, infer = runners[names[i]]
-            times[names[i]][0].append(timed(train))
-            times[names[i]][1].append(timed(infer))
+    # Each round takes the layers in an order of its own (`round_orders`).
+    for order in round_orders(runners, args.rounds):
+        for name in order:
+            train, infer = runners[name]
+            times[name][0].append(timed(train))
+            times[name][1].append(timed(infer))
     med = {
         name: (statistics.median(t), statistics.median(i))
         for name, (t, i) in times.items()

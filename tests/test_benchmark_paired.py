@@ -69,3 +69,14 @@ def test_the_layer_norm_benchmark_reports_each_ratio_with_the_call_floor_ceiling
     for shape in (r"\(16, 8\)", r"\(2, 3, 4\)"):
         assert re.search(rf"^  {shape}\s+fwd\+bwd: keras / keras_ln = {number} \(one call, "
                          rf"(?:met|missed|within noise); ceiling {number}\)", run.stdout, re.M)
+
+
+def test_round_orders_are_seeded_permutations_that_vary():
+    names = ["empty call", "call floor", "keras_ln", "keras", "affine"]
+    orders = _paired.round_orders(names, 40)
+    assert len(orders) == 40 and all(sorted(o) == sorted(names) for o in orders)
+    assert orders == _paired.round_orders(iter(names), 40)  # seeded; any iterable of names
+    # No contender always follows the same one.
+    for name in names:
+        before = {o[o.index(name) - 1] for o in orders if o.index(name) > 0}
+        assert len(before) > 1
