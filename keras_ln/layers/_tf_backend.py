@@ -51,23 +51,20 @@ def unsupported_call(layer, training, dtype, weight):
     return None
 
 
-def _unsupported(layer, training, dtype):
-    """`unsupported_call` for the layer-normalized layers."""
-    cell = layer.cell
-    reason = unsupported_call(layer, training, dtype, cell.recurrent_norm_gamma)
-    if reason is None and getattr(cell, "carry_normalized_cell", False):
-        return "the kernels carry the un-normalized cell state"
-    return reason
-
-
 def implementation(layer, training, dtype):
     """`"native"` or `"xla"`: the kernel that runs this call of `layer`
     (a LayerNormLSTM or LayerNormGRU) as its `use_kernel` asks; raises
     NotImplementedError with the reason where none does."""
-    reason = _unsupported(layer, training, dtype)
+    cell = layer.cell
+    reason = unsupported_call(layer, training, dtype, cell.recurrent_norm_gamma)
     if reason:
         raise NotImplementedError(reason)
-    return kernel_choice(layer)
+    impl = kernel_choice(layer)
+    if impl == "xla" and getattr(cell, "carry_normalized_cell", False):
+        raise NotImplementedError(
+            "the XLA kernel carries the un-normalized cell state "
+            "(carry_normalized_cell=True runs on the native ops only)")
+    return impl
 
 
 def kernel_choice(layer):
@@ -203,6 +200,7 @@ def _lstm(cell, x, states, mask, impl, zero_output):
         epsilon=cell.norm_epsilon,
         zero_output=zero_output,
         implementation=impl,
+        carry_normalized=bool(cell.carry_normalized_cell),
     )
 
 

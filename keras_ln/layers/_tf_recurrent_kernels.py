@@ -240,13 +240,17 @@ def _flat_mask(mask):
 
 
 @functools.lru_cache(maxsize=None)
-def _native_compiled(cell, masked, zero_output, epsilon, shards):
+def _native_compiled(cell, masked, zero_output, epsilon, shards,
+                     carry_normalized=False):
     """Forward and backward functions over the native sequence ops
     (`cell`: "lstm" or "gru", or "plain_lstm" / "plain_gru": their ops
-    without norms)."""
+    without norms; `carry_normalized`: the LSTM ops carry the state norm's
+    output, not the cell state)."""
     mod = _native.ops()
     attrs = dict(masked=masked, zero_output=zero_output, shards=shards,
                  normalize=not cell.startswith("plain_"))
+    if carry_normalized:
+        attrs["carry_normalized"] = True
 
     if cell in ("lstm", "plain_lstm"):
         def fwd(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask):
@@ -288,14 +292,14 @@ def native_available():
     return _native.ops() is not None
 
 
-def _native_pair(cell, mask, zero_output, epsilon=0.0):
+def _native_pair(cell, mask, zero_output, epsilon=0.0, carry_normalized=False):
     """`_native_compiled`'s pair for this call; RuntimeError (with the
     reason) without the native library."""
     if not native_available():
         raise RuntimeError(
             f"the {cell} recurrence needs the native ops: {_native.load_error()}")
     return _native_compiled(cell, mask is not None, bool(zero_output),
-                            float(epsilon), NATIVE_SHARDS)
+                            float(epsilon), NATIVE_SHARDS, bool(carry_normalized))
 
 
 def _recurrence_op(fwd, bwd, n_states, mask):
@@ -325,7 +329,7 @@ def _recurrence_op(fwd, bwd, n_states, mask):
 
 def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
                        epsilon=1e-3, zero_output=False,
-                       implementation="native"):
+                       implementation="native", carry_normalized=False):
     """The LN-LSTM recurrence, input projection included, as one op with a
     hand-written gradient.
 
@@ -348,15 +352,19 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
         epsilon: the norms' epsilon.
         zero_output: keras' `zero_output_for_mask`.
         implementation: `"native"` or `"xla"`.
+        carry_normalized: carry the state norm's output `LN(c) * gs + bs`
+            instead of `c` (the cell's `carry_normalized_cell`; native only).
 
     Returns:
         `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
     """
     if implementation == "native":
-        fwd, bwd = _native_pair("lstm", mask, zero_output, epsilon)
+        fwd, bwd = _native_pair("lstm", mask, zero_output, epsilon, carry_normalized)
         return _recurrence_op(fwd, bwd, 2, mask)(
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
+    if carry_normalized:
+        raise ValueError("carry_normalized needs implementation='native': the XLA loops carry c")
     xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
     fwd, bwd = _compiled(mask is not None, bool(zero_output), float(epsilon),
                          int(U.shape[0]))

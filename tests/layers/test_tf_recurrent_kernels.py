@@ -172,6 +172,49 @@ def test_kernel_equals_generic_loop(rng, cell, impl, mask_kind,
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "mask_kind, go_backwards, zero_output, shards",
+    [(None, False, False, 0), ("right", True, True, 2), ("left", False, False, 2),
+     ("empty", True, False, 0), ("empty", False, True, 2)],
+)
+def test_native_kernel_carrying_the_normalized_state_equals_generic_loop(
+        native, mask_kind, go_backwards, zero_output, shards):
+    """carry_normalized_cell=True (tensorflow-addons' cell) on the native
+    ops: outputs, last states and the gradients of the input, the initial
+    states and every weight equal the generic loop's in float64, with masks,
+    go_backwards, zero_output_for_mask and the batch in shards. (An
+    epsilon that float32 holds exactly: the native ops take it as a float32
+    attribute, which moves float64 results by about 1e-8 otherwise.)"""
+    kwargs = dict(layer_class=keras_ln.LayerNormLSTM, go_backwards=go_backwards,
+                  return_sequences=True, zero_output_for_mask=zero_output,
+                  norm_epsilon=2.0 ** -10)
+    (outs_k, grads_k), (outs_g, grads_g) = _run(
+        np.random.default_rng(5), [("float64", "native", shards), ("float64", False)],
+        mask_kind, carry_normalized_cell=True, **kwargs)
+    for a, b in zip(outs_k + grads_k, outs_g + grads_g):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    # The same data without the flag: the same kernel carries c, and the
+    # last cell state differs (the normalized state against the raw one).
+    (outs_raw, _), = _run(np.random.default_rng(5), [("float64", "native", shards)],
+                          mask_kind, **kwargs)
+    assert not np.allclose(outs_raw[-1], outs_k[-1], atol=1e-3)
+
+
+def test_carrying_the_normalized_state_has_no_xla_kernel(native, chosen):
+    """Inside XLA, or asked for the XLA kernel, carry_normalized_cell=True
+    runs the generic loop ("auto") or says why not (use_kernel="xla")."""
+    x = np.random.default_rng(0).random((2, 3, 4)).astype("float32")
+    layer = keras_ln.LayerNormLSTM(3, carry_normalized_cell=True, use_kernel="xla")
+    with pytest.raises(ValueError, match="carries the un-normalized cell state"):
+        layer(x)
+    auto = keras_ln.LayerNormLSTM(3, carry_normalized_cell=True, name="in_xla")
+    auto.build((None, 3, 4))
+    expected = auto(x).numpy()
+    got = tf.function(lambda t: auto(t), jit_compile=True)(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert chosen["in_xla"] is None
+
+
 @pytest.mark.parametrize("mask_kind, batch, units",
                          [(None, B, U), ("left", B, U), ("right", 37, 40)])
 @pytest.mark.parametrize("cell, impl", KERNELS)
@@ -276,7 +319,8 @@ def test_fast_path_taken_only_where_supported(native, chosen):
         "default": ({}, "native"),
         "rdrop_infer": ({"recurrent_dropout": 0.5}, "native"),
         "rdrop_train": ({"recurrent_dropout": 0.5}, None),
-        "carry_norm": ({"carry_normalized_cell": True}, None),
+        "carry_norm": ({"carry_normalized_cell": True}, "native"),
+        "carry_norm_xla_auto": ({"carry_normalized_cell": True, "use_kernel": False}, None),
         "unroll": ({"unroll": True}, None),
         "relu": ({"activation": "relu"}, None),
         "f16": ({"dtype": "mixed_float16"}, None),

@@ -37,6 +37,9 @@
 //   (keras' LSTM and GRU): the same loops with every norm the identity
 //   (xhat the projection itself, rstd 1, the LSTM's chat = c), U the plain
 //   recurrent kernel.
+// - With carry_normalized (the LSTM ops) the carried cell state is the
+//   state norm's output LN(c) * gs + bs, as tensorflow-addons' cell and
+//   keras_ln's carry_normalized_cell=True, instead of c.
 
 #include "kernels.h"
 
@@ -194,6 +197,10 @@ struct LstmStep {
   // the LSTM without normalization, whose gr, gs and bs the caller sets to
   // the candidate scale, ones and zeros.
   bool normalize = true;
+  // true: the carried cell state is the state norm's output
+  // LN(c) * gs + bs, as tensorflow-addons' cell (carry_normalized_cell),
+  // not c; the output h = o * tanh(LN(c) * gs + bs) either way.
+  bool carry_normalized = false;
 
   // One forward step for rows [b0, b1). X (xhat), R: (B, 4u) of this step;
   // H, C, Y: the carried states and the previous output; M: this step's
@@ -232,6 +239,7 @@ struct LstmStep {
         chat = co;
       }
       th = Tanh(chat * gsv + bsv);
+      if (carry_normalized) co = chat * gsv + bsv;
       ho = a.tail(u) * th;
       yo = ho;
       S[b * W + 2 * u] = rstd_r;
@@ -280,9 +288,14 @@ struct LstmStep {
       CRow<T> chat(S + b * W, u), th(S + b * W + u, u);
       const T rstd_r = S[b * W + 2 * u], rstd_c = S[b * W + 2 * u + 1];
       dcn = dhn * a.tail(u) * (T(1) - th * th);
+      // dL/d(the state norm's output): with the normalized state carried,
+      // what the next step passed back (dcin) goes through the norm too.
+      if (carry_normalized) dcn += dcin;
       gch = dcn * gsv;
       // dL/dc_t (in dco until it becomes dL/dc_{t-1}).
-      if (normalize)
+      if (normalize && carry_normalized)
+        dco = rstd_c * (gch - RowMean(gch) - chat * RowMean(gch * chat));
+      else if (normalize)
         dco = dcin + rstd_c * (gch - RowMean(gch) - chat * RowMean(gch * chat));
       else
         dco = dcin + gch;
@@ -334,6 +347,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
     .Attr("normalize: bool = true")  // false: keras' LSTM, without norms
+    .Attr("carry_normalized: bool = false")  // carry LN(c) * gs + bs, not c
     .SetShapeFn([](InferenceContext* c) {
       auto time = c->Dim(c->input(0), 0);
       auto B = c->Dim(c->input(2), 0);
@@ -357,12 +371,22 @@ REGISTER_OP("KerasLnLstmForward")
       return absl::OkStatus();
     });
 
+// The LSTM ops' attributes: the shared ones and carry_normalized.
+class LstmOp : public SequenceOp {
+ protected:
+  LstmOp(OpKernelConstruction* c, bool forward) : SequenceOp(c, forward) {
+    OP_REQUIRES_OK(c, c->GetAttr("carry_normalized", &carry_normalized_));
+  }
+
+  bool carry_normalized_ = false;
+};
+
 template <typename T>
-class LstmForwardOp : public SequenceOp {
+class LstmForwardOp : public LstmOp {
   static constexpr int kXhat = 9;  // the output
 
  public:
-  explicit LstmForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
+  explicit LstmForwardOp(OpKernelConstruction* c) : LstmOp(c, true) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
@@ -409,7 +433,8 @@ class LstmForwardOp : public SequenceOp {
                            gs.flat<T>().data(),
                            bs.flat<T>().data(),
                            zero_output_,
-                           normalize_};
+                           normalize_,
+                           carry_normalized_};
     const PackedMatrix<T> U(kernel.flat<T>().data(), u, G, false);
     const bool* M = masked_ ? mask.flat<bool>().data() : nullptr;
     T* XH = xhat->flat<T>().data();
@@ -486,6 +511,7 @@ REGISTER_OP("KerasLnLstmBackward")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
     .Attr("normalize: bool = true")  // as the forward's
+    .Attr("carry_normalized: bool = false")  // as the forward's
     .SetShapeFn([](InferenceContext* c) {
       c->set_output(0, c->input(6));
       c->set_output(1, c->input(7));
@@ -501,9 +527,9 @@ REGISTER_OP("KerasLnLstmBackward")
     });
 
 template <typename T>
-class LstmBackwardOp : public SequenceOp {
+class LstmBackwardOp : public LstmOp {
  public:
-  explicit LstmBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
+  explicit LstmBackwardOp(OpKernelConstruction* c) : LstmOp(c, false) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = Input(ctx, 0), &saved = Input(ctx, 1),
@@ -576,7 +602,7 @@ class LstmBackwardOp : public SequenceOp {
                            nullptr, nullptr,
                            gr.flat<T>().data(), gs.flat<T>().data(),
                            nullptr, zero_output_,
-                           normalize_};
+                           normalize_, carry_normalized_};
     const PackedMatrix<T> Ut(kernel.flat<T>().data(), G, u, true);
     const T* A = gates.flat<T>().data();
     const T* S = saved.flat<T>().data();
