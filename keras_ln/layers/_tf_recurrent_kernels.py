@@ -256,7 +256,7 @@ def _native_compiled(cell, masked, zero_output, epsilon, shards,
         def fwd(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask):
             ys, hT, cT, *saved = mod.keras_ln_lstm_forward(
                 x, w, h0, c0, U, _flat_mask(mask), gx, bx, gr, gs, bs,
-                epsilon=epsilon, **attrs,
+                tf.constant(epsilon, x.dtype), **attrs,
             )
             return ys, hT, cT, tuple(saved)
 
@@ -271,7 +271,7 @@ def _native_compiled(cell, masked, zero_output, epsilon, shards,
         def fwd(x, w, gx, bx, h0, U, gr, off, mask):
             ys, hT, *saved = mod.keras_ln_gru_forward(
                 x, w, h0, U, _flat_mask(mask), gx, bx, gr, off,
-                epsilon=epsilon, **attrs,
+                tf.constant(epsilon, x.dtype), **attrs,
             )
             return ys, hT, tuple(saved)
 

@@ -166,10 +166,13 @@ def test_kernel_equals_generic_loop(rng, cell, impl, mask_kind,
         go_backwards=go_backwards,
         return_sequences=return_sequences, zero_output_for_mask=zero_output,
     )
+    # The native ops take the norms' epsilon in float64 (an attribute, as
+    # they had, rounded it to float32 and moved results by up to ~1e-8).
+    atol = 1e-10 if impl == "native" else 1e-5
     for a, b in zip(outs_k, outs_g):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, atol=atol)
     for a, b in zip(grads_k, grads_g):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, atol=atol)
 
 
 @pytest.mark.parametrize(
@@ -182,12 +185,9 @@ def test_native_kernel_carrying_the_normalized_state_equals_generic_loop(
     """carry_normalized_cell=True (tensorflow-addons' cell) on the native
     ops: outputs, last states and the gradients of the input, the initial
     states and every weight equal the generic loop's in float64, with masks,
-    go_backwards, zero_output_for_mask and the batch in shards. (An
-    epsilon that float32 holds exactly: the native ops take it as a float32
-    attribute, which moves float64 results by about 1e-8 otherwise.)"""
+    go_backwards, zero_output_for_mask and the batch in shards."""
     kwargs = dict(layer_class=keras_ln.LayerNormLSTM, go_backwards=go_backwards,
-                  return_sequences=True, zero_output_for_mask=zero_output,
-                  norm_epsilon=2.0 ** -10)
+                  return_sequences=True, zero_output_for_mask=zero_output)
     (outs_k, grads_k), (outs_g, grads_g) = _run(
         np.random.default_rng(5), [("float64", "native", shards), ("float64", False)],
         mask_kind, carry_normalized_cell=True, **kwargs)
@@ -468,11 +468,12 @@ def test_native_ops_reject_bad_shapes(native):
     U = tf.zeros((2, 8))
     g8, g2 = tf.ones(8), tf.ones(2)
     none = tf.zeros([0], tf.bool)
-    attrs = dict(epsilon=1e-3, masked=False, zero_output=False)
+    eps = tf.constant(1e-3)
+    attrs = dict(masked=False, zero_output=False)
 
-    def lstm(x=x, w=w, U=U, mask=none, gr=g8, masked=False):
+    def lstm(x=x, w=w, U=U, mask=none, gr=g8, masked=False, epsilon=eps):
         mod.keras_ln_lstm_forward(x, w, h0, h0, U, mask, g8, g8, gr, g2, g2,
-                                  **{**attrs, "masked": masked})
+                                  epsilon, **{**attrs, "masked": masked})
 
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"kernel must be \(2, 8\), got \[3,8\]"):
@@ -487,14 +488,22 @@ def test_native_ops_reject_bad_shapes(native):
         lstm(mask=tf.ones([5], tf.bool), masked=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="gr must be"):
         lstm(gr=tf.ones(5))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"epsilon must be a scalar, got \[2\]"):
+        lstm(epsilon=tf.constant([1e-3, 1e-3]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="gr must be"):
         mod.keras_ln_gru_forward(x, tf.zeros((4, 6)), h0, tf.zeros((2, 6)),
                                  none, tf.ones(6), tf.ones(6), tf.ones(5),
-                                 tf.ones(6), **attrs)
+                                 tf.ones(6), eps, **attrs)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"epsilon must be a scalar, got \[0\]"):
+        mod.keras_ln_gru_forward(x, tf.zeros((4, 6)), h0, tf.zeros((2, 6)),
+                                 none, tf.ones(6), tf.ones(6), tf.ones(6),
+                                 tf.ones(6), tf.zeros([0]), **attrs)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match="shards must be >= 0, got -1"):
         mod.keras_ln_lstm_forward(x, w, h0, h0, U, none, g8, g8, g8, g2, g2,
-                                  shards=-1, **attrs)
+                                  eps, shards=-1, **attrs)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -518,14 +527,15 @@ def test_native_ops_skip_steps_that_mask_every_row(native, cell):
     mask[4:] = False  # and after them
     mask[2, 0] = False
     ones = tf.ones(gates * u, tf.float64)
-    attrs = dict(epsilon=1e-3, masked=True, zero_output=False)
+    attrs = dict(masked=True, zero_output=False)
+    eps = tf.constant(1e-3, tf.float64)
     if cell == "lstm":
         out = mod.keras_ln_lstm_forward(x, w, h0, c0, U, tf.constant(mask), ones,
-                                        ones, ones, ones[:u], ones[:u], **attrs)
+                                        ones, ones, ones[:u], ones[:u], eps, **attrs)
         rs, hs = out[3].numpy(), out[7].numpy()
     else:
         out = mod.keras_ln_gru_forward(x, w, h0, U, tf.constant(mask), ones,
-                                       ones, ones, ones, **attrs)
+                                       ones, ones, ones, eps, **attrs)
         rs, hs = out[2].numpy(), out[5].numpy()
     previous = np.concatenate([h0.numpy()[None], hs[:-1]])
     for t in range(steps):

@@ -281,24 +281,13 @@ std::vector<T> ShardColumns(const std::vector<T>& Wp, int64_t F, int64_t G,
   return cols;
 }
 
-// The BatchNormLSTM ops take epsilon as a scalar input of their dtype (an
-// attribute would round a float64 layer's epsilon to float32).
+// The BatchNormLSTM ops take epsilon as a scalar input of their dtype
+// (ScalarInput).
 class BnLstmOp : public OpKernel {
  protected:
   explicit BnLstmOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
-  }
-
-  template <typename T>
-  static T Epsilon(OpKernelContext* ctx, int i) {
-    const Tensor& e = ctx->input(i);
-    if (e.NumElements() != 1) {
-      ctx->SetStatus(InvalidArgument("epsilon must be a scalar, got ",
-                                     e.shape().DebugString()));
-      return T(0);
-    }
-    return e.flat<T>()(0);
   }
 
   bool masked_ = false, zero_output_ = false;
@@ -439,7 +428,7 @@ class BnLstmForwardOp : public BnLstmOp {
     auto st = [&](int64_t t) { return save_ ? t * B : (t & 1) * B; };
     const T* V = masked_ ? valid.flat<T>().data() : nullptr;
     const std::vector<T> weights = StepWeights(V, Tn, B);
-    const T eps = Epsilon<T>(ctx, kEpsilon);
+    const T eps = ScalarInput<T>(ctx, kEpsilon, "epsilon");
     if (!ctx->status().ok()) return;
     const std::vector<T> zeros(B * u, T(0));
     const std::vector<char> empty = UniformSteps(V, Tn, B, false);
@@ -713,7 +702,7 @@ class BnLstmBackwardOp : public BnLstmOp {
     const InputNorm<T> input{B, F, X, V, weights.data()};
     const std::vector<char> full = UniformSteps(V, Tn, B, true);
     const std::vector<char> empty = UniformSteps(V, Tn, B, false);
-    const T eps = Epsilon<T>(ctx, kEpsilon);
+    const T eps = ScalarInput<T>(ctx, kEpsilon, "epsilon");
     if (!ctx->status().ok()) return;
 
     const std::vector<int64_t> bounds = UnitBounds(u, B);

@@ -494,6 +494,20 @@ void CheckShape(OpKernelContext* ctx, const char* name, const Tensor& v,
                               v.shape().DebugString()));
 }
 
+// A scalar input of the op's dtype: the epsilon of the normalizing ops (an
+// attribute would round a float64 layer's epsilon to float32). Sets an
+// error on the context, and returns 0, where it is not one element.
+template <typename T>
+T ScalarInput(OpKernelContext* ctx, int i, const char* name) {
+  const Tensor& e = ctx->input(i);
+  if (e.NumElements() != 1) {
+    ctx->SetStatus(InvalidArgument(name, " must be a scalar, got ",
+                                   e.shape().DebugString()));
+    return T(0);
+  }
+  return e.flat<T>()(0);
+}
+
 // Common checks of the sequence ops; sets T (time), B (batch), u (units)
 // and G (gate width, blocks * u). `x` is the input (time, batch, features)
 // and `w` the input kernel (features, G), or without `w` (null) `x` is the

@@ -157,11 +157,11 @@ struct InputNorm {
   static constexpr int64_t kChunk = 64;
 };
 
-// The attributes the four ops share (the forward ops also read epsilon).
+// The attributes the four ops share. (The forward ops take epsilon as a
+// scalar input of their dtype: ScalarInput.)
 class SequenceOp : public OpKernel {
  protected:
-  SequenceOp(OpKernelConstruction* c, bool forward) : OpKernel(c) {
-    if (forward) OP_REQUIRES_OK(c, c->GetAttr("epsilon", &eps_));
+  explicit SequenceOp(OpKernelConstruction* c) : OpKernel(c) {
     OP_REQUIRES_OK(c, c->GetAttr("masked", &masked_));
     OP_REQUIRES_OK(c, c->GetAttr("zero_output", &zero_output_));
     OP_REQUIRES_OK(c, c->GetAttr("shards", &shards_));
@@ -174,7 +174,6 @@ class SequenceOp : public OpKernel {
     return AlignedInput(ctx, i);
   }
 
-  float eps_ = 0;
   bool masked_ = false, zero_output_ = false;
   int64_t shards_ = 0;
   // false: the recurrence without normalization (keras' LSTM and GRU).
@@ -331,6 +330,7 @@ REGISTER_OP("KerasLnLstmForward")
     .Input("gr: T")      // (4u,)
     .Input("gs: T")      // (u,)
     .Input("bs: T")      // (u,)
+    .Input("epsilon: T")  // (): the norms' epsilon, in the input's dtype
     .Output("ys: T")     // (time, batch, u)
     .Output("h_last: T")
     .Output("c_last: T")
@@ -342,7 +342,6 @@ REGISTER_OP("KerasLnLstmForward")
     .Output("cs: T")
     .Output("xhat: T")   // (time, batch, 4u): the normalized x @ W
     .Attr("T: {float, double}")
-    .Attr("epsilon: float")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
@@ -374,7 +373,7 @@ REGISTER_OP("KerasLnLstmForward")
 // The LSTM ops' attributes: the shared ones and carry_normalized.
 class LstmOp : public SequenceOp {
  protected:
-  LstmOp(OpKernelConstruction* c, bool forward) : SequenceOp(c, forward) {
+  explicit LstmOp(OpKernelConstruction* c) : SequenceOp(c) {
     OP_REQUIRES_OK(c, c->GetAttr("carry_normalized", &carry_normalized_));
   }
 
@@ -386,7 +385,7 @@ class LstmForwardOp : public LstmOp {
   static constexpr int kXhat = 9;  // the output
 
  public:
-  explicit LstmForwardOp(OpKernelConstruction* c) : LstmOp(c, true) {}
+  explicit LstmForwardOp(OpKernelConstruction* c) : LstmOp(c) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
@@ -423,10 +422,11 @@ class LstmForwardOp : public LstmOp {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
-    const auto input = InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_),
-                                        shards_, normalize_);
+    const T eps = ScalarInput<T>(ctx, 11, "epsilon");
+    if (!ctx->status().ok()) return;
+    const auto input = InputNorm<T>::Of(x, w, gx, eps, shards_, normalize_);
     const LstmStep<T> step{u,
-                           static_cast<T>(eps_),
+                           eps,
                            gx.flat<T>().data(),
                            bx.flat<T>().data(),
                            gr.flat<T>().data(),
@@ -529,7 +529,7 @@ REGISTER_OP("KerasLnLstmBackward")
 template <typename T>
 class LstmBackwardOp : public LstmOp {
  public:
-  explicit LstmBackwardOp(OpKernelConstruction* c) : LstmOp(c, false) {}
+  explicit LstmBackwardOp(OpKernelConstruction* c) : LstmOp(c) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &gates = Input(ctx, 0), &saved = Input(ctx, 1),
@@ -759,6 +759,7 @@ REGISTER_OP("KerasLnGruForward")
     .Input("bx: T")      // (3u,) input norm beta + input bias
     .Input("gr: T")      // (3u,) recurrent norm gamma
     .Input("off: T")     // (3u,) recurrent norm beta + recurrent bias
+    .Input("epsilon: T")  // (): the norms' epsilon, in the input's dtype
     .Output("ys: T")     // (time, batch, u)
     .Output("h_last: T")
     .Output("rs: T")     // (time, batch, 3u)  saved for the backward
@@ -767,7 +768,6 @@ REGISTER_OP("KerasLnGruForward")
     .Output("hs: T")     // (time, batch, u): carried states
     .Output("xhat: T")   // (time, batch, 3u): the normalized x @ W
     .Attr("T: {float, double}")
-    .Attr("epsilon: float")
     .Attr("masked: bool")
     .Attr("zero_output: bool")
     .Attr("shards: int = 0")  // 0: by the row count (see NumShards)
@@ -794,7 +794,7 @@ class GruForwardOp : public SequenceOp {
   static constexpr int kXhat = 6;  // the output
 
  public:
-  explicit GruForwardOp(OpKernelConstruction* c) : SequenceOp(c, true) {}
+  explicit GruForwardOp(OpKernelConstruction* c) : SequenceOp(c) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &x = Input(ctx, 0), &w = Input(ctx, 1),
@@ -825,10 +825,11 @@ class GruForwardOp : public SequenceOp {
     OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
-    const auto input =
-        InputNorm<T>::Of(x, w, gx, static_cast<T>(eps_), shards_, normalize_);
+    const T eps = ScalarInput<T>(ctx, 9, "epsilon");
+    if (!ctx->status().ok()) return;
+    const auto input = InputNorm<T>::Of(x, w, gx, eps, shards_, normalize_);
     const GruStep<T> step{u,
-                          static_cast<T>(eps_),
+                          eps,
                           gx.flat<T>().data(),
                           bx.flat<T>().data(),
                           gr.flat<T>().data(),
@@ -913,7 +914,7 @@ REGISTER_OP("KerasLnGruBackward")
 template <typename T>
 class GruBackwardOp : public SequenceOp {
  public:
-  explicit GruBackwardOp(OpKernelConstruction* c) : SequenceOp(c, false) {}
+  explicit GruBackwardOp(OpKernelConstruction* c) : SequenceOp(c) {}
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor &saved = Input(ctx, 0), &rs = Input(ctx, 1),
