@@ -320,7 +320,7 @@ def test_fast_path_taken_only_where_supported(native, chosen):
         "rdrop_infer": ({"recurrent_dropout": 0.5}, "native"),
         "rdrop_train": ({"recurrent_dropout": 0.5}, None),
         "carry_norm": ({"carry_normalized_cell": True}, "native"),
-        "carry_norm_xla_auto": ({"carry_normalized_cell": True, "use_kernel": False}, None),
+        "carry_norm_generic": ({"carry_normalized_cell": True, "use_kernel": False}, None),
         "unroll": ({"unroll": True}, None),
         "relu": ({"activation": "relu"}, None),
         "f16": ({"dtype": "mixed_float16"}, None),

@@ -291,13 +291,13 @@ struct LstmStep {
       // what the next step passed back (dcin) goes through the norm too.
       if (carry_normalized) dcn += dcin;
       gch = dcn * gsv;
-      // dL/dc_t (in dco until it becomes dL/dc_{t-1}).
-      if (normalize && carry_normalized)
+      // dL/dc_t (in dco until it becomes dL/dc_{t-1}); with the raw state
+      // carried, what the next step passed back adds to it here.
+      if (normalize)
         dco = rstd_c * (gch - RowMean(gch) - chat * RowMean(gch * chat));
-      else if (normalize)
-        dco = dcin + rstd_c * (gch - RowMean(gch) - chat * RowMean(gch * chat));
       else
-        dco = dcin + gch;
+        dco = gch;
+      if (!carry_normalized) dco += dcin;
       dzo.head(u) = dco * (T(2) * a.segment(2 * u, u) - T(1));
       dzo.segment(u, u) = dco * cp;
       dzo.segment(2 * u, u) = T(2) * dco * a.head(u);
