@@ -59,12 +59,7 @@ def implementation(layer, training, dtype):
     reason = unsupported_call(layer, training, dtype, cell.recurrent_norm_gamma)
     if reason:
         raise NotImplementedError(reason)
-    impl = kernel_choice(layer)
-    if impl == "xla" and getattr(cell, "carry_normalized_cell", False):
-        raise NotImplementedError(
-            "the XLA kernel carries the un-normalized cell state "
-            "(carry_normalized_cell=True runs on the native ops only)")
-    return impl
+    return kernel_choice(layer)
 
 
 def kernel_choice(layer):

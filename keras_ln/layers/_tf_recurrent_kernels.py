@@ -49,8 +49,10 @@ def _mean(v):
     return tf.matmul(v, tf.fill([n, 1], tf.constant(1.0 / n, v.dtype)))
 
 
-def _step(xp_t, h, c, U, gr, gs, bs, eps):
-    """One forward step; returns what the backward step needs too."""
+def _step(xp_t, h, c, U, gr, gs, bs, eps, carry_normalized):
+    """One forward step: the output, the carried cell state (the state
+    norm's output with `carry_normalized`, else c), and what the backward
+    step needs."""
     one = tf.constant(1.0, xp_t.dtype)
     two = tf.constant(2.0, xp_t.dtype)
     r = tf.matmul(h, U)
@@ -63,11 +65,14 @@ def _step(xp_t, h, c, U, gr, gs, bs, eps):
     d = c_new - _mean(c_new)
     rstd_c = tf.math.rsqrt(_mean(d * d) + eps)
     chat = d * rstd_c
-    th = tf.tanh(chat * gs + bs)
-    return o * th, c_new, (rstd_r, rhat, a, i, f, g, o, rstd_c, chat, th)
+    c_norm = chat * gs + bs
+    th = tf.tanh(c_norm)
+    carried = c_norm if carry_normalized else c_new
+    return o * th, carried, (rstd_r, rhat, a, i, f, g, o, rstd_c, chat, th)
 
 
-def _forward(xp, h0, c0, U, gr, gs, bs, mask, eps, zero_output):
+def _forward(xp, h0, c0, U, gr, gs, bs, mask, eps, zero_output,
+             carry_normalized):
     """Forward loop: outputs, last states, and the carried state sequences
     (all the backward loop needs; it recomputes the rest)."""
     T = tf.shape(xp)[0]
@@ -79,7 +84,8 @@ def _forward(xp, h0, c0, U, gr, gs, bs, mask, eps, zero_output):
     narrow = tf.TensorShape([None, units])
 
     def body(t, h, c, y, t_h, t_c, t_y):
-        h_new, c_new, _ = _step(tf.gather(xp, t), h, c, U, gr, gs, bs, eps)
+        h_new, c_new, _ = _step(tf.gather(xp, t), h, c, U, gr, gs, bs, eps,
+                                carry_normalized)
         if masked:
             m = tf.gather(mask, t)
             h_new_out = tf.where(m, h_new, h)
@@ -109,7 +115,7 @@ def _forward(xp, h0, c0, U, gr, gs, bs, mask, eps, zero_output):
 
 
 def _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, eps,
-              zero_output, saved):
+              zero_output, carry_normalized, saved):
     hs, cs = saved
     T = tf.shape(dys)[0]
     dtype = dys.dtype
@@ -142,13 +148,18 @@ def _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, eps,
         c_prev = tf.gather(c_prev_all, t)
         h_prev = tf.gather(h_prev_all, t)
         _, _, (rstd_r, rhat, a, i, f, g, o, rstd_c, chat, th) = _step(
-            tf.gather(xp, t), h_prev, c_prev, U, gr, gs, bs, eps
+            tf.gather(xp, t), h_prev, c_prev, U, gr, gs, bs, eps,
+            carry_normalized
         )
+        # dcn: the gradient of the state norm's output, through the output
+        # and, where it is what is carried, through the next step.
         dcn = dhn * o * (one - th * th)
+        if carry_normalized:
+            dcn = dcn + dcn_in
         gch = dcn * gs
-        dc_new = dcn_in + rstd_c * (
-            gch - _mean(gch) - chat * _mean(gch * chat)
-        )
+        dc_new = rstd_c * (gch - _mean(gch) - chat * _mean(gch * chat))
+        if not carry_normalized:
+            dc_new = dc_new + dcn_in
         # d/dz of the sigmoids; the candidate's sigmoid is of 2 z_g.
         da = tf.concat(
             [dc_new * g, dc_new * c_prev, two * dc_new * i, dhn * th], -1
@@ -191,18 +202,19 @@ JIT_BACKWARD = True
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(masked, zero_output, epsilon, units):
+def _compiled(masked, zero_output, epsilon, units, carry_normalized):
     """Forward and backward loops as (XLA-)compiled TensorFlow functions,
     one pair per configuration and width (`units`)."""
 
     def fwd(xp, h0, c0, U, gr, gs, bs, mask):
         return _forward(xp, h0, c0, U, gr, gs, bs,
-                        mask if masked else None, epsilon, zero_output)
+                        mask if masked else None, epsilon, zero_output,
+                        carry_normalized)
 
     def bwd(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, saved):
         return _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs,
                          mask if masked else None, epsilon, zero_output,
-                         saved)
+                         carry_normalized, saved)
 
     # reduce_retracing: a new sequence length or batch size retraces once
     # with those dimensions relaxed, not once per shape; XLA still compiles
@@ -353,7 +365,7 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
         zero_output: keras' `zero_output_for_mask`.
         implementation: `"native"` or `"xla"`.
         carry_normalized: carry the state norm's output `LN(c) * gs + bs`
-            instead of `c` (the cell's `carry_normalized_cell`; native only).
+            instead of `c` (the cell's `carry_normalized_cell`).
 
     Returns:
         `(ys, hT, cT)`: outputs `(T, B, u)` and the last states.
@@ -363,11 +375,9 @@ def ln_lstm_recurrence(x, w, gx, bx, h0, c0, U, gr, gs, bs, mask=None,
         return _recurrence_op(fwd, bwd, 2, mask)(
             x, w, gx, bx, h0, c0, U, gr, gs, bs
         )
-    if carry_normalized:
-        raise ValueError("carry_normalized needs implementation='native': the XLA loops carry c")
     xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
     fwd, bwd = _compiled(mask is not None, bool(zero_output), float(epsilon),
-                         int(U.shape[0]))
+                         int(U.shape[0]), bool(carry_normalized))
     return _recurrence_op(fwd, bwd, 2, mask)(xp, h0, c0, U, gr, gs, bs)
 
 

@@ -336,9 +336,8 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             function the XLA-compatible kernel), else the generic
             `keras.ops` loop; `True` a fused kernel or an error; `False`
             always the generic loop; `"native"` or `"xla"` that kernel or
-            an error. All compute the same numbers. With
-            `carry_normalized_cell=True` only the native ops apply (the XLA
-            kernel carries the raw cell state).
+            an error. All compute the same numbers, with either
+            `carry_normalized_cell`.
         **kwargs: Base layer keyword arguments (e.g. `name`, `dtype`,
             `zero_output_for_mask`).
 
