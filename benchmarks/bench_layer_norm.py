@@ -23,7 +23,9 @@ Each pass is also timed for a function that only returns a one-element
 tensor (the cost of a `tf.function` call itself), and for the call floor: a
 function with the candidates' inputs and outputs that computes nothing
 (Identity ops), which no implementation can undercut in one call; keras'
-time over it, paired by round, is the ceiling of the one-call speed-up. With `--one-core` the
+time over it, paired by round, is the ceiling of the one-call speed-up; its
+time over the affine pass's, what a layer that only scales and shifts its
+input shows (the least work a layer does to its data). With `--one-core` the
 process and its threads run on one core: TensorFlow runs a called function's
 graph on its inter-op thread pool while the calling thread waits, and on a
 2-core virtual machine that hand-off between cores can cost more than a
@@ -229,25 +231,30 @@ def main(argv=None):
                               higher_is_better=True)
         # The most any implementation could show in one call (see "call floor")
         ceiling, _ = paired_ratio(rounds["keras"], rounds["call floor"])
+        # What a layer that only scales and shifts its input shows: the
+        # least work a layer does to its data, forward and backward
+        affine, _ = paired_ratio(rounds["keras"], rounds["affine x*g+b"])
         # The layers' own time: above a call of a function that does nothing
         # (medians; that call is the same for any function, see the module doc)
         empty = bwd["empty call"]
         own = ((bwd["keras"] - empty) / (bwd["keras_ln"] - empty)
                if bwd["keras_ln"] > empty else float("nan"))  # nan: within the call's noise
         summary.append(
-            (shape, paired, ceiling, own, chained["keras"] / chained["keras_ln"],
+            (shape, paired, ceiling, affine, own, chained["keras"] / chained["keras_ln"],
              fwd["keras_ln"] / fwd["affine x*g+b"])
         )
     print(f"\nsummary (targets: fwd+bwd speed-up >= {SPEEDUP_TARGET}x; forward <= 1.5x affine). One call:"
           f" the median of the rounds' paired speed-ups, its {CONFIDENCE:.0%} interval and the verdict")
     print("  (ceiling: keras over the call floor, a function with the same inputs and outputs that"
           " computes nothing, paired the same way: the most any layer could show in one call;")
+    print("   affine: keras over the affine pass x*g+b, forward and backward, paired the same way: what"
+          " a layer that only scales and shifts its input shows in one call;")
     print("   above an empty call: the medians' time above that of a function that only returns"
           " a one-element tensor)")
-    for shape, (speedup, verdict), ceiling, own, chained, floor in summary:
+    for shape, (speedup, verdict), ceiling, affine, own, chained, floor in summary:
         print(
             f"  {str(shape):<16s} fwd+bwd: keras / keras_ln = {speedup} (one call, {verdict}; "
-            f"ceiling {ceiling}), "
+            f"ceiling {ceiling}; affine {affine}), "
             f"{own:5.2f}x (above an empty call), {chained:5.2f}x (in a chain)   "
             f"forward: keras_ln / affine = {floor:5.2f}x"
         )

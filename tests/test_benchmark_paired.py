@@ -53,7 +53,7 @@ def test_unpaired_times_are_refused():
 def test_the_layer_norm_benchmark_reports_each_ratio_with_the_call_floor_ceiling():
     """A tiny run of benchmarks/bench_layer_norm.py: every candidate timed,
     and the summary's one-call speed-up beside its ceiling (keras over the
-    call floor) for each shape."""
+    call floor) and keras over the affine pass, for each shape."""
     import re
     import subprocess
     import sys
@@ -68,7 +68,8 @@ def test_the_layer_norm_benchmark_reports_each_ratio_with_the_call_floor_ceiling
     number = r"\d+\.\d\d \[(?:\d+\.\d\d, \d+\.\d\d|n/a)\]"
     for shape in (r"\(16, 8\)", r"\(2, 3, 4\)"):
         assert re.search(rf"^  {shape}\s+fwd\+bwd: keras / keras_ln = {number} \(one call, "
-                         rf"(?:met|missed|within noise); ceiling {number}\)", run.stdout, re.M)
+                         rf"(?:met|missed|within noise); ceiling {number}; affine {number}\)",
+                         run.stdout, re.M)
 
 
 def test_round_orders_are_seeded_permutations_that_vary():
