@@ -714,6 +714,12 @@ def test_native_ops_reject_bad_shapes():
         mod.keras_ln_layer_norm_backward(x, x, tf.zeros([3, 3]), tf.zeros([0]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"x must be \[4,3\]"):
         mod.keras_ln_layer_norm_backward(x, tf.zeros([4, 2]), tf.zeros([3, 4]), tf.zeros([0]))
+    # epsilon is a scalar, as in the recurrent ops (kernels.h, ScalarInput)
+    for shape in ([1], [2]):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"epsilon must be a scalar, got \[{shape[0]}\]"):
+            mod.keras_ln_layer_norm_forward(x, tf.zeros([0]), tf.zeros([0]),
+                                            tf.fill(shape, 1e-3))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -498,6 +498,9 @@ def test_native_ops_reject_bad_shapes(native):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=r"epsilon must be a scalar, got \[2\]"):
         lstm(epsilon=tf.constant([1e-3, 1e-3]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"epsilon must be a scalar, got \[1\]"):
+        lstm(epsilon=tf.constant([1e-3]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="gr must be"):
         mod.keras_ln_gru_forward(x, tf.zeros((4, 6)), h0, tf.zeros((2, 6)),
                                  none, tf.ones(6), tf.ones(6), tf.ones(5),

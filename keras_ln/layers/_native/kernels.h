@@ -496,11 +496,12 @@ void CheckShape(OpKernelContext* ctx, const char* name, const Tensor& v,
 
 // A scalar input of the op's dtype: the epsilon of the normalizing ops (an
 // attribute would round a float64 layer's epsilon to float32). Sets an
-// error on the context, and returns 0, where it is not one element.
+// error on the context, and returns 0, where it is not a scalar (shape
+// (), as tf.constant(1e-3) has; not (1,)).
 template <typename T>
 T ScalarInput(OpKernelContext* ctx, int i, const char* name) {
   const Tensor& e = ctx->input(i);
-  if (e.NumElements() != 1) {
+  if (e.dims() != 0) {
     ctx->SetStatus(InvalidArgument(name, " must be a scalar, got ",
                                    e.shape().DebugString()));
     return T(0);

@@ -93,20 +93,18 @@ class LayerNormForwardOp : public InlineOpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor x = AlignedInput(ctx, 0);
-    const Tensor &gamma = ctx->input(1), &beta = ctx->input(2),
-                 &epsilon = ctx->input(3);
+    const Tensor &gamma = ctx->input(1), &beta = ctx->input(2);
     CheckMatrix(ctx, "x", x);
     if (!ctx->status().ok()) return;
     const int64_t n = x.dim_size(0), F = x.dim_size(1);
     CheckParam(ctx, "gamma", gamma, F);
     CheckParam(ctx, "beta", beta, F);
-    CheckShape(ctx, "epsilon", epsilon, TensorShape({}));
+    const T eps = ScalarInput<T>(ctx, 3, "epsilon");
     if (!ctx->status().ok()) return;
     Tensor *y, *stats;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, {3, n}, &stats));
     if (F == 0) return;
-    const T eps = epsilon.scalar<T>()();
     const T* X = x.flat<T>().data();
     const T* g = gamma.NumElements() ? gamma.flat<T>().data() : nullptr;
     const T* b = beta.NumElements() ? beta.flat<T>().data() : nullptr;
