@@ -237,8 +237,12 @@ struct LstmStep {
       } else {
         chat = co;
       }
-      th = Tanh(chat * gsv + bsv);
-      if (carry_normalized) co = chat * gsv + bsv;
+      if (carry_normalized) {  // the state norm's output is carried
+        co = chat * gsv + bsv;
+        th = Tanh(co);
+      } else {
+        th = Tanh(chat * gsv + bsv);
+      }
       ho = a.tail(u) * th;
       yo = ho;
       S[b * W + 2 * u] = rstd_r;
