@@ -199,3 +199,25 @@ def test_configurations_follow_trial_numbers_when_processes_ask_at_once(tmp_path
     study.enqueue_trial(retry[1], user_attrs=retry[2])
     trial = _search.ask(other, "mlp", space)
     assert trial.user_attrs["configuration"] == 2 and trial.params == by_number[2].params
+
+
+def test_workers_take_the_coordinating_process_intra_op_threads(monkeypatch):
+    """Every worker gets this process's TensorFlow intra-op count: the one set, else TF_NUM_INTRAOP_THREADS,
+    else the cores this process may run on (TensorFlow's default); the native MLP loop runs in one thread
+    where a worker's share of the cores is one. (Eigen's products split their sums by the thread count: with
+    the cores divided among the workers, the comparisons with a single-process run above failed on a 2-core
+    AMD EPYC.)"""
+    import tensorflow as tf
+
+    from keras_ln.automl import _workers
+
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 3)
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "5")
+    assert _workers.intra_op_threads() == 3
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
+    assert _workers.intra_op_threads() == 5
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert _workers.intra_op_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert _workers.worker_threads(8) == _workers.Threads(intra_op=len(os.sched_getaffinity(0)), native_mlp=1)
+    assert _workers.worker_threads(2).native_mlp == 0
