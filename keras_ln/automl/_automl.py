@@ -164,7 +164,8 @@ class AutoML(_search_loop.SearchLoop, BaseEstimator):
         one per worker thread of the cluster). The workers share the study
         (``storage``, or a temporary SQLite file of this fit), each asking
         configurations and committing its models; the data is sent to each
-        worker once. TensorFlow's threads are capped to the cores per worker.
+        worker once. Each worker's TensorFlow runs with this process's
+        intra-op thread count (its products' last bits depend on it).
         A model's result depends only on its configuration, folds and seed;
         which configurations are asked depends on the order in which the
         workers finish (the budget checks also, so ``max_models`` may be
