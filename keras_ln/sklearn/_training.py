@@ -167,7 +167,7 @@ class _ReleasedBuffers:
             buffer = kept
         else:
             if kept is not None:
-                kept.close()
+                _unmap(kept)
             buffer = _private_map(size)
         array = np.frombuffer(buffer, dtype, count)
         # The map goes back when `array` (the owner of its export: every
@@ -176,8 +176,10 @@ class _ReleasedBuffers:
         return array
 
     def _release(self, buffer):
+        # (Called while the dying array still holds its export of the map:
+        # numpy clears an array's weak references before its base.)
         if len(buffer) > self.KEEP_MAX_BYTES:
-            buffer.close()
+            _unmap(buffer)
             return
         if hasattr(mmap, "MADV_FREE"):
             try:
@@ -187,20 +189,33 @@ class _ReleasedBuffers:
         with self._lock:
             buffer, self._kept = self._kept, buffer
         if buffer is not None:
-            buffer.close()
+            _unmap(buffer)
 
     def clear(self):
         """Unmap the kept map (for tests, and for a caller that wants the
         memory back at once)."""
         kept = self._take()
         if kept is not None:
-            kept.close()
+            _unmap(kept)
 
     def _take(self):
         """The kept map (None if none), no longer kept."""
         with self._lock:
             kept, self._kept = self._kept, None
         return kept
+
+
+def _unmap(buffer):
+    """Closes the map now, or, while an array still exports it (the array
+    whose collection released it, which numpy lets go of its base after the
+    finalizer has run; or, with fits in several threads, a map another
+    thread released a moment before), when the last export goes: the map's
+    own deallocation unmaps it. (`mmap.close` raises BufferError while
+    exported, which a finalizer could only print as an ignored exception.)"""
+    try:
+        buffer.close()
+    except BufferError:
+        pass
 
 
 def _private_map(size):

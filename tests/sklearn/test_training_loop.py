@@ -482,6 +482,46 @@ def test_kept_rows_map_is_lazily_freed_and_one_at_most():
     assert large.closed and pool._kept is None and large.advice == []
 
 
+def test_released_maps_are_unmapped_without_an_ignored_exception(monkeypatch):
+    """Real maps: an array over the size limit, and maps released by arrays
+    that die one after another, are unmapped when their arrays go, and no
+    finalizer prints an ignored exception (the array still exports its map
+    while its finalizer runs: `mmap.close` raised BufferError there, which
+    Python reported as "Exception ignored" on every fit over the limit and
+    in concurrent fits)."""
+    import gc
+    import sys
+    import weakref
+
+    raised = []
+    monkeypatch.setattr(sys, "unraisablehook", raised.append)
+    maps = []
+    private_map = _training._private_map
+
+    def recorded(size):
+        buffer = private_map(size)
+        maps.append(weakref.ref(buffer))
+        return buffer
+
+    monkeypatch.setattr(_training, "_private_map", recorded)
+    pool = _training._ReleasedBuffers()
+    pool.KEEP_MAX_BYTES = 1 << 16
+    large = pool.array(1 << 17, np.float32, 1 << 15)
+    large[:] = 1.0
+    del large
+    gc.collect()
+    assert maps[0]() is None and pool._kept is None  # unmapped, not kept
+    arrays = [pool.array(4096, np.float64, 512) for _ in range(3)]
+    del arrays  # three releases in a row: the last is kept, the others unmapped
+    gc.collect()
+    assert [m() is None for m in maps[1:]].count(False) == 1
+    assert pool._kept is not None and not pool._kept.closed
+    pool.clear()
+    gc.collect()
+    assert all(m() is None for m in maps)
+    assert raised == []
+
+
 def test_native_row_hash_is_numpys_in_any_number_of_threads():
     """The library's hash of each row (`row_copy.cc`) is `_hash_words`' to
     the bit, in one thread and in several (blocks of rows), for float32 and
