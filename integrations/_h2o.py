@@ -31,6 +31,7 @@ from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OSta
 from integrations._errors import CLIError
 from integrations._h2o_watchdog import Watchdog, stop_jvms
 from keras_ln.automl import LEADERBOARD_COLUMNS, categorical_columns, fold_metric, h2o_metrics, resolve_sort_metric
+from keras_ln.sklearn._training import _cores
 
 __all__ = ["H2OSession", "h2o_fold_assignment", "h2o_frame_data", "run_h2o", "to_h2o_frame"]
 
@@ -39,8 +40,9 @@ __all__ = ["H2OSession", "h2o_fold_assignment", "h2o_frame_data", "run_h2o", "to
 # The H2O cluster
 # ---------------------------------------------------------------------------
 def _machine_resources():
-    """Threads and heap for a local H2O: all cores (at most 8), a quarter of RAM in [1, 8] GiB."""
-    nthreads = max(1, min(os.cpu_count() or 1, 8))
+    """Threads and heap for a local H2O: the cores this process may run on (its CPU affinity; at most 8), a
+    quarter of RAM in [1, 8] GiB."""
+    nthreads = max(1, min(_cores(), 8))
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

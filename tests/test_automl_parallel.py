@@ -204,7 +204,7 @@ def test_configurations_follow_trial_numbers_when_processes_ask_at_once(tmp_path
 def test_workers_take_the_coordinating_process_intra_op_threads(monkeypatch):
     """Every worker gets this process's TensorFlow intra-op count: the one set, else TF_NUM_INTRAOP_THREADS,
     else the cores this process may run on (TensorFlow's default); the native MLP loop runs in one thread
-    where a worker's share of the cores is one. (Eigen's products split their sums by the thread count: with
+    where a worker's share of those cores is one; `n_jobs=None` starts one worker per core. (Eigen's products split their sums by the thread count: with
     the cores divided among the workers, the comparisons with a single-process run above failed on a 2-core
     AMD EPYC.)"""
     import tensorflow as tf
@@ -218,6 +218,10 @@ def test_workers_take_the_coordinating_process_intra_op_threads(monkeypatch):
     assert _workers.intra_op_threads() == 5
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
     assert _workers.intra_op_threads() == len(os.sched_getaffinity(0))
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert _workers.worker_threads(8) == _workers.Threads(intra_op=len(os.sched_getaffinity(0)), native_mlp=1)
-    assert _workers.worker_threads(2).native_mlp == 0
+    # The cores this process may run on, not the machine's: 8 of 64.
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert _workers.intra_op_threads() == 8
+    assert _workers.worker_threads(8) == _workers.Threads(intra_op=8, native_mlp=1)
+    assert _workers.worker_threads(4) == _workers.Threads(intra_op=8, native_mlp=0)
+    assert AutoML(n_jobs=None)._n_workers() == 8  # n_jobs=None: one worker per core

@@ -159,7 +159,8 @@ class AutoML(_search_loop.SearchLoop, BaseEstimator):
         timing columns).
     n_jobs : int or None, default=1
         Models trained at once: ``n_jobs`` worker processes on this machine
-        (a `dask.distributed.LocalCluster`; the ``dask`` extra), or, with
+        (a `dask.distributed.LocalCluster`; the ``dask`` extra; None: one per
+        core this process may run on, its CPU affinity), or, with
         ``dask_scheduler``, that many tasks on an existing Dask cluster (None:
         one per worker thread of the cluster). The workers share the study
         (``storage``, or a temporary SQLite file of this fit), each asking

@@ -88,6 +88,16 @@ def h2o_run(request, cluster):
     return task, X, y, classes, folds, frame, aml
 
 
+def test_local_h2o_takes_the_cores_this_process_may_run_on(monkeypatch):
+    """A local H2O's nthreads: the cores of this process's CPU affinity (as the keras_ln side's workers), at
+    most 8; not the machine's count."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert _h2o._machine_resources()[0] == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert _h2o._machine_resources()[0] == 8
+
+
 def test_leaderboard_columns_equal_h2os(h2o_run):
     task, X, y, classes, folds, _, aml = h2o_run
     h2o_columns = list(aml.leaderboard.columns)
