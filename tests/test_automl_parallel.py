@@ -204,9 +204,9 @@ def test_configurations_follow_trial_numbers_when_processes_ask_at_once(tmp_path
 def test_workers_take_the_coordinating_process_intra_op_threads(monkeypatch):
     """Every worker gets this process's TensorFlow intra-op count: the one set, else TF_NUM_INTRAOP_THREADS,
     else the cores this process may run on (TensorFlow's default); the native MLP loop runs in one thread
-    where a worker's share of those cores is one; `n_jobs=None` starts one worker per core. (Eigen's products split their sums by the thread count: with
-    the cores divided among the workers, the comparisons with a single-process run above failed on a 2-core
-    AMD EPYC.)"""
+    where a worker's share of those cores is one; `n_jobs=None` starts one worker per core. (Eigen's
+    products split their sums by the thread count: with the cores divided among the workers, the
+    comparisons with a single-process run above failed on a 2-core AMD EPYC.)"""
     import tensorflow as tf
 
     from keras_ln.automl import _workers
