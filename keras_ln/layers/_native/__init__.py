@@ -23,6 +23,12 @@ TensorFlow, nor changed kernels, nor another CPU are ever handed a stale
 build. When no matching library is there, or it does not load, `ops()`
 returns None and the layers use their pure-TensorFlow paths, which compute
 the same thing.
+
+The recurrent ops take their large tensors (each step's saved gates and
+states) from a pool of their own that keeps freed blocks for the next call
+of the same size, rather than from malloc, which hands such blocks back to
+the system and faults them in again, page by page, on every training step.
+`pool_cached_bytes()` says what it holds, `release_pool()` frees it.
 """
 
 import hashlib
@@ -91,6 +97,63 @@ def copy_rows():
                                  ctypes.c_int]
             _loaded["copy_rows"] = function
         return _loaded["copy_rows"]
+
+
+# The block pool of the recurrent ops (kernels.h's BlockPool): their large
+# tensors, from POOL_MIN_BYTES up, come back for the next call of the same
+# size, at most POOL_MAX_CACHED_BYTES of them (kernels.h's defaults).
+POOL_MIN_BYTES = 128 << 10
+POOL_MAX_CACHED_BYTES = 512 << 20
+
+
+def _pool_function(name, restype, argtypes):
+    if ops() is None:
+        return None
+    with _lock:
+        if name not in _loaded:
+            import ctypes
+
+            function = getattr(ctypes.CDLL(library_path()), name)
+            function.restype = restype
+            function.argtypes = argtypes
+            _loaded[name] = function
+        return _loaded[name]
+
+
+def pool_cached_bytes():
+    """Bytes the native recurrent ops keep for their next calls (0 without
+    the library)."""
+    import ctypes
+
+    function = _pool_function("keras_ln_pool_cached_bytes", ctypes.c_size_t, [])
+    return 0 if function is None else function()
+
+
+def release_pool():
+    """Frees what the native recurrent ops keep for their next calls (the
+    blocks of their large tensors); returns the bytes freed. Their next call
+    allocates afresh."""
+    import ctypes
+
+    function = _pool_function("keras_ln_pool_release", ctypes.c_size_t, [])
+    return 0 if function is None else function()
+
+
+def _configure_pool(min_bytes=POOL_MIN_BYTES, max_cached_bytes=POOL_MAX_CACHED_BYTES,
+                    poison=False):
+    """Tests: tensors of `min_bytes` and more from the pool, at most
+    `max_cached_bytes` cached, and with `poison` every block handed out full
+    of NaNs. Frees what the pool held. No arguments: the defaults."""
+    import ctypes
+
+    for name, value in (("min_bytes", min_bytes), ("max_cached_bytes", max_cached_bytes)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    function = _pool_function("keras_ln_pool_configure", None,
+                              [ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int])
+    if function is None:
+        raise RuntimeError(f"the native ops are not available: {load_error()}")
+    function(min_bytes, max_cached_bytes, int(bool(poison)))
 
 
 def load_error():

@@ -400,20 +400,20 @@ class BnLstmForwardOp : public BnLstmOp {
     for (int i = 0; i < 15; ++i) {
       const bool saved = i >= 7 && i <= 12;
       if (save_ || !saved) {
-        OP_REQUIRES_OK(ctx, ctx->allocate_output(i, shapes[i], &out[i]));
+        OP_REQUIRES_OK(ctx, PooledOutput(ctx, i, shapes[i], &out[i]));
         continue;
       }
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(i, TensorShape({0}), &out[i]));
+      OP_REQUIRES_OK(ctx, PooledOutput(ctx, i, TensorShape({0}), &out[i]));
       // One step of the activations, two of hs and cs (outputs 11, 12).
       TensorShape scratch = shapes[i];
       scratch.set_dim(0, i >= 11 ? 2 : 1);
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), scratch, &temp[i]));
+      OP_REQUIRES_OK(ctx, PooledTemp(ctx, x.dtype(), scratch, &temp[i]));
       out[i] = &temp[i];
     }
     // The outputs, each step shard-major (see ShardMajor; one more (time,
     // batch, u) block), put in keras' order after the loop.
     Tensor ys_shards;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), shapes[0], &ys_shards));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, x.dtype(), shapes[0], &ys_shards));
     T *YS = ys_shards.flat<T>().data(), *MR = out[3]->flat<T>().data(),
       *VR = out[4]->flat<T>().data(), *MC = out[5]->flat<T>().data(),
       *VC = out[6]->flat<T>().data(), *A = out[7]->flat<T>().data(),
@@ -675,21 +675,21 @@ class BnLstmBackwardOp : public BnLstmOp {
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     if (!ctx->status().ok()) return;
     Tensor *dx, *dw, *dgx, *dbias, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gx.shape(), &dgx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gx.shape(), &dbias));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, h0.shape(), &dc0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(8, gs.shape(), &dgs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(9, gs.shape(), &dbs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, gx.shape(), &dgx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, gx.shape(), &dbias));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, h0.shape(), &dc0));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 6, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 7, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 8, gs.shape(), &dgs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 9, gs.shape(), &dbs));
     // every step's dL/dr (permuted, for dU after the loop) and dL/dxn
     // dL/dr of the step and of the one after it (permuted), which the
     // step's product reads
     Tensor dr_pair;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), {2, B, G}, &dr_pair));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, gates.dtype(), {2, B, G}, &dr_pair));
     T* DR2 = dr_pair.flat<T>().data();
     const T *A = gates.flat<T>().data(), *RH = rhat.flat<T>().data(),
             *CH = chat.flat<T>().data(), *TH = thv.flat<T>().data(),
@@ -713,7 +713,7 @@ class BnLstmBackwardOp : public BnLstmOp {
     // Each shard's part of dL/dx of every step, added up in shard order
     // after the loop.
     Tensor dx_parts;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(x.dtype(), {S, Tn, B, F}, &dx_parts));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, x.dtype(), {S, Tn, B, F}, &dx_parts));
     T* DXP = dx_parts.flat<T>().data();
     struct Shard {
       int64_t a, w;
@@ -969,11 +969,11 @@ class BnLstmInferenceOp : public BnLstmOp {
     CheckShape(ctx, "bc", bc, TensorShape({Tn, u}));
     if (!ctx->status().ok()) return;
     Tensor *ys, *h_last, *c_last;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &c_last));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, {Tn, B, u}, &ys));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, h0.shape(), &h_last));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, h0.shape(), &c_last));
     Tensor scratch;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {B, G}, &scratch));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, h0.dtype(), {B, G}, &scratch));
     T *R = scratch.flat<T>().data(), *YS = ys->flat<T>().data(),
       *H = h_last->flat<T>().data(), *C = c_last->flat<T>().data();
     std::copy_n(h0.flat<T>().data(), B * u, H);

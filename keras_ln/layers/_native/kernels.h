@@ -14,6 +14,10 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <list>
+#include <map>
+#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -21,12 +25,170 @@
 #include <immintrin.h>
 #endif
 
+#include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "Eigen/Core"
 
 namespace keras_ln {
+
+// The recurrent ops' large tensors (every step's saved gates, states and
+// products: tens of MiB per training step) come from this pool, which keeps
+// freed blocks for the next call of the same size. From malloc, each such
+// block is memory the C library hands back to the system when it is freed
+// (and faults in again, page by page, zeroed, on the next call): on 2 cores
+// that was about a quarter of an LSTM training step. One pool for the whole
+// library (an inline function's static is shared by every source).
+//
+// Blocks are reused only at their exact size (a training loop asks for the
+// same sizes every step); at most kMaxCachedBytes stay cached, the least
+// recently freed go first. The extern "C" functions at the end of
+// ln_rnn_ops.cc report the cached bytes, free them all, and set the sizes
+// (and a test mode) through ctypes.
+class BlockPool : public tensorflow::Allocator {
+ public:
+  static constexpr size_t kMinBytes = size_t(128) << 10;
+  static constexpr size_t kMaxCachedBytes = size_t(512) << 20;
+
+  static BlockPool* Get() {
+    static BlockPool* pool = new BlockPool;  // never destroyed: tensors may
+    return pool;                             // outlive static destruction
+  }
+
+  std::string Name() override { return "keras_ln_block_pool"; }
+
+  void* AllocateRaw(size_t alignment, size_t num_bytes) override {
+    // A header of kHeader bytes before each block holds its size, and keeps
+    // the block aligned as TensorFlow's tensors are (it asks for 64 bytes).
+    if (alignment > kHeader) return nullptr;
+    const size_t size = RoundUp(std::max<size_t>(num_bytes, 1));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto found = by_size_.find(size);
+      if (found != by_size_.end()) {
+        char* block = *found->second;
+        order_.erase(found->second);
+        by_size_.erase(found);
+        cached_ -= size;
+        if (poison_) std::memset(block + kHeader, 0xff, size);
+        return block + kHeader;
+      }
+    }
+    char* block = static_cast<char*>(
+        tensorflow::port::AlignedMalloc(size + kHeader, kHeader));
+    if (block == nullptr) return nullptr;
+    *reinterpret_cast<size_t*>(block) = size;
+    if (poison_) std::memset(block + kHeader, 0xff, size);
+    return block + kHeader;
+  }
+
+  void DeallocateRaw(void* ptr) override {
+    if (ptr == nullptr) return;
+    char* block = static_cast<char*>(ptr) - kHeader;
+    const size_t size = *reinterpret_cast<size_t*>(block);
+    std::vector<char*> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (size <= max_cached_bytes_) {
+        order_.push_back(block);
+        by_size_.emplace(size, std::prev(order_.end()));
+        cached_ += size;
+        while (cached_ > max_cached_bytes_) Evict(&dropped);
+      } else {
+        dropped.push_back(block);
+      }
+    }
+    for (char* b : dropped) tensorflow::port::AlignedFree(b);
+  }
+
+  // Frees every cached block; returns the bytes freed.
+  size_t Release() {
+    std::vector<char*> dropped;
+    size_t freed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      freed = cached_;
+      while (!order_.empty()) Evict(&dropped);
+    }
+    for (char* b : dropped) tensorflow::port::AlignedFree(b);
+    return freed;
+  }
+
+  // Tensors of fewer bytes come from TensorFlow's allocator (PooledOutput).
+  std::atomic<size_t> min_bytes_{kMinBytes};
+  std::atomic<size_t> max_cached_bytes_{kMaxCachedBytes};
+  // Tests: every block handed out filled with NaNs (0xff bytes), so that a
+  // read of an element no op wrote shows.
+  std::atomic<bool> poison_{false};
+
+  size_t CachedBytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_;
+  }
+
+ private:
+  static constexpr size_t kHeader = 64;  // also the blocks' alignment
+  static size_t RoundUp(size_t n) { return (n + kHeader - 1) / kHeader * kHeader; }
+
+  // Drops the least recently freed block (mu_ held).
+  void Evict(std::vector<char*>* dropped) {
+    char* block = order_.front();
+    const size_t size = *reinterpret_cast<size_t*>(block);
+    auto range = by_size_.equal_range(size);
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == order_.begin()) {
+        by_size_.erase(it);
+        break;
+      }
+    }
+    order_.pop_front();
+    cached_ -= size;
+    dropped->push_back(block);
+  }
+
+  std::mutex mu_;
+  std::list<char*> order_;  // cached blocks, least recently freed first
+  std::multimap<size_t, std::list<char*>::iterator> by_size_;
+  size_t cached_ = 0;
+};
+
+namespace {
+
+// ctx->allocate_output and ctx->allocate_temp, from the pool when large.
+inline tensorflow::Status PooledOutput(tensorflow::OpKernelContext* ctx, int index,
+                                       const tensorflow::TensorShape& shape,
+                                       tensorflow::Tensor** out) {
+  const auto dtype = ctx->expected_output_dtype(index);
+  if (shape.num_elements() * tensorflow::DataTypeSize(dtype) <
+      BlockPool::Get()->min_bytes_)
+    return ctx->allocate_output(index, shape, out);
+  tensorflow::Tensor pooled(BlockPool::Get(), dtype, shape);
+  if (!pooled.IsInitialized())
+    return tensorflow::errors::ResourceExhausted(
+        "keras_ln: cannot allocate output ", index, " of shape ",
+        shape.DebugString());
+  ctx->set_output(index, pooled);
+  *out = ctx->mutable_output(index);
+  return tensorflow::Status();
+}
+
+inline tensorflow::Status PooledTemp(tensorflow::OpKernelContext* ctx,
+                                     tensorflow::DataType dtype,
+                                     const tensorflow::TensorShape& shape, tensorflow::Tensor* out) {
+  if (shape.num_elements() * tensorflow::DataTypeSize(dtype) <
+      BlockPool::Get()->min_bytes_)
+    return ctx->allocate_temp(dtype, shape, out);
+  tensorflow::Tensor pooled(BlockPool::Get(), dtype, shape);
+  if (!pooled.IsInitialized())
+    return tensorflow::errors::ResourceExhausted(
+        "keras_ln: cannot allocate a temporary of shape ",
+        shape.DebugString());
+  *out = std::move(pooled);
+  return tensorflow::Status();
+}
+
+}  // namespace
 namespace {
 
 using tensorflow::OpKernel;

@@ -411,19 +411,19 @@ class LstmForwardOp : public LstmOp {
     if (!ctx->status().ok()) return;
     const int64_t W = 2 * u + 2;
     Tensor *ys, *h_last, *c_last, *rs, *gates, *saved, *xrstd, *hs, *cs;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, h0.shape(), &c_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, G}, &rs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B, G}, &gates));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, W}, &saved));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, {Tn, B}, &xrstd));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, {Tn, B, u}, &hs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(8, {Tn, B, u}, &cs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, {Tn, B, u}, &ys));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, h0.shape(), &h_last));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, h0.shape(), &c_last));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, {Tn, B, G}, &rs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, {Tn, B, G}, &gates));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, {Tn, B, W}, &saved));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 6, {Tn, B}, &xrstd));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 7, {Tn, B, u}, &hs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 8, {Tn, B, u}, &cs));
     Tensor* xhat;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(kXhat, {Tn, B, G}, &xhat));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, kXhat, {Tn, B, G}, &xhat));
     Tensor y0;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
     const T eps = ScalarInput<T>(ctx, 11, "epsilon");
@@ -568,25 +568,25 @@ class LstmBackwardOp : public LstmOp {
     if (!ctx->status().ok()) return;
 
     Tensor *dx, *dw, *dgx, *dbx, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gx.shape(), &dgx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gx.shape(), &dbx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, h0.shape(), &dc0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(8, gs.shape(), &dgs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(9, gs.shape(), &dbs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, gx.shape(), &dgx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, gx.shape(), &dbx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, h0.shape(), &dc0));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 6, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 7, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 8, gs.shape(), &dgs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 9, gs.shape(), &dbs));
     // dr and dL/dxp of every step, for the large products after the loop
     // (dU = sum_t h_{t-1}^T dr_t, and the input side's); double buffers of
     // the carried gradients.
     Tensor dr_all, dz_all, carry;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(gates.dtype(), gates.shape(),
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, gates.dtype(), gates.shape(),
                                            &dr_all));
     OP_REQUIRES_OK(ctx,
-                   ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &dz_all));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {6, B, u}, &carry));
+                   PooledTemp(ctx, h0.dtype(), {Tn, B, G}, &dz_all));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, h0.dtype(), {6, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
     T* DZ = dz_all.flat<T>().data();
     T* buf = carry.flat<T>().data();
@@ -817,16 +817,16 @@ class GruForwardOp : public SequenceOp {
     if (!ctx->status().ok()) return;
     const int64_t W = G + 1;
     Tensor *ys, *h_last, *rs, *saved, *xrstd, *hs;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {Tn, B, u}, &ys));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, h0.shape(), &h_last));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, {Tn, B, G}, &rs));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, {Tn, B, W}, &saved));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, {Tn, B}, &xrstd));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, {Tn, B, u}, &hs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, {Tn, B, u}, &ys));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, h0.shape(), &h_last));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, {Tn, B, G}, &rs));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, {Tn, B, W}, &saved));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, {Tn, B}, &xrstd));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, {Tn, B, u}, &hs));
     Tensor* xhat;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(kXhat, {Tn, B, G}, &xhat));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, kXhat, {Tn, B, G}, &xhat));
     Tensor y0;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), h0.shape(), &y0));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, h0.dtype(), h0.shape(), &y0));
     y0.flat<T>().setZero();
 
     const T eps = ScalarInput<T>(ctx, 9, "epsilon");
@@ -947,19 +947,19 @@ class GruBackwardOp : public SequenceOp {
     if (!ctx->status().ok()) return;
 
     Tensor *dx, *dw, *dgx, *dbx, *dh0, *dkernel, *dgr, *doff;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &dw));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, gx.shape(), &dgx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, gx.shape(), &dbx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, offs.shape(), &doff));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, w.shape(), &dw));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, gx.shape(), &dgx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, gx.shape(), &dbx));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, h0.shape(), &dh0));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, kernel.shape(), &dkernel));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 6, gr.shape(), &dgr));
+    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 7, offs.shape(), &doff));
     Tensor dr_all, dz_all, carry;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(rs.dtype(), rs.shape(), &dr_all));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, rs.dtype(), rs.shape(), &dr_all));
     OP_REQUIRES_OK(ctx,
-                   ctx->allocate_temp(h0.dtype(), {Tn, B, G}, &dz_all));
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(h0.dtype(), {4, B, u}, &carry));
+                   PooledTemp(ctx, h0.dtype(), {Tn, B, G}, &dz_all));
+    OP_REQUIRES_OK(ctx, PooledTemp(ctx, h0.dtype(), {4, B, u}, &carry));
     T* DR = dr_all.flat<T>().data();
     T* DZ = dz_all.flat<T>().data();
     T* buf = carry.flat<T>().data();
@@ -1028,3 +1028,25 @@ REGISTER("KerasLnGruBackward", GruBackwardOp, double);
 
 }  // namespace
 }  // namespace keras_ln
+
+// The block pool (kernels.h), through ctypes (keras_ln.layers._native):
+// the bytes it holds; freeing them (returns the bytes freed); its sizes and
+// test mode (every block handed out filled with NaNs).
+extern "C" __attribute__((visibility("default"))) size_t
+keras_ln_pool_cached_bytes() {
+  return keras_ln::BlockPool::Get()->CachedBytes();
+}
+
+extern "C" __attribute__((visibility("default"))) size_t
+keras_ln_pool_release() {
+  return keras_ln::BlockPool::Get()->Release();
+}
+
+extern "C" __attribute__((visibility("default"))) void keras_ln_pool_configure(
+    size_t min_bytes, size_t max_cached_bytes, int poison) {
+  keras_ln::BlockPool* pool = keras_ln::BlockPool::Get();
+  pool->min_bytes_ = min_bytes;
+  pool->max_cached_bytes_ = max_cached_bytes;
+  pool->poison_ = poison != 0;
+  pool->Release();
+}
