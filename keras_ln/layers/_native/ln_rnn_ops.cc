@@ -254,7 +254,9 @@ struct LstmStep {
   // step, CP = c_{t-1}, DYS = dL/dy_t, DH = dL/dh_t (all of it), DC, DY
   // (what masked later steps passed back through their outputs). Out: DZ
   // (dL/dxp_t), DR (dL/dr_t), DHS (the part of dL/dh_{t-1} that does not go
-  // through r_t), DCO, DYO; adds the norm gradients to sgr, sgs, sbs.
+  // through r_t), DCO, DYO; adds the norm gradients to sgr, sgs, sbs (with
+  // `normalize` only: without, gr, gs and bs are constants of the caller,
+  // the candidate scale, ones and zeros, and their gradients stay zero).
   void Backward(int64_t b0, int64_t b1, const T* A, const T* S, const T* R,
                 const T* CP, const T* DYS, const T* DH, const T* DC,
                 const T* DY, const bool* M, T* DZ, T* DR, T* DHS, T* DCO,
@@ -307,14 +309,15 @@ struct LstmStep {
       dzo.segment(2 * u, u) = T(2) * dco * a.head(u);
       dzo.tail(u) = dhn * th;
       dzo *= a * (T(1) - a);
-      rhat = rv * rstd_r;
-      grh = dzo * grv;
-      if (normalize)
-        dro = rstd_r * (grh - rhat * RowMean(grh * rhat));
-      else
-        dro = grh;
       dco *= a.segment(u, u);
       dhso.setZero();
+      if (!normalize) {  // no norms: gr, gs and bs are the caller's
+        dro = dzo * grv;  // constants, whose sums are left at zero
+        continue;
+      }
+      rhat = rv * rstd_r;
+      grh = dzo * grv;
+      dro = rstd_r * (grh - rhat * RowMean(grh * rhat));
       sgr += dzo * rhat;
       sgs += dcn * chat;
       sbs += dcn;
