@@ -155,37 +155,46 @@ class BlockPool : public tensorflow::Allocator {
 
 namespace {
 
-// ctx->allocate_output and ctx->allocate_temp, from the pool when large.
-inline tensorflow::Status PooledOutput(tensorflow::OpKernelContext* ctx, int index,
-                                       const tensorflow::TensorShape& shape,
-                                       tensorflow::Tensor** out) {
-  const auto dtype = ctx->expected_output_dtype(index);
+// A tensor from the pool, or false when it is under the pool's smallest size
+// (then ctx->allocate_output or ctx->allocate_temp, below, allocate it).
+inline bool FromPool(tensorflow::DataType dtype,
+                     const tensorflow::TensorShape& shape,
+                     tensorflow::Tensor* out, tensorflow::Status* status) {
   if (shape.num_elements() * tensorflow::DataTypeSize(dtype) <
       BlockPool::Get()->min_bytes_)
+    return false;
+  *out = tensorflow::Tensor(BlockPool::Get(), dtype, shape);
+  *status = out->IsInitialized()
+                ? tensorflow::Status()
+                : tensorflow::errors::ResourceExhausted(
+                      "keras_ln: cannot allocate a tensor of shape ",
+                      shape.DebugString());
+  return true;
+}
+
+// ctx->allocate_output and ctx->allocate_temp, from the pool when large.
+inline tensorflow::Status PooledOutput(tensorflow::OpKernelContext* ctx,
+                                       int index,
+                                       const tensorflow::TensorShape& shape,
+                                       tensorflow::Tensor** out) {
+  tensorflow::Tensor pooled;
+  tensorflow::Status status;
+  if (!FromPool(ctx->expected_output_dtype(index), shape, &pooled, &status))
     return ctx->allocate_output(index, shape, out);
-  tensorflow::Tensor pooled(BlockPool::Get(), dtype, shape);
-  if (!pooled.IsInitialized())
-    return tensorflow::errors::ResourceExhausted(
-        "keras_ln: cannot allocate output ", index, " of shape ",
-        shape.DebugString());
+  if (!status.ok()) return status;
   ctx->set_output(index, pooled);
   *out = ctx->mutable_output(index);
-  return tensorflow::Status();
+  return status;
 }
 
 inline tensorflow::Status PooledTemp(tensorflow::OpKernelContext* ctx,
                                      tensorflow::DataType dtype,
-                                     const tensorflow::TensorShape& shape, tensorflow::Tensor* out) {
-  if (shape.num_elements() * tensorflow::DataTypeSize(dtype) <
-      BlockPool::Get()->min_bytes_)
+                                     const tensorflow::TensorShape& shape,
+                                     tensorflow::Tensor* out) {
+  tensorflow::Status status;
+  if (!FromPool(dtype, shape, out, &status))
     return ctx->allocate_temp(dtype, shape, out);
-  tensorflow::Tensor pooled(BlockPool::Get(), dtype, shape);
-  if (!pooled.IsInitialized())
-    return tensorflow::errors::ResourceExhausted(
-        "keras_ln: cannot allocate a temporary of shape ",
-        shape.DebugString());
-  *out = std::move(pooled);
-  return tensorflow::Status();
+  return status;
 }
 
 }  // namespace
