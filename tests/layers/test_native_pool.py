@@ -102,3 +102,11 @@ def test_at_most_the_cap_stays_cached(pool):
 def test_configure_pool_is_validated(pool, argument, value):
     with pytest.raises(ValueError, match=f"{argument} must be an int >= 0, got {value!r}"):
         _native._configure_pool(**{argument: value})
+
+
+def test_without_the_library_nothing_is_pooled(monkeypatch):
+    monkeypatch.setattr(_native, "_loaded", {"module": None, "error": "not built (test)"})
+    assert _native.pool_cached_bytes() == 0
+    assert _native.release_pool() == 0
+    with pytest.raises(RuntimeError, match="the native ops are not available: not built \\(test\\)"):
+        _native._configure_pool()

@@ -81,32 +81,9 @@ def ops():
         return _loaded["module"]
 
 
-def copy_rows():
-    """`keras_ln_copy_rows` of `row_copy.cc` as a ctypes function, or None
+def _c_function(name, restype, argtypes):
+    """The library's extern "C" function `name` through ctypes, or None
     where `ops()` is None (the same library, loaded by TensorFlow first)."""
-    if ops() is None:
-        return None
-    with _lock:
-        if "copy_rows" not in _loaded:
-            import ctypes
-
-            function = ctypes.CDLL(library_path()).keras_ln_copy_rows
-            function.restype = None
-            function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                 ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                 ctypes.c_int]
-            _loaded["copy_rows"] = function
-        return _loaded["copy_rows"]
-
-
-# The block pool of the recurrent ops (kernels.h's BlockPool): their large
-# tensors, from POOL_MIN_BYTES up, come back for the next call of the same
-# size, at most POOL_MAX_CACHED_BYTES of them (kernels.h's defaults).
-POOL_MIN_BYTES = 128 << 10
-POOL_MAX_CACHED_BYTES = 512 << 20
-
-
-def _pool_function(name, restype, argtypes):
     if ops() is None:
         return None
     with _lock:
@@ -120,12 +97,29 @@ def _pool_function(name, restype, argtypes):
         return _loaded[name]
 
 
+def copy_rows():
+    """`keras_ln_copy_rows` of `row_copy.cc` as a ctypes function, or None
+    where `ops()` is None."""
+    import ctypes
+
+    return _c_function("keras_ln_copy_rows", None,
+                       [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int])
+
+
+# The block pool of the recurrent ops (kernels.h's BlockPool): their large
+# tensors, from POOL_MIN_BYTES up, come back for the next call of the same
+# size, at most POOL_MAX_CACHED_BYTES of them (kernels.h's defaults).
+POOL_MIN_BYTES = 128 << 10
+POOL_MAX_CACHED_BYTES = 512 << 20
+
+
 def pool_cached_bytes():
     """Bytes the native recurrent ops keep for their next calls (0 without
     the library)."""
     import ctypes
 
-    function = _pool_function("keras_ln_pool_cached_bytes", ctypes.c_size_t, [])
+    function = _c_function("keras_ln_pool_cached_bytes", ctypes.c_size_t, [])
     return 0 if function is None else function()
 
 
@@ -135,7 +129,7 @@ def release_pool():
     allocates afresh."""
     import ctypes
 
-    function = _pool_function("keras_ln_pool_release", ctypes.c_size_t, [])
+    function = _c_function("keras_ln_pool_release", ctypes.c_size_t, [])
     return 0 if function is None else function()
 
 
@@ -149,7 +143,7 @@ def _configure_pool(min_bytes=POOL_MIN_BYTES, max_cached_bytes=POOL_MAX_CACHED_B
     for name, value in (("min_bytes", min_bytes), ("max_cached_bytes", max_cached_bytes)):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-    function = _pool_function("keras_ln_pool_configure", None,
+    function = _c_function("keras_ln_pool_configure", None,
                               [ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int])
     if function is None:
         raise RuntimeError(f"the native ops are not available: {load_error()}")
