@@ -110,3 +110,14 @@ def test_without_the_library_nothing_is_pooled(monkeypatch):
     assert _native.release_pool() == 0
     with pytest.raises(RuntimeError, match="the native ops are not available: not built \\(test\\)"):
         _native._configure_pool()
+
+
+def test_tensors_under_128_kib_come_from_tensorflow(pool):
+    # README: the pool takes the ops' tensors from 128 KiB up. Here the
+    # largest, the gates of all steps, is 7 x 37 x 48 floats (50 KB).
+    _outputs_and_gradients("LayerNormLSTM", "float32", True)
+    assert _native.pool_cached_bytes() == 0
+    assert _native.POOL_MIN_BYTES == 128 << 10
+    _native._configure_pool(min_bytes=7 * 37 * 48 * 4)  # the gates just reach it
+    _outputs_and_gradients("LayerNormLSTM", "float32", True)
+    assert _native.pool_cached_bytes() >= 7 * 37 * 48 * 4
