@@ -28,12 +28,12 @@ int64_t LayerNormShards(int64_t rows, int64_t features) {
 // RowMean of its values bit for bit; one sweep over the row instead of
 // two, with no intermediate row written. `add(j, L, la, lb)` adds the
 // fixed-size (L) arrays a and b at j to la and lb, the first L of the
-// lanes (in place: returned by value in a pair, they went through the
-// stack in an AVX2 build); `scalar(j)` returns the pair of scalars.
+// lanes (MeanLanes::Add, in place: returned by value in a pair, they went
+// through the stack in an AVX2 build); `scalar(j)` returns the pair of
+// scalars.
 template <typename T, typename Add, typename Scalar>
 std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
-  using Lanes = Eigen::Array<T, kMeanLanes, 1>;
-  Lanes la = Lanes::Zero(), lb = Lanes::Zero();
+  MeanLanes<T> la, lb;
   int64_t j = 0;
   for (; j + kMeanLanes <= n; j += kMeanLanes)
     add(j, std::integral_constant<int, kMeanLanes>(), la, lb);
@@ -41,7 +41,7 @@ std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
     add(j, std::integral_constant<int, kMeanLanes / 2>(), la, lb);
     j += kMeanLanes / 2;
   }
-  T sa = FoldMeanLanes(la), sb = FoldMeanLanes(lb);
+  T sa = la.Fold(), sb = lb.Fold();
   for (; j < n; ++j) {
     const auto ab = scalar(j);
     sa += ab.first;
@@ -91,8 +91,8 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
             constexpr int kL = decltype(L)::value;
             using A = Eigen::Array<T, kL, 1>;
             const A d = Eigen::Map<const A>(x + j) - m1;
-            la.template head<kL>() += d;
-            lb.template head<kL>() += d.square();
+            la.template Add<kL>(d);
+            lb.template Add<kL>(d.square());
           },
           [&](int64_t j) {
             const T d = x[j] - m1;
@@ -142,8 +142,8 @@ void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
           Eigen::Map<A>(sg + j) += d * xh;
           Eigen::Map<A>(sb + j) += d;
           const A gv = g ? A(d * Eigen::Map<const A>(g + j)) : d;
-          la.template head<kL>() += gv;
-          lb.template head<kL>() += gv * xh;
+          la.template Add<kL>(gv);
+          lb.template Add<kL>(gv * xh);
         },
         [&](int64_t j) {
           const T xh = ((x[j] - m1) - dm) * r;
