@@ -338,8 +338,9 @@ struct MeanLanes {
   }
 };
 
+// RowMean's sum, before the division by the length.
 template <typename Derived>
-typename Derived::Scalar RowMean(const Eigen::ArrayBase<Derived>& x) {
+typename Derived::Scalar RowSum(const Eigen::ArrayBase<Derived>& x) {
   using T = typename Derived::Scalar;
   EIGEN_STATIC_ASSERT_VECTOR_ONLY(Derived);
   const Eigen::Index n = x.size();
@@ -353,7 +354,13 @@ typename Derived::Scalar RowMean(const Eigen::ArrayBase<Derived>& x) {
   }
   T sum = lanes.Fold();
   for (; j < n; ++j) sum += x.derived().coeff(j);
-  return sum / T(n);
+  return sum;
+}
+
+template <typename Derived>
+typename Derived::Scalar RowMean(const Eigen::ArrayBase<Derived>& x) {
+  using T = typename Derived::Scalar;
+  return RowSum(x) / T(x.size());
 }
 
 // ------------------------------------------------------------- products

@@ -4,6 +4,7 @@
 #ifndef KERAS_LN_LAYERS_NATIVE_LAYER_NORM_H_
 #define KERAS_LN_LAYERS_NATIVE_LAYER_NORM_H_
 
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -22,17 +23,17 @@ int64_t LayerNormShards(int64_t rows, int64_t features) {
       1, std::min<int64_t>({kMaxShards, by_size, rows / kShardRows}));
 }
 
-// Two RowMeans of one pass: the sums of a(j) and b(j) over j < n, for
+// Two RowSums of one pass: the sums of a(j) and b(j) over j < n, for
 // element-wise functions a and b of the element index, each in RowMean's
 // order exactly (the same lanes, folds and tail), so each equals the
-// RowMean of its values bit for bit; one sweep over the row instead of
+// RowSum of its values bit for bit; one sweep over the row instead of
 // two, with no intermediate row written. `add(j, L, la, lb)` adds the
 // fixed-size (L) arrays a and b at j to la and lb, the first L of the
 // lanes (MeanLanes::Add, in place: returned by value in a pair, they went
 // through the stack in an AVX2 build); `scalar(j)` returns the pair of
 // scalars.
 template <typename T, typename Add, typename Scalar>
-std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
+std::pair<T, T> RowSums2(int64_t n, const Add& add, const Scalar& scalar) {
   MeanLanes<T> la, lb;
   int64_t j = 0;
   for (; j + kMeanLanes <= n; j += kMeanLanes)
@@ -47,6 +48,13 @@ std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
     sa += ab.first;
     sb += ab.second;
   }
+  return {sa, sb};
+}
+
+// The two RowMeans of RowSums2's sums.
+template <typename T, typename Add, typename Scalar>
+std::pair<T, T> RowMeans2(int64_t n, const Add& add, const Scalar& scalar) {
+  const auto [sa, sb] = RowSums2<T>(n, add, scalar);
   return {sa / T(n), sb / T(n)};
 }
 
@@ -67,10 +75,50 @@ int64_t PhaseRows(int64_t features) {
       1, std::min<int64_t>(kPhaseRows, kPhaseBytes / (features * int64_t(sizeof(T)))));
 }
 
+// Correctly rounded square roots of v[0, n), in place: vector instructions
+// where the build has them, std::sqrt's bits. (The compiler does not
+// vectorize std::sqrt itself, which may set errno; Eigen's AVX-512 square
+// root is an approximation refined by Newton steps, not these bits.)
+template <typename T>
+EIGEN_ALWAYS_INLINE void SqrtInPlace(int64_t n, T* v) {
+  int64_t k = 0;
+#if defined(__AVX__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (; k + 8 <= n; k += 8)
+      _mm256_storeu_ps(v + k, _mm256_sqrt_ps(_mm256_loadu_ps(v + k)));
+  } else if constexpr (std::is_same_v<T, double>) {
+    for (; k + 4 <= n; k += 4)
+      _mm256_storeu_pd(v + k, _mm256_sqrt_pd(_mm256_loadu_pd(v + k)));
+  }
+#endif
+  for (; k < n; ++k) v[k] = std::sqrt(v[k]);
+}
+
+// The scale of each row of a block from its sums of d and d^2: the means
+// dm (written to DM) and mean(d^2), rstd = 1 / sqrt(max(mean(d^2) - dm^2,
+// 0) + eps) (to R), element-wise over the block's rows: vector divisions
+// and square roots (correctly rounded, as the scalar ones: the same bits)
+// where one row at a time was a chain of five scalar ones.
+template <typename T>
+EIGEN_ALWAYS_INLINE void RowScales(int64_t rows, T n, T eps,
+                                   const T* __restrict sd,
+                                   const T* __restrict sd2,
+                                   T* __restrict DM, T* __restrict R) {
+  T v[kPhaseRows];
+  for (int64_t k = 0; k < rows; ++k) {
+    const T dm = sd[k] / n, d2 = sd2[k] / n;
+    DM[k] = dm;
+    const T u = d2 - dm * dm;
+    v[k] = std::max(u, T(0)) + eps;
+  }
+  SqrtInPlace(rows, v);
+  for (int64_t k = 0; k < rows; ++k) R[k] = T(1) / v[k];
+}
+
 // Rows [r0, r1) of the forward pass of the (n, F) matrix X: Y, and each
 // row's m1, dm and rstd in stats (3, n). g and b may be null (no scale or
 // offset). Three sweeps over a row: m1; dm and mean(d^2) together
-// (RowMeans2); y. The operations and their order are those of the
+// (RowSums2); y. The operations and their order are those of the
 // formulas in layer_norm_ops.cc, element by element (no fused
 // multiply-adds: -ffp-contract=off).
 template <typename T>
@@ -79,13 +127,15 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
                           T* Y, T* stats) {
   T *M1 = stats, *DM = stats + n, *R = stats + 2 * n;
   const int64_t block = PhaseRows<T>(F);
+  T sd[kPhaseRows], sd2[kPhaseRows];
   for (int64_t i0 = r0; i0 < r1; i0 += block) {
     const int64_t i1 = std::min(r1, i0 + block);
-    for (int64_t i = i0; i < i1; ++i) M1[i] = RowMean(CRow<T>(X + i * F, F));
+    for (int64_t i = i0; i < i1; ++i) sd[i - i0] = RowSum(CRow<T>(X + i * F, F));
+    for (int64_t i = i0; i < i1; ++i) M1[i] = sd[i - i0] / T(F);
     for (int64_t i = i0; i < i1; ++i) {
       const T* x = X + i * F;
       const T m1 = M1[i];
-      const auto [dm, d2] = RowMeans2<T>(
+      std::tie(sd[i - i0], sd2[i - i0]) = RowSums2<T>(
           F,
           [&](int64_t j, auto L, auto& la, auto& lb) {
             constexpr int kL = decltype(L)::value;
@@ -98,10 +148,8 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
             const T d = x[j] - m1;
             return std::make_pair(d, d * d);
           });
-      DM[i] = dm;
-      const T var = std::max(d2 - dm * dm, T(0));
-      R[i] = T(1) / std::sqrt(var + eps);
     }
+    RowScales<T>(i1 - i0, T(F), eps, sd, sd2, DM + i0, R + i0);
     for (int64_t i = i0; i < i1; ++i) {
       CRow<T> xv(X + i * F, F);
       const T m1 = M1[i], dm = DM[i], r = R[i];
