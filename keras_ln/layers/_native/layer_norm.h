@@ -27,19 +27,26 @@ int64_t LayerNormShards(int64_t rows, int64_t features) {
 // element-wise functions a and b of the element index, each in RowMean's
 // order exactly (the same lanes, folds and tail), so each equals the
 // RowSum of its values bit for bit; one sweep over the row instead of
-// two, with no intermediate row written. `add(j, L, la, lb)` adds the
-// fixed-size (L) arrays a and b at j to la and lb, the first L of the
-// lanes (MeanLanes::Add, in place: returned by value in a pair, they went
-// through the stack in an AVX2 build); `scalar(j)` returns the pair of
-// scalars.
+// two, with no intermediate row written. `add(j, qa, qb)` adds a and b
+// at j, j + 1, ..., j + 7 to qa and qb, a quarter (8 lanes) of each
+// MeanLanes: a quarter at a time, the values of a 32-lane step never all
+// live in registers at once (as whole 32-lane arrays the backward's
+// spilled to the stack in an AVX2 build). The lanes' additions are
+// RowSum's, lane for lane. `scalar(j)` returns the pair of scalars.
 template <typename T, typename Add, typename Scalar>
 std::pair<T, T> RowSums2(int64_t n, const Add& add, const Scalar& scalar) {
+  static_assert(kMeanLanes == 32, "four quarters of 8 lanes");
   MeanLanes<T> la, lb;
   int64_t j = 0;
-  for (; j + kMeanLanes <= n; j += kMeanLanes)
-    add(j, std::integral_constant<int, kMeanLanes>(), la, lb);
+  for (; j + kMeanLanes <= n; j += kMeanLanes) {
+    add(j, la.q0, lb.q0);
+    add(j + 8, la.q1, lb.q1);
+    add(j + 16, la.q2, lb.q2);
+    add(j + 24, la.q3, lb.q3);
+  }
   if (j + kMeanLanes / 2 <= n) {
-    add(j, std::integral_constant<int, kMeanLanes / 2>(), la, lb);
+    add(j, la.q0, lb.q0);
+    add(j + 8, la.q1, lb.q1);
     j += kMeanLanes / 2;
   }
   T sa = la.Fold(), sb = lb.Fold();
@@ -137,12 +144,11 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
       const T m1 = M1[i];
       std::tie(sd[i - i0], sd2[i - i0]) = RowSums2<T>(
           F,
-          [&](int64_t j, auto L, auto& la, auto& lb) {
-            constexpr int kL = decltype(L)::value;
-            using A = Eigen::Array<T, kL, 1>;
+          [&](int64_t j, auto& qa, auto& qb) {
+            using A = Eigen::Array<T, 8, 1>;
             const A d = Eigen::Map<const A>(x + j) - m1;
-            la.template Add<kL>(d);
-            lb.template Add<kL>(d.square());
+            qa += d;
+            qb += d.square();
           },
           [&](int64_t j) {
             const T d = x[j] - m1;
@@ -170,10 +176,10 @@ void LayerNormForwardRows(const T* X, const T* g, const T* b, T eps,
 // dgamma (sg) and dbeta (sb), added to. g may be null. Two sweeps over a
 // row, each recomputing xhat as the forward computed it (the same bits):
 // the column sums with the two row means of g and g * xhat; dx.
-template <typename T>
-void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
-                           const T* g, int64_t n, int64_t F, int64_t r0,
-                           int64_t r1, T* DX, T* sg, T* sb) {
+template <bool kHasGamma, typename T>
+void LayerNormBackwardRowsImpl(const T* DY, const T* X, const T* stats,
+                               const T* g, int64_t n, int64_t F, int64_t r0,
+                               int64_t r1, T* DX, T* sg, T* sb) {
   const T *M1 = stats, *DM = stats + n, *R = stats + 2 * n;
   for (int64_t i = r0; i < r1; ++i) {
     const T *x = X + i * F, *dy = DY + i * F;
@@ -182,31 +188,45 @@ void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
     // their order is the rows', whatever the vector width) in one sweep.
     const auto [mg, mgx] = RowMeans2<T>(
         F,
-        [&](int64_t j, auto L, auto& la, auto& lb) {
-          constexpr int kL = decltype(L)::value;
-          using A = Eigen::Array<T, kL, 1>;
+        [&](int64_t j, auto& qa, auto& qb) {
+          using A = Eigen::Array<T, 8, 1>;
           const A xh = ((Eigen::Map<const A>(x + j) - m1) - dm) * r;
           const A d = Eigen::Map<const A>(dy + j);
           Eigen::Map<A>(sg + j) += d * xh;
           Eigen::Map<A>(sb + j) += d;
-          const A gv = g ? A(d * Eigen::Map<const A>(g + j)) : d;
-          la.template Add<kL>(gv);
-          lb.template Add<kL>(gv * xh);
+          A gv;
+          if constexpr (kHasGamma)
+            gv = d * Eigen::Map<const A>(g + j);
+          else
+            gv = d;
+          qa += gv;
+          qb += gv * xh;
         },
         [&](int64_t j) {
           const T xh = ((x[j] - m1) - dm) * r;
           sg[j] += dy[j] * xh;
           sb[j] += dy[j];
-          const T gv = g ? dy[j] * g[j] : dy[j];
+          const T gv = kHasGamma ? dy[j] * g[j] : dy[j];
           return std::make_pair(gv, gv * xh);
         });
     const auto xh = ((CRow<T>(x, F) - m1) - dm) * r;
     Row<T> dx(DX + i * F, F);
-    if (g)
+    if constexpr (kHasGamma)
       dx = r * ((CRow<T>(dy, F) * CRow<T>(g, F) - mg) - xh * mgx);
     else
       dx = r * ((CRow<T>(dy, F) - mg) - xh * mgx);
   }
+}
+
+// The branch on the scale taken once, not in every vector of a row.
+template <typename T>
+void LayerNormBackwardRows(const T* DY, const T* X, const T* stats,
+                           const T* g, int64_t n, int64_t F, int64_t r0,
+                           int64_t r1, T* DX, T* sg, T* sb) {
+  if (g)
+    LayerNormBackwardRowsImpl<true>(DY, X, stats, g, n, F, r0, r1, DX, sg, sb);
+  else
+    LayerNormBackwardRowsImpl<false>(DY, X, stats, g, n, F, r0, r1, DX, sg, sb);
 }
 
 }  // namespace
