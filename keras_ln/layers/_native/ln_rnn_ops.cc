@@ -744,14 +744,15 @@ struct GruStep {
       dxo.tail(u) = dnp;
       din.head(2 * u) = dxo.head(2 * u);
       din.tail(u) = dnp * rr;
-      grh = din * grv;
-      if (normalize)
-        dro = rstd * (grh - rhat * RowMean(grh * rhat));
-      else
-        dro = grh;
       dhso = dhn * z;
-      sgr += din * rhat;
       soff += din;
+      if (!normalize) {  // no norm: gr is the caller's constant (ones),
+        dro = din * grv;  // whose sum is left at zero
+        continue;
+      }
+      grh = din * grv;
+      dro = rstd * (grh - rhat * RowMean(grh * rhat));
+      sgr += din * rhat;
     }
   }
 };
