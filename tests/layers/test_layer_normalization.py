@@ -776,3 +776,101 @@ def test_native_ops_in_shards_match_float64_numpy(dtype, rtol, shape):
     np.testing.assert_allclose(dx, expected_dx, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(dgamma, (dy * xhat).sum(0), rtol=rtol, atol=rtol * 100)
     np.testing.assert_allclose(dbeta, dy.sum(0), rtol=rtol, atol=rtol * 100)
+
+
+def _row_sum_in_native_order(v):
+    """A row's sum in the native ops' order (kernels.h, RowSum): lane l of
+    32 adds v[l], v[l + 32], ... over whole blocks of 32, a remaining 16 go
+    to the first 16 lanes, the lanes fold in halves (32 -> 16 -> 8 -> 4,
+    then (l0 + l2) + (l1 + l3)), and the last elements are added one by
+    one; every addition in the row's dtype."""
+    dtype = v.dtype.type
+    lanes = np.zeros(32, v.dtype)
+    j = 0
+    while j + 32 <= len(v):
+        lanes = lanes + v[j:j + 32]
+        j += 32
+    if j + 16 <= len(v):
+        lanes[:16] = lanes[:16] + v[j:j + 16]
+        j += 16
+    l16 = lanes[:16] + lanes[16:]
+    l8 = l16[:8] + l16[8:]
+    l4 = l8[:4] + l8[4:]
+    total = (l4[0] + l4[2]) + (l4[1] + l4[3])
+    for k in range(j, len(v)):
+        total = dtype(total + v[k])
+    return dtype(total)
+
+
+def _native_formulas(x, dy, gamma, beta, eps):
+    """The native ops' forward (y; each row's m1, dm and rstd) and backward
+    (dx, dgamma, dbeta) in NumPy, operation by operation in their dtype
+    and order (layer_norm_ops.cc; one shard: the column sums add up the
+    rows in order)."""
+    T = x.dtype.type
+    n, F = x.shape
+    y, dx = np.empty_like(x), np.empty_like(x)
+    stats = np.empty((3, n), x.dtype)
+    dgamma, dbeta = np.zeros(F, x.dtype), np.zeros(F, x.dtype)
+    for i in range(n):
+        m1 = T(_row_sum_in_native_order(x[i]) / T(F))
+        d = x[i] - m1
+        dm = T(_row_sum_in_native_order(d) / T(F))
+        d2 = T(_row_sum_in_native_order(d * d) / T(F))
+        v = T(d2 - T(dm * dm))
+        r = T(T(1) / np.sqrt(T(max(v, T(0)) + eps)))
+        stats[:, i] = m1, dm, r
+        xh = (d - dm) * r
+        y[i] = xh * gamma + beta
+        g = dy[i] * gamma
+        dgamma = dgamma + dy[i] * xh
+        dbeta = dbeta + dy[i]
+        mg = T(_row_sum_in_native_order(g) / T(F))
+        mgx = T(_row_sum_in_native_order(g * xh) / T(F))
+        dx[i] = r * ((g - mg) - xh * mgx)
+    return y, stats, dx, dgamma, dbeta
+
+
+def _assert_same_bits(actual, expected):
+    """Equal bit for bit (signed zeros too); NaN where NaN, whatever its
+    payload."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(actual), nan)
+    kind = {4: np.uint32, 8: np.uint64}[expected.dtype.itemsize]
+    np.testing.assert_array_equal(actual[~nan].view(kind), expected[~nan].view(kind))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("features", [5, 16, 40, 64, 100, 129])
+@pytest.mark.parametrize("eps", [1e-3, 1e-12, 0.0])
+def test_native_ops_are_their_formulas_bit_for_bit(dtype, features, eps):
+    """The native forward and backward give the bits of their formulas
+    evaluated in NumPy in the same order (sums, divisions, square root,
+    element by element), on ordinary rows and on edge rows: zeros, -0.0,
+    constant rows (a zero variance: rstd is 1 / sqrt(eps), inf at eps 0),
+    huge and tiny values, NaN and infinities. The ops compute a block of
+    rows' divisions and square roots as vector instructions, and these must
+    round as the scalar ones. (No value or result is a denormal: TensorFlow
+    runs its ops with denormals flushed to zero, NumPy does not.)"""
+    from keras_ln.layers import _native
+    from tests.layers.test_tf_recurrent_kernels import _native_or_skip
+
+    _native_or_skip()
+    mod = _native.ops()
+    rng = np.random.default_rng(features)
+    F = features
+    edge = [np.zeros(F), -np.zeros(F), np.full(F, 3.0), np.full(F, 1e30),
+            rng.normal(size=F) * 1e30, rng.normal(size=F) * 1e-10, rng.normal(size=F) + 1e6,
+            np.r_[np.nan, rng.normal(size=F - 1)], np.r_[np.inf, rng.normal(size=F - 1)],
+            np.r_[-np.inf, np.inf, np.zeros(F - 2)]]
+    x = np.concatenate([np.array(edge), rng.normal(size=(10, F)) * 2 + 1]).astype(dtype)
+    x = x[rng.permutation(len(x))]
+    dy = rng.normal(size=x.shape).astype(dtype)
+    gamma, beta = (rng.normal(size=F).astype(dtype) for _ in range(2))
+    y, stats = mod.keras_ln_layer_norm_forward(x, gamma, beta, tf.constant(eps, dtype))
+    dx, dgamma, dbeta = mod.keras_ln_layer_norm_backward(dy, x, stats, gamma)
+    with np.errstate(all="ignore"):
+        expected = _native_formulas(x, dy, gamma, beta, x.dtype.type(eps))
+    for actual, want in zip((y, stats, dx, dgamma, dbeta), expected):
+        _assert_same_bits(actual.numpy(), want)
