@@ -79,7 +79,7 @@ from keras_ln.sklearn import LSTMClassifier  # noqa: E402
 from keras_ln.sklearn import MLPClassifier  # noqa: E402
 from keras_ln.sklearn import MLPRegressor  # noqa: E402
 from keras_ln.sklearn._execution import _PROGRAMS  # noqa: E402
-from keras_ln.sklearn._training import _cores  # noqa: E402
+from keras_ln._system import available_cores  # noqa: E402
 
 from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
 from _paired import paired_ratio  # noqa: E402
@@ -330,7 +330,7 @@ def main():
         # Before TensorFlow's context starts (no op has run yet).
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     print(f"TensorFlow intra-op threads: {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}"
-          f" ({_cores()} cores)")
+          f" ({available_cores()} cores)")
     warnings.simplefilter("ignore", ConvergenceWarning)
     tf.get_logger().setLevel("ERROR")  # Keras' own retracing warnings
     if args.only_anchor:

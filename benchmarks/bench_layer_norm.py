@@ -58,7 +58,7 @@ tf.get_logger().setLevel("ERROR")
 import keras  # noqa: E402
 import keras_ln  # noqa: E402
 from keras_ln.layers._layer_norm import layer_norm_reference  # noqa: E402
-from keras_ln.sklearn._training import _cores  # noqa: E402
+from keras_ln._system import available_cores  # noqa: E402
 
 from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
 from _paired import paired_ratio  # noqa: E402
@@ -209,7 +209,7 @@ def main(argv=None):
     shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes.split(",")]
     if args.one_core and not ONE_CORE:
         parser.error("--one-core needs os.sched_setaffinity (Linux)")
-    n_cores = _cores()
+    n_cores = available_cores()
     cores = "one core (--one-core)" if ONE_CORE else f"{n_cores} cores"
     print(
         f"keras {keras.__version__}, tensorflow {tf.__version__}, "

@@ -31,7 +31,7 @@ from h2o.exceptions import H2OConnectionError, H2OError, H2OJobCancelled, H2OSta
 from integrations._errors import CLIError
 from integrations._h2o_watchdog import Watchdog, stop_jvms
 from keras_ln.automl import LEADERBOARD_COLUMNS, categorical_columns, fold_metric, h2o_metrics, resolve_sort_metric
-from keras_ln.sklearn._training import _cores
+from keras_ln._system import available_cores
 
 __all__ = ["H2OSession", "h2o_fold_assignment", "h2o_frame_data", "run_h2o", "to_h2o_frame"]
 
@@ -42,7 +42,7 @@ __all__ = ["H2OSession", "h2o_fold_assignment", "h2o_frame_data", "run_h2o", "to
 def _machine_resources():
     """Threads and heap for a local H2O: the cores this process may run on (its CPU affinity; at most 8), a
     quarter of RAM in [1, 8] GiB."""
-    nthreads = max(1, min(_cores(), 8))
+    nthreads = max(1, min(available_cores(), 8))
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -22,7 +22,7 @@ from keras_ln.automl import _store
 from keras_ln.automl import _workers
 from keras_ln.automl._metrics import fold_metric
 from keras_ln.automl._metrics import h2o_metrics
-from keras_ln.sklearn._training import _cores
+from keras_ln._system import available_cores
 
 _clock = time.monotonic  # the budget's clock (a module attribute so that tests can drive it)
 MAX_FAILED_IN_A_ROW = 10  # the search gives up after this many configurations without a model
@@ -40,7 +40,7 @@ class SearchLoop:
 
             with Client(self.dask_scheduler, timeout=30) as client:
                 return max(1, sum(client.nthreads().values()))
-        return int(self.n_jobs or _cores())
+        return int(self.n_jobs or available_cores())
 
     def _stopped_by(self, n_models, out_of_time):
         if self.max_models is not None and n_models >= self.max_models:

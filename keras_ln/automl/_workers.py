@@ -24,7 +24,7 @@ import time
 import uuid
 
 from keras_ln.automl import _search
-from keras_ln.sklearn._training import _cores
+from keras_ln._system import available_cores
 
 
 @dataclasses.dataclass
@@ -65,14 +65,14 @@ def intra_op_threads():
     env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
     if env.strip().isdigit() and int(env) > 0:
         return int(env)
-    return _cores()
+    return available_cores()
 
 
 def worker_threads(workers):
     """The `Threads` of each of `workers` workers: the coordinating process's intra-op count (see the module
     doc); the native MLP loop in one thread where a worker's share of the cores this process may run on is
     one."""
-    share = max(1, _cores() // workers)
+    share = max(1, available_cores() // workers)
     return Threads(intra_op=intra_op_threads(), native_mlp=1 if share == 1 else 0)
 
 

@@ -32,6 +32,7 @@ import weakref
 
 import numpy as np
 
+from keras_ln._system import available_cores
 from keras_ln.sklearn._batch_statistics import recompute_batch_statistics
 
 # A fit with at most this many minibatch steps in all runs its loop eagerly,
@@ -100,7 +101,7 @@ def training_rows(X, targets, groups, tf):
     hashes = np.empty(len(rows), np.uint64) if groups else None
     keys = _hash_keys(row_bytes // 4)
     copy(rows.ctypes.data, buffer.ctypes.data, len(rows), row_bytes, keys.ctypes.data,
-         None if hashes is None else hashes.ctypes.data, _cores())
+         None if hashes is None else hashes.ctypes.data, available_cores())
     tensor = tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
     return tensor, (row_groups(rows, targets, hashes) if groups else None)
 
@@ -229,13 +230,6 @@ if hasattr(os, "register_at_fork"):
     # A child forked while another thread held the lock would never see it
     # released; its copy of the kept map (private: copy-on-write) stays usable.
     os.register_at_fork(after_in_child=lambda: setattr(_ROWS_BUFFERS, "_lock", threading.Lock()))
-
-
-def _cores():
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _ranks(keys):

@@ -17,7 +17,7 @@ from keras_ln.sklearn import LSTMClassifier
 from keras_ln.sklearn import MLPClassifier
 from keras_ln.sklearn import MLPRegressor
 from keras_ln.sklearn import _execution
-from keras_ln.sklearn._training import _cores
+from keras_ln._system import available_cores
 
 pytestmark = pytest.mark.skipif(_native.ops() is None, reason="native ops not built")
 
@@ -174,7 +174,7 @@ def test_the_helper_thread_changes_no_bit(dtype, normalization, hidden, batch_si
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(_cores() < 2, reason="one core: the op runs in one thread")
+@pytest.mark.skipif(available_cores() < 2, reason="one core: the op runs in one thread")
 def test_the_helper_thread_runs_shards(monkeypatch):
     """Where TensorFlow's intra-op pool has two threads or more, the helper
     runs second shards (those it takes before the caller finishes its own:
