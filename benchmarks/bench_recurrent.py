@@ -37,6 +37,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Every model's training and inference steps are tf.functions of their own,
+# each traced once: not the retracing that TensorFlow's warning about many
+# traced functions is about.
+tf.get_logger().setLevel("ERROR")
+
 import keras_ln  # noqa: E402
 
 from _paired import CONFIDENCE  # noqa: E402  (benchmarks/_paired.py)
