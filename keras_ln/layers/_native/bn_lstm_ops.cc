@@ -674,17 +674,13 @@ class BnLstmBackwardOp : public BnLstmOp {
     CheckShape(ctx, "gr", gr, TensorShape({G}));
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     if (!ctx->status().ok()) return;
-    Tensor *dx, *dw, *dgx, *dbias, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, w.shape(), &dw));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, gx.shape(), &dgx));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, gx.shape(), &dbias));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, h0.shape(), &dc0));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 6, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 7, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 8, gs.shape(), &dgs));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 9, gs.shape(), &dbs));
+    LstmGradients grads;
+    OP_REQUIRES_OK(ctx, AllocateLstmGradients(ctx, x, w, gx, h0, kernel, gr,
+                                              gs, &grads));
+    Tensor *dx = grads.dx, *dw = grads.dw, *dgx = grads.dgx,
+           *dbias = grads.dbias, *dh0 = grads.dh0, *dc0 = grads.dc0,
+           *dkernel = grads.dkernel, *dgr = grads.dgr, *dgs = grads.dgs,
+           *dbs = grads.dbs;
     // every step's dL/dr (permuted, for dU after the loop) and dL/dxn
     // dL/dr of the step and of the one after it (permuted), which the
     // step's product reads

@@ -197,6 +197,35 @@ inline tensorflow::Status PooledTemp(tensorflow::OpKernelContext* ctx,
   return status;
 }
 
+// The ten gradients an LSTM backward op returns (the layer-normalized and
+// the batch-normalized one alike), each shaped as the input it is the
+// gradient of: dL/dx, the input kernel w, the input norm's gamma gx and
+// the bias (as gx), h0, c0 (as h0), the recurrent kernel, and the
+// recurrent and state norms' gr, gs and beta (as gs); outputs 0 to 9.
+struct LstmGradients {
+  tensorflow::Tensor *dx, *dw, *dgx, *dbias, *dh0, *dc0, *dkernel, *dgr,
+      *dgs, *dbs;
+};
+
+inline tensorflow::Status AllocateLstmGradients(
+    tensorflow::OpKernelContext* ctx, const tensorflow::Tensor& x,
+    const tensorflow::Tensor& w, const tensorflow::Tensor& gx,
+    const tensorflow::Tensor& h0, const tensorflow::Tensor& kernel,
+    const tensorflow::Tensor& gr, const tensorflow::Tensor& gs,
+    LstmGradients* g) {
+  const tensorflow::Tensor* like[] = {&x, &w, &gx, &gx, &h0,
+                                      &h0, &kernel, &gr, &gs, &gs};
+  tensorflow::Tensor** out[] = {&g->dx,  &g->dw,      &g->dgx, &g->dbias,
+                                &g->dh0, &g->dc0,     &g->dkernel,
+                                &g->dgr, &g->dgs,     &g->dbs};
+  for (int i = 0; i < 10; ++i) {
+    const tensorflow::Status status =
+        PooledOutput(ctx, i, like[i]->shape(), out[i]);
+    if (!status.ok()) return status;
+  }
+  return tensorflow::Status();
+}
+
 }  // namespace
 namespace {
 

@@ -570,17 +570,13 @@ class LstmBackwardOp : public LstmOp {
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     if (!ctx->status().ok()) return;
 
-    Tensor *dx, *dw, *dgx, *dbx, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 1, w.shape(), &dw));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 2, gx.shape(), &dgx));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 3, gx.shape(), &dbx));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 4, h0.shape(), &dh0));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 5, h0.shape(), &dc0));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 6, kernel.shape(), &dkernel));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 7, gr.shape(), &dgr));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 8, gs.shape(), &dgs));
-    OP_REQUIRES_OK(ctx, PooledOutput(ctx, 9, gs.shape(), &dbs));
+    LstmGradients grads;
+    OP_REQUIRES_OK(ctx, AllocateLstmGradients(ctx, x, w, gx, h0, kernel, gr,
+                                              gs, &grads));
+    Tensor *dx = grads.dx, *dw = grads.dw, *dgx = grads.dgx,
+           *dbx = grads.dbias, *dh0 = grads.dh0, *dc0 = grads.dc0,
+           *dkernel = grads.dkernel, *dgr = grads.dgr, *dgs = grads.dgs,
+           *dbs = grads.dbs;
     // dr and dL/dxp of every step, for the large products after the loop
     // (dU = sum_t h_{t-1}^T dr_t, and the input side's); double buffers of
     // the carried gradients.
