@@ -674,13 +674,11 @@ class BnLstmBackwardOp : public BnLstmOp {
     CheckShape(ctx, "gr", gr, TensorShape({G}));
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     if (!ctx->status().ok()) return;
-    LstmGradients grads;
-    OP_REQUIRES_OK(ctx, AllocateLstmGradients(ctx, x, w, gx, h0, kernel, gr,
-                                              gs, &grads));
-    Tensor *dx = grads.dx, *dw = grads.dw, *dgx = grads.dgx,
-           *dbias = grads.dbias, *dh0 = grads.dh0, *dc0 = grads.dc0,
-           *dkernel = grads.dkernel, *dgr = grads.dgr, *dgs = grads.dgs,
-           *dbs = grads.dbs;
+    Tensor *dx, *dw, *dgx, *dbias, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
+    OP_REQUIRES_OK(ctx, AllocateLstmGradients(
+                            ctx, x, w, gx, h0, kernel, gr, gs,
+                            {&dx, &dw, &dgx, &dbias, &dh0, &dc0, &dkernel,
+                             &dgr, &dgs, &dbs}));
     // every step's dL/dr (permuted, for dU after the loop) and dL/dxn
     // dL/dr of the step and of the one after it (permuted), which the
     // step's product reads

@@ -10,6 +10,7 @@
 #define EIGEN_USE_THREADS
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -198,26 +199,18 @@ inline tensorflow::Status PooledTemp(tensorflow::OpKernelContext* ctx,
 }
 
 // The ten gradients an LSTM backward op returns (the layer-normalized and
-// the batch-normalized one alike), each shaped as the input it is the
-// gradient of: dL/dx, the input kernel w, the input norm's gamma gx and
-// the bias (as gx), h0, c0 (as h0), the recurrent kernel, and the
-// recurrent and state norms' gr, gs and beta (as gs); outputs 0 to 9.
-struct LstmGradients {
-  tensorflow::Tensor *dx, *dw, *dgx, *dbias, *dh0, *dc0, *dkernel, *dgr,
-      *dgs, *dbs;
-};
-
+// the batch-normalized one alike), outputs 0 to 9, each shaped as the input
+// it is the gradient of: dL/dx, the input kernel w, the input norm's gamma
+// gx and the bias (as gx), h0, c0 (as h0), the recurrent kernel, and the
+// recurrent and state norms' gr, gs and beta (as gs).
 inline tensorflow::Status AllocateLstmGradients(
     tensorflow::OpKernelContext* ctx, const tensorflow::Tensor& x,
     const tensorflow::Tensor& w, const tensorflow::Tensor& gx,
     const tensorflow::Tensor& h0, const tensorflow::Tensor& kernel,
     const tensorflow::Tensor& gr, const tensorflow::Tensor& gs,
-    LstmGradients* g) {
-  const tensorflow::Tensor* like[] = {&x, &w, &gx, &gx, &h0,
+    const std::array<tensorflow::Tensor**, 10>& out) {
+  const tensorflow::Tensor* like[] = {&x,  &w,      &gx, &gx, &h0,
                                       &h0, &kernel, &gr, &gs, &gs};
-  tensorflow::Tensor** out[] = {&g->dx,  &g->dw,      &g->dgx, &g->dbias,
-                                &g->dh0, &g->dc0,     &g->dkernel,
-                                &g->dgr, &g->dgs,     &g->dbs};
   for (int i = 0; i < 10; ++i) {
     const tensorflow::Status status =
         PooledOutput(ctx, i, like[i]->shape(), out[i]);
@@ -344,16 +337,14 @@ struct MeanLanes {
   using Q = Eigen::Array<T, 8, 1>;
   Q q0 = Q::Zero(), q1 = Q::Zero(), q2 = Q::Zero(), q3 = Q::Zero();
 
-  // Adds a kMeanLanes (or kMeanLanes / 2: to the first half) vector.
-  template <int L, typename Derived>
-  EIGEN_ALWAYS_INLINE void Add(const Eigen::ArrayBase<Derived>& v) {
-    static_assert(L == kMeanLanes || L == kMeanLanes / 2, "32 or 16 lanes");
-    q0 += v.template segment<8>(0);
-    q1 += v.template segment<8>(8);
-    if constexpr (L == kMeanLanes) {
-      q2 += v.template segment<8>(16);
-      q3 += v.template segment<8>(24);
-    }
+  // Quarter k: lanes 8k to 8k + 7.
+  template <int k>
+  EIGEN_ALWAYS_INLINE Q& Quarter() {
+    static_assert(0 <= k && k < 4, "four quarters");
+    if constexpr (k == 0) return q0;
+    else if constexpr (k == 1) return q1;
+    else if constexpr (k == 2) return q2;
+    else return q3;
   }
 
   // The sum of the lanes, folded in halves (a fixed tree: 32 -> 16 -> 8 ->
@@ -367,6 +358,30 @@ struct MeanLanes {
   }
 };
 
+// RowMean's order over a row of n elements: quarter(j, k) for the 8
+// elements at j, to be added to the lanes' quarter k (a
+// std::integral_constant), over whole blocks of 32 (quarters 0 to 3), then
+// a remaining 16 (quarters 0 and 1). Returns where the elements added one
+// by one after the fold start.
+template <typename Quarter>
+EIGEN_ALWAYS_INLINE int64_t ForMeanQuarters(int64_t n, const Quarter& quarter) {
+  static_assert(kMeanLanes == 32, "four quarters of 8 lanes");
+  using std::integral_constant;
+  int64_t j = 0;
+  for (; j + kMeanLanes <= n; j += kMeanLanes) {
+    quarter(j, integral_constant<int, 0>());
+    quarter(j + 8, integral_constant<int, 1>());
+    quarter(j + 16, integral_constant<int, 2>());
+    quarter(j + 24, integral_constant<int, 3>());
+  }
+  if (j + kMeanLanes / 2 <= n) {
+    quarter(j, integral_constant<int, 0>());
+    quarter(j + 8, integral_constant<int, 1>());
+    j += kMeanLanes / 2;
+  }
+  return j;
+}
+
 // RowMean's sum, before the division by the length.
 template <typename Derived>
 typename Derived::Scalar RowSum(const Eigen::ArrayBase<Derived>& x) {
@@ -374,13 +389,9 @@ typename Derived::Scalar RowSum(const Eigen::ArrayBase<Derived>& x) {
   EIGEN_STATIC_ASSERT_VECTOR_ONLY(Derived);
   const Eigen::Index n = x.size();
   MeanLanes<T> lanes;
-  Eigen::Index j = 0;
-  for (; j + kMeanLanes <= n; j += kMeanLanes)
-    lanes.template Add<kMeanLanes>(ColumnSegment<kMeanLanes>(x, j));
-  if (j + kMeanLanes / 2 <= n) {
-    lanes.template Add<kMeanLanes / 2>(ColumnSegment<kMeanLanes / 2>(x, j));
-    j += kMeanLanes / 2;
-  }
+  Eigen::Index j = ForMeanQuarters(n, [&](int64_t at, auto k) {
+    lanes.template Quarter<decltype(k)::value>() += ColumnSegment<8>(x, at);
+  });
   T sum = lanes.Fold();
   for (; j < n; ++j) sum += x.derived().coeff(j);
   return sum;

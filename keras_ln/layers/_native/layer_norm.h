@@ -35,20 +35,11 @@ int64_t LayerNormShards(int64_t rows, int64_t features) {
 // RowSum's, lane for lane. `scalar(j)` returns the pair of scalars.
 template <typename T, typename Add, typename Scalar>
 std::pair<T, T> RowSums2(int64_t n, const Add& add, const Scalar& scalar) {
-  static_assert(kMeanLanes == 32, "four quarters of 8 lanes");
   MeanLanes<T> la, lb;
-  int64_t j = 0;
-  for (; j + kMeanLanes <= n; j += kMeanLanes) {
-    add(j, la.q0, lb.q0);
-    add(j + 8, la.q1, lb.q1);
-    add(j + 16, la.q2, lb.q2);
-    add(j + 24, la.q3, lb.q3);
-  }
-  if (j + kMeanLanes / 2 <= n) {
-    add(j, la.q0, lb.q0);
-    add(j + 8, la.q1, lb.q1);
-    j += kMeanLanes / 2;
-  }
+  int64_t j = ForMeanQuarters(n, [&](int64_t at, auto k) {
+    constexpr int kQuarter = decltype(k)::value;
+    add(at, la.template Quarter<kQuarter>(), lb.template Quarter<kQuarter>());
+  });
   T sa = la.Fold(), sb = lb.Fold();
   for (; j < n; ++j) {
     const auto ab = scalar(j);

@@ -570,13 +570,11 @@ class LstmBackwardOp : public LstmOp {
     CheckShape(ctx, "gs", gs, TensorShape({u}));
     if (!ctx->status().ok()) return;
 
-    LstmGradients grads;
-    OP_REQUIRES_OK(ctx, AllocateLstmGradients(ctx, x, w, gx, h0, kernel, gr,
-                                              gs, &grads));
-    Tensor *dx = grads.dx, *dw = grads.dw, *dgx = grads.dgx,
-           *dbx = grads.dbias, *dh0 = grads.dh0, *dc0 = grads.dc0,
-           *dkernel = grads.dkernel, *dgr = grads.dgr, *dgs = grads.dgs,
-           *dbs = grads.dbs;
+    Tensor *dx, *dw, *dgx, *dbx, *dh0, *dc0, *dkernel, *dgr, *dgs, *dbs;
+    OP_REQUIRES_OK(ctx, AllocateLstmGradients(
+                            ctx, x, w, gx, h0, kernel, gr, gs,
+                            {&dx, &dw, &dgx, &dbx, &dh0, &dc0, &dkernel,
+                             &dgr, &dgs, &dbs}));
     // dr and dL/dxp of every step, for the large products after the loop
     // (dU = sum_t h_{t-1}^T dr_t, and the input side's); double buffers of
     // the carried gradients.
