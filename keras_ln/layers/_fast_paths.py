@@ -50,6 +50,27 @@ def layer_norm(x, gamma=None, beta=None, axis=-1, epsilon=1e-3):
     return layer_norm_reference(x, gamma, beta, axis, epsilon)
 
 
+def gate_blocks_apart():
+    """Whether a recurrent loop takes its input projection's gate blocks
+    apart before the loop (as separate sequences), not as one wide
+    sequence sliced in every step: inside an XLA-compiled function on
+    TensorFlow. There XLA's CPU backend fused the slices of a step's input
+    into the gates' arithmetic and ran that fusion slowly. Measured at
+    bench_recurrent.py's shape, inference inside `jit_compile=True`:
+    LayerNormGRU's generic loop 34-38 -> 16-18 ms, LayerNormLSTM's 37-39
+    -> 22-26 ms, BatchNormLSTM's TensorFlow kernel 31-32 -> 17 ms (its
+    training step 151-160 -> 141-145 ms). Elsewhere each block is one more
+    read a step (a LayerNormLSTM step of the generic loop 7% slower in
+    graph mode). The fused layers' generic loops and BatchNormLSTM's
+    TensorFlow kernel ask; the arithmetic is the same either way.
+    """
+    if backend.backend() == "tensorflow":
+        from keras_ln.layers import _tf_backend
+
+        return _tf_backend.in_xla()
+    return False
+
+
 def recurrence(layer, sequences, initial_state, mask, training):
     """`layer`'s recurrence by its backend's fused kernel.
 

@@ -240,6 +240,17 @@ def to_time_major(sequences):
     return ops.swapaxes(sequences, 0, 1)
 
 
+def gate_blocks(projected, blocks):
+    """The time-major projected sequence for a fused layer's generic loop:
+    its `blocks` gate blocks as a tuple of sequences where
+    `_fast_paths.gate_blocks_apart()` and the number of steps is known
+    when tracing (keras' TensorFlow loop reads an unknown one from
+    `inputs.shape`, which a tuple does not have), else as it is."""
+    if projected.shape[0] is not None and _fast_paths.gate_blocks_apart():
+        return tuple(ops.split(projected, blocks, axis=-1))
+    return projected
+
+
 def run_loop(layer, step, inputs, initial_state, mask, time_major=False):
     """keras' backend time loop with the layer's RNN settings.
 

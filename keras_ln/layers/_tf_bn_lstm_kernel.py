@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras import activations
 from keras import ops
 
+from keras_ln.layers import _fast_paths
 from keras_ln.layers import _native
 from keras_ln.layers import _recurrent
 from keras_ln.layers._tf_recurrent_kernels import _ta
@@ -57,13 +58,17 @@ def _moments(x, w):
 
 def _step(xn_t, w, h, c, U, gr, gs, bs, eps):
     """One forward step; returns the new h, c', r and what the backward
-    step needs."""
+    step needs. `xn_t` is the step's input, or its four gate blocks
+    (`_blocks`)."""
     r = tf.matmul(h, U)
     d, var, mean = _moments(r, w)
     sr = tf.math.rsqrt(var + eps)
     rhat = d * sr
-    a = xn_t + rhat * gr
-    zi, zf, zg, zo = tf.split(a, 4, axis=-1)
+    if isinstance(xn_t, tuple):
+        zi, zf, zg, zo = (
+            x + q for x, q in zip(xn_t, tf.split(rhat * gr, 4, axis=-1)))
+    else:
+        zi, zf, zg, zo = tf.split(xn_t + rhat * gr, 4, axis=-1)
     i, f, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.sigmoid(zo)
     g = tf.tanh(zg)
     cn = f * c + i * g
@@ -96,8 +101,20 @@ def _uniform(h0):
     return tf.fill([1, batch], 1.0 / tf.cast(batch, h0.dtype))
 
 
-def _forward(xn, valid, h0, c0, U, gr, gs, bs, eps, masked, zero_output, units):
+def _blocks(xn, apart):
+    """`t -> ` step t's input: its four gate blocks, sliced apart before
+    the loop, with `apart` (`_fast_paths.gate_blocks_apart()`: inside an
+    XLA-compiled function), else the whole row."""
+    if not apart:
+        return lambda t: xn[t]
+    parts = tf.split(xn, 4, axis=-1)
+    return lambda t: tuple(x[t] for x in parts)
+
+
+def _forward(xn, valid, h0, c0, U, gr, gs, bs, eps, masked, zero_output, units,
+             apart):
     T = tf.shape(xn)[0]
+    xn_at = _blocks(xn, apart)
     dtype = xn.dtype
     eps = tf.constant(eps, dtype)
     weights = _weights(valid) if masked else None
@@ -108,7 +125,7 @@ def _forward(xn, valid, h0, c0, U, gr, gs, bs, eps, masked, zero_output, units):
     def body(t, h, c, out, outs, stats, hs, cprev):
         v = valid[t] if masked else None
         w = weights[t] if masked else uniform
-        hn, cn, step_stats, _ = _step(xn[t], w, h, c, U, gr, gs, bs, eps)
+        hn, cn, step_stats, _ = _step(xn_at(t), w, h, c, U, gr, gs, bs, eps)
         stats = [a.write(t, value) for a, value in zip(stats, step_stats)]
         hs, cprev = hs.write(t, h), cprev.write(t, c)
         if masked:
@@ -124,13 +141,14 @@ def _forward(xn, valid, h0, c0, U, gr, gs, bs, eps, masked, zero_output, units):
         [tf.constant(0), h0, c0, tf.zeros_like(h0), _ta(dtype, T, narrow),
          [_ta(dtype, T, shape) for shape in stat_shapes],
          _ta(dtype, T, narrow), _ta(dtype, T, narrow)],
+        maximum_iterations=T,
     )
     return (outs.stack(), h, c, tuple(a.stack() for a in stats), hs.stack(),
             cprev.stack())
 
 
 def _backward(douts, dhT, dcT, xn, valid, hs, cprev, U, gr, gs, bs, eps,
-              masked, zero_output, units):
+              masked, zero_output, units, apart):
     T = tf.shape(xn)[0]
     dtype = xn.dtype
     eps = tf.constant(eps, dtype)
@@ -139,6 +157,7 @@ def _backward(douts, dhT, dcT, xn, valid, hs, cprev, U, gr, gs, bs, eps,
     ones = tf.ones_like(uniform)
     one = tf.constant(1.0, dtype)
     UT = tf.transpose(U)
+    xn_at = _blocks(xn, apart)
 
     def colsum(x):
         return tf.matmul(ones, x)[0]
@@ -149,7 +168,7 @@ def _backward(douts, dhT, dcT, xn, valid, hs, cprev, U, gr, gs, bs, eps,
         w = weights[t] if masked else uniform
         h, c = hs[t], cprev[t]
         _, _, _, (rhat, sr, i, f, g, o, chat, sc, th) = _step(
-            xn[t], w, h, c, U, gr, gs, bs, eps)
+            xn_at(t), w, h, c, U, gr, gs, bs, eps)
         g_out = douts[t] + gout
         if masked:
             dhn = v * (g_out + gh)
@@ -182,21 +201,33 @@ def _backward(douts, dhT, dcT, xn, valid, hs, cprev, U, gr, gs, bs, eps,
         [tf.constant(0), dhT, dcT, tf.zeros_like(dhT), _ta(dtype, T, wide),
          tf.zeros_like(U), tf.zeros_like(gr), tf.zeros_like(gs),
          tf.zeros_like(bs)],
+        maximum_iterations=T,
     )
     return dxn.stack(), dh0, dc0, dU, dgr, dgs, dbs
 
 
-def _inference(xn, valid, h0, c0, U, ar, br, ac, bc, masked, zero_output, units):
+def _inference(xn, valid, h0, c0, U, ar, br, ac, bc, masked, zero_output, units,
+               apart):
     """Inference: each step's norms with the moving statistics, folded into
     a scale and a shift per step (`ar`, `br` (T, 4 * units) of the
     recurrent norm, `ac`, `bc` (T, units) of the state norm, gammas and
     beta included). Plain TensorFlow ops: differentiable by autodiff."""
     T = tf.shape(xn)[0]
     narrow = tf.TensorShape([None, units])
+    # With `apart` the gate blocks of the per-step inputs are taken apart
+    # before the loop (`_blocks`): the same additions and products.
+    if apart:
+        xn4, ar4, br4 = (tf.split(v, 4, axis=-1) for v in (xn, ar, br))
 
     def body(t, h, c, out, outs):
-        a = xn[t] + tf.matmul(h, U) * ar[t] + br[t]
-        zi, zf, zg, zo = tf.split(a, 4, axis=-1)
+        r = tf.matmul(h, U)
+        if apart:
+            zi, zf, zg, zo = (
+                x[t] + rk * a[t] + b[t]
+                for x, rk, a, b in zip(xn4, tf.split(r, 4, axis=-1), ar4, br4)
+            )
+        else:
+            zi, zf, zg, zo = tf.split(xn[t] + r * ar[t] + br[t], 4, axis=-1)
         cn = tf.sigmoid(zf) * c + tf.sigmoid(zi) * tf.tanh(zg)
         hn = tf.sigmoid(zo) * tf.tanh(cn * ac[t] + bc[t])
         if masked:
@@ -207,24 +238,32 @@ def _inference(xn, valid, h0, c0, U, ar, br, ac, bc, masked, zero_output, units)
             out, h, c = hn, hn, cn
         return t + 1, h, c, out, outs.write(t, out)
 
+    # maximum_iterations: a gradient of this loop (inference differentiated
+    # by autodiff, e.g. with respect to the input) accumulates each step's
+    # values in lists, which an XLA-compiled caller needs bounded.
     _, h, c, _, outs = tf.while_loop(
         lambda t, *_: t < T, body,
         [tf.constant(0), h0, c0, tf.zeros_like(h0), _ta(xn.dtype, T, narrow)],
+        maximum_iterations=T,
     )
     return outs.stack(), h, c
 
 
 @functools.lru_cache(maxsize=None)
-def _inference_compiled(masked, zero_output, units):
+def _inference_compiled(masked, zero_output, units, apart):
+    # `apart` is decided by the caller, outside this function: a trace made
+    # outside XLA would otherwise serve inside it too, and the other way.
     return tf.function(
-        functools.partial(_inference, masked=masked, zero_output=zero_output, units=units),
+        functools.partial(_inference, masked=masked, zero_output=zero_output,
+                          units=units, apart=apart),
         autograph=False, reduce_retracing=True)
 
 
 def bn_lstm_inference(xn, valid, h0, c0, U, ar, br, ac, bc, masked, zero_output):
     """The inference recurrence (see `_inference`); `xn`, `valid` as in
     `bn_lstm_recurrence`. Returns `(outputs, h, c)`."""
-    fn = _inference_compiled(bool(masked), bool(zero_output), int(U.shape[0]))
+    fn = _inference_compiled(bool(masked), bool(zero_output), int(U.shape[0]),
+                             _fast_paths.gate_blocks_apart())
     return fn(*[tf.convert_to_tensor(v) for v in (xn, valid, h0, c0, U, ar, br, ac, bc)])
 
 
@@ -237,11 +276,13 @@ JIT = False
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(eps, masked, zero_output, units, jit):
+def _compiled(eps, masked, zero_output, units, jit, apart):
     """The loops of one configuration and width; `reduce_retracing` relaxes
     the batch and time dimensions after a second shape (the width is fixed
-    by the key)."""
-    config = dict(eps=eps, masked=masked, zero_output=zero_output, units=units)
+    by the key). `apart`: `_blocks`, decided by the caller (as for
+    `_inference_compiled`)."""
+    config = dict(eps=eps, masked=masked, zero_output=zero_output, units=units,
+                  apart=apart)
     fwd = functools.partial(_forward, **config)
     bwd = functools.partial(_backward, **config)
     return (tf.function(fwd, jit_compile=jit, autograph=False, reduce_retracing=True),
@@ -270,7 +311,8 @@ def bn_lstm_recurrence(xn, valid, h0, c0, U, gr, gs, bs, eps, masked,
         recurrent projection (T, 4 * units) and of the new cell state (T,
         units), for the moving statistics (no gradient flows through those).
     """
-    fwd, bwd = _compiled(float(eps), bool(masked), bool(zero_output), int(U.shape[0]), JIT)
+    fwd, bwd = _compiled(float(eps), bool(masked), bool(zero_output), int(U.shape[0]), JIT,
+                         _fast_paths.gate_blocks_apart())
 
     valid = tf.stop_gradient(valid)
 

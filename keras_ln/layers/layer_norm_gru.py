@@ -209,7 +209,8 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
     def recurrent_step(
         self, projected_inputs, states, training=False, centered=None
     ):
-        """One step from the already projected and normalized input.
+        """One step from the already projected and normalized input (a
+        tensor, or the fused layer's tuple of its three gate blocks).
 
         `centered`, the fused layer's fast form, is the pair
         `(center_columns(recurrent_kernel), recurrent_offset())`.
@@ -233,7 +234,10 @@ class LayerNormGRUCell(keras.layers.Layer, DropoutRNNCell):
                 self.norm_epsilon,
             )
             inner = inner + offset
-        x_z, x_r, x_n = ops.split(projected_inputs, 3, axis=-1)
+        if isinstance(projected_inputs, (list, tuple)):
+            x_z, x_r, x_n = projected_inputs  # the fused layer's blocks
+        else:
+            x_z, x_r, x_n = ops.split(projected_inputs, 3, axis=-1)
         h_z, h_r, h_n = ops.split(inner, 3, axis=-1)
         z = self.recurrent_activation(x_z + h_z)
         r = self.recurrent_activation(x_r + h_r)
@@ -449,5 +453,6 @@ class LayerNormGRU(_recurrent.FusedRNN):
             )
 
         return _recurrent.run_loop(
-            self, step, projected, initial_state, mask, time_major=True
+            self, step, _recurrent.gate_blocks(projected, 3), initial_state,
+            mask, time_major=True,
         )

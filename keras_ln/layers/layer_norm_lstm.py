@@ -212,7 +212,8 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
     def recurrent_step(
         self, projected_inputs, states, training=False, centered_kernel=None
     ):
-        """One step from the already projected and normalized input.
+        """One step from the already projected and normalized input (a
+        tensor, or the fused layer's tuple of its four gate blocks).
 
         With `centered_kernel` (the fused layer's fast form), that is
         `center_columns(recurrent_kernel)` and `projected_inputs` already
@@ -221,19 +222,25 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
         h_tm1, c_tm1 = states[0], states[1]
         h_in = _recurrent.dropout_state(self, h_tm1, training)
         if centered_kernel is None:
-            z = projected_inputs + ln(
+            r = ln(
                 ops.matmul(h_in, self.recurrent_kernel),
                 self.recurrent_norm_gamma,
                 self.recurrent_norm_beta,
                 self.norm_epsilon,
             )
         else:
-            z = projected_inputs + _recurrent.ln_centered(
+            r = _recurrent.ln_centered(
                 ops.matmul(h_in, centered_kernel),
                 self.recurrent_norm_gamma,
                 self.norm_epsilon,
             )
-        z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
+        if isinstance(projected_inputs, (list, tuple)):
+            # The fused layer's four gate blocks.
+            z_i, z_f, z_g, z_o = (
+                p + q for p, q in zip(projected_inputs, ops.split(r, 4, axis=-1))
+            )
+        else:
+            z_i, z_f, z_g, z_o = ops.split(projected_inputs + r, 4, axis=-1)
         i = self.recurrent_activation(z_i)
         f = self.recurrent_activation(z_f)
         o = self.recurrent_activation(z_o)
@@ -460,5 +467,6 @@ class LayerNormLSTM(_recurrent.FusedRNN):
             )
 
         return _recurrent.run_loop(
-            self, step, projected, initial_state, mask, time_major=True
+            self, step, _recurrent.gate_blocks(projected, 4), initial_state,
+            mask, time_major=True,
         )

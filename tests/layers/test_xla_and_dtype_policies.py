@@ -123,6 +123,108 @@ def test_inside_any_jit_compiled_tf_function(name, inside, outside,
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("name, kwargs", [
+    ("LayerNormLSTM", {"use_kernel": False}),
+    ("LayerNormGRU", {"use_kernel": False}),
+    ("BatchNormLSTM", {"use_kernel": "xla"}),  # its TensorFlow kernel
+])
+def test_gate_blocks_apart_inside_xla_give_the_same_numbers(name, kwargs,
+                                                            monkeypatch):
+    """Inside an XLA-compiled function the fused layers' generic loops (and
+    BatchNormLSTM's XLA kernel) take the input projection's gate blocks
+    apart before the loop; outside it, one wide sequence. The same
+    arithmetic: outputs and gradients in float64 equal those of the wide
+    layout forced inside XLA, and those outside XLA, to rounding."""
+    from keras_ln.layers import _fast_paths
+
+    original = _fast_paths.gate_blocks_apart
+    asked, force_wide = [], []
+
+    def spy():
+        asked.append(original())
+        return asked[-1] and not force_wide
+
+    monkeypatch.setattr(_fast_paths, "gate_blocks_apart", spy)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(6, T, F)))
+    mask = tf.constant(np.arange(T)[None, :] < rng.integers(1, T + 1, (6, 1)))
+    layer = LAYERS[name](dtype="float64", **kwargs)
+    layer.build((None, T, F))
+
+    def run(x, training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask, training=training)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return [y] + tape.gradient(loss, [x] + layer.trainable_weights)
+
+    for training in (True, False):
+        outside = run(x, training)
+        assert asked and not any(asked)
+        asked.clear()
+        apart = tf.function(run, jit_compile=True)(x, training)
+        assert asked and all(asked)
+        force_wide.append(True)
+        wide = tf.function(run, jit_compile=True)(x, training)
+        force_wide.clear()
+        for a, b, c in zip(apart, wide, outside):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-9, atol=1e-10)
+        asked.clear()
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("LayerNormLSTM", {"use_kernel": False}),
+    ("LayerNormGRU", {"use_kernel": False}),
+    ("BatchNormLSTM", {"use_kernel": "xla", "max_steps": T}),
+])
+def test_steps_unknown_when_tracing_under_xla(name, kwargs):
+    """An XLA-compiled function traced for any number of steps (as keras'
+    `fit` retraces with relaxed shapes): the loops keep one wide input
+    sequence there (keras' loop cannot read an unknown length from a tuple
+    of sequences) and give the numbers they give outside XLA."""
+    layer = LAYERS[name](**kwargs)
+    layer.build((None, None, F))
+    spec = tf.TensorSpec([None, None, F], tf.float32)
+    inside = tf.function(lambda x: layer(x), jit_compile=True,
+                         input_signature=[spec])
+    for steps in (T, T - 2):
+        x = tf.constant(np.random.default_rng(steps).normal(
+            size=(3, steps, F)).astype("float32"))
+        np.testing.assert_allclose(inside(x).numpy(), layer(x).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["LayerNormLSTM", "LayerNormGRU", "BatchNormLSTM"])
+def test_keras_auto_jit_on_a_machine_without_gpu_runs_the_native_ops(name):
+    """README: on a machine without a GPU keras' default
+    `jit_compile="auto"` does not compile with XLA, so `fit` and `predict`
+    run the native ops."""
+    from keras_ln.layers import _native
+    from keras_ln.layers import _tf_backend
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("keras' 'auto' compiles with XLA where there is a GPU")
+    if _native.ops() is None:
+        pytest.skip("native ops not built")
+    chosen = []
+    original = _tf_backend.kernel_choice
+
+    def spy(layer):
+        chosen.append(original(layer))
+        return chosen[-1]
+
+    model = _model(LAYERS[name])
+    model.compile("adam", "mse")
+    x, y = _data()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_tf_backend, "kernel_choice", spy)
+        model.fit(x, y, epochs=1, verbose=0)
+        model.predict(x, verbose=0)
+    assert model.jit_compile is False
+    assert chosen and set(chosen) == {"native"}
+
+
 def test_native_kernel_cannot_run_under_xla():
     layer = keras_ln.LayerNormLSTM(U, use_kernel="native")
     assert not layer.supports_jit
