@@ -12,8 +12,11 @@ with a 90% distribution-free interval and the verdict, `_paired.py`):
 - `LayerNormLSTM` vs `keras.layers.LSTM` and vs `RNN(LayerNormLSTMCell)`
   (the cell-per-step design of tensorflow-addons), vs a cell rebuilt
   the way tfa wrote it (three `keras.layers.LayerNormalization` sublayers),
-  and vs itself without its TensorFlow kernel ("generic": keras' loop);
-- `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`;
+  vs itself with its XLA kernel instead of the native ops ("XLA":
+  `use_kernel="xla"`), and vs itself without a kernel ("generic": keras'
+  loop);
+- `LayerNormGRU` vs `keras.layers.GRU` and vs `RNN(LayerNormGRUCell)`,
+  and vs itself with its XLA kernel and without a kernel, as the LSTM;
 - `FusedLSTM` / `FusedGRU` (keras' LSTM / GRU run by the native kernels) vs
   `keras.layers.LSTM` / `GRU`, and the normalized layers vs them: what the
   norms cost with the same kind of kernel;
@@ -103,6 +106,8 @@ def contenders():
         "keras GRU": lambda: keras.layers.GRU(UNITS),
         "FusedGRU": lambda: keras_ln.FusedGRU(UNITS),
         "LayerNormGRU": lambda: keras_ln.LayerNormGRU(UNITS),
+        "LayerNormGRU (XLA)": lambda: keras_ln.LayerNormGRU(
+            UNITS, use_kernel="xla"),
         "LayerNormGRU (generic)": lambda: keras_ln.LayerNormGRU(
             UNITS, use_kernel=False),
         "RNN(LayerNormGRUCell)": lambda: keras.layers.RNN(
@@ -218,6 +223,7 @@ def main():
         ("LayerNormGRU", "FusedGRU", "cost of the norm, same kernel", None, None),
         ("LayerNormGRU", "RNN(LayerNormGRUCell)", "target train <= 0.5", 0.5, None),
         ("LayerNormGRU", "LayerNormGRU (generic)", "kernel vs generic", None, None),
+        ("LayerNormGRU", "LayerNormGRU (XLA)", "native vs XLA kernel", None, None),
         ("BatchNormLSTM", "keras LSTM", "target train, infer <= 1.0", 1.0, 1.0),
         ("BatchNormLSTM", "BatchNormLSTM (generic)", "kernel vs generic", None, None),
         ("BatchNormLSTM", "BatchNormLSTM (XLA)", "native vs XLA kernel", None, None),

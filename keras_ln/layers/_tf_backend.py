@@ -6,7 +6,7 @@ call, which implementation runs:
 - layer normalization: the fused, XLA-compiled op of `_tf_layer_norm`
   (exact, XLA-compatible, any dtype);
 - the LN-LSTM and LN-GRU recurrences: the native C++ ops (`_native`,
-  `_tf_recurrent_kernels`) outside XLA, LayerNormLSTM's XLA loops inside an
+  `_tf_recurrent_kernels`) outside XLA, their XLA loops inside an
   XLA-compiled function (`jit_compile=True`) or when the library is
   missing, as the layer's `use_kernel` argument allows; `NotImplementedError`
   (with the reason) where no kernel implements the call, and the layer then
@@ -69,7 +69,7 @@ def kernel_choice(layer):
     else the XLA-compatible one where "native" was not asked. Raises
     NotImplementedError with the reason where none does."""
     want = layer.use_kernel
-    has_xla = layer.kernel_kind in ("lstm", "bn_lstm")
+    has_xla = layer.kernel_kind in ("lstm", "gru", "bn_lstm")
     if want == "xla" or (want in ("auto", True) and in_xla()):
         if not has_xla:
             raise NotImplementedError(
@@ -101,7 +101,7 @@ def recurrence(layer, sequences, initial_state, mask, training):
         ys, *states = _lstm(layer.cell, x, initial_state, mask, impl,
                             bool(layer.zero_output_for_mask))
     else:
-        ys, *states = _gru(layer.cell, x, initial_state, mask,
+        ys, *states = _gru(layer.cell, x, initial_state, mask, impl,
                            bool(layer.zero_output_for_mask))
     return _rnn_outputs(layer, ys, states)
 
@@ -199,7 +199,7 @@ def _lstm(cell, x, states, mask, impl, zero_output):
     )
 
 
-def _gru(cell, x, states, mask, zero_output):
+def _gru(cell, x, states, mask, impl, zero_output):
     dtype = x.dtype
     # The input bias folded into the input norm's beta.
     beta = cell.kernel_norm_beta
@@ -217,4 +217,5 @@ def _gru(cell, x, states, mask, zero_output):
         mask=mask,
         epsilon=cell.norm_epsilon,
         zero_output=zero_output,
+        implementation=impl,
     )

@@ -3,7 +3,8 @@
 Each recurrence is ONE differentiable operation. With the native library
 (`keras_ln.layers._native`, section "native ops" below), one C++ op runs the
 whole forward loop, input projection and its normalization (for all steps,
-before the loop) included, and another the whole backward loop. Without it, `LayerNormLSTM` normalizes its
+before the loop) included, and another the whole backward loop. Without it
+(and inside an XLA-compiled caller), each layer normalizes its
 input projection in one batched op and runs its recurrent part as an
 XLA-compiled forward `tf.while_loop` that keeps only the carried states of
 each step, and an XLA-compiled, hand-written backward-through-time
@@ -16,8 +17,12 @@ on CPU that, not the arithmetic, dominates. Each step is kept small:
   so its LN is `r * rsqrt(mean(r**2) + eps) * gamma`);
 - the recurrent beta, the bias and the factor below are folded into the
   input norm's gamma and beta by the caller;
-- one sigmoid over the four gate blocks, `tanh(x) = 2 sigmoid(2x) - 1` for
-  the candidate (its columns scaled by 2 upstream);
+- the LSTM: one sigmoid over the four gate blocks, `tanh(x) = 2
+  sigmoid(2x) - 1` for the candidate (its columns scaled by 2 upstream);
+  the GRU: its input's three blocks apart before the loop, each gate on
+  its own (sliced out of one wide input in the step, and with one sigmoid
+  over two blocks, XLA's CPU backend ran the step twice as slowly), the
+  recurrent bias folded into the recurrent norm's beta (`off`);
 - row means as products with a constant vector (XLA compiles those much
   better on CPU than row reductions), batch sums as column reductions;
 - per-step saved tensors are few and narrow (writing wide per-step tensors
@@ -222,6 +227,145 @@ def _compiled(masked, zero_output, epsilon, units, carry_normalized):
     # count in TensorFlow's retracing detector, which otherwise adds up the
     # traces of every function built from the same code (and warns once
     # five differently-configured layers have run).
+    return (
+        tf.function(functools.partial(fwd), jit_compile=JIT_FORWARD,
+                    autograph=False, reduce_retracing=True),
+        tf.function(functools.partial(bwd), jit_compile=JIT_BACKWARD,
+                    autograph=False, reduce_retracing=True),
+    )
+
+
+def _gru_step(x3_t, h, U, gr, off, eps):
+    """One LN-GRU forward step (keras' `reset_after=True` GRU, the
+    recurrent norm on the centered kernel's output) from the step's three
+    input blocks: the new state and what the backward step needs."""
+    r = tf.matmul(h, U)
+    rstd_r = tf.math.rsqrt(_mean(r * r) + eps)
+    rhat = r * rstd_r
+    h_z, h_r, h_n = tf.split(rhat * gr + off, 3, axis=-1)
+    x_z, x_r, x_n = x3_t
+    z = tf.sigmoid(x_z + h_z)
+    rg = tf.sigmoid(x_r + h_r)
+    n = tf.tanh(x_n + rg * h_n)
+    return z * h + (1.0 - z) * n, (rstd_r, rhat, z, rg, h_n, n)
+
+
+def _gru_forward(xp, h0, U, gr, off, mask, eps, zero_output):
+    """The LN-GRU's forward loop: outputs, the last state, and the state
+    sequence (all the backward loop needs; it recomputes the rest)."""
+    T = tf.shape(xp)[0]
+    dtype = xp.dtype
+    units = h0.shape[-1]
+    eps = tf.constant(eps, dtype)
+    masked = mask is not None
+    narrow = tf.TensorShape([None, units])
+    x3 = tf.split(xp, 3, axis=-1)
+
+    def body(t, h, y, t_h, t_y):
+        h_new, _ = _gru_step([tf.gather(v, t) for v in x3], h, U, gr, off, eps)
+        if masked:
+            m = tf.gather(mask, t)
+            y = tf.where(m, h_new, tf.zeros_like(h_new) if zero_output
+                         else y)
+            t_y = t_y.write(t, y)
+            h = tf.where(m, h_new, h)
+        else:
+            h = y = h_new
+        return t + 1, h, y, t_h.write(t, h), t_y
+
+    init = (
+        tf.constant(0), h0, tf.zeros_like(h0), _ta(dtype, T, narrow),
+        _ta(dtype, T if masked else 0, narrow),
+    )
+    _, hT, _, t_h, t_y = tf.while_loop(
+        lambda t, *_: t < T, body, init, maximum_iterations=T,
+        swap_memory=False,
+    )
+    hs = t_h.stack()
+    return (t_y.stack() if masked else hs), hT, (hs,)
+
+
+def _gru_backward(dys, dhT, xp, h0, U, gr, off, mask, eps, zero_output,
+                  saved):
+    """The LN-GRU's backward-through-time loop: the gradients of xp, h0, U,
+    gr and off, each step's activations recomputed from its state."""
+    (hs,) = saved
+    T = tf.shape(dys)[0]
+    dtype = dys.dtype
+    units = h0.shape[-1]
+    eps = tf.constant(eps, dtype)
+    one = tf.constant(1.0, dtype)
+    masked = mask is not None
+    h_prev_all = tf.concat([h0[None], hs[:-1]], 0)
+    Ut = tf.transpose(U)
+    x3 = tf.split(xp, 3, axis=-1)
+
+    def colsum(v):
+        return tf.reduce_sum(v, 0, keepdims=True)
+
+    def body(k, dh, dy, t_dz, t_dr, t_dn, dU, dgr, doff):
+        t = T - 1 - k
+        dyt = tf.gather(dys, t)
+        if masked:
+            m = tf.gather(mask, t)
+            zero = tf.zeros_like(dh)
+            dy_tot = dyt if zero_output else dy + dyt
+            dhn = tf.where(m, dh + dy_tot, zero)
+        else:
+            dhn = dh + dyt
+        h_prev = tf.gather(h_prev_all, t)
+        _, (rstd_r, rhat, z, rg, h_n, n) = _gru_step(
+            [tf.gather(v, t) for v in x3], h_prev, U, gr, off, eps)
+        # h = z h_prev + (1 - z) n, n = tanh(x_n + r h_n).
+        dn = dhn * (one - z) * (one - n * n)
+        dz = dhn * (h_prev - n) * z * (one - z)
+        dr = dn * h_n * rg * (one - rg)
+        d_inner = tf.concat([dz, dr, dn * rg], -1)
+        grh = d_inner * gr
+        dq = rstd_r * (grh - rhat * _mean(grh * rhat))
+        dh_prev = dhn * z + tf.matmul(dq, Ut)
+        if masked:
+            dh_prev = dh_prev + tf.where(m, zero, dh)
+            dy_prev = zero if zero_output else tf.where(m, zero, dy_tot)
+        else:
+            dy_prev = dy
+        return (
+            k + 1, dh_prev, dy_prev, t_dz.write(t, dz), t_dr.write(t, dr),
+            t_dn.write(t, dn),
+            dU + tf.matmul(h_prev, dq, transpose_a=True),
+            dgr + colsum(d_inner * rhat),
+            doff + colsum(d_inner),
+        )
+
+    narrow = tf.TensorShape([None, units])
+    init = (
+        tf.constant(0), dhT, tf.zeros_like(dhT),
+        _ta(dtype, T, narrow), _ta(dtype, T, narrow), _ta(dtype, T, narrow),
+        tf.zeros_like(U),
+        tf.zeros([1, 3 * units], dtype), tf.zeros([1, 3 * units], dtype),
+    )
+    _, dh0, _, t_dz, t_dr, t_dn, dU, dgr, doff = tf.while_loop(
+        lambda k, *_: k < T, body, init, maximum_iterations=T,
+        swap_memory=False,
+    )
+    dxp = tf.concat([t_dz.stack(), t_dr.stack(), t_dn.stack()], -1)
+    return dxp, dh0, dU, dgr[0], doff[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _gru_compiled(masked, zero_output, epsilon, units):
+    """The LN-GRU's loops as XLA-compiled functions, one pair per
+    configuration and width (as `_compiled`)."""
+
+    def fwd(xp, h0, U, gr, off, mask):
+        return _gru_forward(xp, h0, U, gr, off, mask if masked else None,
+                            epsilon, zero_output)
+
+    def bwd(dys, dhT, xp, h0, U, gr, off, mask, saved):
+        return _gru_backward(dys, dhT, xp, h0, U, gr, off,
+                             mask if masked else None, epsilon, zero_output,
+                             saved)
+
     return (
         tf.function(functools.partial(fwd), jit_compile=JIT_FORWARD,
                     autograph=False, reduce_retracing=True),
@@ -438,7 +582,8 @@ def plain_gru_recurrence(x, w, bx, h0, U, off, mask=None,
 
 
 def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,
-                      epsilon=1e-3, zero_output=False):
+                      epsilon=1e-3, zero_output=False,
+                      implementation="native"):
     """The LN-GRU recurrence, input projection included, as one op with a
     hand-written gradient (native ops only: check `native_available()`
     first).
@@ -459,5 +604,10 @@ def ln_gru_recurrence(x, w, gx, bx, h0, U, gr, off, mask=None,
     Returns:
         `(ys, hT)`: outputs `(T, B, u)` and the last state.
     """
-    fwd, bwd = _native_pair("gru", mask, zero_output, epsilon)
-    return _recurrence_op(fwd, bwd, 1, mask)(x, w, gx, bx, h0, U, gr, off)
+    if implementation == "native":
+        fwd, bwd = _native_pair("gru", mask, zero_output, epsilon)
+        return _recurrence_op(fwd, bwd, 1, mask)(x, w, gx, bx, h0, U, gr, off)
+    xp = _tf_layer_norm.layer_norm(tf.matmul(x, w), gx, bx, -1, epsilon)
+    fwd, bwd = _gru_compiled(mask is not None, bool(zero_output),
+                             float(epsilon), int(U.shape[0]))
+    return _recurrence_op(fwd, bwd, 1, mask)(xp, h0, U, gr, off)

@@ -331,11 +331,12 @@ class LayerNormGRU(_recurrent.FusedRNN):
         return_sequences, return_state, go_backwards, stateful, unroll: As
             in `keras.layers.GRU`.
         use_kernel: Which implementation runs the recurrence, like keras'
-            `use_cudnn`: `"auto"` (default) the native TensorFlow ops where
-            they apply (not inside an XLA-compiled function: LayerNormGRU
-            has no XLA kernel), else the generic `keras.ops` loop; `True`
-            or `"native"` the native ops or an error; `False` always the
-            generic loop. All compute the same numbers.
+            `use_cudnn`: `"auto"` (default) a fused TensorFlow kernel where
+            one applies (the native ops, or inside an XLA-compiled
+            function the XLA-compatible kernel), else the generic
+            `keras.ops` loop; `True` a fused kernel or an error; `False`
+            always the generic loop; `"native"` or `"xla"` that kernel or
+            an error. All compute the same numbers.
         **kwargs: Base layer keyword arguments.
 
     Call arguments:

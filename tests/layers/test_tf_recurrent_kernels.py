@@ -1,6 +1,6 @@
 """The TensorFlow kernels of LayerNormLSTM and LayerNormGRU
 (`_tf_recurrent_kernels`: the native ops of `keras_ln.layers._native`, and
-LayerNormLSTM's XLA kernel) against the generic loop they replace (forward
+the XLA kernels) against the generic loop they replace (forward
 and gradients, masks, go_backwards, return modes, initial states), against
 finite differences in float64, the conditions under which the layers take
 them, and the native library's loading and errors."""
@@ -40,8 +40,8 @@ def _native_or_skip():
 
 
 @pytest.fixture(params=["native", "xla"])
-def lstm_impl(request):
-    """LayerNormLSTM's kernel: the native ops, or the XLA loops."""
+def kernel_impl(request):
+    """A layer's kernel: the native ops, or the XLA loops."""
     if request.param == "native":
         _native_or_skip()
     return request.param
@@ -59,9 +59,9 @@ def native():
     _native_or_skip()
 
 
-# The kernels: LayerNormLSTM has the native ops and the XLA loops,
-# LayerNormGRU the native ops only.
-KERNELS = [("lstm", "native"), ("lstm", "xla"), ("gru", "native")]
+# The kernels: each layer has the native ops and the XLA loops.
+KERNELS = [("lstm", "native"), ("lstm", "xla"), ("gru", "native"),
+           ("gru", "xla")]
 LAYERS = {"lstm": keras_ln.LayerNormLSTM, "gru": keras_ln.LayerNormGRU}
 
 
@@ -273,7 +273,7 @@ def test_native_shards_compute_the_same(rng, native, cell, mask_kind):
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_kernel_gradient_float64_finite_differences(rng, lstm_impl, masked):
+def test_kernel_gradient_float64_finite_differences(rng, kernel_impl, masked):
     t, b, u = 4, 2, 3
 
     def arr(*shape, scale=0.5, offset=0.0):
@@ -294,7 +294,7 @@ def test_kernel_gradient_float64_finite_differences(rng, lstm_impl, masked):
 
     def loss(*args):
         outs = kernels.ln_lstm_recurrence(*args, mask=mask,
-                                          implementation=lstm_impl)
+                                          implementation=kernel_impl)
         return sum(tf.reduce_sum(o * wi) for o, wi in zip(outs, w))
 
     theoretical, numerical = tf.test.compute_gradient(
@@ -341,8 +341,8 @@ def test_fast_path_taken_only_where_supported(native, chosen):
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("zero_output", [False, True])
-def test_gru_kernel_gradient_float64_finite_differences(rng, native, masked,
-                                                        zero_output):
+def test_gru_kernel_gradient_float64_finite_differences(rng, kernel_impl,
+                                                        masked, zero_output):
     t, b, u = 4, 2, 3
 
     def arr(*shape, scale=0.5, offset=0.0):
@@ -363,7 +363,8 @@ def test_gru_kernel_gradient_float64_finite_differences(rng, native, masked,
 
     def loss(*args):
         outs = kernels.ln_gru_recurrence(*args, mask=mask,
-                                         zero_output=zero_output)
+                                         zero_output=zero_output,
+                                         implementation=kernel_impl)
         return sum(tf.reduce_sum(o * wi) for o, wi in zip(outs, w))
 
     theoretical, numerical = tf.test.compute_gradient(
@@ -385,19 +386,20 @@ def test_gru_fast_path_taken_only_where_supported(native, chosen,
         "relu": ({"activation": "relu"}, None),
         "f16": ({"dtype": "mixed_float16"}, None),
         "generic": ({"use_kernel": False}, None),
+        "xla": ({"use_kernel": "xla"}, "xla"),
     }
     for name, (kwargs, expected) in cases.items():
         layer = keras_ln.LayerNormGRU(3, name=name, **kwargs)
         layer(x, training=name.endswith("train"))
         assert chosen.get(name) == expected, name
-    # Without the native library: the generic loop, same outputs.
+    # Without the native library: the XLA kernel, same outputs.
     layer = keras_ln.LayerNormGRU(3, return_sequences=True, name="later")
     fast = layer(x).numpy()
     assert chosen["later"] == "native"
     monkeypatch.setattr(_native, "_loaded",
                         {"module": None, "error": "not built (test)"})
     np.testing.assert_allclose(layer(x).numpy(), fast, atol=1e-6)
-    assert chosen["later"] is None
+    assert chosen["later"] == "xla"
 
 
 def test_lstm_without_native_library_uses_xla_kernel(native, chosen,
@@ -440,8 +442,6 @@ def test_use_kernel_is_validated(bad):
 @pytest.mark.parametrize("use_kernel", ["auto", True, False, "native",
                                         "xla"])
 def test_use_kernel_round_trips_through_config(layer_class, use_kernel):
-    if layer_class is keras_ln.LayerNormGRU and use_kernel == "xla":
-        use_kernel = "native"
     layer = layer_class(3, use_kernel=use_kernel)
     config = layer.get_config()
     assert config["use_kernel"] is use_kernel or config["use_kernel"] == (

@@ -84,7 +84,7 @@ def test_default_model_resolves_jit_auto_to_xla_and_runs(name):
 
 @pytest.mark.parametrize("name, inside, outside", [
     ("LayerNormLSTM", "xla", "native"),
-    ("LayerNormGRU", None, "native"),  # no XLA kernel: the generic loop
+    ("LayerNormGRU", "xla", "native"),
 ])
 def test_inside_any_jit_compiled_tf_function(name, inside, outside,
                                              monkeypatch):
