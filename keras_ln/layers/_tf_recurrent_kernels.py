@@ -119,6 +119,28 @@ def _forward(xp, h0, c0, U, gr, gs, bs, mask, eps, zero_output,
     return ys, hT, cT, (hs, cs)
 
 
+def _upstream(dys, t, dh, dy, mask, zero_output):
+    """The gradient reaching step t's new output under keras' masking (the
+    backward loops'): `(dhn, m, dy_tot)`, dhn zero on the rows the step
+    masks, m the step's mask and dy_tot the gradient of its output so far
+    (both None without a mask)."""
+    dyt = tf.gather(dys, t)
+    if mask is None:
+        return dh + dyt, None, None
+    m = tf.gather(mask, t)
+    dy_tot = dyt if zero_output else dy + dyt
+    return tf.where(m, dh + dy_tot, tf.zeros_like(dh)), m, dy_tot
+
+
+def _output_gradient_before(m, dy, dy_tot, zero_output):
+    """The gradient of the output step t - 1 passes on (a masked step
+    outputs the previous output, or zeros with `zero_output`)."""
+    if m is None:
+        return dy
+    zero = tf.zeros_like(dy)
+    return zero if zero_output else tf.where(m, zero, dy_tot)
+
+
 def _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, eps,
               zero_output, carry_normalized, saved):
     hs, cs = saved
@@ -140,16 +162,8 @@ def _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, eps,
 
     def body(k, dh, dc, dy, t_dz, dU, dgr, dgs, dbs):
         t = T - 1 - k
-        dyt = tf.gather(dys, t)
-        if masked:
-            m = tf.gather(mask, t)
-            zero = tf.zeros_like(dh)
-            dy_tot = dyt if zero_output else dy + dyt
-            dhn = tf.where(m, dh + dy_tot, zero)
-            dcn_in = tf.where(m, dc, zero)
-        else:
-            dhn = dh + dyt
-            dcn_in = dc
+        dhn, m, dy_tot = _upstream(dys, t, dh, dy, mask, zero_output)
+        dcn_in = tf.where(m, dc, tf.zeros_like(dc)) if masked else dc
         c_prev = tf.gather(c_prev_all, t)
         h_prev = tf.gather(h_prev_all, t)
         _, _, (rstd_r, rhat, a, i, f, g, o, rstd_c, chat, th) = _step(
@@ -174,12 +188,10 @@ def _backward(dys, dhT, dcT, xp, h0, c0, U, gr, gs, bs, mask, eps,
         dr = rstd_r * (grh - rhat * _mean(grh * rhat))
         dh_prev = tf.matmul(dr, Ut)
         dc_prev = dc_new * f
-        if masked:
-            dh_prev = dh_prev + tf.where(m, zero, dh)
-            dc_prev = dc_prev + tf.where(m, zero, dc)
-            dy_prev = zero if zero_output else tf.where(m, zero, dy_tot)
-        else:
-            dy_prev = dy
+        if masked:  # a masked row carries its states through the step
+            dh_prev = dh_prev + tf.where(m, tf.zeros_like(dh), dh)
+            dc_prev = dc_prev + tf.where(m, tf.zeros_like(dc), dc)
+        dy_prev = _output_gradient_before(m, dy, dy_tot, zero_output)
         return (
             k + 1, dh_prev, dc_prev, dy_prev, t_dz.write(t, dz),
             dU + tf.matmul(h_prev, dr, transpose_a=True),
@@ -305,14 +317,7 @@ def _gru_backward(dys, dhT, xp, h0, U, gr, off, mask, eps, zero_output,
 
     def body(k, dh, dy, t_dz, t_dr, t_dn, dU, dgr, doff):
         t = T - 1 - k
-        dyt = tf.gather(dys, t)
-        if masked:
-            m = tf.gather(mask, t)
-            zero = tf.zeros_like(dh)
-            dy_tot = dyt if zero_output else dy + dyt
-            dhn = tf.where(m, dh + dy_tot, zero)
-        else:
-            dhn = dh + dyt
+        dhn, m, dy_tot = _upstream(dys, t, dh, dy, mask, zero_output)
         h_prev = tf.gather(h_prev_all, t)
         _, (rstd_r, rhat, z, rg, h_n, n) = _gru_step(
             [tf.gather(v, t) for v in x3], h_prev, U, gr, off, eps)
@@ -324,11 +329,9 @@ def _gru_backward(dys, dhT, xp, h0, U, gr, off, mask, eps, zero_output,
         grh = d_inner * gr
         dq = rstd_r * (grh - rhat * _mean(grh * rhat))
         dh_prev = dhn * z + tf.matmul(dq, Ut)
-        if masked:
-            dh_prev = dh_prev + tf.where(m, zero, dh)
-            dy_prev = zero if zero_output else tf.where(m, zero, dy_tot)
-        else:
-            dy_prev = dy
+        if masked:  # a masked row carries its state through the step
+            dh_prev = dh_prev + tf.where(m, tf.zeros_like(dh), dh)
+        dy_prev = _output_gradient_before(m, dy, dy_tot, zero_output)
         return (
             k + 1, dh_prev, dy_prev, t_dz.write(t, dz), t_dr.write(t, dr),
             t_dn.write(t, dn),
