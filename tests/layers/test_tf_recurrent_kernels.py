@@ -168,7 +168,9 @@ def test_kernel_equals_generic_loop(rng, cell, impl, mask_kind,
     )
     # The native ops take the norms' epsilon in float64 (an attribute, as
     # they had, rounded it to float32 and moved results by up to ~1e-8).
-    atol = 1e-10 if impl == "native" else 1e-5
+    # The GRU's XLA kernel computes the generic loop's formulas (7e-15
+    # measured); the LSTM's takes its row means as products.
+    atol = 1e-5 if (cell, impl) == ("lstm", "xla") else 1e-10
     for a, b in zip(outs_k, outs_g):
         np.testing.assert_allclose(a, b, atol=atol)
     for a, b in zip(grads_k, grads_g):
