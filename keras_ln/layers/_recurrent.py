@@ -251,6 +251,15 @@ def gate_blocks(projected, blocks):
     return projected
 
 
+def add_in_blocks(inputs, r, blocks):
+    """`inputs + r` as its `blocks` gate blocks. `inputs` is a step's
+    input, or already its blocks (`gate_blocks`): then each block gets its
+    part of `r` (the same additions, without slicing the input)."""
+    if isinstance(inputs, (list, tuple)):
+        return [p + q for p, q in zip(inputs, ops.split(r, blocks, axis=-1))]
+    return ops.split(inputs + r, blocks, axis=-1)
+
+
 def run_loop(layer, step, inputs, initial_state, mask, time_major=False):
     """keras' backend time loop with the layer's RNN settings.
 

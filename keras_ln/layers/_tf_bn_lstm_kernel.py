@@ -64,11 +64,7 @@ def _step(xn_t, w, h, c, U, gr, gs, bs, eps):
     d, var, mean = _moments(r, w)
     sr = tf.math.rsqrt(var + eps)
     rhat = d * sr
-    if isinstance(xn_t, tuple):
-        zi, zf, zg, zo = (
-            x + q for x, q in zip(xn_t, tf.split(rhat * gr, 4, axis=-1)))
-    else:
-        zi, zf, zg, zo = tf.split(xn_t + rhat * gr, 4, axis=-1)
+    zi, zf, zg, zo = _recurrent.add_in_blocks(xn_t, rhat * gr, 4)
     i, f, o = tf.sigmoid(zi), tf.sigmoid(zf), tf.sigmoid(zo)
     g = tf.tanh(zg)
     cn = f * c + i * g

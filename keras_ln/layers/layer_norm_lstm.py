@@ -234,13 +234,7 @@ class LayerNormLSTMCell(keras.layers.Layer, DropoutRNNCell):
                 self.recurrent_norm_gamma,
                 self.norm_epsilon,
             )
-        if isinstance(projected_inputs, (list, tuple)):
-            # The fused layer's four gate blocks.
-            z_i, z_f, z_g, z_o = (
-                p + q for p, q in zip(projected_inputs, ops.split(r, 4, axis=-1))
-            )
-        else:
-            z_i, z_f, z_g, z_o = ops.split(projected_inputs + r, 4, axis=-1)
+        z_i, z_f, z_g, z_o = _recurrent.add_in_blocks(projected_inputs, r, 4)
         i = self.recurrent_activation(z_i)
         f = self.recurrent_activation(z_f)
         o = self.recurrent_activation(z_o)
